@@ -1,0 +1,16 @@
+"""The bootstrap plugin: the actions, providers and evaluator every agent has."""
+
+from carrier_core.bootstrap.actions import ACTIONS
+from carrier_core.bootstrap.providers import PROVIDERS
+from carrier_core.bootstrap.reflection import REFLECTION
+from carrier_core.models import offline_models
+from carrier_core.plugin import Plugin
+
+plugin = Plugin(
+    name="bootstrap",
+    description="Core conversation: reply, ignore, continue; context providers; reflection.",
+    actions=ACTIONS,
+    providers=PROVIDERS,
+    evaluators=[REFLECTION],
+    models={"offline": lambda character: offline_models()},
+)

@@ -1,0 +1,118 @@
+"""The bootstrap providers: what the decide prompt shows, section by section."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+from carrier_core.memory import MemoryKind
+from carrier_core.plugin import Provider, ProviderResult
+from carrier_core.turn.context import TurnContext
+
+
+def _character(ctx: TurnContext) -> ProviderResult:
+    c = ctx.character
+    lines = [f"You are {c.name}" + (f" (@{c.username})" if c.username else "") + "."]
+    lines += c.bio
+    if c.lore:
+        lines.append("Background: " + " ".join(c.lore))
+    if c.adjectives:
+        lines.append("You are " + ", ".join(a for a in c.adjectives if a) + ".")
+    if topics := [t for t in c.topics if t]:
+        lines.append("You know about: " + ", ".join(topics) + ".")
+    if style := c.style.all + c.style.chat:
+        lines.append("Style: " + "; ".join(style) + ".")
+    # A few example exchanges, picked the same way for the same message, teach the voice.
+    examples = list(c.message_examples)
+    random.Random(str(ctx.message.id)).shuffle(examples)
+    for dialogue in examples[:2]:
+        lines.append("Example:")
+        for line in dialogue:
+            speaker = line.speaker.replace("{{user1}}", "User").replace("{{agent}}", c.name)
+            lines.append(f"  {speaker}: {line.content.text}")
+    return ProviderResult("\n".join(lines), {"agent_name": c.name})
+
+
+def _time(ctx: TurnContext) -> ProviderResult:
+    now = datetime.now(UTC)
+    return ProviderResult(f"It is {now:%A %d %B %Y, %H:%M} UTC.", {"now": now.isoformat()})
+
+
+def _entities(ctx: TurnContext) -> ProviderResult:
+    people = ctx.runtime.store.participants(ctx.room.id)
+    names = [p.name for p in people]
+    kind = "a direct conversation" if ctx.room.kind == "dm" else "a group conversation"
+    text = f"This is {kind} in room '{ctx.room.name}' with: {', '.join(names) or 'nobody yet'}."
+    return ProviderResult(text, {"participants": names})
+
+
+def _facts(ctx: TurnContext) -> ProviderResult:
+    """Facts about the sender, most relevant to the message first (semantic recall)."""
+    found = ctx.runtime.store.search_memories(
+        ctx.query_embedding(),
+        agent_id=ctx.message.agent_id,
+        room_id=None,
+        kinds=[MemoryKind.FACT],
+        count=ctx.runtime.settings.fact_count,
+        threshold=-1.0,
+        entity_id=ctx.message.entity_id,
+    )
+    facts = [f.memory.content.text for f in found]
+    text = "\n".join(f"- {fact}" for fact in facts)
+    return ProviderResult(text, {"facts": facts})
+
+
+def _knowledge(ctx: TurnContext) -> ProviderResult:
+    found = ctx.runtime.store.search_memories(
+        ctx.query_embedding(),
+        agent_id=ctx.message.agent_id,
+        room_id=None,
+        kinds=[MemoryKind.FRAGMENT],
+        count=ctx.runtime.settings.knowledge_count,
+        threshold=ctx.runtime.settings.recall_threshold,
+    )
+    return ProviderResult("\n".join(f"- {k.memory.content.text}" for k in found))
+
+
+def _recall(ctx: TurnContext) -> ProviderResult:
+    """Earlier messages of this room like the latest one, from before the recent window."""
+    settings = ctx.runtime.settings
+    found = ctx.runtime.store.search_memories(
+        ctx.query_embedding(),
+        agent_id=ctx.message.agent_id,
+        room_id=ctx.room.id,
+        kinds=[MemoryKind.MESSAGE],
+        count=settings.recall_count,
+        threshold=settings.recall_threshold,
+        older_than_recent=settings.recent_messages,
+    )
+    lines = [
+        f"- ({m.memory.created_at:%Y-%m-%d}) {m.memory.content.text}"
+        for m in found
+        if m.memory.created_at is not None
+    ]
+    return ProviderResult("\n".join(lines))
+
+
+def _recent_messages(ctx: TurnContext) -> ProviderResult:
+    recent = ctx.runtime.store.recent_messages(ctx.room.id, ctx.runtime.settings.recent_messages)
+    lines = [f"{m.speaker}: {m.memory.content.text}" for m in recent]
+    return ProviderResult("\n".join(lines), {"conversation": "\n".join(lines)})
+
+
+def _actions(ctx: TurnContext) -> ProviderResult:
+    available = [a for a in ctx.plugins.actions.values() if a.validate(ctx)]
+    text = "\n".join(f"- {a.name}: {a.description}" for a in available)
+    return ProviderResult(text, {"actions": [a.name for a in available]})
+
+
+PROVIDERS = [
+    Provider("character", "Who the agent is and how it speaks.", _character, "About you", 10),
+    Provider("time", "The current date and time.", _time, "Time", 20),
+    Provider("entities", "Who is in the room.", _entities, "Room", 30),
+    Provider("facts", "What the agent knows about the sender.", _facts, "What you know about the sender", 40),
+    Provider("knowledge", "Character knowledge relevant to the message.", _knowledge, "Knowledge", 45),
+    Provider("recall", "Older messages like the latest one.", _recall, "Earlier in this conversation", 50),
+    Provider("recent_messages", "The conversation so far.", _recent_messages, "Conversation", 60),
+    Provider("actions", "The actions the agent can take.", _actions, "Actions you can take", 70),
+]

@@ -1,0 +1,76 @@
+"""Settings: environment variables first, then an optional YAML file, then defaults.
+
+Every process of a deployment (a chat, a Lambda) reads the same names, so a
+value set once in the environment means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from pydantic import AliasChoices, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("CARRIER_CONFIG")
+    if explicit:
+        return Path(explicit)
+    local = Path("carrier.yaml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Runtime settings. Env names are `CARRIER_<FIELD>`; the database also reads `DATABASE_URL`."""
+
+    model_config = SettingsConfigDict(env_prefix="CARRIER_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "CARRIER_DATABASE_URL", "database_url")
+    )
+    #: Where the embedded Postgres keeps its data when no database URL is given.
+    home: Path = Path("~/.carrier")
+    pool_size: int = Field(default=4, ge=1)
+
+    #: The model set to use, by the name a plugin registers it under.
+    model_provider: str = "offline"
+
+    recent_messages: int = Field(default=16, ge=1)
+    fact_count: int = Field(default=6, ge=0)
+    recall_count: int = Field(default=4, ge=0)
+    knowledge_count: int = Field(default=4, ge=0)
+    #: Least cosine similarity for a memory to be recalled at all.
+    recall_threshold: float = Field(default=0.2, ge=-1, le=1)
+    #: A new fact this similar to a stored one about the same entity is not stored again.
+    duplicate_fact_similarity: float = Field(default=0.9, ge=0, le=1)
+
+    max_steps: int = Field(default=3, ge=1, description="decide steps allowed in one turn")
+    #: Reflect after this many new messages in a room (1 = every turn).
+    reflection_interval: int = Field(default=3, ge=1)
+    max_message_chars: int = Field(default=8000, ge=1)
+    provider_timeout_s: float = Field(default=2.0, gt=0)
+    embed_batch_size: int = Field(default=64, ge=1)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)

@@ -1,0 +1,154 @@
+"""The built-in offline model: a deterministic ELIZA-style responder.
+
+It needs no key and no network, and always answers in the structured forms
+the turn asks for, so every part of Carrier runs and is tested without a
+provider. It is not a language model: it matches patterns in the latest
+message, reflects pronouns, notes simple facts ("my name is …", "I like …")
+when reflecting, and answers "what do you remember about me?" from the facts
+the turn's providers recalled. Its replies are plain; real models replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from hashlib import blake2b
+
+from carrier_core.decision import Decision, render_decision
+from carrier_core.models.base import Generation, ModelRequest, Usage, estimate_tokens
+
+NAME = "carrier-offline-eliza"
+
+_SWAP = {
+    "i": "you", "me": "you", "my": "your", "mine": "yours", "am": "are", "i'm": "you're",
+    "myself": "yourself", "you": "I", "your": "my", "yours": "mine", "you're": "I'm",
+    "yourself": "myself", "was": "were",
+}
+
+
+def _reflect(fragment: str) -> str:
+    words = fragment.strip().rstrip(".!?").split()
+    return " ".join(_SWAP.get(w.lower(), w) for w in words)
+
+
+def _pick(options: list[str], key: str) -> str:
+    index = int.from_bytes(blake2b(key.encode(), digest_size=4).digest(), "little")
+    return options[index % len(options)]
+
+
+_RECALL = re.compile(
+    r"\b(what(?:'s| is) my name|who am i|remember|what do you know|about me|what do i (?:like|love)"
+    r"|do you know my)\b",
+    re.IGNORECASE,
+)
+_NAME = re.compile(r"\b(?:my name is|call me|i am called)\s+([A-Za-z][\w'-]*)", re.IGNORECASE)
+_LIKE = re.compile(r"\bi (?:really )?(like|love|enjoy)\s+([^.!?,;]+)", re.IGNORECASE)
+_LIVE = re.compile(r"\bi live in\s+([^.!?,;]+)", re.IGNORECASE)
+_WORK = re.compile(r"\bi work (?:as|at|on|for)\s+([^.!?,;]+)", re.IGNORECASE)
+_FEEL = re.compile(r"\bi(?: am|'m| feel)\s+([^.!?,;]+)", re.IGNORECASE)
+_GREETING = re.compile(r"^\s*(hi|hello|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
+
+_Rule = tuple[re.Pattern[str], Callable[[re.Match[str], str], str]]
+
+_RULES: list[_Rule] = [
+    (_NAME, lambda m, s: f"Nice to meet you, {m.group(1)}. What would you like to talk about?"),
+    (_LIKE, lambda m, s: f"What do you {m.group(1).lower()} most about {_reflect(m.group(2))}?"),
+    (_LIVE, lambda m, s: f"What is it like to live in {m.group(1).strip()}?"),
+    (_WORK, lambda m, s: f"How do you find working {m.group(0).split(' ', 2)[2].strip()}?"),
+    (_FEEL, lambda m, s: f"Why do you say you are {_reflect(m.group(1))}?"),
+    (_GREETING, lambda m, s: f"Hello, {s}. How are you today?"),
+]
+
+_QUESTION_REPLIES = ["Why do you ask?", "What do you think?", "What answer would please you most?"]
+_DEFAULT_REPLIES = [
+    "Tell me more.",
+    "Please go on.",
+    "How does that make you feel?",
+    "I see. What does that suggest to you?",
+]
+
+
+def _fact_claims(speaker: str, text: str) -> list[str]:
+    claims: list[str] = []
+    if m := _NAME.search(text):
+        claims.append(f"{speaker}'s name is {m.group(1)}")
+    claims.extend(
+        f"{speaker} {m.group(1).lower()}s {m.group(2).strip()}" for m in _LIKE.finditer(text)
+    )
+    if m := _LIVE.search(text):
+        claims.append(f"{speaker} lives in {m.group(1).strip()}")
+    if m := _WORK.search(text):
+        claims.append(f"{speaker} works {m.group(0).split(' ', 2)[2].strip()}")
+    return claims
+
+
+class OfflineModel:
+    """Answers the `decide` and `reflect` tasks; anything else gets a plain reply."""
+
+    name = NAME
+    offline = True
+
+    def generate(self, request: ModelRequest) -> Generation:
+        if request.task == "reflect":
+            text = self._reflect(request)
+        elif request.task == "decide":
+            text = render_decision(self._decide(request))
+        else:
+            text = self._reply(request.hints.get("message", request.prompt), "friend")
+        return Generation(
+            text=text,
+            usage=Usage(estimate_tokens(request.system + request.prompt), estimate_tokens(text)),
+            model=self.name,
+        )
+
+    def _decide(self, request: ModelRequest) -> Decision:
+        hints = request.hints
+        message = hints.get("message", "")
+        sender = hints.get("sender", "friend")
+        agent = hints.get("agent", "")
+        if hints.get("room_kind") == "group" and agent.lower() not in message.lower():
+            return Decision(thought="Not addressed to me; staying quiet.", actions=["IGNORE"])
+        if _RECALL.search(message):
+            facts = [line.removeprefix("- ").strip() for line in hints.get("facts", "").splitlines()]
+            facts = [f for f in facts if f]
+            text = (
+                "Here is what I remember: " + "; ".join(facts) + "."
+                if facts
+                else "I don't know much about you yet. Tell me something about yourself?"
+            )
+            return Decision(thought="They asked what I recall.", actions=["REPLY"], text=text)
+        knowledge = hints.get("knowledge", "").splitlines()
+        if message.rstrip().endswith("?") and knowledge:
+            text = "Here is something I know: " + knowledge[0].removeprefix("- ").strip()
+            return Decision(thought="My knowledge covers this.", actions=["REPLY"], text=text)
+        return Decision(
+            thought="Answering in the manner of ELIZA.",
+            actions=["REPLY"],
+            text=self._reply(message, sender),
+        )
+
+    def _reply(self, message: str, sender: str) -> str:
+        for pattern, respond in _RULES:
+            if match := pattern.search(message):
+                return respond(match, sender)
+        options = _QUESTION_REPLIES if message.rstrip().endswith("?") else _DEFAULT_REPLIES
+        return _pick(options, message)
+
+    def _reflect(self, request: ModelRequest) -> str:
+        facts = []
+        speakers: set[str] = set()
+        agent = request.hints.get("agent", "")
+        for line in request.hints.get("conversation", "").splitlines():
+            speaker, sep, text = line.partition(": ")
+            if not sep or speaker == agent:
+                continue
+            speakers.add(speaker)
+            facts.extend({"claim": claim, "about": speaker} for claim in _fact_claims(speaker, text))
+        relationships = [
+            {"source": speaker, "target": agent, "tags": ["conversation"]}
+            for speaker in sorted(speakers)
+        ]
+        return json.dumps(
+            {"thought": f"Noted {len(facts)} fact(s).", "facts": facts, "relationships": relationships}
+        )

@@ -1,0 +1,166 @@
+"""What a plugin can add to an agent: actions, providers, evaluators, models.
+
+Plugins are found through the Python entry-point group `carrier.plugins`
+(plus `module:attribute` paths), by the names in a character's `plugins`
+list. ElizaOS characters name npm packages there; a name we cannot find is
+reported and skipped, so those files still load and talk.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from carrier_core.character import Character
+    from carrier_core.decision import Decision
+    from carrier_core.models.base import ModelSet
+    from carrier_core.turn.context import TurnContext
+
+ENTRY_POINT_GROUP = "carrier.plugins"
+
+
+def _always(ctx: TurnContext) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    #: Messages the agent says, stored as reply memories in order.
+    replies: list[str] = field(default_factory=list)
+    #: Ask for another decide step in this turn (bounded by `max_steps`).
+    continue_turn: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something the agent can do when the decide step picks it by name."""
+
+    name: str
+    description: str
+    handler: Callable[[TurnContext, Decision], ActionResult]
+    validate: Callable[[TurnContext], bool] = _always
+    similes: tuple[str, ...] = ()
+    examples: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    #: What the prompt shows under the provider's heading; empty means nothing to show.
+    text: str = ""
+    #: Named values for actions, evaluators and the turn's stored state.
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A source of context for the decide prompt."""
+
+    name: str
+    description: str
+    get: Callable[[TurnContext], ProviderResult]
+    title: str = ""
+    #: Providers are shown in the prompt in ascending position.
+    position: int = 50
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """Work done after the reply, such as reflecting on the conversation."""
+
+    name: str
+    description: str
+    handler: Callable[[TurnContext], dict[str, Any]]
+    validate: Callable[[TurnContext], bool] = _always
+    #: Run even when the turn decided not to respond.
+    always_run: bool = False
+
+
+@dataclass(frozen=True)
+class Plugin:
+    name: str
+    description: str = ""
+    actions: Sequence[Action] = ()
+    providers: Sequence[Provider] = ()
+    evaluators: Sequence[Evaluator] = ()
+    #: Model sets by name, chosen with the `model_provider` setting.
+    models: Mapping[str, Callable[[Character], ModelSet]] = field(default_factory=dict)
+
+
+class PluginError(LookupError):
+    """A named action, plugin or model set that cannot be found."""
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """The plugins of one agent, merged; later plugins override earlier names."""
+
+    plugins: tuple[Plugin, ...]
+    #: Names in the character's list that could not be loaded, with the reason.
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def actions(self) -> dict[str, Action]:
+        return {a.name.upper(): a for p in self.plugins for a in p.actions}
+
+    @property
+    def providers(self) -> list[Provider]:
+        merged = {pr.name: pr for p in self.plugins for pr in p.providers}
+        return sorted(merged.values(), key=lambda pr: pr.position)
+
+    @property
+    def evaluators(self) -> list[Evaluator]:
+        return list({e.name: e for p in self.plugins for e in p.evaluators}.values())
+
+    def action(self, name: str) -> Action | None:
+        """An action by its name or one of its similes, case-insensitively."""
+        wanted = name.strip().upper()
+        actions = self.actions
+        if wanted in actions:
+            return actions[wanted]
+        for action in actions.values():
+            if wanted in (s.upper() for s in action.similes):
+                return action
+        return None
+
+    def model_set(self, name: str, character: Character) -> ModelSet:
+        for plugin in reversed(self.plugins):
+            if name in plugin.models:
+                return plugin.models[name](character)
+        known = sorted({n for p in self.plugins for n in p.models})
+        raise PluginError(f"no model provider named {name!r}; known: {', '.join(known)}")
+
+
+def _load_one(name: str) -> Plugin:
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        loaded: Any = getattr(importlib.import_module(module_name), attribute)
+    else:
+        found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+        if not found:
+            raise PluginError(f"no plugin named {name!r} in entry-point group {ENTRY_POINT_GROUP}")
+        loaded = next(iter(found)).load()
+    plugin = loaded() if callable(loaded) and not isinstance(loaded, Plugin) else loaded
+    if not isinstance(plugin, Plugin):
+        raise PluginError(f"{name!r} is a {type(plugin).__name__}, not a carrier Plugin")
+    return plugin
+
+
+@cache
+def load_plugins(names: tuple[str, ...]) -> Plugins:
+    """The bootstrap plugin followed by the named ones, skipping (and reporting) unknown names."""
+    plugins = [_load_one("bootstrap")]
+    skipped: list[tuple[str, str]] = []
+    for name in names:
+        if name == "bootstrap":
+            continue
+        try:
+            plugins.append(_load_one(name))
+        except (PluginError, ImportError, AttributeError) as exc:
+            skipped.append((name, str(exc)))
+    return Plugins(tuple(plugins), tuple(skipped))

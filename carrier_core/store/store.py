@@ -1,0 +1,554 @@
+"""Every read and write a turn makes, as named queries over one connection pool.
+
+The steps hold no state between calls: what one step learns, it writes here,
+and the next step (perhaps in another Lambda) reads it back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from pgvector import Vector
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from carrier_core.character import Character, parse_character
+from carrier_core.config import Settings
+from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
+from carrier_core.store.database import RoundTrips, database_url, open_pool
+from carrier_core.store.migrate import migrate
+from carrier_core.world import Entity, Relationship, Room, RoomKind
+
+EMBEDDING_DIMENSIONS = 384
+
+
+class NotFound(LookupError):
+    """A row the caller named by id does not exist."""
+
+
+class EmbeddingSizeError(ValueError):
+    """An embedding whose length does not fit the stored vector column."""
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    room_id: uuid.UUID
+    message_id: uuid.UUID
+    status: str
+    steps_taken: int
+    decision: dict[str, Any] | None
+    state: dict[str, Any]
+    error: str | None
+
+
+@dataclass(frozen=True)
+class TurnStep:
+    step: str
+    status: str
+    detail: dict[str, Any]
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass
+class NamedMessage:
+    """A message with the name of who said it, as prompts show it."""
+
+    memory: Memory
+    speaker: str
+
+
+@dataclass
+class StepUsage:
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _vector(embedding: Sequence[float]) -> Vector:
+    if len(embedding) != EMBEDDING_DIMENSIONS:
+        raise EmbeddingSizeError(
+            f"embedding has {len(embedding)} dimensions; the memories table stores "
+            f"{EMBEDDING_DIMENSIONS}"
+        )
+    return Vector([float(x) for x in embedding])
+
+
+def _memory(row: DictRow) -> Memory:
+    embedding = row.get("embedding")
+    return Memory(
+        id=row["id"],
+        agent_id=row["agent_id"],
+        entity_id=row["entity_id"],
+        room_id=row["room_id"],
+        world_id=row["world_id"],
+        kind=MemoryKind(row["kind"]),
+        content=Content.model_validate(row["content"]),
+        embedding=None if embedding is None else [float(x) for x in embedding.to_list()],
+        created_at=row["created_at"],
+        dedupe_key=row["dedupe_key"],
+        metadata=row["metadata"],
+    )
+
+
+_MEMORY_COLUMNS = (
+    "id, agent_id, entity_id, room_id, world_id, kind, content, dedupe_key, metadata, created_at"
+)
+
+
+class Store:
+    """Postgres-backed state of all agents. Safe to share between threads."""
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[DictRow]], round_trips: RoundTrips):
+        self._pool = pool
+        self.round_trips = round_trips
+
+    @classmethod
+    def open(cls, settings: Settings) -> Store:
+        """Connect (starting the embedded Postgres if no URL is set) and migrate."""
+        url = database_url(settings)
+        migrate(url)
+        round_trips = RoundTrips()
+        return cls(open_pool(url, size=settings.pool_size, round_trips=round_trips), round_trips)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A connection in autocommit mode, for one statement."""
+        with self._pool.connection() as conn:
+            yield conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A transaction, for statements that must commit together (BEGIN and COMMIT count)."""
+        with self._pool.connection() as conn, conn.transaction():
+            self.round_trips.add(2)
+            yield conn
+
+    # -- agents ---------------------------------------------------------------
+
+    def save_agent(self, character: Character) -> uuid.UUID:
+        agent_id = character.agent_id
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO agents (id, name, character) VALUES (%s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                " character = excluded.character, updated_at = now()"
+                " WHERE agents.character IS DISTINCT FROM excluded.character",
+                (agent_id, character.name, Jsonb(character.to_document())),
+            )
+        return agent_id
+
+    def character(self, agent_id: uuid.UUID) -> Character:
+        with self._conn() as conn:
+            row = conn.execute("SELECT character FROM agents WHERE id = %s", (agent_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no agent with id {agent_id}")
+        return parse_character(row["character"], source=f"agent {agent_id}")
+
+    # -- who and where --------------------------------------------------------
+
+    def ensure_conversation(
+        self, entity: Entity, room: Room, world_name: str | None = None
+    ) -> None:
+        """Make sure the sender, the room (and its world) and their membership exist."""
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO entities (id, agent_id, names) VALUES (%s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET names = ARRAY(SELECT DISTINCT unnest("
+                " excluded.names || entities.names))"
+                " WHERE NOT entities.names @> excluded.names",
+                (entity.id, entity.agent_id, entity.names),
+            )
+            if room.world_id is not None:
+                conn.execute(
+                    "INSERT INTO worlds (id, agent_id, name) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (room.world_id, room.agent_id, world_name or str(room.world_id)),
+                )
+            conn.execute(
+                "WITH r AS (INSERT INTO rooms (id, agent_id, world_id, name, kind, source)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING)"
+                " INSERT INTO participants (room_id, entity_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (
+                    room.id, room.agent_id, room.world_id, room.name, room.kind.value,
+                    room.source, room.id, entity.id,
+                ),
+            )
+
+    def room(self, room_id: uuid.UUID) -> Room:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT id, agent_id, world_id, name, kind, source, metadata FROM rooms"
+                " WHERE id = %s",
+                (room_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no room with id {room_id}")
+        return Room(**{**row, "kind": RoomKind(row["kind"])})
+
+    def participants(self, room_id: uuid.UUID) -> list[Entity]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT e.id, e.agent_id, e.names, e.metadata FROM participants p"
+                " JOIN entities e ON e.id = p.entity_id WHERE p.room_id = %s"
+                " ORDER BY p.joined_at",
+                (room_id,),
+            ).fetchall()
+        return [Entity(**row) for row in rows]
+
+    def entity_names(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT id, names[1] AS name FROM entities WHERE id = ANY(%s)", (list(entity_ids),)
+            ).fetchall()
+        return {row["id"]: row["name"] or "someone" for row in rows}
+
+    def save_relationship(self, relationship: Relationship) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO relationships (agent_id, source_entity_id, target_entity_id, tags,"
+                " metadata) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (agent_id, source_entity_id, target_entity_id) DO UPDATE SET"
+                " tags = ARRAY(SELECT DISTINCT unnest(relationships.tags || excluded.tags)),"
+                " metadata = relationships.metadata || excluded.metadata, updated_at = now()",
+                (
+                    relationship.agent_id, relationship.source_entity_id,
+                    relationship.target_entity_id, relationship.tags,
+                    Jsonb(relationship.metadata),
+                ),
+            )
+
+    def relationships(self, agent_id: uuid.UUID) -> list[Relationship]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT agent_id, source_entity_id, target_entity_id, tags, metadata"
+                " FROM relationships WHERE agent_id = %s",
+                (agent_id,),
+            ).fetchall()
+        return [Relationship(**row) for row in rows]
+
+    # -- memories -------------------------------------------------------------
+
+    def add_memory(self, memory: Memory, *, turn_id: uuid.UUID | None = None) -> tuple[Memory, bool]:
+        """Store a memory; with a dedupe key, a second store returns the first one.
+
+        Returns the stored memory and whether this call created it.
+        """
+        embedding = None if memory.embedding is None else _vector(memory.embedding)
+        with self._conn() as conn:
+            row = conn.execute(
+                "INSERT INTO memories (id, agent_id, entity_id, room_id, world_id, kind, content,"
+                " embedding, dedupe_key, turn_id, metadata)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+                f" DO NOTHING RETURNING {_MEMORY_COLUMNS}",
+                (
+                    memory.id, memory.agent_id, memory.entity_id, memory.room_id,
+                    memory.world_id, memory.kind.value,
+                    Jsonb(memory.content.model_dump(mode="json", exclude_none=True)),
+                    embedding, memory.dedupe_key, turn_id, Jsonb(memory.metadata),
+                ),
+            ).fetchone()
+            if row is not None:
+                return _memory(row), True
+            existing = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s AND kind = %s"
+                " AND room_id IS NOT DISTINCT FROM %s AND dedupe_key = %s",
+                (memory.agent_id, memory.kind.value, memory.room_id, memory.dedupe_key),
+            ).fetchone()
+        assert existing is not None, "a conflicting memory cannot vanish: memories are not deleted"
+        return _memory(existing), False
+
+    def add_fact(
+        self, fact: Memory, *, duplicate_similarity: float, turn_id: uuid.UUID | None = None
+    ) -> bool:
+        """Store a fact unless a near-duplicate about the same entity is already known.
+
+        The check and the insert share a transaction under a lock on the entity's
+        facts, so two reflections running at once cannot both store the same fact.
+        """
+        if fact.embedding is None:
+            raise ValueError("a fact needs its embedding to be checked for duplicates")
+        vector = _vector(fact.embedding)
+        with self._tx() as conn:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"facts:{fact.agent_id}:{fact.entity_id}",),
+            )
+            duplicate = conn.execute(
+                "SELECT 1 FROM memories WHERE agent_id = %s AND entity_id = %s AND kind = 'fact'"
+                " AND (lower(content->>'text') = lower(%s) OR 1 - (embedding <=> %s) >= %s)"
+                " LIMIT 1",
+                (fact.agent_id, fact.entity_id, fact.content.text, vector, duplicate_similarity),
+            ).fetchone()
+            if duplicate:
+                return False
+            conn.execute(
+                "INSERT INTO memories (id, agent_id, entity_id, room_id, world_id, kind, content,"
+                " embedding, turn_id, metadata) VALUES (%s, %s, %s, %s, %s, 'fact', %s, %s, %s, %s)",
+                (
+                    fact.id, fact.agent_id, fact.entity_id, fact.room_id, fact.world_id,
+                    Jsonb(fact.content.model_dump(mode="json", exclude_none=True)), vector,
+                    turn_id, Jsonb(fact.metadata),
+                ),
+            )
+        return True
+
+    def memory(self, memory_id: uuid.UUID) -> Memory:
+        with self._conn() as conn:
+            row = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS}, embedding FROM memories WHERE id = %s", (memory_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no memory with id {memory_id}")
+        return _memory(row)
+
+    def recent_messages(self, room_id: uuid.UUID, count: int) -> list[NamedMessage]:
+        """The room's last `count` messages, oldest first, with speaker names."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM (SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS.split(', '))},"
+                " coalesce(e.names[1], a.name, 'someone') AS speaker"
+                " FROM memories m LEFT JOIN entities e ON e.id = m.entity_id"
+                " LEFT JOIN agents a ON a.id = m.entity_id"
+                " WHERE m.room_id = %s AND m.kind = 'message'"
+                " ORDER BY m.created_at DESC LIMIT %s) recent ORDER BY created_at",
+                (room_id, count),
+            ).fetchall()
+        return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
+
+    def search_memories(
+        self,
+        embedding: Sequence[float],
+        *,
+        agent_id: uuid.UUID,
+        room_id: uuid.UUID | None,
+        kinds: Sequence[MemoryKind],
+        count: int,
+        threshold: float,
+        entity_id: uuid.UUID | None = None,
+        exclude_ids: Sequence[uuid.UUID] = (),
+        older_than_recent: int = 0,
+    ) -> list[ScoredMemory]:
+        """Nearest memories by cosine similarity, filtered by agent (and room, and entity).
+
+        With a room, `older_than_recent=N` leaves out the room's last N messages: the
+        prompt shows those already, so recall looks further back.
+
+        The threshold is applied to the top `count` rows after the index scan, so an
+        unmatched query costs one bounded scan rather than a walk of the whole index.
+        """
+        if count <= 0:
+            return []
+        vector = _vector(embedding)
+        filters = ["agent_id = %s", "kind = ANY(%s)", "embedding IS NOT NULL"]
+        params: list[Any] = [agent_id, [k.value for k in kinds]]
+        if room_id is not None:
+            filters.append("room_id = %s")
+            params.append(room_id)
+        if entity_id is not None:
+            filters.append("entity_id = %s")
+            params.append(entity_id)
+        if exclude_ids:
+            filters.append("NOT (id = ANY(%s))")
+            params.append(list(exclude_ids))
+        if room_id is not None and older_than_recent > 0:
+            filters.append(
+                "created_at < coalesce((SELECT created_at FROM memories WHERE room_id = %s"
+                " AND kind = 'message' ORDER BY created_at DESC OFFSET %s LIMIT 1), '-infinity')"
+            )
+            params.extend([room_id, older_than_recent - 1])
+        query = (
+            f"SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
+            f" WHERE {' AND '.join(filters)} ORDER BY embedding <=> %s LIMIT %s"
+        )
+        with self._conn() as conn:
+            rows = conn.execute(query.encode(), [vector, *params, vector, count]).fetchall()
+        return [
+            ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
+            for row in rows
+            if row["similarity"] >= threshold
+        ]
+
+    def set_embeddings(self, embeddings: Sequence[tuple[uuid.UUID, Sequence[float]]]) -> None:
+        if not embeddings:
+            return
+        with self._conn() as conn, conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE memories SET embedding = %s WHERE id = %s",
+                [(_vector(vec), memory_id) for memory_id, vec in embeddings],
+            )
+
+    def unembedded(self, agent_id: uuid.UUID, limit: int) -> list[Memory]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
+                " AND embedding IS NULL ORDER BY created_at LIMIT %s",
+                (agent_id, limit),
+            ).fetchall()
+        return [_memory(row) for row in rows]
+
+    def turn_memories(self, turn_id: uuid.UUID, kind: MemoryKind) -> list[Memory]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE turn_id = %s AND kind = %s"
+                " ORDER BY created_at",
+                (turn_id, kind.value),
+            ).fetchall()
+        return [_memory(row) for row in rows]
+
+    def facts_about(self, agent_id: uuid.UUID, entity_id: uuid.UUID) -> list[Memory]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s AND entity_id = %s"
+                " AND kind = 'fact' ORDER BY created_at",
+                (agent_id, entity_id),
+            ).fetchall()
+        return [_memory(row) for row in rows]
+
+    def messages_since_reflection(self, room_id: uuid.UUID) -> tuple[int, datetime | None]:
+        """Messages from others (not the agent) after the room's reflection bookmark,
+        and the newest one's time."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT count(m.id) AS n, max(m.created_at) AS newest FROM rooms r"
+                " LEFT JOIN memories m ON m.room_id = r.id AND m.kind = 'message'"
+                " AND m.entity_id <> r.agent_id AND m.created_at > r.reflected_at"
+                " WHERE r.id = %s",
+                (room_id,),
+            ).fetchone()
+        assert row is not None
+        return int(row["n"]), row["newest"]
+
+    def mark_reflected(self, room_id: uuid.UUID, up_to: datetime) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "UPDATE rooms SET reflected_at = greatest(reflected_at, %s) WHERE id = %s",
+                (up_to, room_id),
+            )
+
+    # -- turns ----------------------------------------------------------------
+
+    def start_turn(self, turn_id: uuid.UUID, message: Memory) -> tuple[uuid.UUID, bool]:
+        """Create the turn for a message, or return the one it already has."""
+        assert message.room_id is not None, "a turn answers a message in a room"
+        with self._conn() as conn:
+            row = conn.execute(
+                "INSERT INTO turns (id, agent_id, room_id, message_id, status)"
+                " VALUES (%s, %s, %s, %s, 'received') ON CONFLICT (message_id) DO NOTHING"
+                " RETURNING id",
+                (turn_id, message.agent_id, message.room_id, message.id),
+            ).fetchone()
+            if row is not None:
+                return row["id"], True
+            existing = conn.execute(
+                "SELECT id FROM turns WHERE message_id = %s", (message.id,)
+            ).fetchone()
+        assert existing is not None
+        return existing["id"], False
+
+    def turn(self, turn_id: uuid.UUID) -> TurnRecord:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT id, agent_id, room_id, message_id, status, steps_taken, decision, state,"
+                " error FROM turns WHERE id = %s",
+                (turn_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no turn with id {turn_id}")
+        return TurnRecord(**row)
+
+    def update_turn(
+        self,
+        turn_id: uuid.UUID,
+        *,
+        status: str,
+        decision: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        steps_taken: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "UPDATE turns SET status = %s, decision = coalesce(%s, decision),"
+                " state = coalesce(%s, state), steps_taken = coalesce(%s, steps_taken),"
+                " error = coalesce(%s, error), updated_at = now() WHERE id = %s",
+                (
+                    status, None if decision is None else Jsonb(decision),
+                    None if state is None else Jsonb(state), steps_taken, error, turn_id,
+                ),
+            )
+
+    def record_step(
+        self,
+        turn_id: uuid.UUID,
+        step: str,
+        *,
+        status: str,
+        started_at: datetime,
+        usage: StepUsage,
+    ) -> None:
+        with self._conn() as conn:
+            conn.execute(
+                "INSERT INTO turn_steps (turn_id, step, status, detail, model_calls, input_tokens,"
+                " output_tokens, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    turn_id, step, status, Jsonb(usage.detail), usage.model_calls,
+                    usage.input_tokens, usage.output_tokens, started_at,
+                ),
+            )
+
+    def turn_steps(self, turn_id: uuid.UUID) -> list[TurnStep]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT step, status, detail, model_calls, input_tokens, output_tokens"
+                " FROM turn_steps WHERE turn_id = %s ORDER BY id",
+                (turn_id,),
+            ).fetchall()
+        return [TurnStep(**row) for row in rows]
+
+    def turn_scene(self, turn_id: uuid.UUID) -> tuple[TurnRecord, Memory, Character, Room, str]:
+        """Everything a step needs to start, in one round trip: the turn, its message,
+        the agent's character, the room and the sender's name."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
+                " m.id, m.agent_id, m.entity_id, m.room_id, m.world_id, m.kind, m.content,"
+                " m.dedupe_key, m.metadata, m.created_at, m.embedding, a.character,"
+                " r.world_id AS r_world_id, r.name AS r_name, r.kind AS r_kind,"
+                " r.source AS r_source, r.metadata AS r_metadata,"
+                " coalesce(e.names[1], 'someone') AS sender"
+                " FROM turns t JOIN memories m ON m.id = t.message_id"
+                " JOIN agents a ON a.id = t.agent_id JOIN rooms r ON r.id = t.room_id"
+                " LEFT JOIN entities e ON e.id = m.entity_id WHERE t.id = %s",
+                (turn_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no turn with id {turn_id}")
+        turn = TurnRecord(
+            id=row["t_id"], agent_id=row["agent_id"], room_id=row["room_id"],
+            message_id=row["id"], status=row["status"], steps_taken=row["steps_taken"],
+            decision=row["decision"], state=row["state"], error=row["error"],
+        )
+        room = Room(
+            id=row["room_id"], agent_id=row["agent_id"], world_id=row["r_world_id"],
+            name=row["r_name"], kind=RoomKind(row["r_kind"]), source=row["r_source"],
+            metadata=row["r_metadata"],
+        )
+        character = parse_character(row["character"], source=f"agent {row['agent_id']}")
+        return turn, _memory(row), character, room, row["sender"]

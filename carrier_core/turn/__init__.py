@@ -1,0 +1,33 @@
+"""The turn, step by step: ingest → decide → act → evaluate → embed.
+
+Each step takes ids and a `Runtime`, persists its result before returning,
+and can run in a process of its own. `run_turn` chains them in-process.
+"""
+
+from carrier_core.turn.act import Acted, act
+from carrier_core.turn.context import State, TurnContext
+from carrier_core.turn.decide import SAFE_REPLY, Decided, decide
+from carrier_core.turn.embed import embed_pending
+from carrier_core.turn.evaluate import evaluate
+from carrier_core.turn.ingest import IncomingMessage, Ingested, InvalidMessage, ingest
+from carrier_core.turn.run import TurnResult, finish_turn, run_turn, turn_result
+
+__all__ = [
+    "SAFE_REPLY",
+    "Acted",
+    "Decided",
+    "IncomingMessage",
+    "Ingested",
+    "InvalidMessage",
+    "State",
+    "TurnContext",
+    "TurnResult",
+    "act",
+    "decide",
+    "embed_pending",
+    "evaluate",
+    "finish_turn",
+    "ingest",
+    "run_turn",
+    "turn_result",
+]

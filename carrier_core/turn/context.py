@@ -1,0 +1,91 @@
+"""What a step knows while it runs: the turn, its message, the agent, and the models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from carrier_core.models import Embeddings, Generation, ModelRequest, ModelSet
+from carrier_core.store import StepUsage, TurnRecord
+
+if TYPE_CHECKING:
+    from carrier_core.character import Character
+    from carrier_core.memory import Memory
+    from carrier_core.plugin import Plugins
+    from carrier_core.runtime import Runtime
+    from carrier_core.world import Room
+
+
+@dataclass
+class State:
+    """The providers' output for one decide step: prompt sections and named values."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    #: Providers that failed or timed out, with the reason.
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TurnContext:
+    runtime: Runtime
+    turn: TurnRecord
+    character: Character
+    message: Memory
+    room: Room
+    sender: str
+    plugins: Plugins
+    models: ModelSet
+    state: State = field(default_factory=State)
+    #: Model calls and tokens of the running step, recorded with it.
+    usage: StepUsage = field(default_factory=StepUsage)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def load(cls, runtime: Runtime, turn_id: Any) -> TurnContext:
+        turn, message, character, room, sender = runtime.store.turn_scene(turn_id)
+        return cls(
+            runtime=runtime,
+            turn=turn,
+            character=character,
+            message=message,
+            room=room,
+            sender=sender,
+            plugins=runtime.plugins_for(character),
+            models=runtime.models_for(character),
+            state=State(values=dict(turn.state)),
+        )
+
+    @property
+    def agent_name(self) -> str:
+        return self.character.name
+
+    def generate(self, request: ModelRequest) -> Generation:
+        """Call a text model for this step, counting the call and its tokens."""
+        generation = self.models.text(request.role).generate(request)
+        self.usage.model_calls += 1
+        self.usage.input_tokens += generation.usage.input_tokens
+        self.usage.output_tokens += generation.usage.output_tokens
+        return generation
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        """Call the embedding model; counted apart from text generations, which cost more."""
+        embeddings = self.models.embedding.embed(texts)
+        self.usage.detail["embedding_calls"] = self.usage.detail.get("embedding_calls", 0) + 1
+        self.usage.input_tokens += embeddings.usage.input_tokens
+        return embeddings
+
+    def query_embedding(self) -> list[float]:
+        """The latest message's embedding, made once per turn and kept on the message."""
+        if self.message.embedding is None:
+            self.message.embedding = self.embed([self.message.content.text]).vectors[0]
+            self.runtime.store.set_embeddings([(self.message.id, self.message.embedding)])
+        return self.message.embedding
+
+    def record_step(self, step: str, status: str = "ok", **detail: Any) -> None:
+        """Write this step into the turn's history, with its model usage."""
+        self.usage.detail.update(detail)
+        self.runtime.store.record_step(
+            self.turn.id, step, status=status, started_at=self.started_at, usage=self.usage
+        )

@@ -1,0 +1,42 @@
+"""Evaluate: after the reply, let evaluators learn from the turn.
+
+An evaluator that fails is recorded and the others still run: learning
+nothing this time never costs the conversation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from carrier_core.decision import Decision
+from carrier_core.runtime import Runtime
+from carrier_core.store import StepUsage
+from carrier_core.turn.context import TurnContext
+
+
+def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, due_or_not: bool = False) -> list[str]:
+    """Run the evaluators that are due; returns the names of those that ran.
+
+    `due_or_not` skips the evaluators' own cadence checks: a chat that ends
+    reflects on what is left rather than wait for a next message that may not come.
+    """
+    ctx = TurnContext.load(runtime, turn_id)
+    decision = Decision.model_validate(ctx.turn.decision or {})
+    responded = decision.actions != ["IGNORE"]
+    ran = []
+    for evaluator in ctx.plugins.evaluators:
+        if not (responded or evaluator.always_run):
+            continue
+        ctx.usage, ctx.started_at = StepUsage(), datetime.now(UTC)
+        step = f"evaluate:{evaluator.name}"
+        try:
+            if not (due_or_not or evaluator.validate(ctx)):
+                continue
+            detail = evaluator.handler(ctx)
+        except Exception as exc:
+            ctx.record_step(step, "error", error=f"{type(exc).__name__}: {exc}")
+            continue
+        ctx.record_step(step, "ok", **detail)
+        ran.append(evaluator.name)
+    return ran

@@ -1,0 +1,119 @@
+"""Ingest: take a message in, remember it, and open its turn.
+
+Ingest is idempotent by the client's message id: a message delivered twice
+(a retried HTTP post, a redelivered queue message) finds the memory and turn
+the first delivery made, so it is answered once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from carrier_core.memory import Content, Memory, MemoryKind
+from carrier_core.runtime import Runtime
+from carrier_core.store import NotFound, StepUsage
+from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot be taken in; the text names the field and the problem."""
+
+
+class IncomingMessage(BaseModel):
+    """A message from the outside world, in the names that world uses."""
+
+    agent_id: uuid.UUID
+    room: str = Field(min_length=1, max_length=200)
+    sender: str = Field(min_length=1, max_length=200)
+    sender_name: str | None = Field(default=None, max_length=200)
+    text: str
+    room_kind: RoomKind = RoomKind.DM
+    source: str = Field(default="api", min_length=1, max_length=50)
+    world: str | None = Field(default=None, max_length=200)
+    #: The sender's own id for this message: the same id twice is one message.
+    client_message_id: str | None = Field(default=None, min_length=1, max_length=200)
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("text")
+    @classmethod
+    def _has_text(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be empty")
+        return text
+
+
+@dataclass(frozen=True)
+class Ingested:
+    agent_id: uuid.UUID
+    turn_id: uuid.UUID
+    message_id: uuid.UUID
+    #: False when this delivery repeated an earlier one.
+    created: bool
+
+
+def validate_message(data: IncomingMessage | dict[str, Any], max_chars: int) -> IncomingMessage:
+    try:
+        message = (
+            data if isinstance(data, IncomingMessage) else IncomingMessage.model_validate(data)
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidMessage(f"invalid message: {problems}") from None
+    if len(message.text) > max_chars:
+        raise InvalidMessage(
+            f"invalid message: text: {len(message.text)} characters, the limit is {max_chars}"
+        )
+    return message
+
+
+def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested:
+    started_at = datetime.now(UTC)
+    message = validate_message(data, runtime.settings.max_message_chars)
+    agent_id = message.agent_id
+    entity = Entity(
+        id=entity_id_for(agent_id, message.source, message.sender),
+        agent_id=agent_id,
+        names=[message.sender_name or message.sender],
+    )
+    world_id = world_id_for(agent_id, message.source, message.world) if message.world else None
+    room = Room(
+        id=room_id_for(agent_id, message.source, message.room),
+        agent_id=agent_id,
+        world_id=world_id,
+        name=message.room,
+        kind=message.room_kind,
+        source=message.source,
+    )
+    store = runtime.store
+    try:
+        store.ensure_conversation(entity, room, message.world)
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFound(f"no agent with id {agent_id}") from None
+    memory, _ = store.add_memory(
+        Memory(
+            agent_id=agent_id,
+            entity_id=entity.id,
+            room_id=room.id,
+            world_id=world_id,
+            kind=MemoryKind.MESSAGE,
+            content=Content(
+                text=message.text, source=message.source, attachments=message.attachments
+            ),
+            dedupe_key=message.client_message_id,
+        )
+    )
+    turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)
+    if turn_created:
+        store.record_step(
+            turn_id, "ingest", status="ok", started_at=started_at,
+            usage=StepUsage(detail={"message_id": str(memory.id)}),
+        )
+    return Ingested(agent_id=agent_id, turn_id=turn_id, message_id=memory.id, created=turn_created)

@@ -1,0 +1,76 @@
+"""Who and where: entities, the rooms they talk in, worlds that group rooms.
+
+Ids are derived from the names the outside world uses (a user id on a
+platform, a room key), scoped to the agent, so that any stateless step can
+find the same row again without a lookup table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from carrier_core.character import CARRIER_NAMESPACE
+
+
+class RoomKind(StrEnum):
+    #: A direct conversation: the agent always answers.
+    DM = "dm"
+    #: Several people: the agent decides whether it should answer at all.
+    GROUP = "group"
+
+
+def entity_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UUID:
+    return uuid.uuid5(CARRIER_NAMESPACE, f"entity:{agent_id}:{source}:{external_id}")
+
+
+def room_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UUID:
+    return uuid.uuid5(CARRIER_NAMESPACE, f"room:{agent_id}:{source}:{external_id}")
+
+
+def world_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UUID:
+    return uuid.uuid5(CARRIER_NAMESPACE, f"world:{agent_id}:{source}:{external_id}")
+
+
+class Entity(BaseModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    names: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.names[0] if self.names else "someone"
+
+
+class World(BaseModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    name: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Room(BaseModel):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    world_id: uuid.UUID | None = None
+    name: str
+    kind: RoomKind = RoomKind.DM
+    source: str = "api"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Participant(BaseModel):
+    room_id: uuid.UUID
+    entity_id: uuid.UUID
+
+
+class Relationship(BaseModel):
+    agent_id: uuid.UUID
+    source_entity_id: uuid.UUID
+    target_entity_id: uuid.UUID
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
