@@ -1,12 +1,12 @@
 """Carrier: the ElizaOS agent turn loop, stateless, on Postgres and pgvector.
 
-    from carrier_core import Runtime, load_character, run_turn
+from carrier_core import Runtime, load_character, run_turn
 
-    with Runtime.open() as runtime:
-        agent_id = runtime.register_agent(load_character("characters/ada.json"))
-        result = run_turn(runtime, {"agent_id": agent_id, "room": "demo",
-                                    "sender": "me", "text": "Hello!"})
-        print(result.reply_texts)
+with Runtime.open() as runtime:
+    agent_id = runtime.register_agent(load_character("characters/ada.json"))
+    result = run_turn(runtime, {"agent_id": agent_id, "room": "demo",
+                                "sender": "me", "text": "Hello!"})
+    print(result.reply_texts)
 """
 
 from carrier_core.character import Character, CharacterError, load_character, parse_character

@@ -116,7 +116,9 @@ class Character(_Open):
 def parse_character(data: Any, *, source: str = "character") -> Character:
     """Validate an already-decoded character document."""
     if not isinstance(data, dict):
-        raise CharacterError(f"{source}: a character must be a JSON object, got {type(data).__name__}")
+        raise CharacterError(
+            f"{source}: a character must be a JSON object, got {type(data).__name__}"
+        )
     try:
         return Character.model_validate(data)
     except ValidationError as exc:

@@ -58,7 +58,7 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
         skipped = runtime.plugins_for(character).skipped
         for name, reason in skipped:
             print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
-        where = settings.database_url and "DATABASE_URL" or str(settings.data_dir / "pg")
+        where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
         model_note = (
             "offline model: deterministic ELIZA-style replies, no key needed"
             if models.offline
@@ -79,8 +79,12 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
                 result = run_turn(
                     runtime,
                     {
-                        "agent_id": agent_id, "room": room, "sender": user,
-                        "sender_name": user, "text": line, "source": "cli",
+                        "agent_id": agent_id,
+                        "room": room,
+                        "sender": user,
+                        "sender_name": user,
+                        "text": line,
+                        "source": "cli",
                     },
                 )
             except InvalidMessage as exc:

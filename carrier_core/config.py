@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import (
     BaseSettings,
@@ -31,7 +32,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CARRIER_", extra="ignore")
 
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "CARRIER_DATABASE_URL", "database_url")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CARRIER_DATABASE_URL", "database_url"),
     )
     #: Where the embedded Postgres keeps its data when no database URL is given.
     home: Path = Path("~/.carrier")

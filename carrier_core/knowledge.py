@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
 
 FRAGMENT_CHARS = 800
+#: Longer texts are cut before embedding: embedding models take a few thousand tokens at most.
+EMBED_CHARS = 8000
 
 
 def split_fragments(text: str, limit: int = FRAGMENT_CHARS) -> list[str]:
@@ -36,7 +38,8 @@ def split_fragments(text: str, limit: int = FRAGMENT_CHARS) -> list[str]:
 
 
 def store_knowledge(runtime: Runtime, character: Character) -> int:
-    """Store the character's knowledge texts once each, embedding new fragments; returns how many.
+    """Store the character's knowledge texts once each, embedding what is new; returns how
+    many memories were added.
 
     Items that point at files (`{"path": ...}`, `{"directory": ...}`) are not read yet.
     """
@@ -46,24 +49,32 @@ def store_knowledge(runtime: Runtime, character: Character) -> int:
         if not isinstance(item, str) or not item.strip():
             continue
         digest = hashlib.sha256(item.encode()).hexdigest()
-        runtime.store.add_memory(
+        document, is_new = runtime.store.add_memory(
             Memory(
-                agent_id=agent_id, entity_id=agent_id, kind=MemoryKind.DOCUMENT,
-                content=Content(text=item, source="character"), dedupe_key=digest,
+                agent_id=agent_id,
+                entity_id=agent_id,
+                kind=MemoryKind.DOCUMENT,
+                content=Content(text=item, source="character"),
+                dedupe_key=digest,
             )
         )
+        if is_new:
+            created.append(document)
         for index, fragment in enumerate(split_fragments(item)):
             memory, is_new = runtime.store.add_memory(
                 Memory(
-                    agent_id=agent_id, entity_id=agent_id, kind=MemoryKind.FRAGMENT,
+                    agent_id=agent_id,
+                    entity_id=agent_id,
+                    kind=MemoryKind.FRAGMENT,
                     content=Content(text=fragment, source="character"),
-                    dedupe_key=f"{digest}:{index}", metadata={"document": digest},
+                    dedupe_key=f"{digest}:{index}",
+                    metadata={"document": digest},
                 )
             )
             if is_new:
                 created.append(memory)
     if created:
         embedder = runtime.models_for(character).embedding
-        vectors = embedder.embed([m.content.text for m in created]).vectors
+        vectors = embedder.embed([m.content.text[:EMBED_CHARS] for m in created]).vectors
         runtime.store.set_embeddings([(m.id, v) for m, v in zip(created, vectors, strict=True)])
     return len(created)

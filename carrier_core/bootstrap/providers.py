@@ -110,9 +110,19 @@ PROVIDERS = [
     Provider("character", "Who the agent is and how it speaks.", _character, "About you", 10),
     Provider("time", "The current date and time.", _time, "Time", 20),
     Provider("entities", "Who is in the room.", _entities, "Room", 30),
-    Provider("facts", "What the agent knows about the sender.", _facts, "What you know about the sender", 40),
-    Provider("knowledge", "Character knowledge relevant to the message.", _knowledge, "Knowledge", 45),
-    Provider("recall", "Older messages like the latest one.", _recall, "Earlier in this conversation", 50),
+    Provider(
+        "facts",
+        "What the agent knows about the sender.",
+        _facts,
+        "What you know about the sender",
+        40,
+    ),
+    Provider(
+        "knowledge", "Character knowledge relevant to the message.", _knowledge, "Knowledge", 45
+    ),
+    Provider(
+        "recall", "Older messages like the latest one.", _recall, "Earlier in this conversation", 50
+    ),
     Provider("recent_messages", "The conversation so far.", _recent_messages, "Conversation", 60),
     Provider("actions", "The actions the agent can take.", _actions, "Actions you can take", 70),
 ]

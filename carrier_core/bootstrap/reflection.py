@@ -61,7 +61,10 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
     )
     result = parse_structured(generation.text, ("thought",), what="reflection")
     claims = [
-        (str(f.get("claim", "")).strip(), people.get(str(f.get("about", "")), ctx.message.entity_id))
+        (
+            str(f.get("claim", "")).strip(),
+            people.get(str(f.get("about", "")), ctx.message.entity_id),
+        )
         for f in result.get("facts") or []
         if isinstance(f, dict) and str(f.get("claim", "")).strip()
     ]
@@ -70,8 +73,11 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
         vectors = ctx.embed([claim for claim, _ in claims]).vectors
         for (claim, entity_id), vector in zip(claims, vectors, strict=True):
             fact = Memory(
-                agent_id=ctx.message.agent_id, entity_id=entity_id, room_id=ctx.room.id,
-                kind=MemoryKind.FACT, content=Content(text=claim, source="reflection"),
+                agent_id=ctx.message.agent_id,
+                entity_id=entity_id,
+                room_id=ctx.room.id,
+                kind=MemoryKind.FACT,
+                content=Content(text=claim, source="reflection"),
                 embedding=vector,
             )
             stored += store.add_fact(
@@ -89,8 +95,10 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
         tags = [str(t) for t in rel.get("tags") or [] if str(t).strip()]
         store.save_relationship(
             Relationship(
-                agent_id=ctx.message.agent_id, source_entity_id=uuid.UUID(str(source)),
-                target_entity_id=uuid.UUID(str(target)), tags=tags,
+                agent_id=ctx.message.agent_id,
+                source_entity_id=uuid.UUID(str(source)),
+                target_entity_id=uuid.UUID(str(target)),
+                tags=tags,
             )
         )
         relationships += 1

@@ -1,8 +1,8 @@
 """Language and embedding models behind one interface, and the offline defaults."""
 
 from carrier_core.models.base import (
-    Embeddings,
     EmbeddingModel,
+    Embeddings,
     Generation,
     ModelError,
     ModelRequest,

@@ -17,10 +17,11 @@ from carrier_core.models.base import Embeddings, Usage, estimate_tokens
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Words too common to say anything about what a text is about.
-_STOP = frozenset(
-    "a an and are as at be but by do does for from had has have i in is it its me my of on or"
-    " so that the their them they this to was we what which who will with you your".split()
+_STOP_WORDS = (
+    "a an and are as at be but by do does for from had has have i in is it its me my of on "
+    "or so that the their them they this to was we what which who will with you your"
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 def _features(text: str) -> list[tuple[str, float]]:

@@ -21,9 +21,19 @@ from carrier_core.models.base import Generation, ModelRequest, Usage, estimate_t
 NAME = "carrier-offline-eliza"
 
 _SWAP = {
-    "i": "you", "me": "you", "my": "your", "mine": "yours", "am": "are", "i'm": "you're",
-    "myself": "yourself", "you": "I", "your": "my", "yours": "mine", "you're": "I'm",
-    "yourself": "myself", "was": "were",
+    "i": "you",
+    "me": "you",
+    "my": "your",
+    "mine": "yours",
+    "am": "are",
+    "i'm": "you're",
+    "myself": "yourself",
+    "you": "I",
+    "your": "my",
+    "yours": "mine",
+    "you're": "I'm",
+    "yourself": "myself",
+    "was": "were",
 }
 
 
@@ -110,7 +120,9 @@ class OfflineModel:
         if hints.get("room_kind") == "group" and agent.lower() not in message.lower():
             return Decision(thought="Not addressed to me; staying quiet.", actions=["IGNORE"])
         if _RECALL.search(message):
-            facts = [line.removeprefix("- ").strip() for line in hints.get("facts", "").splitlines()]
+            facts = [
+                line.removeprefix("- ").strip() for line in hints.get("facts", "").splitlines()
+            ]
             facts = [f for f in facts if f]
             text = (
                 "Here is what I remember: " + "; ".join(facts) + "."
@@ -136,7 +148,7 @@ class OfflineModel:
         return _pick(options, message)
 
     def _reflect(self, request: ModelRequest) -> str:
-        facts = []
+        facts: list[dict[str, str]] = []
         speakers: set[str] = set()
         agent = request.hints.get("agent", "")
         for line in request.hints.get("conversation", "").splitlines():
@@ -144,11 +156,17 @@ class OfflineModel:
             if not sep or speaker == agent:
                 continue
             speakers.add(speaker)
-            facts.extend({"claim": claim, "about": speaker} for claim in _fact_claims(speaker, text))
+            facts.extend(
+                {"claim": claim, "about": speaker} for claim in _fact_claims(speaker, text)
+            )
         relationships = [
             {"source": speaker, "target": agent, "tags": ["conversation"]}
             for speaker in sorted(speakers)
         ]
         return json.dumps(
-            {"thought": f"Noted {len(facts)} fact(s).", "facts": facts, "relationships": relationships}
+            {
+                "thought": f"Noted {len(facts)} fact(s).",
+                "facts": facts,
+                "relationships": relationships,
+            }
         )

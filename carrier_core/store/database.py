@@ -43,19 +43,19 @@ def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded Postgres keeping its data in `data_dir / "pg"`."""
     pg_dir = data_dir / "pg"
     if pg_dir not in _embedded:
-        try:
-            import pgserver
-        except ImportError:
-            raise DatabaseError(
-                "no DATABASE_URL is set and the embedded Postgres is not installed: "
-                "install it with `pip install 'carrier[local]'` or set DATABASE_URL"
-            ) from None
-        pg_dir.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
-            # pgserver asks platformdirs for a runtime folder, which warns when XDG_RUNTIME_DIR
-            # is unset (as under root or in CI) and then falls back to a working default.
+            # pgserver asks platformdirs for a runtime folder when imported, which warns when
+            # XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to a working default.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            _embedded[pg_dir] = pgserver.get_server(pg_dir, cleanup_mode="stop")
+            try:
+                import pgserver
+            except ImportError:
+                raise DatabaseError(
+                    "no DATABASE_URL is set and the embedded Postgres is not installed: "
+                    "install it with `pip install 'carrier[local]'` or set DATABASE_URL"
+                ) from None
+        pg_dir.parent.mkdir(parents=True, exist_ok=True)
+        _embedded[pg_dir] = pgserver.get_server(pg_dir, cleanup_mode="stop")
     return str(_embedded[pg_dir].get_uri())
 
 
@@ -63,7 +63,9 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 
 
-def open_pool(url: str, *, size: int, round_trips: RoundTrips) -> ConnectionPool[psycopg.Connection[DictRow]]:
+def open_pool(
+    url: str, *, size: int, round_trips: RoundTrips
+) -> ConnectionPool[psycopg.Connection[DictRow]]:
     """A pool whose connections know the vector type and count what they send."""
 
     class CountingCursor(psycopg.Cursor[DictRow]):

@@ -185,8 +185,14 @@ class Store:
                 " INSERT INTO participants (room_id, entity_id) VALUES (%s, %s)"
                 " ON CONFLICT DO NOTHING",
                 (
-                    room.id, room.agent_id, room.world_id, room.name, room.kind.value,
-                    room.source, room.id, entity.id,
+                    room.id,
+                    room.agent_id,
+                    room.world_id,
+                    room.name,
+                    room.kind.value,
+                    room.source,
+                    room.id,
+                    entity.id,
                 ),
             )
 
@@ -227,8 +233,10 @@ class Store:
                 " tags = ARRAY(SELECT DISTINCT unnest(relationships.tags || excluded.tags)),"
                 " metadata = relationships.metadata || excluded.metadata, updated_at = now()",
                 (
-                    relationship.agent_id, relationship.source_entity_id,
-                    relationship.target_entity_id, relationship.tags,
+                    relationship.agent_id,
+                    relationship.source_entity_id,
+                    relationship.target_entity_id,
+                    relationship.tags,
                     Jsonb(relationship.metadata),
                 ),
             )
@@ -244,7 +252,9 @@ class Store:
 
     # -- memories -------------------------------------------------------------
 
-    def add_memory(self, memory: Memory, *, turn_id: uuid.UUID | None = None) -> tuple[Memory, bool]:
+    def add_memory(
+        self, memory: Memory, *, turn_id: uuid.UUID | None = None
+    ) -> tuple[Memory, bool]:
         """Store a memory; with a dedupe key, a second store returns the first one.
 
         Returns the stored memory and whether this call created it.
@@ -258,10 +268,17 @@ class Store:
                 " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
                 f" DO NOTHING RETURNING {_MEMORY_COLUMNS}",
                 (
-                    memory.id, memory.agent_id, memory.entity_id, memory.room_id,
-                    memory.world_id, memory.kind.value,
+                    memory.id,
+                    memory.agent_id,
+                    memory.entity_id,
+                    memory.room_id,
+                    memory.world_id,
+                    memory.kind.value,
                     Jsonb(memory.content.model_dump(mode="json", exclude_none=True)),
-                    embedding, memory.dedupe_key, turn_id, Jsonb(memory.metadata),
+                    embedding,
+                    memory.dedupe_key,
+                    turn_id,
+                    Jsonb(memory.metadata),
                 ),
             ).fetchone()
             if row is not None:
@@ -300,11 +317,18 @@ class Store:
                 return False
             conn.execute(
                 "INSERT INTO memories (id, agent_id, entity_id, room_id, world_id, kind, content,"
-                " embedding, turn_id, metadata) VALUES (%s, %s, %s, %s, %s, 'fact', %s, %s, %s, %s)",
+                " embedding, turn_id, metadata)"
+                " VALUES (%s, %s, %s, %s, %s, 'fact', %s, %s, %s, %s)",
                 (
-                    fact.id, fact.agent_id, fact.entity_id, fact.room_id, fact.world_id,
-                    Jsonb(fact.content.model_dump(mode="json", exclude_none=True)), vector,
-                    turn_id, Jsonb(fact.metadata),
+                    fact.id,
+                    fact.agent_id,
+                    fact.entity_id,
+                    fact.room_id,
+                    fact.world_id,
+                    Jsonb(fact.content.model_dump(mode="json", exclude_none=True)),
+                    vector,
+                    turn_id,
+                    Jsonb(fact.metadata),
                 ),
             )
         return True
@@ -489,8 +513,12 @@ class Store:
                 " state = coalesce(%s, state), steps_taken = coalesce(%s, steps_taken),"
                 " error = coalesce(%s, error), updated_at = now() WHERE id = %s",
                 (
-                    status, None if decision is None else Jsonb(decision),
-                    None if state is None else Jsonb(state), steps_taken, error, turn_id,
+                    status,
+                    None if decision is None else Jsonb(decision),
+                    None if state is None else Jsonb(state),
+                    steps_taken,
+                    error,
+                    turn_id,
                 ),
             )
 
@@ -508,8 +536,14 @@ class Store:
                 "INSERT INTO turn_steps (turn_id, step, status, detail, model_calls, input_tokens,"
                 " output_tokens, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 (
-                    turn_id, step, status, Jsonb(usage.detail), usage.model_calls,
-                    usage.input_tokens, usage.output_tokens, started_at,
+                    turn_id,
+                    step,
+                    status,
+                    Jsonb(usage.detail),
+                    usage.model_calls,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    started_at,
                 ),
             )
 
@@ -541,13 +575,23 @@ class Store:
         if row is None:
             raise NotFound(f"no turn with id {turn_id}")
         turn = TurnRecord(
-            id=row["t_id"], agent_id=row["agent_id"], room_id=row["room_id"],
-            message_id=row["id"], status=row["status"], steps_taken=row["steps_taken"],
-            decision=row["decision"], state=row["state"], error=row["error"],
+            id=row["t_id"],
+            agent_id=row["agent_id"],
+            room_id=row["room_id"],
+            message_id=row["id"],
+            status=row["status"],
+            steps_taken=row["steps_taken"],
+            decision=row["decision"],
+            state=row["state"],
+            error=row["error"],
         )
         room = Room(
-            id=row["room_id"], agent_id=row["agent_id"], world_id=row["r_world_id"],
-            name=row["r_name"], kind=RoomKind(row["r_kind"]), source=row["r_source"],
+            id=row["room_id"],
+            agent_id=row["agent_id"],
+            world_id=row["r_world_id"],
+            name=row["r_name"],
+            kind=RoomKind(row["r_kind"]),
+            source=row["r_source"],
             metadata=row["r_metadata"],
         )
         character = parse_character(row["character"], source=f"agent {row['agent_id']}")

@@ -58,11 +58,11 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
         )
     name = decision.actions[index]
-    step = f"act:{name}"
     action = ctx.plugins.action(name)
     if action is None:
-        ctx.record_step(step, "skipped", reason=f"no action named {name!r}")
+        ctx.record_step(f"act:{name}", "skipped", reason=f"no action named {name!r}")
         return Acted(name, error=f"no action named {name!r}")
+    step = f"act:{action.name}"
     if not action.validate(ctx):
         ctx.record_step(step, "skipped", reason="its validate declined")
         return Acted(action.name)
@@ -78,5 +78,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         ctx.record_step(step, "error", error=error)
         return Acted(action.name, reply_ids=apology, error=error)
     reply_ids = _say(ctx, result.replies, action.name, key)
-    ctx.record_step(step, "ok", replies=len(reply_ids), continue_turn=result.continue_turn, **result.data)
+    ctx.record_step(
+        step, "ok", replies=len(reply_ids), continue_turn=result.continue_turn, **result.data
+    )
     return Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)

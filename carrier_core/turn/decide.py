@@ -34,25 +34,25 @@ class Decided:
 def settle(decision: Decision, room_kind: RoomKind) -> Decision:
     """Apply the runtime's rules to what the model chose.
 
-    Text with no speaking action is still said (REPLY goes first), and in a
-    direct conversation IGNORE is overruled: someone spoke to the agent alone.
+    Text with no REPLY is still said (REPLY goes first). In a direct
+    conversation IGNORE is overruled, and a decision with nothing to do becomes
+    REPLY: someone spoke to the agent alone and waits for an answer.
     """
     actions = [a for a in decision.actions if a]
-    if room_kind is RoomKind.DM:
-        actions = [a for a in actions if a != "IGNORE"]
-        if "REPLY" not in actions:
-            actions.insert(0, "REPLY")
-    elif "IGNORE" in actions:
+    if room_kind is RoomKind.GROUP and "IGNORE" in actions:
         return decision.model_copy(update={"actions": ["IGNORE"], "text": ""})
-    elif decision.text.strip() and "REPLY" not in actions:
+    actions = [a for a in actions if a != "IGNORE"]
+    if decision.text.strip() and "REPLY" not in actions:
         actions.insert(0, "REPLY")
-    elif not actions:
-        actions = ["IGNORE"]
+    if not actions:
+        actions = ["REPLY"] if room_kind is RoomKind.DM else ["IGNORE"]
     return decision.model_copy(update={"actions": actions})
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if isinstance(v, str | int | float | bool | list | None)}
+    return {
+        k: v for k, v in values.items() if isinstance(v, str | int | float | bool | list | None)
+    }
 
 
 def decide(runtime: Runtime, turn_id: uuid.UUID) -> Decided:

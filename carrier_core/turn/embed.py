@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from carrier_core.knowledge import EMBED_CHARS
 from carrier_core.runtime import Runtime
 
 
@@ -16,7 +17,7 @@ def embed_pending(runtime: Runtime, agent_id: uuid.UUID, *, max_batches: int = 1
         pending = runtime.store.unembedded(agent_id, size)
         if not pending:
             break
-        vectors = embedder.embed([m.content.text[:8000] for m in pending]).vectors
+        vectors = embedder.embed([m.content.text[:EMBED_CHARS] for m in pending]).vectors
         runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
         done += len(pending)
         if len(pending) < size:

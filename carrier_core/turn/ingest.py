@@ -113,7 +113,10 @@ def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested
     turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)
     if turn_created:
         store.record_step(
-            turn_id, "ingest", status="ok", started_at=started_at,
+            turn_id,
+            "ingest",
+            status="ok",
+            started_at=started_at,
             usage=StepUsage(detail={"message_id": str(memory.id)}),
         )
     return Ingested(agent_id=agent_id, turn_id=turn_id, message_id=memory.id, created=turn_created)

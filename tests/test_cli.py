@@ -1,0 +1,75 @@
+"""`carrier chat` as a newcomer runs it: a fresh embedded Postgres, piped input, two sessions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import CHARACTERS
+
+
+def chat(home: Path, lines: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["CARRIER_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "carrier_core.cli", "chat", *args],
+        input=lines,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_agent_recalls_across_restarts_through_the_embedded_database(tmp_path: Path) -> None:
+    ada = str(CHARACTERS / "ada.json")
+    first = chat(
+        tmp_path,
+        "Hello\nMy name is Grace\nI like sailing\n/quit\nnot read\n",
+        "--character",
+        ada,
+        "--user",
+        "grace",
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        "Hello, grace. How are you today?",
+        "Nice to meet you, Grace. What would you like to talk about?",
+        "What do you like most about sailing?",
+    ]
+    assert "offline model" in first.stderr
+    assert (tmp_path / "pg").is_dir()
+
+    second = chat(
+        tmp_path, "What do you remember about me?\n", "--character", ada, "--user", "grace"
+    )
+    assert second.returncode == 0, second.stderr
+    [reply] = second.stdout.splitlines()
+    assert reply.startswith("Here is what I remember: ")
+    assert "grace's name is Grace" in reply and "grace likes sailing" in reply
+
+    # Another user of the same agent is a different person with nothing remembered.
+    stranger = chat(
+        tmp_path, "What do you remember about me?\n", "--character", ada, "--user", "bo"
+    )
+    assert "don't know much about you" in stranger.stdout
+
+
+def test_a_broken_character_file_exits_2_naming_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"name": "x", "bio": [1]}')
+    result = chat(tmp_path, "", "--character", str(bad))
+    assert result.returncode == 2
+    assert f"carrier: {bad}: field 'bio.0': Input should be a valid string" in result.stderr
+    assert not (tmp_path / "pg").exists()
+
+
+def test_an_oversized_line_is_refused_and_the_chat_goes_on(tmp_path: Path) -> None:
+    ada = str(CHARACTERS / "ada.json")
+    result = chat(tmp_path, "x" * 9000 + "\nhello\n", "--character", ada, "--user", "sam")
+    assert result.returncode == 0
+    assert "text: 9000 characters, the limit is 8000" in result.stderr
+    assert result.stdout.splitlines() == ["Hello, sam. How are you today?"]

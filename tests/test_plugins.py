@@ -1,0 +1,132 @@
+"""Plugins: discovery by entry point and path, failing actions, failing and slow providers."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from carrier_core import Character, Runtime, run_turn
+from carrier_core.decision import Decision, render_decision
+from carrier_core.models import ScriptedModel
+from carrier_core.plugin import PluginError, load_plugins
+from carrier_core.turn.act import FAILED_ACTION_REPLY
+
+
+def xml(*actions: str, text: str = "") -> str:
+    return render_decision(Decision(actions=list(actions), text=text))
+
+
+def _agent(runtime: Runtime, plugins: list[str]) -> uuid.UUID:
+    return runtime.register_agent(Character(name=f"Plug-{uuid.uuid4().hex[:6]}", plugins=plugins))
+
+
+def _say(runtime: Runtime, agent: uuid.UUID, text: str, **extra: str):  # type: ignore[no-untyped-def]
+    return run_turn(runtime, {"agent_id": agent, "room": "r", "sender": "u", "text": text, **extra})
+
+
+def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
+    plugins = load_plugins(())
+    assert {"REPLY", "IGNORE", "NONE", "CONTINUE"} <= set(plugins.actions)
+    assert [p.name for p in plugins.providers] == [
+        "character",
+        "time",
+        "entities",
+        "facts",
+        "knowledge",
+        "recall",
+        "recent_messages",
+        "actions",
+    ]
+    assert [e.name for e in plugins.evaluators] == ["reflection"]
+    assert plugins.action("respond") is plugins.actions["REPLY"]
+
+
+def test_unknown_plugin_names_are_skipped_with_a_reason() -> None:
+    plugins = load_plugins(("@elizaos/plugin-solana", "no.such.module:plugin"))
+    assert [p.name for p in plugins.plugins] == ["bootstrap"]
+    reasons = dict(plugins.skipped)
+    assert "no plugin named '@elizaos/plugin-solana'" in reasons["@elizaos/plugin-solana"]
+    assert "No module named 'no'" in reasons["no.such.module:plugin"]
+
+
+def test_an_unknown_model_provider_is_named() -> None:
+    with pytest.raises(PluginError, match="no model provider named 'gpt9'; known: offline"):
+        load_plugins(()).model_set("gpt9", Character(name="x"))
+
+
+def test_plugins_are_found_through_the_entry_point_group(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    scripted_runtime: Runtime,
+    scripted: ScriptedModel,
+) -> None:
+    (tmp_path / "weather_plugin.py").write_text(
+        textwrap.dedent("""
+        from carrier_core.plugin import Plugin, Provider, ProviderResult
+
+        def forecast(ctx):
+            return ProviderResult("Sunny, 21 degrees.", {"forecast": "sunny"})
+
+        plugin = Plugin(name="weather", providers=[Provider("weather", "Forecast.", forecast,
+                                                           "Weather", 25)])
+    """)
+    )
+    dist = tmp_path / "weather_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: weather-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[carrier.plugins]\nweather = weather_plugin:plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    agent = _agent(scripted_runtime, ["weather"])
+    scripted.add(xml("REPLY", text="Take sunglasses."))
+    result = _say(scripted_runtime, agent, "what's the weather?")
+    assert result.reply_texts == ["Take sunglasses."]
+    assert "# Weather\nSunny, 21 degrees." in scripted.requests[0].prompt
+    assert scripted_runtime.store.turn(result.turn_id).state["forecast"] == "sunny"
+
+
+def test_a_plugin_action_runs_by_simile_and_its_data_is_recorded(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    agent = _agent(scripted_runtime, ["tests.sample_plugin:plugin"])
+    scripted.add(xml("YELL", text="hello"))
+    result = _say(scripted_runtime, agent, "say hi loudly")
+    assert result.reply_texts == ["hello", "HELLO"]  # REPLY goes first for the text
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
+    assert steps["act:SHOUT"].detail["shouted"] is True
+
+
+def test_a_failing_action_is_recorded_and_the_user_hears_of_it(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    agent = _agent(scripted_runtime, ["tests.sample_plugin:plugin"])
+    scripted.add(xml("EXPLODE"))
+    result = _say(scripted_runtime, agent, "launch!")
+    assert result.status == "done"
+    assert result.reply_texts == [FAILED_ACTION_REPLY.format(action="EXPLODE")]
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
+    assert steps["act:EXPLODE"].status == "error"
+    assert steps["act:EXPLODE"].detail["error"] == "RuntimeError: the rocket exploded on the pad"
+    assert scripted_runtime.store.memory(result.message_id).content.text == "launch!"
+
+
+def test_failing_and_slow_providers_are_left_out_and_named(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    scripted_runtime.settings.provider_timeout_s = 0.3
+    agent = _agent(scripted_runtime, ["tests.sample_plugin:plugin"])
+    scripted.add(xml("REPLY", text="still here"))
+    result = _say(scripted_runtime, agent, "hello")
+    assert result.reply_texts == ["still here"]
+    decide = next(
+        s for s in scripted_runtime.store.turn_steps(result.turn_id) if s.step == "decide"
+    )
+    assert decide.detail["provider_errors"] == {
+        "broken": "ConnectionError: weather service unreachable",
+        "slow": "timed out after 0.3s",
+    }
+    assert "far too late" not in scripted.requests[0].prompt
+    assert "Conversation" in scripted.requests[0].prompt

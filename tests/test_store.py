@@ -1,0 +1,210 @@
+"""Storage on the embedded Postgres: migrations, semantic search, duplicate facts."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from carrier_core import Character
+from carrier_core.memory import Content, Memory, MemoryKind
+from carrier_core.models import HashEmbedding
+from carrier_core.store import EmbeddingSizeError, Store
+from carrier_core.store.migrate import migrate, migrations
+from carrier_core.world import Entity, Room, RoomKind
+
+EMBED = HashEmbedding()
+
+
+def test_migrations_are_recorded_and_rerunning_applies_nothing(
+    database_url: str, session_store: Store
+) -> None:
+    # session_store has migrated this database once already.
+    assert migrate(database_url) == []
+    with psycopg.connect(database_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == [v for v, _, _ in migrations()]
+
+
+def test_migrations_race_safely_on_a_fresh_database(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS carrier_race")
+        conn.execute("CREATE DATABASE carrier_race")
+    fresh = database_url.replace("/postgres?", "/carrier_race?")
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda: results.append(migrate(fresh))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(map(len, results)) == [0, 0, len(migrations())]
+
+
+def test_the_embedding_index_is_hnsw(store: Store) -> None:
+    with store._pool.connection() as conn:
+        row = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'memories_embedding'"
+        ).fetchone()
+    assert row is not None and "USING hnsw" in row["indexdef"]
+
+
+def _agent(store: Store, name: str) -> uuid.UUID:
+    return store.save_agent(Character(name=name))
+
+
+def _room(store: Store, agent_id: uuid.UUID, key: str) -> tuple[uuid.UUID, uuid.UUID]:
+    entity = Entity(id=uuid.uuid4(), agent_id=agent_id, names=["Sam"])
+    room = Room(id=uuid.uuid4(), agent_id=agent_id, name=key, kind=RoomKind.DM)
+    store.ensure_conversation(entity, room)
+    return room.id, entity.id
+
+
+def _remember(
+    store: Store,
+    agent_id: uuid.UUID,
+    room_id: uuid.UUID | None,
+    entity_id: uuid.UUID,
+    text: str,
+    kind: MemoryKind = MemoryKind.MESSAGE,
+) -> Memory:
+    memory, _ = store.add_memory(
+        Memory(
+            agent_id=agent_id,
+            entity_id=entity_id,
+            room_id=room_id,
+            kind=kind,
+            content=Content(text=text),
+            embedding=EMBED.embed_one(text),
+        )
+    )
+    return memory
+
+
+def test_search_is_filtered_by_agent_room_and_kind(store: Store) -> None:
+    ada, bob = _agent(store, "Ada"), _agent(store, "Bob")
+    room1, sam = _room(store, ada, "one")
+    room2, _ = _room(store, ada, "two")
+    other_room, other = _room(store, bob, "one")
+    _remember(store, ada, room1, sam, "sailing on the fjord")
+    _remember(store, ada, room2, sam, "sailing boats are fun")
+    _remember(store, ada, room1, sam, "Sam likes sailing", MemoryKind.FACT)
+    _remember(store, bob, other_room, other, "sailing secrets of another agent")
+    query = EMBED.embed_one("sailing")
+
+    def texts(**kw: object) -> set[str]:
+        found = store.search_memories(query, count=10, threshold=-1.0, **kw)  # type: ignore[arg-type]
+        return {f.memory.content.text for f in found}
+
+    assert texts(agent_id=ada, room_id=room1, kinds=[MemoryKind.MESSAGE]) == {
+        "sailing on the fjord"
+    }
+    assert texts(agent_id=ada, room_id=None, kinds=[MemoryKind.MESSAGE]) == {
+        "sailing on the fjord",
+        "sailing boats are fun",
+    }
+    assert texts(agent_id=ada, room_id=None, kinds=[MemoryKind.FACT]) == {"Sam likes sailing"}
+    assert texts(agent_id=bob, room_id=None, kinds=list(MemoryKind)) == {
+        "sailing secrets of another agent"
+    }
+
+
+def test_search_orders_by_similarity_and_applies_count_and_threshold(store: Store) -> None:
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+    for text in ["sailing", "sailing boats", "tax returns", "sailing boats in the harbour"]:
+        _remember(store, ada, room, sam, text)
+    found = store.search_memories(
+        EMBED.embed_one("sailing boats"),
+        agent_id=ada,
+        room_id=room,
+        kinds=[MemoryKind.MESSAGE],
+        count=2,
+        threshold=-1.0,
+    )
+    assert [f.memory.content.text for f in found] == [
+        "sailing boats",
+        "sailing boats in the harbour",
+    ]
+    assert found[0].similarity == pytest.approx(1.0)
+    strict = store.search_memories(
+        EMBED.embed_one("sailing boats"),
+        agent_id=ada,
+        room_id=room,
+        kinds=[MemoryKind.MESSAGE],
+        count=10,
+        threshold=0.5,
+    )
+    assert "tax returns" not in {f.memory.content.text for f in strict}
+
+
+def test_recall_can_skip_the_recent_window(store: Store) -> None:
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+    for n in range(5):
+        _remember(store, ada, room, sam, f"sailing story {n}")
+    found = store.search_memories(
+        EMBED.embed_one("sailing story"),
+        agent_id=ada,
+        room_id=room,
+        kinds=[MemoryKind.MESSAGE],
+        count=10,
+        threshold=-1.0,
+        older_than_recent=3,
+    )
+    assert {f.memory.content.text for f in found} == {"sailing story 0", "sailing story 1"}
+
+
+def test_near_duplicate_facts_are_stored_once(store: Store) -> None:
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+
+    def fact(text: str, entity: uuid.UUID = sam) -> Memory:
+        return Memory(
+            agent_id=ada,
+            entity_id=entity,
+            room_id=room,
+            kind=MemoryKind.FACT,
+            content=Content(text=text),
+            embedding=EMBED.embed_one(text),
+        )
+
+    assert store.add_fact(fact("Sam likes sailing"), duplicate_similarity=0.9)
+    assert not store.add_fact(fact("Sam likes sailing."), duplicate_similarity=0.9)
+    assert not store.add_fact(fact("sam LIKES sailing"), duplicate_similarity=0.9)
+    assert store.add_fact(fact("Sam lives in Oslo"), duplicate_similarity=0.9)
+    # The same claim about someone else is a different fact.
+    assert store.add_fact(fact("Sam likes sailing", uuid.uuid4()), duplicate_similarity=0.9)
+    assert [f.content.text for f in store.facts_about(ada, sam)] == [
+        "Sam likes sailing",
+        "Sam lives in Oslo",
+    ]
+
+
+def test_an_embedding_of_the_wrong_size_is_refused_and_nothing_is_stored(store: Store) -> None:
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+    memory = Memory(
+        agent_id=ada, entity_id=sam, room_id=room, content=Content(text="x"), embedding=[0.1] * 1536
+    )
+    with pytest.raises(EmbeddingSizeError, match="1536 dimensions; the memories table stores 384"):
+        store.add_memory(memory)
+    assert store.recent_messages(room, 10) == []
+
+
+def test_memory_dedupe_key_makes_stores_idempotent(store: Store) -> None:
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+    first, created = store.add_memory(
+        Memory(
+            agent_id=ada, entity_id=sam, room_id=room, content=Content(text="hi"), dedupe_key="m-1"
+        )
+    )
+    again, created_again = store.add_memory(
+        Memory(
+            agent_id=ada, entity_id=sam, room_id=room, content=Content(text="hi"), dedupe_key="m-1"
+        )
+    )
+    assert created and not created_again
+    assert again.id == first.id

@@ -1,0 +1,320 @@
+"""The turn, step by step, against the embedded Postgres with a scripted model."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from carrier_core import Character, InvalidMessage, Runtime, run_turn
+from carrier_core.decision import Decision, render_decision
+from carrier_core.memory import MemoryKind
+from carrier_core.models import ModelError, ScriptedModel
+from carrier_core.store import NotFound, Store
+from carrier_core.turn import SAFE_REPLY, act, decide, embed_pending, evaluate, ingest
+from carrier_core.world import entity_id_for
+
+NO_FACTS = json.dumps({"facts": [], "relationships": []})
+
+
+def xml(*actions: str, text: str = "") -> str:
+    return render_decision(Decision(thought="t", actions=list(actions), text=text))
+
+
+def message(agent_id: uuid.UUID, text: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "room": "lobby",
+        "sender": "u1",
+        "sender_name": "Sam",
+        "text": text,
+        **extra,
+    }
+
+
+def count(store: Store, sql: str, *params: object) -> int:
+    with store._pool.connection() as conn:
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(next(iter(row.values())))
+
+
+@pytest.fixture
+def agent(scripted_runtime: Runtime, ada: Character) -> uuid.UUID:
+    return scripted_runtime.register_agent(ada)
+
+
+# -- ingest -------------------------------------------------------------------
+
+
+def test_ingest_stores_the_sender_room_message_and_turn(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    store = scripted_runtime.store
+    ingested = ingest(scripted_runtime, message(agent, "hello", world="acme"))
+    assert ingested.created
+    memory = store.memory(ingested.message_id)
+    assert memory.content.text == "hello"
+    assert memory.kind is MemoryKind.MESSAGE
+    assert [e.name for e in store.participants(memory.room_id)] == ["Sam"]  # type: ignore[arg-type]
+    assert store.room(memory.room_id).name == "lobby"  # type: ignore[arg-type]
+    assert store.turn(ingested.turn_id).status == "received"
+    assert [s.step for s in store.turn_steps(ingested.turn_id)] == ["ingest"]
+
+
+def test_the_same_client_message_id_twice_gives_one_memory_and_one_reply(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="hi once"))
+    first = run_turn(scripted_runtime, message(agent, "hi", client_message_id="c-1"))
+    again = run_turn(scripted_runtime, message(agent, "hi", client_message_id="c-1"))
+    assert first.reply_texts == ["hi once"] and not first.duplicate
+    assert again.duplicate and again.turn_id == first.turn_id
+    assert again.reply_texts == ["hi once"]
+    assert len(scripted.requests) == 1
+    store = scripted_runtime.store
+    assert count(store, "SELECT count(*) FROM memories WHERE content->>'text' = 'hi'") == 1
+    assert count(store, "SELECT count(*) FROM turns") == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"text": ""}, "text: Value error, must not be empty"),
+        ({"text": "   \n"}, "text: Value error, must not be empty"),
+        ({"text": "x" * 8001}, "text: 8001 characters, the limit is 8000"),
+        ({"room": ""}, "room: String should have at least 1 character"),
+        ({"sender": None}, "sender: Input should be a valid string"),
+        ({"agent_id": "not-a-uuid"}, "agent_id: Input should be a valid UUID"),
+        ({"room_kind": "party"}, "room_kind: Input should be 'dm' or 'group'"),
+    ],
+)
+def test_bad_messages_are_refused_naming_the_field_and_store_nothing(
+    scripted_runtime: Runtime, agent: uuid.UUID, change: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(InvalidMessage) as error:
+        run_turn(scripted_runtime, {**message(agent, "hello"), **change})
+    assert expected in str(error.value)
+    assert count(scripted_runtime.store, "SELECT count(*) FROM memories WHERE kind='message'") == 0
+
+
+def test_a_message_for_an_unknown_agent_is_refused(scripted_runtime: Runtime) -> None:
+    with pytest.raises(NotFound, match="no agent with id"):
+        run_turn(scripted_runtime, message(uuid.uuid4(), "hello"))
+
+
+# -- decide -------------------------------------------------------------------
+
+
+def test_decide_prompt_carries_character_conversation_facts_and_actions(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="noted"), xml("REPLY", text="sure"))
+    run_turn(scripted_runtime, message(agent, "I like sailing"))
+    run_turn(scripted_runtime, message(agent, "what should we do this weekend?"))
+    prompt = scripted.requests[-1].prompt
+    assert "You are Ada" in prompt
+    assert "Sam: I like sailing\nAda: noted\nSam: what should we do this weekend?" in prompt
+    assert "- REPLY:" in prompt and "- IGNORE:" in prompt
+    assert "<response>" in prompt
+    assert scripted.requests[-1].system.startswith("You are Ada, a patient")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '```json\n{"thought": "x", "actions": "REPLY", "text": "from json"}\n```',
+        "Let me think.\n<response><text>from json</text></response>",
+        "<response><actions>NONE</actions><text>from json</text>",
+    ],
+)
+def test_decide_reads_json_xml_fences_and_missing_fields(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID, raw: str
+) -> None:
+    scripted.add(raw)
+    result = run_turn(scripted_runtime, message(agent, "hi"))
+    assert result.status == "done"
+    assert result.reply_texts == ["from json"]
+
+
+def test_unparsable_model_output_keeps_the_turn_alive_and_records_the_error(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add("I'd rather not use your format.")
+    result = run_turn(scripted_runtime, message(agent, "hi"))
+    assert result.status == "done"
+    assert result.reply_texts == [SAFE_REPLY]
+    decide_step = next(
+        s for s in scripted_runtime.store.turn_steps(result.turn_id) if s.step == "decide"
+    )
+    assert decide_step.status == "error"
+    assert "no JSON object or XML fields found" in decide_step.detail["error"]
+    assert "I'd rather not use your format." in decide_step.detail["error"]
+
+
+def test_in_a_group_the_agent_may_stay_silent(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("IGNORE"))
+    result = run_turn(scripted_runtime, message(agent, "lunch?", room_kind="group"))
+    assert result.status == "done"
+    assert result.replies == []
+    assert "Decide whether Ada should answer" in scripted.requests[0].prompt
+    assert len(scripted.requests) == 1  # should-respond folded into the one decide call
+
+
+def test_in_a_dm_the_agent_always_answers(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("IGNORE"), "a reply written on request")
+    result = run_turn(scripted_runtime, message(agent, "hello?"))
+    assert result.reply_texts == ["a reply written on request"]
+    assert [r.task for r in scripted.requests] == ["decide", "reply"]
+
+
+def test_a_failing_model_fails_the_turn_with_its_reason_and_keeps_the_message(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(ModelError("provider outage: 503"))
+    result = run_turn(scripted_runtime, message(agent, "are you there?"))
+    assert result.status == "failed"
+    assert result.error == "decide: ModelError: provider outage: 503"
+    assert scripted_runtime.store.memory(result.message_id).content.text == "are you there?"
+
+
+# -- act ----------------------------------------------------------------------
+
+
+def test_act_runs_one_action_and_a_retry_stores_nothing_twice(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="only once"))
+    ingested = ingest(scripted_runtime, message(agent, "hi"))
+    decided = decide(scripted_runtime, ingested.turn_id)
+    assert decided.decision.actions == ["REPLY"] and decided.respond
+    first = act(scripted_runtime, ingested.turn_id, 0)
+    retry = act(scripted_runtime, ingested.turn_id, 0)
+    assert first.reply_ids == retry.reply_ids and len(first.reply_ids) == 1
+    with pytest.raises(IndexError, match="there is no action 1"):
+        act(scripted_runtime, ingested.turn_id, 1)
+
+
+def test_an_unknown_action_is_skipped_and_recorded(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", "LAUNCH_ROCKET", text="ok"))
+    result = run_turn(scripted_runtime, message(agent, "hi"))
+    assert result.reply_texts == ["ok"]
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
+    assert steps["act:LAUNCH_ROCKET"].status == "skipped"
+    assert steps["act:LAUNCH_ROCKET"].detail["reason"] == "no action named 'LAUNCH_ROCKET'"
+
+
+def test_continue_asks_for_another_decide_step_bounded_by_max_steps(
+    store: Store, scripted: ScriptedModel, ada: Character
+) -> None:
+    from carrier_core.models import HashEmbedding, ModelSet
+    from tests.conftest import make_runtime
+
+    runtime = make_runtime(
+        store, ModelSet(small=scripted, large=scripted, embedding=HashEmbedding()), max_steps=2
+    )
+    agent = runtime.register_agent(ada)
+    scripted.add(
+        xml("REPLY", "CONTINUE", text="part one"), xml("REPLY", "CONTINUE", text="part two")
+    )
+    result = run_turn(runtime, message(agent, "tell me a story"))
+    assert result.reply_texts == ["part one", "part two"]
+    assert [r.task for r in scripted.requests] == ["decide", "decide"]
+    steps = [s.step for s in store.turn_steps(result.turn_id)]
+    assert steps.count("decide") == 2
+    # On the last allowed step CONTINUE's validate declines.
+    assert [s.status for s in store.turn_steps(result.turn_id) if s.step == "act:CONTINUE"] == [
+        "ok",
+        "skipped",
+    ]
+    assert store.turn(result.turn_id).steps_taken == 2
+
+
+# -- evaluate and embed -------------------------------------------------------
+
+
+def test_reflection_runs_on_its_cadence_and_stores_facts_and_relationships(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    reflection = json.dumps(
+        {
+            "facts": [{"claim": "Sam likes sailing", "about": "Sam"}, {"claim": "  "}, "junk"],
+            "relationships": [
+                {"source": "Sam", "target": "Ada", "tags": ["friend"]},
+                {"source": "Nobody", "target": "Ada"},
+            ],
+        }
+    )
+    scripted.add(xml("REPLY", text="a"), xml("REPLY", text="b"), xml("REPLY", text="c"), reflection)
+    tasks_after = []
+    for text in ["one", "I like sailing", "three"]:
+        run_turn(scripted_runtime, message(agent, text))
+        tasks_after.append([r.task for r in scripted.requests])
+    # The default interval is 3 incoming messages: no reflection before the third.
+    assert tasks_after[1] == ["decide", "decide"]
+    assert tasks_after[2][-1] == "reflect"
+    store = scripted_runtime.store
+    sam = entity_id_for(agent, "api", "u1")
+    assert [f.content.text for f in store.facts_about(agent, sam)] == ["Sam likes sailing"]
+    [relationship] = store.relationships(agent)
+    assert (relationship.source_entity_id, relationship.target_entity_id) == (sam, agent)
+    assert relationship.tags == ["friend"]
+
+
+def test_a_failed_reflection_is_recorded_and_the_turn_still_finishes(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(
+        xml("REPLY", text="a"),
+        xml("REPLY", text="b"),
+        xml("REPLY", text="c"),
+        "no json here at all",
+    )
+    results = [run_turn(scripted_runtime, message(agent, t)) for t in ["one", "two", "three"]]
+    assert [r.status for r in results] == ["done"] * 3
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(results[-1].turn_id)}
+    assert steps["evaluate:reflection"].status == "error"
+    assert (
+        "reflection: no JSON object or XML fields" in steps["evaluate:reflection"].detail["error"]
+    )
+
+
+def test_after_a_turn_every_memory_has_an_embedding(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="hello back"))
+    run_turn(scripted_runtime, message(agent, "hello"))
+    store = scripted_runtime.store
+    assert count(store, "SELECT count(*) FROM memories WHERE embedding IS NULL") == 0
+    assert count(store, "SELECT count(*) FROM memories WHERE kind = 'message'") == 2
+
+
+def test_embed_pending_works_in_batches(scripted_runtime: Runtime, agent: uuid.UUID) -> None:
+    store = scripted_runtime.store
+    for n in range(5):
+        ingest(scripted_runtime, message(agent, f"message {n}"))
+    scripted_runtime.settings.embed_batch_size = 2
+    assert embed_pending(scripted_runtime, agent, max_batches=2) == 4
+    assert embed_pending(scripted_runtime, agent) == 1
+    assert count(store, "SELECT count(*) FROM memories WHERE embedding IS NULL") == 0
+
+
+def test_evaluate_can_be_forced_when_a_chat_ends(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="hi"), NO_FACTS)
+    result = run_turn(scripted_runtime, message(agent, "my name is Sam"))
+    assert [r.task for r in scripted.requests] == ["decide"]
+    assert evaluate(scripted_runtime, result.turn_id, due_or_not=True) == ["reflection"]
+    assert [r.task for r in scripted.requests] == ["decide", "reflect"]
+    # Nothing new since: a second forced reflection makes no model call.
+    evaluate(scripted_runtime, result.turn_id, due_or_not=True)
+    assert len(scripted.requests) == 2
