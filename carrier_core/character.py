@@ -28,6 +28,9 @@ from pydantic import (
 CARRIER_NAMESPACE = uuid.UUID("6f1c2a1e-6c5b-4d8e-9a57-3c0f0c9d2b11")
 
 
+REDACTED = "(redacted)"
+
+
 class CharacterError(ValueError):
     """A character file or document that cannot be used, naming where and why."""
 
@@ -108,9 +111,17 @@ class Character(_Open):
         secrets = self.settings.get("secrets")
         return secrets if isinstance(secrets, dict) else {}
 
-    def to_document(self) -> dict[str, Any]:
-        """The JSON form we store: ElizaOS field names, unknown fields included."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    def to_document(self, *, with_secrets: bool = True) -> dict[str, Any]:
+        """The JSON form, with ElizaOS field names and unknown fields included.
+
+        Without secrets, `settings.secrets` keeps its names but not its values: the
+        database never holds keys, which come from the environment or a secret store.
+        """
+        document = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        secrets = document.get("settings", {}).get("secrets")
+        if not with_secrets and isinstance(secrets, dict):
+            document["settings"]["secrets"] = dict.fromkeys(secrets, REDACTED)
+        return document
 
 
 def parse_character(data: Any, *, source: str = "character") -> Character:

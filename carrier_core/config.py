@@ -21,6 +21,8 @@ from pydantic_settings import (
 def _config_file() -> Path | None:
     explicit = os.environ.get("CARRIER_CONFIG")
     if explicit:
+        if not Path(explicit).is_file():
+            raise FileNotFoundError(f"CARRIER_CONFIG names {explicit}, which is not a file")
         return Path(explicit)
     local = Path("carrier.yaml")
     return local if local.is_file() else None

@@ -120,3 +120,16 @@ def test_agent_id_is_stable_for_a_name_and_honours_an_explicit_id() -> None:
     assert parse_character({"name": "A"}).agent_id != parse_character({"name": "B"}).agent_id
     explicit = "5b3b1c4e-0000-4000-8000-000000000001"
     assert str(parse_character({"name": "A", "id": explicit}).agent_id) == explicit
+
+
+def test_secrets_never_reach_the_database(runtime: Runtime) -> None:
+    character = parse_character(
+        {"name": "Keyholder", "settings": {"secrets": {"OPENAI_API_KEY": "sk-live-123"}}}
+    )
+    agent_id = runtime.register_agent(character)
+    with runtime.store._pool.connection() as conn:
+        row = conn.execute("SELECT character::text AS doc FROM agents WHERE id = %s", (agent_id,))
+        stored = row.fetchone()
+    assert stored is not None
+    assert "sk-live-123" not in stored["doc"]
+    assert runtime.store.character(agent_id).secrets == {"OPENAI_API_KEY": "(redacted)"}

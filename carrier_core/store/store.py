@@ -148,7 +148,7 @@ class Store:
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
                 " character = excluded.character, updated_at = now()"
                 " WHERE agents.character IS DISTINCT FROM excluded.character",
-                (agent_id, character.name, Jsonb(character.to_document())),
+                (agent_id, character.name, Jsonb(character.to_document(with_secrets=False))),
             )
         return agent_id
 
