@@ -42,7 +42,11 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     except CharacterError as exc:
         print(f"carrier: {exc}", file=sys.stderr)
         return 2
-    settings = Settings()
+    try:
+        settings = Settings()
+    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
+        print(f"carrier: bad configuration: {exc}", file=sys.stderr)
+        return 2
     try:
         runtime = Runtime.open(settings)
     except DatabaseError as exc:

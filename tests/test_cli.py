@@ -73,3 +73,34 @@ def test_an_oversized_line_is_refused_and_the_chat_goes_on(tmp_path: Path) -> No
     assert result.returncode == 0
     assert "text: 9000 characters, the limit is 8000" in result.stderr
     assert result.stdout.splitlines() == ["Hello, sam. How are you today?"]
+
+
+def test_an_unreachable_database_and_bad_settings_are_reported_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    ada = str(CHARACTERS / "ada.json")
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = subprocess.run(
+        [sys.executable, "-m", "carrier_core.cli", "chat", "--character", ada],
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("carrier: cannot connect to the database:")
+    assert "Traceback" not in result.stderr
+    env = {**os.environ, "CARRIER_MAX_STEPS": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "carrier_core.cli", "chat", "--character", ada],
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "carrier: bad configuration" in result.stderr and "max_steps" in result.stderr

@@ -48,5 +48,5 @@ def test_home_expands_the_user_folder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CARRIER_CONFIG", str(tmp_path / "nope.yaml"))
-    with pytest.raises(FileNotFoundError, match="nope.yaml, which is not a file"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml, which is not a file"):
         Settings()

@@ -10,6 +10,8 @@ from importlib import resources
 
 import psycopg
 
+from carrier_core.store.database import DatabaseError
+
 _LOCK_KEY = 0x6361727269  # "carri"
 
 
@@ -25,8 +27,12 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def migrate(url: str) -> list[int]:
     """Apply what is missing; returns the versions applied by this call."""
+    try:
+        conn = psycopg.connect(url, autocommit=False)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database: {exc}") from None
     applied: list[int] = []
-    with psycopg.connect(url, autocommit=False) as conn:
+    with conn:
         for version, name, sql in migrations():
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -40,7 +46,10 @@ def migrate(url: str) -> list[int]:
                 ).fetchone()
                 if done:
                     continue
-                conn.execute(sql.encode())
+                try:
+                    conn.execute(sql.encode())
+                except psycopg.Error as exc:
+                    raise DatabaseError(f"migration {version:04d}_{name} failed: {exc}") from exc
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
                 )
