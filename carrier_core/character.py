@@ -108,19 +108,27 @@ class Character(_Open):
 
     @property
     def secrets(self) -> dict[str, Any]:
-        secrets = self.settings.get("secrets")
-        return secrets if isinstance(secrets, dict) else {}
+        """Secrets from `settings.secrets` and the top-level `secrets` (both forms exist)."""
+        merged: dict[str, Any] = {}
+        for found in (
+            self.model_extra and self.model_extra.get("secrets"),
+            self.settings.get("secrets"),
+        ):
+            if isinstance(found, dict):
+                merged.update(found)
+        return merged
 
-    def to_document(self, *, with_secrets: bool = True) -> dict[str, Any]:
+    def to_document(self, *, with_secrets: bool = False) -> dict[str, Any]:
         """The JSON form, with ElizaOS field names and unknown fields included.
 
-        Without secrets, `settings.secrets` keeps its names but not its values: the
+        Secrets keep their names but not their values unless asked for: the
         database never holds keys, which come from the environment or a secret store.
         """
         document = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        secrets = document.get("settings", {}).get("secrets")
-        if not with_secrets and isinstance(secrets, dict):
-            document["settings"]["secrets"] = dict.fromkeys(secrets, REDACTED)
+        if not with_secrets:
+            for holder in (document, document.get("settings", {})):
+                if isinstance(holder.get("secrets"), dict):
+                    holder["secrets"] = dict.fromkeys(holder["secrets"], REDACTED)
         return document
 
 

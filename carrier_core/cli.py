@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from typing import TextIO
 
 from carrier_core.character import CharacterError, load_character
 from carrier_core.config import Settings
+from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseError
 from carrier_core.turn import InvalidMessage, evaluate, run_turn
@@ -57,10 +59,13 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     room = args.room or f"chat-{user}"
     last_turn: uuid.UUID | None = None
     with runtime:
+        try:
+            models = runtime.models_for(character)
+        except PluginError as exc:
+            print(f"carrier: {exc}", file=sys.stderr)
+            return 2
         agent_id = runtime.register_agent(character)
-        models = runtime.models_for(character)
-        skipped = runtime.plugins_for(character).skipped
-        for name, reason in skipped:
+        for name, reason in runtime.plugins_for(character).skipped:
             print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
         model_note = (
@@ -101,7 +106,7 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
                 print(f"{character.name}: {text}" if interactive else text, file=stdout, flush=True)
         if last_turn is not None:
             # Reflect on what was said since the last reflection, so nothing told is forgotten.
-            evaluate(runtime, last_turn, due_or_not=True)
+            evaluate(runtime, last_turn, force=True)
     return 0
 
 
@@ -114,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat_cmd.add_argument("--room", help="conversation to continue (default: chat-<user>)")
     chat_cmd.set_defaults(run=chat)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s")
     code: int = args.run(args)
     return code
 

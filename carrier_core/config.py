@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=3, ge=1, description="decide steps allowed in one turn")
     #: Reflect after this many new messages in a room (1 = every turn).
     reflection_interval: int = Field(default=3, ge=1)
+    #: A turn left unfinished this long is taken to have lost its process, and a repeat
+    #: delivery of its message resumes it.
+    turn_resume_after_s: float = Field(default=60.0, gt=0)
     max_message_chars: int = Field(default=8000, ge=1)
     provider_timeout_s: float = Field(default=2.0, gt=0)
     embed_batch_size: int = Field(default=64, ge=1)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from typing import TYPE_CHECKING
 
 from carrier_core.memory import Content, Memory, MemoryKind
+from carrier_core.turn.embed import embed_pending
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
     from carrier_core.runtime import Runtime
 
 FRAGMENT_CHARS = 800
-#: Longer texts are cut before embedding: embedding models take a few thousand tokens at most.
-EMBED_CHARS = 8000
+
+log = logging.getLogger(__name__)
 
 
 def split_fragments(text: str, limit: int = FRAGMENT_CHARS) -> list[str]:
@@ -37,19 +39,21 @@ def split_fragments(text: str, limit: int = FRAGMENT_CHARS) -> list[str]:
     return pieces
 
 
-def store_knowledge(runtime: Runtime, character: Character) -> int:
-    """Store the character's knowledge texts once each, embedding what is new; returns how
-    many memories were added.
+def store_knowledge(runtime: Runtime, character: Character) -> None:
+    """Store the character's knowledge texts once each and embed what is new.
 
-    Items that point at files (`{"path": ...}`, `{"directory": ...}`) are not read yet.
+    Items that point at files (`{"path": ...}`, `{"directory": ...}`) are not read
+    yet; each is logged as skipped.
     """
     agent_id = character.agent_id
-    created: list[Memory] = []
     for item in character.knowledge:
-        if not isinstance(item, str) or not item.strip():
+        if not isinstance(item, str):
+            log.warning("knowledge skipped (files are not read yet): %s", item.model_dump())
+            continue
+        if not item.strip():
             continue
         digest = hashlib.sha256(item.encode()).hexdigest()
-        document, is_new = runtime.store.add_memory(
+        runtime.store.add_memory(
             Memory(
                 agent_id=agent_id,
                 entity_id=agent_id,
@@ -58,10 +62,8 @@ def store_knowledge(runtime: Runtime, character: Character) -> int:
                 dedupe_key=digest,
             )
         )
-        if is_new:
-            created.append(document)
         for index, fragment in enumerate(split_fragments(item)):
-            memory, is_new = runtime.store.add_memory(
+            runtime.store.add_memory(
                 Memory(
                     agent_id=agent_id,
                     entity_id=agent_id,
@@ -71,10 +73,4 @@ def store_knowledge(runtime: Runtime, character: Character) -> int:
                     metadata={"document": digest},
                 )
             )
-            if is_new:
-                created.append(memory)
-    if created:
-        embedder = runtime.models_for(character).embedding
-        vectors = embedder.embed([m.content.text[:EMBED_CHARS] for m in created]).vectors
-        runtime.store.set_embeddings([(m.id, v) for m, v in zip(created, vectors, strict=True)])
-    return len(created)
+    embed_pending(runtime, agent_id, max_batches=None)

@@ -45,6 +45,8 @@ class Memory(BaseModel):
     content: Content
     embedding: list[float] | None = None
     created_at: datetime | None = None
+    #: Position in store order, given by the database.
+    seq: int | None = None
     #: Makes a store idempotent: a client's message id, or a hash of a knowledge text.
     dedupe_key: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)

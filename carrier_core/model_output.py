@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 _FENCE = re.compile(r"```[a-zA-Z]*\s*\n?(.*?)```", re.DOTALL)
 
@@ -29,15 +29,15 @@ def _unfenced(raw: str) -> str:
     return "\n".join(fenced) if fenced else raw
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
-    """The first JSON object in the text that decodes, if any."""
+def _json_object(text: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """The first JSON object in the text that decodes and has one of the fields, if any."""
     decoder = json.JSONDecoder()
     for start in (i for i, ch in enumerate(text) if ch == "{"):
         try:
             value, _ = decoder.raw_decode(text, start)
         except json.JSONDecodeError:
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and any(f in value for f in fields):
             return value
     return None
 
@@ -54,16 +54,21 @@ def _xml_fields(text: str, fields: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-def parse_structured(raw: str, fields: tuple[str, ...], *, what: str) -> dict[str, Any]:
-    """Fields of a JSON object or XML-tagged answer; raises `UnparsableOutput` if none."""
+def parse_structured(
+    raw: str, fields: tuple[str, ...], *, what: str, prefer: Literal["xml", "json"] = "xml"
+) -> dict[str, Any]:
+    """Fields of a JSON object or XML-tagged answer; raises `UnparsableOutput` if none.
+
+    The form asked for is tried first, so that a JSON snippet quoted inside an XML
+    answer's text (or tags quoted inside JSON) is read as text, not as the answer.
+    """
     text = _unfenced(raw)
-    obj = _json_object(text)
-    if obj is not None:
-        return obj
-    found = _xml_fields(text, fields)
-    if not found:
-        raise UnparsableOutput(what, raw)
-    return found
+    readers = [lambda: _xml_fields(text, fields) or None, lambda: _json_object(text, fields)]
+    for read in readers if prefer == "xml" else reversed(readers):
+        found = read()
+        if found:
+            return found
+    raise UnparsableOutput(what, raw)
 
 
 def as_list(value: Any) -> list[str]:

@@ -161,6 +161,7 @@ def load_plugins(names: tuple[str, ...]) -> Plugins:
             continue
         try:
             plugins.append(_load_one(name))
-        except (PluginError, ImportError, AttributeError) as exc:
-            skipped.append((name, str(exc)))
+        except Exception as exc:  # a plugin that breaks on import must not break the agent
+            reason = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            skipped.append((name, reason))
     return Plugins(tuple(plugins), tuple(skipped))

@@ -8,12 +8,10 @@ Lambda of its own.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
 from carrier_core.character import Character
 from carrier_core.config import Settings
-from carrier_core.knowledge import store_knowledge
 from carrier_core.models import ModelSet
 from carrier_core.plugin import Plugins, load_plugins
 from carrier_core.store import Store
@@ -24,8 +22,6 @@ class Runtime:
         self.store = store
         self.settings = settings
         self._models = models
-        #: Runs providers side by side, so one slow provider costs its timeout, not the turn.
-        self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="carrier-provider")
 
     @classmethod
     def open(cls, settings: Settings | None = None, models: ModelSet | None = None) -> Runtime:
@@ -33,7 +29,6 @@ class Runtime:
         return cls(Store.open(settings), settings, models)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     def __enter__(self) -> Runtime:
@@ -59,6 +54,9 @@ class Runtime:
 
     def register_agent(self, character: Character) -> uuid.UUID:
         """Store (or update) an agent and its knowledge; safe to call on every start."""
+        # Imported here: storing knowledge runs the embed step, and the steps import Runtime.
+        from carrier_core.knowledge import store_knowledge
+
         agent_id = self.store.save_agent(character)
         store_knowledge(self, character)
         return agent_id

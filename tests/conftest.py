@@ -60,10 +60,8 @@ def make_runtime(store: Store, models: ModelSet | None = None, **overrides: obje
 
 
 @pytest.fixture
-def runtime(store: Store) -> Iterator[Runtime]:
-    rt = make_runtime(store, offline_models())
-    yield rt
-    rt.executor.shutdown(wait=False)
+def runtime(store: Store) -> Runtime:
+    return make_runtime(store, offline_models())
 
 
 @pytest.fixture
@@ -72,10 +70,8 @@ def scripted() -> ScriptedModel:
 
 
 @pytest.fixture
-def scripted_runtime(store: Store, scripted: ScriptedModel) -> Iterator[Runtime]:
-    rt = make_runtime(store, ModelSet(small=scripted, large=scripted, embedding=HashEmbedding()))
-    yield rt
-    rt.executor.shutdown(wait=False)
+def scripted_runtime(store: Store, scripted: ScriptedModel) -> Runtime:
+    return make_runtime(store, ModelSet(small=scripted, large=scripted, embedding=HashEmbedding()))
 
 
 @pytest.fixture

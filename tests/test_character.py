@@ -124,12 +124,20 @@ def test_agent_id_is_stable_for_a_name_and_honours_an_explicit_id() -> None:
 
 def test_secrets_never_reach_the_database(runtime: Runtime) -> None:
     character = parse_character(
-        {"name": "Keyholder", "settings": {"secrets": {"OPENAI_API_KEY": "sk-live-123"}}}
+        {
+            "name": "Keyholder",
+            "settings": {"secrets": {"OPENAI_API_KEY": "sk-live-123"}},
+            "secrets": {"ANTHROPIC_API_KEY": "sk-ant-456"},
+        }
     )
+    assert character.secrets == {"OPENAI_API_KEY": "sk-live-123", "ANTHROPIC_API_KEY": "sk-ant-456"}
     agent_id = runtime.register_agent(character)
     with runtime.store._pool.connection() as conn:
         row = conn.execute("SELECT character::text AS doc FROM agents WHERE id = %s", (agent_id,))
         stored = row.fetchone()
     assert stored is not None
-    assert "sk-live-123" not in stored["doc"]
-    assert runtime.store.character(agent_id).secrets == {"OPENAI_API_KEY": "(redacted)"}
+    assert "sk-live-123" not in stored["doc"] and "sk-ant-456" not in stored["doc"]
+    assert runtime.store.character(agent_id).secrets == {
+        "OPENAI_API_KEY": "(redacted)",
+        "ANTHROPIC_API_KEY": "(redacted)",
+    }

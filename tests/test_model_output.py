@@ -57,4 +57,15 @@ def test_render_then_parse_round_trips() -> None:
 
 def test_json_object_is_found_after_a_broken_one() -> None:
     raw = 'first try {"facts": [ broken\nthen {"facts": [{"claim": "c"}], "relationships": []}'
-    assert parse_structured(raw, ("thought",), what="reflection")["facts"] == [{"claim": "c"}]
+    found = parse_structured(raw, ("facts",), what="reflection", prefer="json")
+    assert found["facts"] == [{"claim": "c"}]
+
+
+def test_json_quoted_inside_an_xml_answer_is_text() -> None:
+    raw = '<response><actions>REPLY</actions><text>Set {"debug": true} in the config.</text>'
+    assert parse_decision(raw).text == 'Set {"debug": true} in the config.'
+
+
+def test_a_json_object_without_any_expected_field_is_not_an_answer() -> None:
+    with pytest.raises(UnparsableOutput):
+        parse_decision('{"debug": true}')

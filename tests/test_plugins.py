@@ -96,7 +96,7 @@ def test_a_plugin_action_runs_by_simile_and_its_data_is_recorded(
     result = _say(scripted_runtime, agent, "say hi loudly")
     assert result.reply_texts == ["hello", "HELLO"]  # REPLY goes first for the text
     steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
-    assert steps["act:SHOUT"].detail["shouted"] is True
+    assert steps["act:SHOUT"].detail["data"] == {"shouted": True}
 
 
 def test_a_failing_action_is_recorded_and_the_user_hears_of_it(

@@ -139,11 +139,10 @@ def test_search_orders_by_similarity_and_applies_count_and_threshold(store: Stor
     assert "tax returns" not in {f.memory.content.text for f in strict}
 
 
-def test_recall_can_skip_the_recent_window(store: Store) -> None:
+def test_recall_looks_back_from_a_message_past_its_recent_window(store: Store) -> None:
     ada = _agent(store, "Ada")
     room, sam = _room(store, ada, "r")
-    for n in range(5):
-        _remember(store, ada, room, sam, f"sailing story {n}")
+    stored = [_remember(store, ada, room, sam, f"sailing story {n}") for n in range(6)]
     found = store.search_memories(
         EMBED.embed_one("sailing story"),
         agent_id=ada,
@@ -151,9 +150,21 @@ def test_recall_can_skip_the_recent_window(store: Store) -> None:
         kinds=[MemoryKind.MESSAGE],
         count=10,
         threshold=-1.0,
-        older_than_recent=3,
+        before_recent=(stored[4], 3),
     )
+    # Messages 2-4 are the window ending at message 4; message 5 came after it.
     assert {f.memory.content.text for f in found} == {"sailing story 0", "sailing story 1"}
+
+
+def test_recent_messages_keep_store_order_when_timestamps_tie(store: Store) -> None:
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+    stored = [_remember(store, ada, room, sam, f"m{n}") for n in range(4)]
+    with store._pool.connection() as conn:
+        conn.execute("UPDATE memories SET created_at = '2026-01-01' WHERE room_id = %s", (room,))
+    assert [m.memory.content.text for m in store.recent_messages(room, 3)] == ["m1", "m2", "m3"]
+    through = store.recent_messages(room, 2, through=store.memory(stored[1].id))
+    assert [m.memory.content.text for m in through] == ["m0", "m1"]
 
 
 def test_near_duplicate_facts_are_stored_once(store: Store) -> None:

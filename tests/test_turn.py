@@ -209,7 +209,7 @@ def test_an_unknown_action_is_skipped_and_recorded(
     assert result.reply_texts == ["ok"]
     steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
     assert steps["act:LAUNCH_ROCKET"].status == "skipped"
-    assert steps["act:LAUNCH_ROCKET"].detail["reason"] == "no action named 'LAUNCH_ROCKET'"
+    assert steps["act:LAUNCH_ROCKET"].detail["error"] == "no action named 'LAUNCH_ROCKET'"
 
 
 def test_continue_asks_for_another_decide_step_bounded_by_max_steps(
@@ -313,8 +313,8 @@ def test_evaluate_can_be_forced_when_a_chat_ends(
     scripted.add(xml("REPLY", text="hi"), NO_FACTS)
     result = run_turn(scripted_runtime, message(agent, "my name is Sam"))
     assert [r.task for r in scripted.requests] == ["decide"]
-    assert evaluate(scripted_runtime, result.turn_id, due_or_not=True) == ["reflection"]
+    assert evaluate(scripted_runtime, result.turn_id, force=True) == ["reflection"]
     assert [r.task for r in scripted.requests] == ["decide", "reflect"]
     # Nothing new since: a second forced reflection makes no model call.
-    evaluate(scripted_runtime, result.turn_id, due_or_not=True)
+    evaluate(scripted_runtime, result.turn_id, force=True)
     assert len(scripted.requests) == 2

@@ -84,7 +84,7 @@ def _recall(ctx: TurnContext) -> ProviderResult:
         kinds=[MemoryKind.MESSAGE],
         count=settings.recall_count,
         threshold=settings.recall_threshold,
-        older_than_recent=settings.recent_messages,
+        before_recent=(ctx.message, settings.recent_messages),
     )
     lines = [
         f"- ({m.memory.created_at:%Y-%m-%d}) {m.memory.content.text}"
@@ -95,7 +95,9 @@ def _recall(ctx: TurnContext) -> ProviderResult:
 
 
 def _recent_messages(ctx: TurnContext) -> ProviderResult:
-    recent = ctx.runtime.store.recent_messages(ctx.room.id, ctx.runtime.settings.recent_messages)
+    recent = ctx.runtime.store.recent_messages(
+        ctx.room.id, ctx.runtime.settings.recent_messages, through=ctx.message
+    )
     lines = [f"{m.speaker}: {m.memory.content.text}" for m in recent]
     return ProviderResult("\n".join(lines), {"conversation": "\n".join(lines)})
 

@@ -1,18 +1,17 @@
 """The reflection evaluator: learn facts and relationships from the conversation.
 
-It runs every `reflection_interval` messages in a room rather than every turn,
-so most turns cost a single model call. The room keeps a bookmark of what was
-reflected on, so each message is read once however the turns are spread over
-processes.
+It runs every `reflection_interval` incoming messages in a room rather than
+every turn, so most turns cost a single model call. The room keeps a bookmark
+of what was reflected on, so each message is read once however the turns are
+spread over processes.
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from carrier_core.memory import Content, Memory, MemoryKind
-from carrier_core.model_output import parse_structured
+from carrier_core.model_output import UnparsableOutput, as_list, parse_structured
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.plugin import Evaluator
 from carrier_core.turn.context import TurnContext
@@ -32,9 +31,20 @@ Answer with one JSON object and nothing else:
 Only include facts that are stated, lasting, and about a person in the conversation."""
 
 
+class ReflectionError(ValueError):
+    """A reflection answer of the wrong shape; the message names the field."""
+
+
 def _due(ctx: TurnContext) -> bool:
     pending, _ = ctx.runtime.store.messages_since_reflection(ctx.room.id)
     return pending >= ctx.runtime.settings.reflection_interval
+
+
+def _items(result: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    value = result.get(field) or []
+    if not isinstance(value, list):
+        raise ReflectionError(f"reflection: '{field}' should be a list, got {type(value).__name__}")
+    return [item for item in value if isinstance(item, dict)]
 
 
 def _reflect(ctx: TurnContext) -> dict[str, Any]:
@@ -59,20 +69,28 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
             hints={"conversation": conversation, "agent": ctx.agent_name},
         )
     )
-    result = parse_structured(generation.text, ("thought",), what="reflection")
-    claims = [
-        (
-            str(f.get("claim", "")).strip(),
-            people.get(str(f.get("about", "")), ctx.message.entity_id),
+    try:
+        result = parse_structured(
+            generation.text, ("thought", "facts", "relationships"), what="reflection", prefer="json"
         )
-        for f in result.get("facts") or []
-        if isinstance(f, dict) and str(f.get("claim", "")).strip()
-    ]
+        facts, relationships = _items(result, "facts"), _items(result, "relationships")
+    except (UnparsableOutput, ReflectionError):
+        # The model was asked and answered badly: retrying these messages every turn
+        # would cost a call each time, so they count as read.
+        store.mark_reflected(ctx.room.id, newest)
+        raise
+    claims = []
+    for fact in facts:
+        claim, about = str(fact.get("claim", "")).strip(), str(fact.get("about") or "")
+        # A fact about someone not in the room cannot be filed under anyone we know.
+        entity_id = people.get(about) if about else ctx.message.entity_id
+        if claim and entity_id is not None:
+            claims.append((claim, entity_id))
     stored = 0
     if claims:
         vectors = ctx.embed([claim for claim, _ in claims]).vectors
         for (claim, entity_id), vector in zip(claims, vectors, strict=True):
-            fact = Memory(
+            fact_memory = Memory(
                 agent_id=ctx.message.agent_id,
                 entity_id=entity_id,
                 room_id=ctx.room.id,
@@ -81,30 +99,26 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
                 embedding=vector,
             )
             stored += store.add_fact(
-                fact,
+                fact_memory,
                 duplicate_similarity=ctx.runtime.settings.duplicate_fact_similarity,
                 turn_id=ctx.turn.id,
             )
-    relationships = 0
-    for rel in result.get("relationships") or []:
-        if not isinstance(rel, dict):
-            continue
+    linked = 0
+    for rel in relationships:
         source, target = people.get(str(rel.get("source"))), people.get(str(rel.get("target")))
         if source is None or target is None or source == target:
             continue
-        tags = [str(t) for t in rel.get("tags") or [] if str(t).strip()]
         store.save_relationship(
             Relationship(
                 agent_id=ctx.message.agent_id,
-                source_entity_id=uuid.UUID(str(source)),
-                target_entity_id=uuid.UUID(str(target)),
-                tags=tags,
+                source_entity_id=source,
+                target_entity_id=target,
+                tags=as_list(rel.get("tags")),
             )
         )
-        relationships += 1
-    if newest is not None:
-        store.mark_reflected(ctx.room.id, newest)
-    return {"facts_found": len(claims), "facts_stored": stored, "relationships": relationships}
+        linked += 1
+    store.mark_reflected(ctx.room.id, newest)
+    return {"facts_found": len(claims), "facts_stored": stored, "relationships": linked}
 
 
 REFLECTION = Evaluator(

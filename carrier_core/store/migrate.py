@@ -29,7 +29,7 @@ def migrate(url: str) -> list[int]:
     """Apply what is missing; returns the versions applied by this call."""
     try:
         conn = psycopg.connect(url, autocommit=False)
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:
         raise DatabaseError(f"cannot connect to the database: {exc}") from None
     applied: list[int] = []
     with conn:

@@ -48,11 +48,13 @@ class TurnRecord:
     decision: dict[str, Any] | None
     state: dict[str, Any]
     error: str | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
 class TurnStep:
     step: str
+    key: str | None
     status: str
     detail: dict[str, Any]
     model_calls: int
@@ -97,13 +99,15 @@ def _memory(row: DictRow) -> Memory:
         content=Content.model_validate(row["content"]),
         embedding=None if embedding is None else [float(x) for x in embedding.to_list()],
         created_at=row["created_at"],
+        seq=row["seq"],
         dedupe_key=row["dedupe_key"],
         metadata=row["metadata"],
     )
 
 
 _MEMORY_COLUMNS = (
-    "id, agent_id, entity_id, room_id, world_id, kind, content, dedupe_key, metadata, created_at"
+    "id, seq, agent_id, entity_id, room_id, world_id, kind, content, dedupe_key, metadata,"
+    " created_at"
 )
 
 
@@ -127,7 +131,7 @@ class Store:
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """A connection in autocommit mode, for one statement."""
+        """A connection in autocommit mode: each statement commits on its own."""
         with self._pool.connection() as conn:
             yield conn
 
@@ -148,7 +152,7 @@ class Store:
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
                 " character = excluded.character, updated_at = now()"
                 " WHERE agents.character IS DISTINCT FROM excluded.character",
-                (agent_id, character.name, Jsonb(character.to_document(with_secrets=False))),
+                (agent_id, character.name, Jsonb(character.to_document())),
             )
         return agent_id
 
@@ -164,14 +168,18 @@ class Store:
     def ensure_conversation(
         self, entity: Entity, room: Room, world_name: str | None = None
     ) -> None:
-        """Make sure the sender, the room (and its world) and their membership exist."""
-        with self._conn() as conn:
+        """Make sure the sender, the room (and its world) and their membership exist.
+
+        The sender's newest display name goes first; a room takes the kind and name
+        of its latest message, so a conversation that grows into a group is treated as one.
+        """
+        with self._tx() as conn:
             conn.execute(
                 "INSERT INTO entities (id, agent_id, names) VALUES (%s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET names = ARRAY(SELECT DISTINCT unnest("
-                " excluded.names || entities.names))"
-                " WHERE NOT entities.names @> excluded.names",
-                (entity.id, entity.agent_id, entity.names),
+                " ON CONFLICT (id) DO UPDATE SET"
+                " names = array_prepend(excluded.names[1], array_remove(entities.names,"
+                " excluded.names[1])) WHERE entities.names[1] IS DISTINCT FROM excluded.names[1]",
+                (entity.id, entity.agent_id, entity.names[:1]),
             )
             if room.world_id is not None:
                 conn.execute(
@@ -181,7 +189,9 @@ class Store:
                 )
             conn.execute(
                 "WITH r AS (INSERT INTO rooms (id, agent_id, world_id, name, kind, source)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+                " kind = excluded.kind, name = excluded.name"
+                " WHERE (rooms.kind, rooms.name) IS DISTINCT FROM (excluded.kind, excluded.name))"
                 " INSERT INTO participants (room_id, entity_id) VALUES (%s, %s)"
                 " ON CONFLICT DO NOTHING",
                 (
@@ -216,13 +226,6 @@ class Store:
                 (room_id,),
             ).fetchall()
         return [Entity(**row) for row in rows]
-
-    def entity_names(self, entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
-        with self._conn() as conn:
-            rows = conn.execute(
-                "SELECT id, names[1] AS name FROM entities WHERE id = ANY(%s)", (list(entity_ids),)
-            ).fetchall()
-        return {row["id"]: row["name"] or "someone" for row in rows}
 
     def save_relationship(self, relationship: Relationship) -> None:
         with self._conn() as conn:
@@ -342,17 +345,30 @@ class Store:
             raise NotFound(f"no memory with id {memory_id}")
         return _memory(row)
 
-    def recent_messages(self, room_id: uuid.UUID, count: int) -> list[NamedMessage]:
-        """The room's last `count` messages, oldest first, with speaker names."""
+    def recent_messages(
+        self, room_id: uuid.UUID, count: int, *, through: Memory | None = None
+    ) -> list[NamedMessage]:
+        """The room's last `count` messages, oldest first, with speaker names.
+
+        With `through`, the conversation as it stood for that message: nothing that
+        arrived after it, except the replies of the turn answering it.
+        """
+        cutoff = ""
+        params: list[Any] = [room_id]
+        if through is not None:
+            cutoff = (
+                " AND (m.seq <= %s OR m.turn_id = (SELECT id FROM turns WHERE message_id = %s))"
+            )
+            params += [through.seq, through.id]
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT * FROM (SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS.split(', '))},"
                 " coalesce(e.names[1], a.name, 'someone') AS speaker"
                 " FROM memories m LEFT JOIN entities e ON e.id = m.entity_id"
                 " LEFT JOIN agents a ON a.id = m.entity_id"
-                " WHERE m.room_id = %s AND m.kind = 'message'"
-                " ORDER BY m.created_at DESC LIMIT %s) recent ORDER BY created_at",
-                (room_id, count),
+                f" WHERE m.room_id = %s AND m.kind = 'message'{cutoff}"
+                " ORDER BY m.seq DESC LIMIT %s) recent ORDER BY seq".encode(),
+                [*params, count],
             ).fetchall()
         return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
 
@@ -366,13 +382,13 @@ class Store:
         count: int,
         threshold: float,
         entity_id: uuid.UUID | None = None,
-        exclude_ids: Sequence[uuid.UUID] = (),
-        older_than_recent: int = 0,
+        before_recent: tuple[Memory, int] | None = None,
     ) -> list[ScoredMemory]:
         """Nearest memories by cosine similarity, filtered by agent (and room, and entity).
 
-        With a room, `older_than_recent=N` leaves out the room's last N messages: the
-        prompt shows those already, so recall looks further back.
+        `before_recent=(message, N)` keeps only what was stored before the N messages
+        of the message's room that end with it: the prompt shows those already, so
+        recall looks further back (and never forward).
 
         The threshold is applied to the top `count` rows after the index scan, so an
         unmatched query costs one bounded scan rather than a walk of the whole index.
@@ -388,15 +404,13 @@ class Store:
         if entity_id is not None:
             filters.append("entity_id = %s")
             params.append(entity_id)
-        if exclude_ids:
-            filters.append("NOT (id = ANY(%s))")
-            params.append(list(exclude_ids))
-        if room_id is not None and older_than_recent > 0:
+        if before_recent is not None:
+            message, recent = before_recent
             filters.append(
-                "created_at < coalesce((SELECT created_at FROM memories WHERE room_id = %s"
-                " AND kind = 'message' ORDER BY created_at DESC OFFSET %s LIMIT 1), '-infinity')"
+                "seq < coalesce((SELECT seq FROM memories WHERE room_id = %s AND kind = 'message'"
+                " AND seq <= %s ORDER BY seq DESC OFFSET %s LIMIT 1), 0)"
             )
-            params.extend([room_id, older_than_recent - 1])
+            params.extend([message.room_id, message.seq, max(recent - 1, 0)])
         query = (
             f"SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
             f" WHERE {' AND '.join(filters)} ORDER BY embedding <=> %s LIMIT %s"
@@ -422,7 +436,7 @@ class Store:
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
-                " AND embedding IS NULL ORDER BY created_at LIMIT %s",
+                " AND embedding IS NULL ORDER BY seq LIMIT %s",
                 (agent_id, limit),
             ).fetchall()
         return [_memory(row) for row in rows]
@@ -431,39 +445,43 @@ class Store:
         with self._conn() as conn:
             rows = conn.execute(
                 f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE turn_id = %s AND kind = %s"
-                " ORDER BY created_at",
+                " ORDER BY seq",
                 (turn_id, kind.value),
             ).fetchall()
         return [_memory(row) for row in rows]
 
-    def facts_about(self, agent_id: uuid.UUID, entity_id: uuid.UUID) -> list[Memory]:
+    def facts_about(
+        self, agent_id: uuid.UUID, entity_id: uuid.UUID, limit: int = 50
+    ) -> list[Memory]:
+        """The newest `limit` facts about an entity, oldest first."""
         with self._conn() as conn:
             rows = conn.execute(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s AND entity_id = %s"
-                " AND kind = 'fact' ORDER BY created_at",
-                (agent_id, entity_id),
+                f"SELECT * FROM (SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
+                " AND entity_id = %s AND kind = 'fact' ORDER BY seq DESC LIMIT %s) f ORDER BY seq",
+                (agent_id, entity_id, limit),
             ).fetchall()
         return [_memory(row) for row in rows]
 
-    def messages_since_reflection(self, room_id: uuid.UUID) -> tuple[int, datetime | None]:
+    def messages_since_reflection(self, room_id: uuid.UUID) -> tuple[int, int]:
         """Messages from others (not the agent) after the room's reflection bookmark,
-        and the newest one's time."""
+        and the newest message's seq (the bookmark to set once they are reflected on)."""
         with self._conn() as conn:
             row = conn.execute(
-                "SELECT count(m.id) AS n, max(m.created_at) AS newest FROM rooms r"
+                "SELECT count(m.id) FILTER (WHERE m.entity_id <> r.agent_id) AS n,"
+                " coalesce(max(m.seq), r.reflected_seq) AS newest FROM rooms r"
                 " LEFT JOIN memories m ON m.room_id = r.id AND m.kind = 'message'"
-                " AND m.entity_id <> r.agent_id AND m.created_at > r.reflected_at"
-                " WHERE r.id = %s",
+                " AND m.seq > r.reflected_seq WHERE r.id = %s GROUP BY r.reflected_seq",
                 (room_id,),
             ).fetchone()
-        assert row is not None
-        return int(row["n"]), row["newest"]
+        if row is None:
+            raise NotFound(f"no room with id {room_id}")
+        return int(row["n"]), int(row["newest"])
 
-    def mark_reflected(self, room_id: uuid.UUID, up_to: datetime) -> None:
+    def mark_reflected(self, room_id: uuid.UUID, through_seq: int) -> None:
         with self._conn() as conn:
             conn.execute(
-                "UPDATE rooms SET reflected_at = greatest(reflected_at, %s) WHERE id = %s",
-                (up_to, room_id),
+                "UPDATE rooms SET reflected_seq = greatest(reflected_seq, %s) WHERE id = %s",
+                (through_seq, room_id),
             )
 
     # -- turns ----------------------------------------------------------------
@@ -490,7 +508,7 @@ class Store:
         with self._conn() as conn:
             row = conn.execute(
                 "SELECT id, agent_id, room_id, message_id, status, steps_taken, decision, state,"
-                " error FROM turns WHERE id = %s",
+                " error, updated_at FROM turns WHERE id = %s",
                 (turn_id,),
             ).fetchone()
         if row is None:
@@ -507,11 +525,12 @@ class Store:
         steps_taken: int | None = None,
         error: str | None = None,
     ) -> None:
+        """Move a turn on; the error is set with a failed status and cleared otherwise."""
         with self._conn() as conn:
             conn.execute(
                 "UPDATE turns SET status = %s, decision = coalesce(%s, decision),"
                 " state = coalesce(%s, state), steps_taken = coalesce(%s, steps_taken),"
-                " error = coalesce(%s, error), updated_at = now() WHERE id = %s",
+                " error = %s, updated_at = now() WHERE id = %s",
                 (
                     status,
                     None if decision is None else Jsonb(decision),
@@ -530,14 +549,19 @@ class Store:
         status: str,
         started_at: datetime,
         usage: StepUsage,
+        key: str | None = None,
     ) -> None:
+        """Add a step to the turn's history; a keyed step is recorded once, the first time."""
         with self._conn() as conn:
             conn.execute(
-                "INSERT INTO turn_steps (turn_id, step, status, detail, model_calls, input_tokens,"
-                " output_tokens, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls,"
+                " input_tokens, output_tokens, started_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (turn_id, key) WHERE key IS NOT NULL DO NOTHING",
                 (
                     turn_id,
                     step,
+                    key,
                     status,
                     Jsonb(usage.detail),
                     usage.model_calls,
@@ -550,11 +574,21 @@ class Store:
     def turn_steps(self, turn_id: uuid.UUID) -> list[TurnStep]:
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT step, status, detail, model_calls, input_tokens, output_tokens"
+                "SELECT step, key, status, detail, model_calls, input_tokens, output_tokens"
                 " FROM turn_steps WHERE turn_id = %s ORDER BY id",
                 (turn_id,),
             ).fetchall()
         return [TurnStep(**row) for row in rows]
+
+    def turn_step(self, turn_id: uuid.UUID, key: str) -> TurnStep | None:
+        """A keyed step already run for this turn, if any."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT step, key, status, detail, model_calls, input_tokens, output_tokens"
+                " FROM turn_steps WHERE turn_id = %s AND key = %s",
+                (turn_id, key),
+            ).fetchone()
+        return None if row is None else TurnStep(**row)
 
     def turn_scene(self, turn_id: uuid.UUID) -> tuple[TurnRecord, Memory, Character, Room, str]:
         """Everything a step needs to start, in one round trip: the turn, its message,
@@ -562,7 +596,8 @@ class Store:
         with self._conn() as conn:
             row = conn.execute(
                 "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
-                " m.id, m.agent_id, m.entity_id, m.room_id, m.world_id, m.kind, m.content,"
+                " t.updated_at AS t_updated_at,"
+                " m.id, m.seq, m.agent_id, m.entity_id, m.room_id, m.world_id, m.kind, m.content,"
                 " m.dedupe_key, m.metadata, m.created_at, m.embedding, a.character,"
                 " r.world_id AS r_world_id, r.name AS r_name, r.kind AS r_kind,"
                 " r.source AS r_source, r.metadata AS r_metadata,"
@@ -584,6 +619,7 @@ class Store:
             decision=row["decision"],
             state=row["state"],
             error=row["error"],
+            updated_at=row["t_updated_at"],
         )
         room = Room(
             id=row["room_id"],

@@ -1,8 +1,8 @@
 """Act: run one chosen action (validate, then handler) and store what it says.
 
-One action per call, so each can run as its own Lambda invocation. Reply
-memories carry a key made of the turn, step and action position: running the
-same action again (a retried invocation) stores nothing twice.
+One action per call, so each can run as its own Lambda invocation. A run is
+keyed by its decide step and position: running it again (a retried
+invocation) returns what the first run recorded instead of acting twice.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from carrier_core.decision import Decision
 from carrier_core.memory import Content, Memory, MemoryKind
+from carrier_core.plugin import ActionResult
 from carrier_core.runtime import Runtime
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import RoomKind
@@ -40,7 +41,7 @@ def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid
                 content=Content(
                     text=text, actions=[action], source="agent", in_reply_to=ctx.message.id
                 ),
-                dedupe_key=f"{key}:{n}",
+                dedupe_key=f"reply:{ctx.turn.id}:{key}:{n}",
             ),
             turn_id=ctx.turn.id,
         )
@@ -48,7 +49,21 @@ def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid
     return ids
 
 
+def _finish(ctx: TurnContext, key: str, status: str, acted: Acted, **detail: object) -> Acted:
+    ctx.record_step(
+        f"act:{acted.action}",
+        status,
+        key=key,
+        reply_ids=[str(i) for i in acted.reply_ids],
+        continue_turn=acted.continue_turn,
+        **({"error": acted.error} if acted.error else {}),
+        **detail,
+    )
+    return acted
+
+
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
+    """Run the action at `index` of the turn's latest decision."""
     ctx = TurnContext.load(runtime, turn_id)
     if ctx.turn.decision is None:
         raise ValueError(f"turn {turn_id} has no decision to act on; run decide first")
@@ -57,28 +72,36 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         raise IndexError(
             f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
         )
+    key = f"act:{ctx.turn.steps_taken}:{index}"
+    done = runtime.store.turn_step(turn_id, key)
+    if done is not None:
+        return Acted(
+            action=done.step.removeprefix("act:"),
+            reply_ids=[uuid.UUID(i) for i in done.detail.get("reply_ids", [])],
+            continue_turn=bool(done.detail.get("continue_turn")),
+            error=done.detail.get("error"),
+        )
     name = decision.actions[index]
     action = ctx.plugins.action(name)
     if action is None:
-        ctx.record_step(f"act:{name}", "skipped", reason=f"no action named {name!r}")
-        return Acted(name, error=f"no action named {name!r}")
-    step = f"act:{action.name}"
+        error = f"no action named {name!r}"
+        return _finish(ctx, key, "skipped", Acted(name, error=error))
     if not action.validate(ctx):
-        ctx.record_step(step, "skipped", reason="its validate declined")
-        return Acted(action.name)
-    key = f"reply:{turn_id}:{ctx.turn.steps_taken}:{index}"
+        return _finish(ctx, key, "skipped", Acted(action.name), reason="its validate declined")
     try:
         result = action.handler(ctx, decision)
+        if not isinstance(result, ActionResult):
+            raise TypeError(f"handler returned {type(result).__name__}, not an ActionResult")
+        if isinstance(result.replies, str) or not all(isinstance(r, str) for r in result.replies):
+            raise TypeError("handler's replies must be a list of strings")
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         apology = []
         if ctx.room.kind is RoomKind.DM:
             # Someone is waiting for an answer in a direct conversation: say what happened.
-            apology = _say(ctx, [FAILED_ACTION_REPLY.format(action=action.name)], action.name, key)
-        ctx.record_step(step, "error", error=error)
-        return Acted(action.name, reply_ids=apology, error=error)
+            message = FAILED_ACTION_REPLY.format(action=action.name)
+            apology = _say(ctx, [message], action.name, f"{key}:failed")
+        return _finish(ctx, key, "error", Acted(action.name, reply_ids=apology, error=error))
     reply_ids = _say(ctx, result.replies, action.name, key)
-    ctx.record_step(
-        step, "ok", replies=len(reply_ids), continue_turn=result.continue_turn, **result.data
-    )
-    return Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
+    acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
+    return _finish(ctx, key, "ok", acted, data=result.data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,12 @@ if TYPE_CHECKING:
     from carrier_core.plugin import Plugins
     from carrier_core.runtime import Runtime
     from carrier_core.world import Room
+
+
+def json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as JSON can store them: what JSON cannot hold is kept as its text."""
+    safe: dict[str, Any] = json.loads(json.dumps(values, default=str))
+    return safe
 
 
 @dataclass
@@ -41,6 +49,8 @@ class TurnContext:
     #: Model calls and tokens of the running step, recorded with it.
     usage: StepUsage = field(default_factory=StepUsage)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Providers run in threads and may call models: usage is added under this lock.
+    _usage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, runtime: Runtime, turn_id: Any) -> TurnContext:
@@ -64,16 +74,18 @@ class TurnContext:
     def generate(self, request: ModelRequest) -> Generation:
         """Call a text model for this step, counting the call and its tokens."""
         generation = self.models.text(request.role).generate(request)
-        self.usage.model_calls += 1
-        self.usage.input_tokens += generation.usage.input_tokens
-        self.usage.output_tokens += generation.usage.output_tokens
+        with self._usage_lock:
+            self.usage.model_calls += 1
+            self.usage.input_tokens += generation.usage.input_tokens
+            self.usage.output_tokens += generation.usage.output_tokens
         return generation
 
     def embed(self, texts: list[str]) -> Embeddings:
         """Call the embedding model; counted apart from text generations, which cost more."""
         embeddings = self.models.embedding.embed(texts)
-        self.usage.detail["embedding_calls"] = self.usage.detail.get("embedding_calls", 0) + 1
-        self.usage.input_tokens += embeddings.usage.input_tokens
+        with self._usage_lock:
+            self.usage.detail["embedding_calls"] = self.usage.detail.get("embedding_calls", 0) + 1
+            self.usage.input_tokens += embeddings.usage.input_tokens
         return embeddings
 
     def query_embedding(self) -> list[float]:
@@ -83,9 +95,16 @@ class TurnContext:
             self.runtime.store.set_embeddings([(self.message.id, self.message.embedding)])
         return self.message.embedding
 
-    def record_step(self, step: str, status: str = "ok", **detail: Any) -> None:
+    def record_step(
+        self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any
+    ) -> None:
         """Write this step into the turn's history, with its model usage."""
-        self.usage.detail.update(detail)
+        self.usage.detail = json_safe({**self.usage.detail, **detail})
         self.runtime.store.record_step(
-            self.turn.id, step, status=status, started_at=self.started_at, usage=self.usage
+            self.turn.id,
+            step,
+            status=status,
+            started_at=self.started_at,
+            usage=self.usage,
+            key=key,
         )

@@ -10,53 +10,67 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from carrier_core.decision import Decision, parse_decision
 from carrier_core.model_output import UnparsableOutput
+from carrier_core.plugin import Plugins
 from carrier_core.runtime import Runtime
-from carrier_core.turn.context import TurnContext
+from carrier_core.turn.context import TurnContext, json_safe
 from carrier_core.turn.prompt import decide_request
 from carrier_core.turn.state import compose_state
 from carrier_core.world import RoomKind
 
 SAFE_REPLY = "Sorry, I lost my train of thought there. Could you say that again?"
+#: Actions that neither speak nor do anything the user would see.
+_SILENT = {"IGNORE", "NONE", "CONTINUE"}
 
 
 @dataclass(frozen=True)
 class Decided:
     decision: Decision
     respond: bool
-    #: Decide steps taken in this turn, this one included.
-    steps_taken: int
+    #: Which decide step of the turn this was (1 for the first).
+    step: int
 
 
-def settle(decision: Decision, room_kind: RoomKind) -> Decision:
+def settle(decision: Decision, room_kind: RoomKind, plugins: Plugins) -> Decision:
     """Apply the runtime's rules to what the model chose.
 
-    Text with no REPLY is still said (REPLY goes first). In a direct
-    conversation IGNORE is overruled, and a decision with nothing to do becomes
-    REPLY: someone spoke to the agent alone and waits for an answer.
+    Names and similes become the actions' own names, each once. Text with no
+    REPLY is still said (REPLY goes first). In a group, IGNORE wins. In a
+    direct conversation IGNORE is overruled, and unless a known action other
+    than NONE/CONTINUE will act, REPLY is added: someone spoke to the agent alone.
     """
-    actions = [a for a in decision.actions if a]
+    actions: list[str] = []
+    for name in decision.actions:
+        action = plugins.action(name)
+        canonical = action.name if action else name.strip().upper()
+        if canonical and canonical not in actions:
+            actions.append(canonical)
     if room_kind is RoomKind.GROUP and "IGNORE" in actions:
         return decision.model_copy(update={"actions": ["IGNORE"], "text": ""})
     actions = [a for a in actions if a != "IGNORE"]
-    if decision.text.strip() and "REPLY" not in actions:
+    acting = [a for a in actions if a not in _SILENT and plugins.action(a) is not None]
+    if "REPLY" not in actions and (
+        decision.text.strip() or (room_kind is RoomKind.DM and not acting)
+    ):
         actions.insert(0, "REPLY")
     if not actions:
-        actions = ["REPLY"] if room_kind is RoomKind.DM else ["IGNORE"]
+        actions = ["IGNORE"]
     return decision.model_copy(update={"actions": actions})
 
 
-def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v for k, v in values.items() if isinstance(v, str | int | float | bool | list | None)
-    }
+def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Decided:
+    """Run decide step number `step` (default: the next one) of a turn.
 
-
-def decide(runtime: Runtime, turn_id: uuid.UUID) -> Decided:
+    Running a step that already has a stored decision returns that decision, so
+    a retried invocation neither calls the model again nor counts another step.
+    """
     ctx = TurnContext.load(runtime, turn_id)
+    number = step or ctx.turn.steps_taken + 1
+    if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
+        stored = Decision.model_validate(ctx.turn.decision)
+        return Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
     ctx.query_embedding()
     ctx.state = compose_state(ctx)
     request = decide_request(ctx)
@@ -67,23 +81,23 @@ def decide(runtime: Runtime, turn_id: uuid.UUID) -> Decided:
     except UnparsableOutput as exc:
         decision = Decision(thought="(unparsable model output)", actions=["REPLY"], text=SAFE_REPLY)
         status, detail = "error", {"error": str(exc)}
-    decision = settle(decision, ctx.room.kind)
+    decision = settle(decision, ctx.room.kind, ctx.plugins)
     respond = decision.actions != ["IGNORE"]
-    steps_taken = ctx.turn.steps_taken + 1
     runtime.store.update_turn(
         turn_id,
         status="acting" if respond else "evaluating",
         decision=decision.model_dump(),
-        state=_json_safe(ctx.state.values),
-        steps_taken=steps_taken,
+        state=json_safe(ctx.state.values),
+        steps_taken=number,
     )
     ctx.record_step(
         "decide",
         status,
+        key=f"decide:{number}",
         actions=decision.actions,
         model=generation.model,
         prompt_chars=len(request.system) + len(request.prompt),
         provider_errors=ctx.state.errors,
         **detail,
     )
-    return Decided(decision=decision, respond=respond, steps_taken=steps_taken)
+    return Decided(decision=decision, respond=respond, step=number)

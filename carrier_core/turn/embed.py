@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
-from carrier_core.knowledge import EMBED_CHARS
-from carrier_core.runtime import Runtime
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+
+#: Longer texts are cut before embedding: embedding models take a few thousand tokens at most.
+EMBED_CHARS = 8000
 
 
-def embed_pending(runtime: Runtime, agent_id: uuid.UUID, *, max_batches: int = 10) -> int:
-    """Embed up to `max_batches` batches of the agent's unembedded memories; returns how many."""
+def embed_pending(runtime: Runtime, agent_id: uuid.UUID, *, max_batches: int | None = 10) -> int:
+    """Embed the agent's unembedded memories, oldest first, `embed_batch_size` a call and
+    at most `max_batches` calls (None: until none are left); returns how many."""
     embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
     size = runtime.settings.embed_batch_size
-    done = 0
-    for _ in range(max_batches):
+    done = batches = 0
+    while max_batches is None or batches < max_batches:
         pending = runtime.store.unembedded(agent_id, size)
         if not pending:
             break
         vectors = embedder.embed([m.content.text[:EMBED_CHARS] for m in pending]).vectors
         runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
         done += len(pending)
+        batches += 1
         if len(pending) < size:
             break
     return done

@@ -15,11 +15,11 @@ from carrier_core.store import StepUsage
 from carrier_core.turn.context import TurnContext
 
 
-def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, due_or_not: bool = False) -> list[str]:
+def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, force: bool = False) -> list[str]:
     """Run the evaluators that are due; returns the names of those that ran.
 
-    `due_or_not` skips the evaluators' own cadence checks: a chat that ends
-    reflects on what is left rather than wait for a next message that may not come.
+    `force` skips the evaluators' own cadence checks: a chat that ends reflects
+    on what is left rather than wait for a next message that may not come.
     """
     ctx = TurnContext.load(runtime, turn_id)
     decision = Decision.model_validate(ctx.turn.decision or {})
@@ -31,12 +31,14 @@ def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, due_or_not: bool = False) 
         ctx.usage, ctx.started_at = StepUsage(), datetime.now(UTC)
         step = f"evaluate:{evaluator.name}"
         try:
-            if not (due_or_not or evaluator.validate(ctx)):
+            if not (force or evaluator.validate(ctx)):
                 continue
             detail = evaluator.handler(ctx)
+            if not isinstance(detail, dict):
+                raise TypeError(f"handler returned {type(detail).__name__}, not a dict")
         except Exception as exc:
             ctx.record_step(step, "error", error=f"{type(exc).__name__}: {exc}")
             continue
-        ctx.record_step(step, "ok", **detail)
+        ctx.record_step(step, "ok", result=detail)
         ran.append(evaluator.name)
     return ran

@@ -7,13 +7,21 @@ the first delivery made, so it is answered once.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
@@ -25,19 +33,35 @@ class InvalidMessage(ValueError):
     """A message that cannot be taken in; the text names the field and the problem."""
 
 
+def _storable(text: str) -> str:
+    """Postgres text holds neither NUL characters nor unpaired UTF-16 surrogates."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it has an unpaired surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
 class IncomingMessage(BaseModel):
     """A message from the outside world, in the names that world uses."""
 
+    model_config = ConfigDict(extra="forbid")
+
     agent_id: uuid.UUID
-    room: str = Field(min_length=1, max_length=200)
-    sender: str = Field(min_length=1, max_length=200)
-    sender_name: str | None = Field(default=None, max_length=200)
-    text: str
+    room: Text = Field(min_length=1, max_length=200)
+    sender: Text = Field(min_length=1, max_length=200)
+    sender_name: Text | None = Field(default=None, max_length=200)
+    text: Text
     room_kind: RoomKind = RoomKind.DM
-    source: str = Field(default="api", min_length=1, max_length=50)
-    world: str | None = Field(default=None, max_length=200)
+    source: Text = Field(default="api", min_length=1, max_length=50)
+    world: Text | None = Field(default=None, max_length=200)
     #: The sender's own id for this message: the same id twice is one message.
-    client_message_id: str | None = Field(default=None, min_length=1, max_length=200)
+    client_message_id: Text | None = Field(default=None, min_length=1, max_length=200)
     attachments: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("text")
@@ -46,6 +70,17 @@ class IncomingMessage(BaseModel):
         if not text.strip():
             raise ValueError("must not be empty")
         return text
+
+    @field_validator("attachments")
+    @classmethod
+    def _storable_attachments(cls, attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            encoded = json.dumps(attachments)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be JSON: {exc}") from None
+        if "\\u0000" in encoded:
+            raise ValueError("must not contain NUL characters")
+        return attachments
 
 
 @dataclass(frozen=True)
@@ -107,7 +142,12 @@ def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested
             content=Content(
                 text=message.text, source=message.source, attachments=message.attachments
             ),
-            dedupe_key=message.client_message_id,
+            # Scoped to the sender: two people's clients may both count from 1.
+            dedupe_key=(
+                f"client:{entity.id}:{message.client_message_id}"
+                if message.client_message_id
+                else None
+            ),
         )
     )
     turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)

@@ -32,8 +32,8 @@ CREATE TABLE rooms (
     kind        text NOT NULL CHECK (kind IN ('dm', 'group')),
     source      text NOT NULL,
     metadata    jsonb NOT NULL DEFAULT '{}',
-    -- The reflection evaluator's bookmark: messages after it are not yet reflected on.
-    reflected_at timestamptz NOT NULL DEFAULT '-infinity',
+    -- The reflection evaluator's bookmark: messages after this seq are not yet reflected on.
+    reflected_seq bigint NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -46,6 +46,8 @@ CREATE TABLE participants (
 
 CREATE TABLE memories (
     id          uuid PRIMARY KEY,
+    -- Store order: timestamps tie, this does not. Conversations are read in seq order.
+    seq         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     agent_id    uuid NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
     entity_id   uuid NOT NULL,
     room_id     uuid REFERENCES rooms(id) ON DELETE CASCADE,
@@ -60,15 +62,16 @@ CREATE TABLE memories (
     created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- Idempotent stores: a client's message id in a room, a knowledge text's hash.
+-- Idempotent stores: a sender's message id in a room, a reply's place in its turn,
+-- a knowledge text's hash.
 CREATE UNIQUE INDEX memories_dedupe ON memories (agent_id, kind, room_id, dedupe_key)
     NULLS NOT DISTINCT WHERE dedupe_key IS NOT NULL;
 -- Recent messages of a room, and facts about an entity.
-CREATE INDEX memories_room_recent ON memories (room_id, kind, created_at DESC);
+CREATE INDEX memories_room_recent ON memories (room_id, kind, seq DESC);
 CREATE INDEX memories_agent_entity ON memories (agent_id, kind, entity_id);
 CREATE INDEX memories_turn ON memories (turn_id) WHERE turn_id IS NOT NULL;
 -- Memories still waiting for the embed step.
-CREATE INDEX memories_unembedded ON memories (agent_id, created_at) WHERE embedding IS NULL;
+CREATE INDEX memories_unembedded ON memories (agent_id, seq) WHERE embedding IS NULL;
 CREATE INDEX memories_embedding ON memories USING hnsw (embedding vector_cosine_ops);
 
 CREATE TABLE relationships (
@@ -101,6 +104,8 @@ CREATE TABLE turn_steps (
     id            bigserial PRIMARY KEY,
     turn_id       uuid NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
     step          text NOT NULL,
+    -- Identifies one run of a step within the turn (e.g. act:1:0), so a retry finds it.
+    key           text,
     status        text NOT NULL CHECK (status IN ('ok', 'error', 'skipped')),
     detail        jsonb NOT NULL DEFAULT '{}',
     model_calls   integer NOT NULL DEFAULT 0,
@@ -110,3 +115,4 @@ CREATE TABLE turn_steps (
     finished_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX turn_steps_turn ON turn_steps (turn_id, id);
+CREATE UNIQUE INDEX turn_steps_key ON turn_steps (turn_id, key) WHERE key IS NOT NULL;
