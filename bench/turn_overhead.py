@@ -233,7 +233,13 @@ def fresh_database(server: str, name: str) -> Iterator[str]:
     ident = sql.Identifier(name)
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+        except psycopg.errors.InsufficientPrivilege:
+            raise SystemExit(
+                "the bench makes a fresh database per size: give the DATABASE_URL user"
+                " CREATEDB, or unset DATABASE_URL to use the embedded Postgres"
+            ) from None
     try:
         yield make_conninfo(server, dbname=name)
     finally:
@@ -450,6 +456,8 @@ class TurnSample:
     embed_calls: int
     embed_ms: float
     prompt_chars: int
+    #: Characters sent to the reflection evaluator's model call (0 when it did not run).
+    reflect_chars: int
     reflected: bool
     error: str | None
 
@@ -497,6 +505,7 @@ def measure_turn(bench: Bench) -> TurnSample:
         embed_calls=bench.embedder.calls,
         embed_ms=bench.embedder.seconds * 1000,
         prompt_chars=bench.model.prompt_chars.get("decide", 0),
+        reflect_chars=bench.model.prompt_chars.get("reflect", 0),
         reflected="reflect" in bench.model.tasks,
         error=error,
     )
@@ -609,7 +618,11 @@ def print_table(results: Sequence[SizeResult]) -> None:
         "\n  prompt chars: system + prompt of the decide call."
     )
     for r in results:
-        counts = f"{len(r.part(True))} of {len(r.samples)} turns reflected"
+        reflect_chars = r.avg(lambda s: s.reflect_chars, r.part(True))
+        counts = (
+            f"{len(r.part(True))} of {len(r.samples)} turns reflected"
+            f" (reflection prompt {reflect_chars:,.0f} chars)"
+        )
         problems = (
             f"{len(r.errors)} failed turn(s), first: {r.errors[0]}" if r.errors else "no failures"
         )

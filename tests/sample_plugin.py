@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from carrier_core.decision import Decision
-from carrier_core.plugin import Action, ActionResult, Plugin, Provider, ProviderResult
+from carrier_core.plugin import (
+    Action,
+    ActionResult,
+    Evaluator,
+    Plugin,
+    Provider,
+    ProviderResult,
+)
 from carrier_core.turn.context import TurnContext
 
 
@@ -36,4 +44,46 @@ plugin = Plugin(
         Provider("broken", "Always fails.", _broken),
         Provider("slow", "Never answers in time.", _slow),
     ],
+)
+
+
+def _hang(ctx: TurnContext) -> ProviderResult:
+    threading.Event().wait(30)
+    return ProviderResult("never")
+
+
+hanging = Plugin(name="hanging", providers=[Provider("hang", "Hangs.", _hang)])
+
+
+def _none(ctx: TurnContext) -> ProviderResult:
+    return None  # type: ignore[return-value]
+
+
+def _odd_values(ctx: TurnContext) -> ProviderResult:
+    return ProviderResult("odd", {"when": ctx.started_at, "ids": [ctx.turn.id], "nested": {"a": 1}})
+
+
+def _string_replies(ctx: TurnContext, decision: Decision) -> ActionResult:
+    return ActionResult(replies="hi")  # type: ignore[arg-type]
+
+
+def _no_result(ctx: TurnContext, decision: Decision) -> ActionResult:
+    return None  # type: ignore[return-value]
+
+
+def _no_detail(ctx: TurnContext) -> dict[str, object]:
+    return None  # type: ignore[return-value]
+
+
+careless = Plugin(
+    name="careless",
+    providers=[
+        Provider("none", "Returns None.", _none),
+        Provider("odd", "Odd values.", _odd_values),
+    ],
+    actions=[
+        Action("STRINGY", "Replies with a string.", _string_replies),
+        Action("VOID", "Returns nothing.", _no_result),
+    ],
+    evaluators=[Evaluator("void", "Returns nothing.", _no_detail, always_run=True)],
 )

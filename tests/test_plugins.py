@@ -130,3 +130,58 @@ def test_failing_and_slow_providers_are_left_out_and_named(
     }
     assert "far too late" not in scripted.requests[0].prompt
     assert "Conversation" in scripted.requests[0].prompt
+
+
+def test_a_plugin_that_fails_on_import_is_skipped_and_named() -> None:
+    plugins = load_plugins(("tests.broken_plugin:plugin",))
+    assert dict(plugins.skipped)["tests.broken_plugin:plugin"] == (
+        "RuntimeError: plugin needs a library that is not installed"
+    )
+
+
+def test_a_hanging_provider_never_starves_later_turns(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    scripted_runtime.settings.provider_timeout_s = 0.2
+    agent = _agent(scripted_runtime, ["tests.sample_plugin:hanging"])
+    for n in range(10):
+        scripted.add(xml("REPLY", text=f"reply {n}"))
+        result = _say(scripted_runtime, agent, f"message {n}")
+        assert result.reply_texts == [f"reply {n}"]
+    prompt = [r for r in scripted.requests if r.task == "decide"][-1].prompt
+    assert "# About you" in prompt and "# Conversation" in prompt and "message 9" in prompt
+    decide = next(
+        s for s in scripted_runtime.store.turn_steps(result.turn_id) if s.step == "decide"
+    )
+    assert decide.detail["provider_errors"] == {"hang": "timed out after 0.2s"}
+
+
+def test_wrong_return_types_from_plugins_are_named_and_the_turn_goes_on(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    agent = _agent(scripted_runtime, ["tests.sample_plugin:careless"])
+    scripted.add(xml("REPLY", "STRINGY", "VOID", text="hello"))
+    result = _say(scripted_runtime, agent, "hi")
+    assert result.status == "done", result.error
+    assert result.reply_texts == [
+        "hello",
+        FAILED_ACTION_REPLY.format(action="STRINGY"),
+        FAILED_ACTION_REPLY.format(action="VOID"),
+    ]
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
+    assert steps["decide"].detail["provider_errors"] == {
+        "none": "returned NoneType, not a ProviderResult"
+    }
+    assert steps["act:STRINGY"].detail["error"] == (
+        "TypeError: handler's replies must be a list of strings"
+    )
+    assert steps["act:VOID"].detail["error"] == (
+        "TypeError: handler returned NoneType, not an ActionResult"
+    )
+    assert steps["evaluate:void"].detail["error"] == (
+        "TypeError: handler returned NoneType, not a dict"
+    )
+    state = scripted_runtime.store.turn(result.turn_id).state
+    assert state["nested"] == {"a": 1}
+    assert state["ids"] == [str(result.turn_id)]
+    assert isinstance(state["when"], str)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -11,10 +12,11 @@ import pytest
 from carrier_core import Character, InvalidMessage, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.memory import MemoryKind
-from carrier_core.models import ModelError, ScriptedModel
+from carrier_core.models import Embeddings, HashEmbedding, ModelError, ModelSet, ScriptedModel
 from carrier_core.store import NotFound, Store
 from carrier_core.turn import SAFE_REPLY, act, decide, embed_pending, evaluate, ingest
 from carrier_core.world import entity_id_for
+from tests.conftest import make_runtime
 
 NO_FACTS = json.dumps({"facts": [], "relationships": []})
 
@@ -318,3 +320,139 @@ def test_evaluate_can_be_forced_when_a_chat_ends(
     # Nothing new since: a second forced reflection makes no model call.
     evaluate(scripted_runtime, result.turn_id, force=True)
     assert len(scripted.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "replies"),
+    [
+        (xml("NONE"), ["written on request"]),
+        (xml("STOP"), ["written on request"]),  # a simile of IGNORE
+        (xml("LAUNCH_ROCKET"), ["written on request"]),  # unknown: nobody would act
+        (xml("REPLY", "RESPOND", text="once"), ["once"]),  # a simile of REPLY, not twice
+    ],
+)
+def test_in_a_dm_every_decision_ends_in_an_answer(
+    scripted_runtime: Runtime,
+    scripted: ScriptedModel,
+    agent: uuid.UUID,
+    answer: str,
+    replies: list[str],
+) -> None:
+    scripted.add(answer, "written on request")
+    result = run_turn(scripted_runtime, message(agent, "hello"))
+    assert result.reply_texts == replies
+
+
+def test_in_a_group_a_simile_of_ignore_is_silence(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("NO_RESPONSE"))
+    result = run_turn(scripted_runtime, message(agent, "lunch?", room_kind="group"))
+    assert result.status == "done" and result.replies == []
+    assert scripted_runtime.store.turn(result.turn_id).decision["actions"] == ["IGNORE"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"text": "hi\x00there"}, "text: Value error, must not contain NUL characters"),
+        ({"text": "hi \ud800"}, "text: Value error, must be valid Unicode"),
+        ({"room": "a\x00b"}, "room: Value error, must not contain NUL characters"),
+        ({"clientMessageId": "x"}, "clientMessageId: Extra inputs are not permitted"),
+        ({"attachments": [{"name": "a\x00"}]}, "attachments: Value error, must not contain NUL"),
+    ],
+)
+def test_text_postgres_cannot_store_is_refused_before_anything_is_written(
+    scripted_runtime: Runtime, agent: uuid.UUID, change: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(InvalidMessage) as error:
+        run_turn(scripted_runtime, {**message(agent, "hello"), **change})
+    assert expected in str(error.value)
+    assert count(scripted_runtime.store, "SELECT count(*) FROM rooms") == 0
+
+
+def test_a_room_takes_the_kind_of_its_latest_message_and_people_their_latest_name(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="hi"), xml("IGNORE"))
+    first = run_turn(scripted_runtime, message(agent, "hello"))
+    later = run_turn(
+        scripted_runtime, message(agent, "hello all", room_kind="group", sender_name="Samantha")
+    )
+    store = scripted_runtime.store
+    room = store.room(store.turn(later.turn_id).room_id)
+    assert room.id == store.turn(first.turn_id).room_id
+    assert room.kind == "group" and later.replies == []
+    assert [e.names for e in store.participants(room.id)] == [["Samantha", "Sam"]]
+
+
+def test_reflection_reads_tags_as_lists_and_skips_facts_about_strangers(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    reflection = json.dumps(
+        {
+            "facts": [
+                {"claim": "Alice lives in Paris", "about": "Alice"},
+                {"claim": "Sam plays chess"},
+            ],
+            "relationships": [{"source": "Sam", "target": "Ada", "tags": "friend"}],
+        }
+    )
+    scripted.add(xml("REPLY", text="ok"), reflection)
+    result = run_turn(scripted_runtime, message(agent, "my friend Alice lives in Paris"))
+    evaluate(scripted_runtime, result.turn_id, force=True)
+    store = scripted_runtime.store
+    sam = entity_id_for(agent, "api", "u1")
+    assert [f.content.text for f in store.facts_about(agent, sam)] == ["Sam plays chess"]
+    assert store.relationships(agent)[0].tags == ["friend"]
+
+
+def test_a_reflection_of_the_wrong_shape_is_named_and_not_retried_every_turn(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="ok"), json.dumps({"facts": 5}))
+    result = run_turn(scripted_runtime, message(agent, "hello"))
+    assert evaluate(scripted_runtime, result.turn_id, force=True) == []
+    steps = [s for s in scripted_runtime.store.turn_steps(result.turn_id) if s.status == "error"]
+    assert (
+        steps[-1].detail["error"]
+        == "ReflectionError: reflection: 'facts' should be a list, got int"
+    )
+    # The messages count as read: a later forced reflection has nothing to do.
+    assert evaluate(scripted_runtime, result.turn_id, force=True) == ["reflection"]
+    assert [r.task for r in scripted.requests] == ["decide", "reflect"]
+
+
+class _BrokenEmbedding:
+    name = "broken"
+    dimensions = 384
+
+    def __init__(self) -> None:
+        self.working = True
+        self.inner = HashEmbedding()
+
+    def embed(self, texts: Sequence[str]) -> Embeddings:
+        if not self.working:
+            raise ModelError("embedding service down")
+        return self.inner.embed(texts)
+
+
+def test_an_embedding_outage_after_the_reply_does_not_fail_the_turn(
+    store: Store, scripted: ScriptedModel, ada: Character
+) -> None:
+    embedder = _BrokenEmbedding()
+    runtime = make_runtime(store, ModelSet(small=scripted, large=scripted, embedding=embedder))
+    agent = runtime.register_agent(ada)
+    turn_id = ingest(runtime, message(agent, "hello")).turn_id
+    scripted.add(xml("REPLY", text="hi"))
+    decide(runtime, turn_id)
+    act(runtime, turn_id, 0)
+    embedder.working = False
+    from carrier_core.turn.run import _embed
+
+    _embed(runtime, turn_id, agent)
+    [step] = [s for s in store.turn_steps(turn_id) if s.step == "embed"]
+    assert step.status == "error"
+    assert step.detail["error"] == "ModelError: embedding service down"
+    embedder.working = True
+    assert embed_pending(runtime, agent) == 1  # the reply waited and is embedded now
