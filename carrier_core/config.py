@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     #: Where the embedded Postgres keeps its data when no database URL is given.
     home: Path = Path("~/.carrier")
     pool_size: int = Field(default=4, ge=1)
+    #: Server-side prepared statements: faster, but turn them off behind RDS Proxy or
+    #: PgBouncer in transaction mode, which cannot keep them.
+    prepared_statements: bool = True
 
     #: The model set to use, by the name a plugin registers it under.
     model_provider: str = "offline"

@@ -437,7 +437,7 @@ class _BrokenEmbedding:
         return self.inner.embed(texts)
 
 
-def test_an_embedding_outage_after_the_reply_does_not_fail_the_turn(
+def test_an_embedding_outage_after_the_decision_does_not_cost_the_reply(
     store: Store, scripted: ScriptedModel, ada: Character
 ) -> None:
     embedder = _BrokenEmbedding()
@@ -446,13 +446,19 @@ def test_an_embedding_outage_after_the_reply_does_not_fail_the_turn(
     turn_id = ingest(runtime, message(agent, "hello")).turn_id
     scripted.add(xml("REPLY", text="hi"))
     decide(runtime, turn_id)
-    act(runtime, turn_id, 0)
     embedder.working = False
+    act(runtime, turn_id, 0)
+    [reply] = store.turn_memories(turn_id, MemoryKind.MESSAGE)
+    assert reply.content.text == "hi"
+    [act_step] = [s for s in store.turn_steps(turn_id) if s.step == "act:REPLY"]
+    assert act_step.status == "ok"
+    assert act_step.detail["embed_error"] == "ModelError: embedding service down"
+
     from carrier_core.turn.run import _embed
 
     _embed(runtime, turn_id, agent)
-    [step] = [s for s in store.turn_steps(turn_id) if s.step == "embed"]
-    assert step.status == "error"
-    assert step.detail["error"] == "ModelError: embedding service down"
+    [embed_step] = [s for s in store.turn_steps(turn_id) if s.step == "embed"]
+    assert embed_step.status == "error"
+    assert embed_step.detail["error"] == "ModelError: embedding service down"
     embedder.working = True
     assert embed_pending(runtime, agent) == 1  # the reply waited and is embedded now

@@ -64,7 +64,7 @@ def database_url(settings: Settings) -> str:
 
 
 def open_pool(
-    url: str, *, size: int, round_trips: RoundTrips
+    url: str, *, size: int, round_trips: RoundTrips, prepared_statements: bool
 ) -> ConnectionPool[psycopg.Connection[DictRow]]:
     """A pool whose connections know the vector type and count what they send."""
 
@@ -92,8 +92,9 @@ def open_pool(
             "row_factory": dict_row,
             # Filtered HNSW searches keep scanning until enough rows pass the filter.
             "options": "-c hnsw.iterative_scan=relaxed_order",
-            # Server-side prepared statements pin connections behind RDS Proxy.
-            "prepare_threshold": None,
+            # A statement run a few times is prepared on the server and not planned again;
+            # behind RDS Proxy or PgBouncer (transaction mode) prepared statements must be off.
+            "prepare_threshold": 3 if prepared_statements else None,
         },
         configure=configure,
         open=False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -117,6 +118,9 @@ class Store:
     def __init__(self, pool: ConnectionPool[psycopg.Connection[DictRow]], round_trips: RoundTrips):
         self._pool = pool
         self.round_trips = round_trips
+        self._atomic: ContextVar[psycopg.Connection[DictRow] | None] = ContextVar(
+            f"carrier-store-{id(self)}", default=None
+        )
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
@@ -124,22 +128,50 @@ class Store:
         url = database_url(settings)
         migrate(url)
         round_trips = RoundTrips()
-        return cls(open_pool(url, size=settings.pool_size, round_trips=round_trips), round_trips)
+        pool = open_pool(
+            url,
+            size=settings.pool_size,
+            round_trips=round_trips,
+            prepared_statements=settings.prepared_statements,
+        )
+        return cls(pool, round_trips)
 
     def close(self) -> None:
         self._pool.close()
 
     @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run the store calls inside this block in one transaction, on one connection.
+
+        A step writes its result and its history row together: one commit instead of
+        several, and never the one without the other. Other threads are unaffected.
+        """
+        if self._atomic.get() is not None:
+            yield
+            return
+        with self._pool.connection() as conn, conn.transaction():
+            self.round_trips.add(2)
+            token = self._atomic.set(conn)
+            try:
+                yield
+            finally:
+                self._atomic.reset(token)
+
+    @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """A connection in autocommit mode: each statement commits on its own."""
+        """The connection of the surrounding `atomic` block, else a pooled one in
+        autocommit mode, where each statement commits on its own."""
+        current = self._atomic.get()
+        if current is not None:
+            yield current
+            return
         with self._pool.connection() as conn:
             yield conn
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[DictRow]]:
-        """A transaction, for statements that must commit together (BEGIN and COMMIT count)."""
-        with self._pool.connection() as conn, conn.transaction():
-            self.round_trips.add(2)
+        """A transaction, for statements that must commit together."""
+        with self.atomic(), self._conn() as conn:
             yield conn
 
     # -- agents ---------------------------------------------------------------

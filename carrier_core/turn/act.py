@@ -29,8 +29,21 @@ class Acted:
 
 
 def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid.UUID]:
+    """Store what an action says, embedded at once so recall never waits for it.
+
+    If the embedding model fails, the replies are stored all the same (the embed
+    step embeds them later) and the failure is noted on the step.
+    """
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        return []
+    vectors: list[list[float] | None] = [None] * len(texts)
+    try:
+        vectors = list(ctx.embed(texts).vectors)
+    except Exception as exc:
+        ctx.usage.detail["embed_error"] = f"{type(exc).__name__}: {exc}"
     ids = []
-    for n, text in enumerate(t for t in texts if t.strip()):
+    for n, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
         memory, _ = ctx.runtime.store.add_memory(
             Memory(
                 agent_id=ctx.message.agent_id,
@@ -41,6 +54,7 @@ def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid
                 content=Content(
                     text=text, actions=[action], source="agent", in_reply_to=ctx.message.id
                 ),
+                embedding=vector,
                 dedupe_key=f"reply:{ctx.turn.id}:{key}:{n}",
             ),
             turn_id=ctx.turn.id,
@@ -96,12 +110,16 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             raise TypeError("handler's replies must be a list of strings")
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        apology = []
-        if ctx.room.kind is RoomKind.DM:
-            # Someone is waiting for an answer in a direct conversation: say what happened.
-            message = FAILED_ACTION_REPLY.format(action=action.name)
-            apology = _say(ctx, [message], action.name, f"{key}:failed")
-        return _finish(ctx, key, "error", Acted(action.name, reply_ids=apology, error=error))
-    reply_ids = _say(ctx, result.replies, action.name, key)
-    acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
-    return _finish(ctx, key, "ok", acted, data=result.data)
+        # Someone waiting for an answer in a direct conversation is told what happened.
+        apology = [FAILED_ACTION_REPLY.format(action=action.name)]
+        with runtime.store.atomic():
+            said = (
+                _say(ctx, apology, action.name, f"{key}:failed")
+                if ctx.room.kind is RoomKind.DM
+                else []
+            )
+            return _finish(ctx, key, "error", Acted(action.name, reply_ids=said, error=error))
+    with runtime.store.atomic():
+        reply_ids = _say(ctx, result.replies, action.name, key)
+        acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
+        return _finish(ctx, key, "ok", acted, data=result.data)

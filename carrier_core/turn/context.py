@@ -89,10 +89,10 @@ class TurnContext:
         return embeddings
 
     def query_embedding(self) -> list[float]:
-        """The latest message's embedding, made once per turn and kept on the message."""
+        """The latest message's embedding, made once per turn. The decide step stores
+        it on the message together with its decision."""
         if self.message.embedding is None:
             self.message.embedding = self.embed([self.message.content.text]).vectors[0]
-            self.runtime.store.set_embeddings([(self.message.id, self.message.embedding)])
         return self.message.embedding
 
     def record_step(

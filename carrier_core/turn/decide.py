@@ -83,21 +83,23 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         status, detail = "error", {"error": str(exc)}
     decision = settle(decision, ctx.room.kind, ctx.plugins)
     respond = decision.actions != ["IGNORE"]
-    runtime.store.update_turn(
-        turn_id,
-        status="acting" if respond else "evaluating",
-        decision=decision.model_dump(),
-        state=json_safe(ctx.state.values),
-        steps_taken=number,
-    )
-    ctx.record_step(
-        "decide",
-        status,
-        key=f"decide:{number}",
-        actions=decision.actions,
-        model=generation.model,
-        prompt_chars=len(request.system) + len(request.prompt),
-        provider_errors=ctx.state.errors,
-        **detail,
-    )
+    with runtime.store.atomic():
+        runtime.store.set_embeddings([(ctx.message.id, ctx.query_embedding())])
+        runtime.store.update_turn(
+            turn_id,
+            status="acting" if respond else "evaluating",
+            decision=decision.model_dump(),
+            state=json_safe(ctx.state.values),
+            steps_taken=number,
+        )
+        ctx.record_step(
+            "decide",
+            status,
+            key=f"decide:{number}",
+            actions=decision.actions,
+            model=generation.model,
+            prompt_chars=len(request.system) + len(request.prompt),
+            provider_errors=ctx.state.errors,
+            **detail,
+        )
     return Decided(decision=decision, respond=respond, step=number)

@@ -128,35 +128,36 @@ def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested
         source=message.source,
     )
     store = runtime.store
-    try:
-        store.ensure_conversation(entity, room, message.world)
-    except psycopg.errors.ForeignKeyViolation:
-        raise NotFound(f"no agent with id {agent_id}") from None
-    memory, _ = store.add_memory(
-        Memory(
-            agent_id=agent_id,
-            entity_id=entity.id,
-            room_id=room.id,
-            world_id=world_id,
-            kind=MemoryKind.MESSAGE,
-            content=Content(
-                text=message.text, source=message.source, attachments=message.attachments
-            ),
-            # Scoped to the sender: two people's clients may both count from 1.
-            dedupe_key=(
-                f"client:{entity.id}:{message.client_message_id}"
-                if message.client_message_id
-                else None
-            ),
+    with store.atomic():
+        try:
+            store.ensure_conversation(entity, room, message.world)
+        except psycopg.errors.ForeignKeyViolation:
+            raise NotFound(f"no agent with id {agent_id}") from None
+        memory, _ = store.add_memory(
+            Memory(
+                agent_id=agent_id,
+                entity_id=entity.id,
+                room_id=room.id,
+                world_id=world_id,
+                kind=MemoryKind.MESSAGE,
+                content=Content(
+                    text=message.text, source=message.source, attachments=message.attachments
+                ),
+                # Scoped to the sender: two people's clients may both count from 1.
+                dedupe_key=(
+                    f"client:{entity.id}:{message.client_message_id}"
+                    if message.client_message_id
+                    else None
+                ),
+            )
         )
-    )
-    turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)
-    if turn_created:
-        store.record_step(
-            turn_id,
-            "ingest",
-            status="ok",
-            started_at=started_at,
-            usage=StepUsage(detail={"message_id": str(memory.id)}),
-        )
+        turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)
+        if turn_created:
+            store.record_step(
+                turn_id,
+                "ingest",
+                status="ok",
+                started_at=started_at,
+                usage=StepUsage(detail={"message_id": str(memory.id)}),
+            )
     return Ingested(agent_id=agent_id, turn_id=turn_id, message_id=memory.id, created=turn_created)

@@ -92,15 +92,18 @@ def _steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
 
 
 def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
-    """Embed new memories. The reply is already given: a failure here is recorded on
-    the turn's history and the memories wait for the next embed run."""
+    """Embed what the turn left unembedded. The reply is already given: a failure here
+    is recorded in the turn's history and the memories wait for the next embed run."""
     started_at = datetime.now(UTC)
     detail: dict[str, Any]
     try:
-        detail = {"embedded": embed_pending(runtime, agent_id)}
-        status = "ok"
+        embedded = embed_pending(runtime, agent_id)
     except Exception as exc:
         status, detail = "error", {"error": f"{type(exc).__name__}: {exc}"}
+    else:
+        if not embedded:
+            return  # the usual case: the turn embedded what it stored
+        status, detail = "ok", {"embedded": embedded}
     runtime.store.record_step(
         turn_id, "embed", status=status, started_at=started_at, usage=StepUsage(detail=detail)
     )
