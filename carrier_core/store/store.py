@@ -79,6 +79,40 @@ class StepUsage:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One row of a turn's history, as a step writes it."""
+
+    step: str
+    status: str
+    started_at: datetime
+    usage: StepUsage
+    #: Identifies a run of the step within its turn, so a retry finds it (e.g. act:1:0).
+    key: str | None = None
+
+
+_INSERT_STEP = (
+    "INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls, input_tokens,"
+    " output_tokens, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (turn_id, key) WHERE key IS NOT NULL DO NOTHING"
+)
+
+
+def _step_params(turn_id: uuid.UUID, record: StepRecord) -> tuple[Any, ...]:
+    usage = record.usage
+    return (
+        turn_id,
+        record.step,
+        record.key,
+        record.status,
+        Jsonb(usage.detail),
+        usage.model_calls,
+        usage.input_tokens,
+        usage.output_tokens,
+        record.started_at,
+    )
+
+
 def _vector(embedding: Sequence[float]) -> Vector:
     if len(embedding) != EMBEDDING_DIMENSIONS:
         raise EmbeddingSizeError(
@@ -547,59 +581,50 @@ class Store:
             raise NotFound(f"no turn with id {turn_id}")
         return TurnRecord(**row)
 
-    def update_turn(
-        self,
-        turn_id: uuid.UUID,
-        *,
-        status: str,
-        decision: dict[str, Any] | None = None,
-        state: dict[str, Any] | None = None,
-        steps_taken: int | None = None,
-        error: str | None = None,
-    ) -> None:
+    def update_turn(self, turn_id: uuid.UUID, *, status: str, error: str | None = None) -> None:
         """Move a turn on; the error is set with a failed status and cleared otherwise."""
         with self._conn() as conn:
             conn.execute(
-                "UPDATE turns SET status = %s, decision = coalesce(%s, decision),"
-                " state = coalesce(%s, state), steps_taken = coalesce(%s, steps_taken),"
-                " error = %s, updated_at = now() WHERE id = %s",
-                (
-                    status,
-                    None if decision is None else Jsonb(decision),
-                    None if state is None else Jsonb(state),
-                    steps_taken,
-                    error,
-                    turn_id,
-                ),
+                "UPDATE turns SET status = %s, error = %s, updated_at = now() WHERE id = %s",
+                (status, error, turn_id),
             )
 
-    def record_step(
-        self,
-        turn_id: uuid.UUID,
-        step: str,
-        *,
-        status: str,
-        started_at: datetime,
-        usage: StepUsage,
-        key: str | None = None,
-    ) -> None:
+    def record_step(self, turn_id: uuid.UUID, record: StepRecord) -> None:
         """Add a step to the turn's history; a keyed step is recorded once, the first time."""
         with self._conn() as conn:
+            conn.execute(_INSERT_STEP, _step_params(turn_id, record))
+
+    def save_decision(
+        self,
+        turn_id: uuid.UUID,
+        *,
+        message: Memory,
+        status: str,
+        decision: dict[str, Any],
+        state: dict[str, Any],
+        steps_taken: int,
+        record: StepRecord,
+    ) -> None:
+        """Persist a decide step in one statement: the message's embedding (made for
+        recall), the decision and state on the turn, and the step's history row."""
+        embedding = None if message.embedding is None else _vector(message.embedding)
+        with self._conn() as conn:
             conn.execute(
-                "INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls,"
-                " input_tokens, output_tokens, started_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (turn_id, key) WHERE key IS NOT NULL DO NOTHING",
+                "WITH m AS (UPDATE memories SET embedding = %s WHERE id = %s"
+                " AND embedding IS NULL AND %s::vector IS NOT NULL),"
+                " t AS (UPDATE turns SET status = %s, decision = %s, state = %s,"
+                " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s) "
+                + _INSERT_STEP,
                 (
-                    turn_id,
-                    step,
-                    key,
+                    embedding,
+                    message.id,
+                    embedding,
                     status,
-                    Jsonb(usage.detail),
-                    usage.model_calls,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    started_at,
+                    Jsonb(decision),
+                    Jsonb(state),
+                    steps_taken,
+                    turn_id,
+                    *_step_params(turn_id, record),
                 ),
             )
 

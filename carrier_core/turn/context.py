@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from carrier_core.models import Embeddings, Generation, ModelRequest, ModelSet
-from carrier_core.store import StepUsage, TurnRecord
+from carrier_core.store import StepRecord, StepUsage, TurnRecord
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
@@ -95,16 +95,17 @@ class TurnContext:
             self.message.embedding = self.embed([self.message.content.text]).vectors[0]
         return self.message.embedding
 
+    def step_record(
+        self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any
+    ) -> StepRecord:
+        """This step as a row of the turn's history, with its model usage."""
+        self.usage.detail = json_safe({**self.usage.detail, **detail})
+        return StepRecord(step, status, self.started_at, self.usage, key)
+
     def record_step(
         self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any
     ) -> None:
-        """Write this step into the turn's history, with its model usage."""
-        self.usage.detail = json_safe({**self.usage.detail, **detail})
+        """Write this step into the turn's history."""
         self.runtime.store.record_step(
-            self.turn.id,
-            step,
-            status=status,
-            started_at=self.started_at,
-            usage=self.usage,
-            key=key,
+            self.turn.id, self.step_record(step, status, key=key, **detail)
         )

@@ -83,16 +83,15 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         status, detail = "error", {"error": str(exc)}
     decision = settle(decision, ctx.room.kind, ctx.plugins)
     respond = decision.actions != ["IGNORE"]
-    with runtime.store.atomic():
-        runtime.store.set_embeddings([(ctx.message.id, ctx.query_embedding())])
-        runtime.store.update_turn(
-            turn_id,
-            status="acting" if respond else "evaluating",
-            decision=decision.model_dump(),
-            state=json_safe(ctx.state.values),
-            steps_taken=number,
-        )
-        ctx.record_step(
+    ctx.query_embedding()  # made before the providers ran; stored with the decision
+    runtime.store.save_decision(
+        turn_id,
+        message=ctx.message,
+        status="acting" if respond else "evaluating",
+        decision=decision.model_dump(),
+        state=json_safe(ctx.state.values),
+        steps_taken=number,
+        record=ctx.step_record(
             "decide",
             status,
             key=f"decide:{number}",
@@ -101,5 +100,6 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             prompt_chars=len(request.system) + len(request.prompt),
             provider_errors=ctx.state.errors,
             **detail,
-        )
+        ),
+    )
     return Decided(decision=decision, respond=respond, step=number)

@@ -25,7 +25,7 @@ from pydantic import (
 
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import NotFound, StepUsage
+from carrier_core.store import NotFound, StepRecord, StepUsage
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
 
@@ -153,11 +153,6 @@ def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested
         )
         turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)
         if turn_created:
-            store.record_step(
-                turn_id,
-                "ingest",
-                status="ok",
-                started_at=started_at,
-                usage=StepUsage(detail={"message_id": str(memory.id)}),
-            )
+            usage = StepUsage(detail={"message_id": str(memory.id)})
+            store.record_step(turn_id, StepRecord("ingest", "ok", started_at, usage))
     return Ingested(agent_id=agent_id, turn_id=turn_id, message_id=memory.id, created=turn_created)

@@ -18,7 +18,7 @@ from typing import Any
 
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import StepUsage, TurnRecord
+from carrier_core.store import StepRecord, StepUsage, TurnRecord
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.embed import embed_pending
@@ -104,9 +104,8 @@ def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
         if not embedded:
             return  # the usual case: the turn embedded what it stored
         status, detail = "ok", {"embedded": embedded}
-    runtime.store.record_step(
-        turn_id, "embed", status=status, started_at=started_at, usage=StepUsage(detail=detail)
-    )
+    record = StepRecord("embed", status, started_at, StepUsage(detail=detail))
+    runtime.store.record_step(turn_id, record)
 
 
 def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> TurnResult:
