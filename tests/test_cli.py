@@ -10,9 +10,9 @@ from pathlib import Path
 from tests.conftest import CHARACTERS
 
 
-def chat(home: Path, lines: str, *args: str) -> subprocess.CompletedProcess[str]:
+def chat(home: Path, lines: str, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["CARRIER_HOME"] = str(home)
+    env.update(CARRIER_HOME=str(home), **env_vars)
     return subprocess.run(
         [sys.executable, "-m", "carrier_core.cli", "chat", *args],
         input=lines,
@@ -79,28 +79,16 @@ def test_an_unreachable_database_and_bad_settings_are_reported_without_a_traceba
     tmp_path: Path,
 ) -> None:
     ada = str(CHARACTERS / "ada.json")
-    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    result = subprocess.run(
-        [sys.executable, "-m", "carrier_core.cli", "chat", "--character", ada],
-        input="",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+    unreachable = chat(
+        tmp_path, "", "--character", ada, DATABASE_URL="postgresql://nobody@127.0.0.1:1/none"
     )
-    assert result.returncode == 1
-    assert result.stderr.startswith("carrier: cannot connect to the database:")
-    assert "Traceback" not in result.stderr
-    env = {**os.environ, "CARRIER_MAX_STEPS": "0"}
-    result = subprocess.run(
-        [sys.executable, "-m", "carrier_core.cli", "chat", "--character", ada],
-        input="",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "carrier: bad configuration" in result.stderr and "max_steps" in result.stderr
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("carrier: cannot connect to the database:")
+    assert "Traceback" not in unreachable.stderr
+    bad = chat(tmp_path, "", "--character", ada, CARRIER_MAX_STEPS="0")
+    assert bad.returncode == 2
+    assert "carrier: bad configuration" in bad.stderr and "max_steps" in bad.stderr
+    unknown = chat(tmp_path, "", "--character", ada, CARRIER_MODEL_PROVIDER="gpt9")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("carrier: no model provider named 'gpt9'; known: offline")
+    assert "Traceback" not in unknown.stderr + bad.stderr
