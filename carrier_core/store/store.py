@@ -648,14 +648,15 @@ class Store:
         return None if row is None else TurnStep(**row)
 
     def turn_scene(self, turn_id: uuid.UUID) -> tuple[TurnRecord, Memory, Character, Room, str]:
-        """Everything a step needs to start, in one round trip: the turn, its message,
-        the agent's character, the room and the sender's name."""
+        """Everything a step needs to start, in one round trip: the turn, its message
+        (without its embedding, which only decide needs and makes itself), the agent's
+        character, the room and the sender's name."""
         with self._conn() as conn:
             row = conn.execute(
                 "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
                 " t.updated_at AS t_updated_at,"
                 " m.id, m.seq, m.agent_id, m.entity_id, m.room_id, m.world_id, m.kind, m.content,"
-                " m.dedupe_key, m.metadata, m.created_at, m.embedding, a.character,"
+                " m.dedupe_key, m.metadata, m.created_at, a.character,"
                 " r.world_id AS r_world_id, r.name AS r_name, r.kind AS r_kind,"
                 " r.source AS r_source, r.metadata AS r_metadata,"
                 " coalesce(e.names[1], 'someone') AS sender"
