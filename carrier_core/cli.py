@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import TextIO
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import entry_points
+from typing import Any, TextIO
 
 from carrier_core.character import CharacterError, load_character
 from carrier_core.config import Settings
@@ -38,12 +43,79 @@ def _lines(stdin: TextIO, interactive: bool) -> Iterator[str]:
             return
 
 
+#: Sends one line, returns the replies and the turn's error, if any.
+Send = Callable[[str], tuple[list[str], str | None]]
+
+
+def _converse(name: str, send: Send, stdin: TextIO, stdout: TextIO) -> None:
+    interactive = stdin.isatty()
+    if interactive:
+        print("Type /quit or press Ctrl-D to leave.", file=sys.stderr)
+    for line in _lines(stdin, interactive):
+        if line.strip() in QUIT:
+            break
+        if not line.strip():
+            continue
+        try:
+            replies, error = send(line)
+        except InvalidMessage as exc:
+            print(f"carrier: {exc}", file=sys.stderr)
+            continue
+        if error:
+            print(f"carrier: turn failed: {error}", file=sys.stderr)
+        for text in replies:
+            print(f"{name}: {text}" if interactive else text, file=stdout, flush=True)
+
+
+def _over_http(base_url: str, agent_id: uuid.UUID, room: str, user: str) -> Send:
+    """Each line goes through the HTTP API (for instance `carrier dev`), as a client would."""
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            base_url.rstrip("/") + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer: dict[str, Any] = json.load(response)
+                return answer
+        except urllib.error.HTTPError as exc:
+            detail = json.load(exc).get("error", {}).get("message", exc.reason)
+            raise InvalidMessage(f"{exc.code}: {detail}") from None
+
+    def send(text: str) -> tuple[list[str], str | None]:
+        body = {"text": text, "sender": user, "sender_name": user}
+        turn_id = call("POST", f"/agents/{agent_id}/rooms/{room}/messages", body)["turn_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            turn = call("GET", f"/turns/{turn_id}")
+            if turn["status"] in ("done", "failed") or time.monotonic() > deadline:
+                return [r["text"] for r in turn["replies"]], turn["error"]
+            time.sleep(0.1)
+
+    return send
+
+
 def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
     try:
         character = load_character(args.character)
     except CharacterError as exc:
         print(f"carrier: {exc}", file=sys.stderr)
         return 2
+    user = args.user or getpass.getuser()
+    room = args.room or f"chat-{user}"
+    if args.api:
+        print(f"Chatting with {character.name} through {args.api}.", file=sys.stderr)
+        try:
+            _converse(
+                character.name, _over_http(args.api, character.agent_id, room, user), stdin, stdout
+            )
+        except urllib.error.URLError as exc:
+            print(f"carrier: cannot reach {args.api}: {exc.reason}", file=sys.stderr)
+            return 1
+        return 0
     try:
         settings = Settings()
     except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
@@ -54,10 +126,6 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     except DatabaseError as exc:
         print(f"carrier: {exc}", file=sys.stderr)
         return 1
-    interactive = stdin.isatty()
-    user = args.user or getpass.getuser()
-    room = args.room or f"chat-{user}"
-    last_turn: uuid.UUID | None = None
     with runtime:
         try:
             models = runtime.models_for(character)
@@ -73,40 +141,19 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
             if models.offline
             else f"model: {models.large.name}"
         )
-        print(
-            f"Chatting with {character.name} ({model_note}). Memory: {where}.",
-            file=sys.stderr,
-        )
-        if interactive:
-            print("Type /quit or press Ctrl-D to leave.", file=sys.stderr)
-        for line in _lines(stdin, interactive):
-            if line.strip() in QUIT:
-                break
-            if not line.strip():
-                continue
-            try:
-                result = run_turn(
-                    runtime,
-                    {
-                        "agent_id": agent_id,
-                        "room": room,
-                        "sender": user,
-                        "sender_name": user,
-                        "text": line,
-                        "source": "cli",
-                    },
-                )
-            except InvalidMessage as exc:
-                print(f"carrier: {exc}", file=sys.stderr)
-                continue
-            last_turn = result.turn_id
-            if result.error:
-                print(f"carrier: turn failed: {result.error}", file=sys.stderr)
-            for text in result.reply_texts:
-                print(f"{character.name}: {text}" if interactive else text, file=stdout, flush=True)
-        if last_turn is not None:
+        print(f"Chatting with {character.name} ({model_note}). Memory: {where}.", file=sys.stderr)
+        turns: list[uuid.UUID] = []
+
+        def send(text: str) -> tuple[list[str], str | None]:
+            message = {"agent_id": agent_id, "room": room, "sender": user, "sender_name": user}
+            result = run_turn(runtime, {**message, "text": text, "source": "cli"})
+            turns.append(result.turn_id)
+            return result.reply_texts, result.error
+
+        _converse(character.name, send, stdin, stdout)
+        if turns:
             # Reflect on what was said since the last reflection, so nothing told is forgotten.
-            evaluate(runtime, last_turn, force=True)
+            evaluate(runtime, turns[-1], force=True)
     return 0
 
 
@@ -117,7 +164,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat_cmd.add_argument("--character", required=True, help="path to an ElizaOS character file")
     chat_cmd.add_argument("--user", help="your name in the conversation (default: login name)")
     chat_cmd.add_argument("--room", help="conversation to continue (default: chat-<user>)")
+    chat_cmd.add_argument(
+        "--api",
+        metavar="URL",
+        help="talk through a Carrier HTTP API, e.g. one `carrier dev` serves",
+    )
     chat_cmd.set_defaults(run=chat)
+    # Other packages add commands (carrier_aws adds `dev`) without the core importing them.
+    for command in entry_points(group="carrier.commands"):
+        try:
+            command.load()(commands)
+        except ImportError as exc:  # e.g. `carrier dev` without the [emulated] extra
+            logging.getLogger(__name__).debug("command %s unavailable: %s", command.name, exc)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s")
     code: int = args.run(args)

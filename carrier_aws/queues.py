@@ -1,0 +1,33 @@
+"""Queue messages for the rest of a turn, and for the embed step."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from carrier_core.turn import IncomingMessage
+
+
+def room_group(message: IncomingMessage) -> str:
+    """The FIFO group of a message: its room, so turns in one room run one at a time."""
+    return hashlib.sha256(
+        f"{message.agent_id}:{message.source}:{message.room}".encode()
+    ).hexdigest()
+
+
+def send_message(sqs: Any, queue_url: str, message: IncomingMessage) -> None:
+    """Queue a message for ingest; the same client message id is queued once (FIFO dedup)."""
+    assert message.client_message_id, "queued messages carry a client message id"
+    dedup = f"{message.agent_id}:{message.source}:{message.sender}:{message.client_message_id}"
+    sqs.send_message(
+        QueueUrl=queue_url,
+        MessageBody=message.model_dump_json(),
+        MessageGroupId=room_group(message),
+        MessageDeduplicationId=hashlib.sha256(dedup.encode()).hexdigest(),
+    )
+
+
+def embed_request(agent_id: uuid.UUID) -> str:
+    return json.dumps({"agent_id": str(agent_id)})

@@ -1,0 +1,62 @@
+"""Start a turn's state machine, at most once per message, and wait for it to end."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+#: Execution states that are final.
+ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+def execution_name(message_id: uuid.UUID) -> str:
+    """Derived from the message: a redelivered message can never start a second turn."""
+    return f"turn-{message_id}"
+
+
+def start_turn(
+    sfn: Any,
+    state_machine_arn: str,
+    *,
+    turn_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    message_id: uuid.UUID,
+    max_steps: int,
+) -> str:
+    """Start the turn's execution, or find the one already started; returns its ARN."""
+    name = execution_name(message_id)
+    try:
+        started = sfn.start_execution(
+            stateMachineArn=state_machine_arn,
+            name=name,
+            input=json.dumps(
+                {
+                    "turn_id": str(turn_id),
+                    "agent_id": str(agent_id),
+                    "step": 1,
+                    "max_steps": max_steps,
+                }
+            ),
+        )
+        return str(started["executionArn"])
+    except sfn.exceptions.ExecutionAlreadyExists:
+        machine = state_machine_arn.split(":stateMachine:", 1)
+        return f"{machine[0]}:execution:{machine[1]}:{name}"
+
+
+def wait_for_turn(sfn: Any, execution_arn: str, *, timeout_s: float, poll_s: float = 0.2) -> str:
+    """Wait for the execution to end, so the next message of the room waits its turn.
+
+    Returns the final status; raises TimeoutError if it is still running at the deadline
+    (the queue then redelivers the message, which finds the same execution).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = str(sfn.describe_execution(executionArn=execution_arn)["status"])
+        if status in ENDED:
+            return status
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"turn execution {execution_arn} still {status}")
+        time.sleep(poll_s)

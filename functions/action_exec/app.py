@@ -1,0 +1,20 @@
+"""Action function: run one chosen action of a turn (one Map iteration)."""
+
+import uuid
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from carrier_aws.runtime import runtime
+from carrier_core.turn import act
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    acted = act(runtime(), uuid.UUID(event["turn_id"]), int(event["index"]))
+    metrics.add_metric(name="Actions", unit=MetricUnit.Count, value=1)
+    return {"action": acted.action, "continue_turn": acted.continue_turn, "error": acted.error}
