@@ -10,7 +10,7 @@ from carrier_core.turn.decide import SAFE_REPLY, Decided, decide
 from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, Ingested, InvalidMessage, ingest
-from carrier_core.turn.run import TurnResult, finish_turn, run_turn, turn_result
+from carrier_core.turn.run import TurnResult, finish_turn, run_steps, run_turn, turn_result
 
 __all__ = [
     "SAFE_REPLY",
@@ -28,6 +28,7 @@ __all__ = [
     "evaluate",
     "finish_turn",
     "ingest",
+    "run_steps",
     "run_turn",
     "turn_result",
 ]

@@ -67,7 +67,8 @@ def _should_resume(runtime: Runtime, turn: TurnRecord) -> bool:
     return idle > timedelta(seconds=runtime.settings.turn_resume_after_s)
 
 
-def _steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    """The steps after ingest, in this process; the turn ends done or failed with its reason."""
     step = "decide"
     try:
         number = 1
@@ -115,5 +116,5 @@ def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> Tur
     turn_id = ingested.turn_id
     if not ingested.created and not _should_resume(runtime, runtime.store.turn(turn_id)):
         return turn_result(runtime, turn_id, duplicate=True)
-    _steps(runtime, turn_id, ingested.agent_id)
+    run_steps(runtime, turn_id, ingested.agent_id)
     return turn_result(runtime, turn_id, duplicate=not ingested.created)

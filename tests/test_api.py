@@ -1,0 +1,107 @@
+"""The HTTP API over the core, with the rest of the turn run directly instead of queued."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from carrier_core import Character, IncomingMessage, Runtime
+from carrier_core.api import create_app
+from carrier_core.turn import ingest, run_steps
+
+
+@pytest.fixture
+def queued() -> list[IncomingMessage]:
+    return []
+
+
+@pytest.fixture
+def client(runtime: Runtime, queued: list[IncomingMessage]) -> Iterator[TestClient]:
+    def submit(message: IncomingMessage) -> None:
+        queued.append(message)
+        ingested = ingest(runtime, message)  # what the queue's consumer does
+        run_steps(runtime, ingested.turn_id, ingested.agent_id)
+
+    with TestClient(create_app(lambda: runtime, submit)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def agent(runtime: Runtime, ada: Character) -> uuid.UUID:
+    return runtime.register_agent(ada)
+
+
+def post(client: TestClient, agent: uuid.UUID, body: dict[str, object], **headers: str):  # type: ignore[no-untyped-def]
+    return client.post(f"/agents/{agent}/rooms/lobby/messages", json=body, headers=headers)
+
+
+def test_post_answers_202_with_ids_and_the_turn_can_be_read(
+    client: TestClient, agent: uuid.UUID, queued: list[IncomingMessage]
+) -> None:
+    response = post(client, agent, {"text": "Hello", "sender": "u1", "sender_name": "Sam"})
+    assert response.status_code == 202
+    accepted = response.json()
+    assert accepted["status"] == "received"
+    [message] = queued
+    assert message.client_message_id and message.client_message_id.startswith("carrier-")
+    turn = client.get(f"/turns/{accepted['turn_id']}").json()
+    assert turn["status"] == "done" and turn["error"] is None
+    assert [r["text"] for r in turn["replies"]] == ["Hello, Sam. How are you today?"]
+
+
+def test_a_client_message_id_makes_the_post_idempotent(
+    client: TestClient, agent: uuid.UUID, queued: list[IncomingMessage]
+) -> None:
+    body = {"text": "Hello", "sender": "u1"}
+    first = post(client, agent, body, **{"Idempotency-Key": "abc"}).json()
+    again = post(client, agent, body, **{"Idempotency-Key": "abc"}).json()
+    assert (again["message_id"], again["turn_id"]) == (first["message_id"], first["turn_id"])
+    assert again["status"] == "done"
+    assert len(queued) == 1  # a finished turn is not queued again
+    field = post(client, agent, {**body, "client_message_id": "abc"}).json()
+    assert field["turn_id"] == first["turn_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "words"),
+    [
+        ({"sender": "u1"}, 422, "invalid_request", "body.text: Field required"),
+        ({"text": "hi", "sender": "u1", "colour": "red"}, 422, "invalid_request", "body.colour"),
+        (
+            {"text": "  ", "sender": "u1"},
+            422,
+            "invalid_message",
+            "text: Value error, must not be empty",
+        ),
+        ({"text": "x" * 9000, "sender": "u1"}, 422, "invalid_message", "9000 characters"),
+    ],
+)
+def test_bad_posts_name_the_field(
+    client: TestClient,
+    agent: uuid.UUID,
+    body: dict[str, object],
+    status: int,
+    code: str,
+    words: str,
+) -> None:
+    response = post(client, agent, body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code and words in error["message"]
+
+
+def test_an_oversized_body_is_refused_with_413(client: TestClient, agent: uuid.UUID) -> None:
+    response = post(client, agent, {"text": "x" * 70_000, "sender": "u1"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_unknown_agents_and_turns_are_404(client: TestClient) -> None:
+    response = post(client, uuid.uuid4(), {"text": "hi", "sender": "u1"})
+    assert response.status_code == 404
+    assert "no agent with id" in response.json()["error"]["message"]
+    assert client.get(f"/turns/{uuid.uuid4()}").status_code == 404
+    assert client.get("/turns/not-a-uuid").status_code == 422
