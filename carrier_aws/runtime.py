@@ -52,4 +52,7 @@ def database_url() -> str:
 @cache
 def runtime() -> Runtime:
     """The container's runtime, opened on first use and kept while the container lives."""
+    from carrier_aws.keys import load_model_keys
+
+    load_model_keys()  # model provider keys from Secrets Manager, if configured
     return Runtime.open(Settings(database_url=database_url(), pool_size=1))

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from carrier_core.character import CharacterError, load_character
 from carrier_core.config import Settings
+from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseError
@@ -129,7 +130,7 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     with runtime:
         try:
             models = runtime.models_for(character)
-        except PluginError as exc:
+        except (PluginError, ModelError) as exc:
             print(f"carrier: {exc}", file=sys.stderr)
             return 2
         agent_id = runtime.register_agent(character)
@@ -139,7 +140,7 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
         model_note = (
             "offline model: deterministic ELIZA-style replies, no key needed"
             if models.offline
-            else f"model: {models.large.name}"
+            else f"model: {getattr(models.large, 'provider', '')} {models.large.name}"
         )
         print(f"Chatting with {character.name} ({model_note}). Memory: {where}.", file=sys.stderr)
         turns: list[uuid.UUID] = []
@@ -157,6 +158,91 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     return 0
 
 
+def _open(args: argparse.Namespace) -> Runtime | int:
+    try:
+        return Runtime.open(Settings())
+    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
+        print(f"carrier: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"carrier: {exc}", file=sys.stderr)
+        return 1
+
+
+def usage(args: argparse.Namespace, stdout: TextIO = sys.stdout) -> int:
+    """Model calls, tokens and estimated cost per agent and day, from the usage ledger."""
+    runtime = _open(args)
+    if isinstance(runtime, int):
+        return runtime
+    with runtime:
+        rows = runtime.store.usage(agent=args.agent, days=args.days)
+    if not rows:
+        print(f"No model calls in the last {args.days} day(s).", file=stdout)
+        return 0
+    header = ("day", "agent", "calls", "errors", "tokens in", "tokens out", "cost (USD)")
+    table = [
+        (
+            str(r.day),
+            r.agent,
+            str(r.calls),
+            str(r.errors),
+            str(r.input_tokens),
+            str(r.output_tokens),
+            f"{r.cost_usd:.4f}",
+        )
+        for r in rows
+    ]
+    total = (
+        "total",
+        "",
+        str(sum(r.calls for r in rows)),
+        str(sum(r.errors for r in rows)),
+        str(sum(r.input_tokens for r in rows)),
+        str(sum(r.output_tokens for r in rows)),
+        f"{sum(r.cost_usd for r in rows):.4f}",
+    )
+    widths = [max(len(row[i]) for row in [header, *table, total]) for i in range(len(header))]
+    for row in [header, *table, total]:
+        pairs = enumerate(zip(row, widths, strict=True))
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in pairs]
+        print("  ".join(cells).rstrip(), file=stdout)
+    return 0
+
+
+def _progress_bar(stream: TextIO) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        end = "\n" if done >= total else ""
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\rre-embedding [{bar}] {done}/{total} memories", end=end, file=stream, flush=True)
+
+    return show
+
+
+def reembed_command(args: argparse.Namespace) -> int:
+    """Re-embed stored memories with the configured embedding model."""
+    from carrier_core.models import ModelError
+    from carrier_core.reembed import reembed
+
+    runtime = _open(args)
+    if isinstance(runtime, int):
+        return runtime
+    with runtime:
+        try:
+            done = reembed(
+                runtime, agent=args.agent, batch_size=args.batch, progress=_progress_bar(sys.stderr)
+            )
+        except (LookupError, ModelError) as exc:
+            print(f"carrier: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"Re-embedded {done} memories ({runtime.store.embedding_dimensions} dimensions).",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="carrier", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +256,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="talk through a Carrier HTTP API, e.g. one `carrier dev` serves",
     )
     chat_cmd.set_defaults(run=chat)
+    usage_cmd = commands.add_parser("usage", help="model calls, tokens and cost per agent and day")
+    usage_cmd.add_argument("--agent", help="only this agent (name or id)")
+    usage_cmd.add_argument("--days", type=int, default=7, help="how many days back (default 7)")
+    usage_cmd.set_defaults(run=usage)
+    reembed_cmd = commands.add_parser(
+        "reembed", help="re-embed stored memories after changing the embedding model"
+    )
+    reembed_cmd.add_argument("--agent", help="only this agent (name or id)")
+    reembed_cmd.add_argument("--batch", type=int, help="memories per embedding call")
+    reembed_cmd.set_defaults(run=reembed_command)
     # Other packages add commands (carrier_aws adds `dev`) without the core importing them.
     for command in entry_points(group="carrier.commands"):
         try:

@@ -44,8 +44,34 @@ class Settings(BaseSettings):
     #: PgBouncer in transaction mode, which cannot keep them.
     prepared_statements: bool = True
 
-    #: The model set to use, by the name a plugin registers it under.
-    model_provider: str = "offline"
+    #: The model set to use, by the name a plugin registers it under (offline, openai,
+    #: anthropic, openai-compatible, bedrock, ...). Unset: openai when OPENAI_API_KEY is
+    #: set, else anthropic when ANTHROPIC_API_KEY is, else openai-compatible when
+    #: OPENAI_BASE_URL is, else offline.
+    model_provider: str | None = None
+    #: Models by role, as `model` or `provider:model` (e.g. anthropic:claude-3-5-haiku-latest).
+    #: Unset: the provider's default for the role.
+    large_model: str | None = None
+    small_model: str | None = None
+    embedding_model: str | None = None
+    #: Embedding size: what to ask of a model that takes a size (text-embedding-3-*), or the
+    #: size of a model Carrier does not know (an Ollama model, say). Unset: the stored
+    #: column's size (384 until `carrier reembed` changes it).
+    embedding_dimensions: int | None = Field(default=None, ge=1)
+    #: Providers to try in order when a text model is unavailable or rate limited,
+    #: comma-separated, e.g. "anthropic,offline". Embeddings never fall back: another
+    #: model's vectors would not match the stored ones.
+    model_fallback: str = ""
+    #: Per-call timeout and the SDK's retries (exponential backoff with jitter, honouring
+    #: Retry-After on 429 and 5xx; never on 401).
+    model_timeout_s: float = Field(default=60.0, gt=0)
+    model_max_retries: int = Field(default=2, ge=0)
+    max_output_tokens: int = Field(default=1024, ge=1)
+    #: The decide prompt's token budget; unset: the large model's context window less
+    #: room for the answer.
+    context_tokens: int | None = Field(default=None, ge=256)
+    #: Stop an agent's model calls for the day (UTC) once its estimated spend reaches this.
+    daily_budget_usd: float | None = Field(default=None, ge=0)
 
     recent_messages: int = Field(default=16, ge=1)
     fact_count: int = Field(default=6, ge=0)

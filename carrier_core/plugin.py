@@ -9,6 +9,7 @@ reported and skipped, so those files still load and talk.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -17,11 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
+    from carrier_core.config import Settings
     from carrier_core.decision import Decision
     from carrier_core.models.base import ModelSet
     from carrier_core.turn.context import TurnContext
 
 ENTRY_POINT_GROUP = "carrier.plugins"
+
+#: `factory(character)` or `factory(character, settings)`, giving a `ModelSet`.
+ModelFactory = Callable[..., "ModelSet"]
 
 
 def _always(ctx: TurnContext) -> bool:
@@ -88,8 +93,22 @@ class Plugin:
     actions: Sequence[Action] = ()
     providers: Sequence[Provider] = ()
     evaluators: Sequence[Evaluator] = ()
-    #: Model sets by name, chosen with the `model_provider` setting.
-    models: Mapping[str, Callable[[Character], ModelSet]] = field(default_factory=dict)
+    #: Model sets by name, chosen with the `model_provider` setting. A factory takes the
+    #: character, and the runtime's settings too if it accepts a second argument.
+    models: Mapping[str, ModelFactory] = field(default_factory=dict)
+
+
+def _takes_settings(factory: ModelFactory) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
 
 
 class PluginError(LookupError):
@@ -128,10 +147,28 @@ class Plugins:
                 return action
         return None
 
-    def model_set(self, name: str, character: Character) -> ModelSet:
+    def model_set(
+        self, name: str, character: Character, settings: Settings | None = None
+    ) -> ModelSet:
         for plugin in reversed(self.plugins):
             if name in plugin.models:
-                return plugin.models[name](character)
+                factory = plugin.models[name]
+                if _takes_settings(factory):
+                    if settings is None:
+                        from carrier_core.config import Settings
+
+                        settings = Settings()
+                    return factory(character, settings)
+                return factory(character)
+        # A provider not among the character's plugins may be a plugin of its own name
+        # (`model_provider: bedrock` finds the `bedrock` plugin).
+        if name not in {p.name for p in self.plugins}:
+            try:
+                extra = _load_one(name)
+            except Exception:
+                extra = None
+            if extra is not None and name in extra.models:
+                return Plugins((*self.plugins, extra)).model_set(name, character, settings)
         known = sorted({n for p in self.plugins for n in p.models})
         raise PluginError(f"no model provider named {name!r}; known: {', '.join(known)}")
 

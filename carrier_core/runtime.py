@@ -7,12 +7,15 @@ Lambda of its own.
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from types import TracebackType
 
 from carrier_core.character import Character
 from carrier_core.config import Settings
-from carrier_core.models import ModelSet
+from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
+from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugins, load_plugins
 from carrier_core.store import Store
 
@@ -22,6 +25,8 @@ class Runtime:
         self.store = store
         self.settings = settings
         self._models = models
+        self._model_sets: dict[tuple[uuid.UUID, str], ModelSet] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings | None = None, models: ModelSet | None = None) -> Runtime:
@@ -45,12 +50,40 @@ class Runtime:
     def plugins_for(self, character: Character) -> Plugins:
         return load_plugins(tuple(character.plugins))
 
-    def models_for(self, character: Character) -> ModelSet:
-        """The runtime's own model set if it was given one, else the one the settings name."""
+    def models_for(self, character: Character, *, check_dimensions: bool = True) -> ModelSet:
+        """The runtime's own model set if it was given one, else the one the settings and
+        environment choose (`carrier_core.models.select`), kept for the runtime's life.
+
+        Raises `EmbeddingDimensionMismatch` when the embedding model's vectors do not fit
+        the stored column (unless `check_dimensions` is false, as `carrier reembed` does).
+        """
         if self._models is not None:
             return self._models
-        name = str(character.settings.get("model_provider") or self.settings.model_provider)
-        return self.plugins_for(character).model_set(name, character)
+        key = (character.agent_id, json.dumps(character.settings, sort_keys=True, default=str))
+        with self._lock:
+            models = self._model_sets.get(key)
+        if models is None:
+            settings = self.settings
+            if settings.embedding_dimensions is None:
+                settings = settings.model_copy(
+                    update={"embedding_dimensions": self.store.embedding_dimensions}
+                )
+            plugins = self.plugins_for(character)
+            models = choose_models(
+                character, settings, lambda name: plugins.model_set(name, character, settings)
+            )
+            with self._lock:
+                self._model_sets[key] = models
+        if check_dimensions:
+            column = self.store.embedding_dimensions
+            if models.embedding.dimensions != column:
+                raise EmbeddingDimensionMismatch(
+                    f"the embedding model {models.embedding.name} gives"
+                    f" {models.embedding.dimensions}-dimensional vectors but the memories"
+                    f" table stores {column}: run `carrier reembed` to re-embed the stored"
+                    " memories with it"
+                )
+        return models
 
     def register_agent(self, character: Character) -> uuid.UUID:
         """Store (or update) an agent and its knowledge; safe to call on every start."""

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from carrier_core.decision import Decision
+from carrier_core.models import (
+    Generation,
+    HashEmbedding,
+    ModelError,
+    ModelRequest,
+    ModelSet,
+    OfflineModel,
+)
+from carrier_core.models import base as models_base
 from carrier_core.plugin import (
     Action,
     ActionResult,
@@ -87,3 +97,43 @@ careless = Plugin(
     ],
     evaluators=[Evaluator("void", "Returns nothing.", _no_detail, always_run=True)],
 )
+
+
+# -- a model set whose text model fails, for retries across Lambdas (tests/test_emulated.py) --
+
+#: Set by the test: the error class name raised (a name the state machine retries) and how
+#: many calls fail before the model answers like the offline one. Handlers run in the test's
+#: process, so they see what the test sets here.
+FLAKY: dict[str, Any] = {"error": "ModelRateLimited", "failures": 0, "calls": 0}
+_flaky_lock = threading.Lock()
+
+
+def flaky_error(name: str) -> type[Exception]:
+    """Carrier's model error of that name if there is one, else a `ModelError` so named:
+    the class name is the error name Step Functions retries and catches on."""
+    known = getattr(models_base, name, None)
+    if isinstance(known, type) and issubclass(known, Exception):
+        return known
+    return type(name, (ModelError,), {})
+
+
+class FlakyModel:
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self._offline = OfflineModel()
+
+    def generate(self, request: ModelRequest) -> Generation:
+        with _flaky_lock:
+            FLAKY["calls"] += 1
+            fail = FLAKY["calls"] <= FLAKY["failures"]
+        if fail:
+            raise flaky_error(FLAKY["error"])(f"flaky model: call {FLAKY['calls']} refused")
+        return self._offline.generate(request)
+
+
+def _flaky_models(character: object) -> ModelSet:
+    return ModelSet(small=OfflineModel(), large=FlakyModel(), embedding=HashEmbedding())
+
+
+flaky = Plugin(name="flaky", models={"flaky": _flaky_models})

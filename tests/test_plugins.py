@@ -53,7 +53,9 @@ def test_unknown_plugin_names_are_skipped_with_a_reason() -> None:
 
 
 def test_an_unknown_model_provider_is_named() -> None:
-    with pytest.raises(PluginError, match="no model provider named 'gpt9'; known: offline"):
+    with pytest.raises(
+        PluginError, match="no model provider named 'gpt9'; known: anthropic, offline, openai"
+    ):
         load_plugins(()).model_set("gpt9", Character(name="x"))
 
 

@@ -4,6 +4,7 @@ from carrier_core.bootstrap.actions import ACTIONS
 from carrier_core.bootstrap.providers import PROVIDERS
 from carrier_core.bootstrap.reflection import REFLECTION
 from carrier_core.models import offline_models
+from carrier_core.models.select import anthropic_models, openai_models
 from carrier_core.plugin import Plugin
 
 plugin = Plugin(
@@ -12,5 +13,12 @@ plugin = Plugin(
     actions=ACTIONS,
     providers=PROVIDERS,
     evaluators=[REFLECTION],
-    models={"offline": lambda character: offline_models()},
+    models={
+        "offline": lambda character: offline_models(),
+        "openai": openai_models,
+        "anthropic": anthropic_models,
+        "openai-compatible": lambda character, settings: openai_models(
+            character, settings, compatible=True
+        ),
+    },
 )

@@ -1,13 +1,20 @@
 """Language and embedding models behind one interface, and the offline defaults."""
 
 from carrier_core.models.base import (
+    EmbeddingDimensionMismatch,
     EmbeddingModel,
     Embeddings,
     Generation,
+    ModelAuthError,
+    ModelBadRequest,
+    ModelBudgetExceeded,
+    ModelContextTooLong,
     ModelError,
+    ModelRateLimited,
     ModelRequest,
     ModelRole,
     ModelSet,
+    ModelUnavailable,
     TextModel,
     Usage,
     estimate_tokens,
@@ -24,14 +31,21 @@ def offline_models() -> ModelSet:
 
 
 __all__ = [
+    "EmbeddingDimensionMismatch",
     "EmbeddingModel",
     "Embeddings",
     "Generation",
     "HashEmbedding",
+    "ModelAuthError",
+    "ModelBadRequest",
+    "ModelBudgetExceeded",
+    "ModelContextTooLong",
     "ModelError",
+    "ModelRateLimited",
     "ModelRequest",
     "ModelRole",
     "ModelSet",
+    "ModelUnavailable",
     "OfflineModel",
     "ScriptedModel",
     "TextModel",

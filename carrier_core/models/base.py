@@ -8,7 +8,7 @@ token usage, which the turn records with the step that made it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -21,7 +21,46 @@ class ModelRole(StrEnum):
 
 
 class ModelError(RuntimeError):
-    """A model call that failed; the turn records the message and goes on or fails cleanly."""
+    """A model call that failed; the turn records the message and goes on or fails cleanly.
+
+    The subclasses' names are stable: raised out of a Lambda, a class name becomes the
+    Step Functions error name that retry and catch rules match.
+    """
+
+    #: Worth trying again later, or on another provider.
+    retryable = False
+
+
+class ModelRateLimited(ModelError):
+    """The provider said too many requests (429) and its own retries ran out."""
+
+    retryable = True
+
+
+class ModelUnavailable(ModelError):
+    """The provider could not be reached, timed out, or failed (5xx, malformed answer)."""
+
+    retryable = True
+
+
+class ModelAuthError(ModelError):
+    """The key is missing, wrong or not allowed (401/403). Never retried."""
+
+
+class ModelBadRequest(ModelError):
+    """The provider refused the request as malformed (400, 404, 422). Not retried."""
+
+
+class ModelContextTooLong(ModelBadRequest):
+    """The prompt does not fit the model's context window; the caller may trim and retry once."""
+
+
+class ModelBudgetExceeded(ModelError):
+    """The agent's daily model budget is spent; raised before the call is made."""
+
+
+class EmbeddingDimensionMismatch(ModelError):
+    """An embedding model whose vectors do not fit the stored vector column."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +83,19 @@ class ModelRequest:
     system: str
     prompt: str
     hints: Mapping[str, str] = field(default_factory=dict)
+    #: The prompt cut further, to retry with once when the model says it is too long.
+    #: Unset: the latest half of the prompt is kept.
+    shorter_prompt: str | None = None
+
+    def shorter(self) -> ModelRequest | None:
+        """This request with a shorter prompt, or None when it cannot be cut."""
+        if self.shorter_prompt is not None and len(self.shorter_prompt) < len(self.prompt):
+            return replace(self, prompt=self.shorter_prompt, shorter_prompt=None)
+        if len(self.prompt) < 200:
+            return None
+        cut = self.prompt[len(self.prompt) // 2 :]
+        cut = cut[cut.find("\n") + 1 :] if "\n" in cut else cut
+        return replace(self, prompt="(earlier context cut)\n" + cut, shorter_prompt=None)
 
 
 @dataclass(frozen=True)
@@ -51,6 +103,12 @@ class Generation:
     text: str
     usage: Usage
     model: str
+    #: Which provider answered (openai, anthropic, bedrock, ...); empty for test doubles.
+    provider: str = ""
+    #: Providers that failed before this one answered, with their reasons.
+    fallbacks: tuple[str, ...] = ()
+    #: The prompt was too long for the model and was cut once.
+    trimmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,10 +116,12 @@ class Embeddings:
     vectors: list[list[float]]
     usage: Usage
     model: str
+    provider: str = ""
 
 
 @runtime_checkable
 class TextModel(Protocol):
+    #: The model's name, as the provider knows it (e.g. gpt-4o-mini).
     name: str
 
     def generate(self, request: ModelRequest) -> Generation: ...

@@ -4,6 +4,7 @@ from carrier_core.store.database import DatabaseError, RoundTrips
 from carrier_core.store.store import (
     EMBEDDING_DIMENSIONS,
     EmbeddingSizeError,
+    ModelCall,
     NamedMessage,
     NotFound,
     StepRecord,
@@ -11,12 +12,14 @@ from carrier_core.store.store import (
     Store,
     TurnRecord,
     TurnStep,
+    UsageRow,
 )
 
 __all__ = [
     "EMBEDDING_DIMENSIONS",
     "DatabaseError",
     "EmbeddingSizeError",
+    "ModelCall",
     "NamedMessage",
     "NotFound",
     "RoundTrips",
@@ -25,4 +28,5 @@ __all__ = [
     "Store",
     "TurnRecord",
     "TurnStep",
+    "UsageRow",
 ]

@@ -6,12 +6,14 @@ and the next step (perhaps in another Lambda) reads it back.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -89,18 +91,38 @@ class StepRecord:
     usage: StepUsage
     #: Identifies a run of the step within its turn, so a retry finds it (e.g. act:1:0).
     key: str | None = None
+    #: The step's model calls, written to the usage ledger with the step.
+    calls: tuple[ModelCall, ...] = ()
 
 
+# Ledger rows from a JSON array of `ModelCall`s: any number of calls in one statement.
+_INSERT_CALLS = (
+    "INSERT INTO model_calls (agent_id, turn_id, step, provider, model, role, task,"
+    " status, error, input_tokens, output_tokens, latency_ms, cost_usd)"
+    " SELECT agent_id, turn_id, step, provider, model, role, task, status, error,"
+    " input_tokens, output_tokens, latency_ms, cost_usd FROM jsonb_to_recordset(%s) AS x("
+    "agent_id uuid, turn_id uuid, step text, provider text, model text, role text, task text,"
+    " status text, error text, input_tokens int, output_tokens int, latency_ms int,"
+    " cost_usd float8)"
+)
+# A step's history row and its ledger rows, in one statement: one commit, never one alone.
 _INSERT_STEP = (
-    "INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls, input_tokens,"
+    f"c AS ({_INSERT_CALLS})"
+    " INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls, input_tokens,"
     " output_tokens, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (turn_id, key) WHERE key IS NOT NULL DO NOTHING"
 )
 
 
+def _calls(calls: Sequence[ModelCall]) -> Jsonb:
+    rows = [dataclasses.asdict(call) for call in calls]
+    return Jsonb(rows, dumps=lambda obj: json.dumps(obj, default=str))
+
+
 def _step_params(turn_id: uuid.UUID, record: StepRecord) -> tuple[Any, ...]:
     usage = record.usage
     return (
+        _calls(record.calls),
         turn_id,
         record.step,
         record.key,
@@ -113,13 +135,36 @@ def _step_params(turn_id: uuid.UUID, record: StepRecord) -> tuple[Any, ...]:
     )
 
 
-def _vector(embedding: Sequence[float]) -> Vector:
-    if len(embedding) != EMBEDDING_DIMENSIONS:
-        raise EmbeddingSizeError(
-            f"embedding has {len(embedding)} dimensions; the memories table stores "
-            f"{EMBEDDING_DIMENSIONS}"
-        )
-    return Vector([float(x) for x in embedding])
+@dataclass(frozen=True)
+class ModelCall:
+    """One row of the usage ledger."""
+
+    agent_id: uuid.UUID
+    provider: str
+    model: str
+    role: str
+    status: str = "ok"
+    turn_id: uuid.UUID | None = None
+    step: str | None = None
+    task: str | None = None
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_ms: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Totals of one agent on one day (UTC)."""
+
+    agent: str
+    day: date
+    calls: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
 
 
 def _memory(row: DictRow) -> Memory:
@@ -152,6 +197,7 @@ class Store:
     def __init__(self, pool: ConnectionPool[psycopg.Connection[DictRow]], round_trips: RoundTrips):
         self._pool = pool
         self.round_trips = round_trips
+        self._dimensions: int | None = None
         self._atomic: ContextVar[psycopg.Connection[DictRow] | None] = ContextVar(
             f"carrier-store-{id(self)}", default=None
         )
@@ -172,6 +218,129 @@ class Store:
 
     def close(self) -> None:
         self._pool.close()
+
+    # -- embeddings -----------------------------------------------------------
+
+    @property
+    def embedding_dimensions(self) -> int:
+        """The size of the stored vector column (384 unless `carrier reembed` changed it)."""
+        if self._dimensions is None:
+            with self._conn() as conn:
+                row = conn.execute(
+                    "SELECT atttypmod FROM pg_attribute"
+                    " WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
+                ).fetchone()
+            self._dimensions = int(row["atttypmod"]) if row else EMBEDDING_DIMENSIONS
+        return self._dimensions
+
+    def _vector(self, embedding: Sequence[float]) -> Vector:
+        if len(embedding) != self.embedding_dimensions:
+            raise EmbeddingSizeError(
+                f"embedding has {len(embedding)} dimensions; the memories table stores "
+                f"{self.embedding_dimensions}. Run `carrier reembed` after changing the"
+                " embedding model"
+            )
+        return Vector([float(x) for x in embedding])
+
+    def resize_embeddings(self, dimensions: int) -> None:
+        """Change the vector column's size. Every stored embedding is dropped (they
+        belong to the old model) and the HNSW index is rebuilt on the empty column."""
+        with self._tx() as conn:
+            conn.execute("DROP INDEX IF EXISTS memories_embedding")
+            conn.execute(
+                f"ALTER TABLE memories ALTER COLUMN embedding TYPE vector({int(dimensions)})"
+                " USING NULL".encode()
+            )
+            conn.execute(
+                "CREATE INDEX memories_embedding ON memories"
+                " USING hnsw (embedding vector_cosine_ops)"
+            )
+        self._dimensions = int(dimensions)
+
+    def memories_after(
+        self, agent_id: uuid.UUID, after_seq: int, limit: int
+    ) -> list[tuple[uuid.UUID, int, str]]:
+        """(id, seq, text) of an agent's memories after `after_seq`, in store order."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT id, seq, content->>'text' AS text FROM memories"
+                " WHERE agent_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                (agent_id, after_seq, limit),
+            ).fetchall()
+        return [(row["id"], row["seq"], row["text"] or "") for row in rows]
+
+    def count_memories(self, agent_id: uuid.UUID) -> int:
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n FROM memories WHERE agent_id = %s", (agent_id,)
+            ).fetchone()
+        return int(row["n"]) if row else 0
+
+    def agents(self) -> list[tuple[uuid.UUID, str]]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT id, name FROM agents ORDER BY name").fetchall()
+        return [(row["id"], row["name"]) for row in rows]
+
+    # -- the usage ledger -----------------------------------------------------
+
+    def record_model_calls(self, calls: Sequence[ModelCall]) -> None:
+        """Ledger rows for calls made outside a step's record (failures, embedding runs)."""
+        if calls:
+            with self._conn() as conn:
+                conn.execute(_INSERT_CALLS, (_calls(calls),))
+
+    def spent_today(self, agent_id: uuid.UUID) -> float:
+        """The agent's estimated model spend since midnight UTC, in dollars."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(cost_usd), 0) AS spent FROM model_calls"
+                " WHERE agent_id = %s AND created_at >= date_trunc('day', now() AT TIME ZONE"
+                " 'UTC') AT TIME ZONE 'UTC'",
+                (agent_id,),
+            ).fetchone()
+        return float(row["spent"]) if row else 0.0
+
+    def model_calls(self, turn_id: uuid.UUID) -> list[ModelCall]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT agent_id, provider, model, role, status, turn_id, step, task, error,"
+                " input_tokens, output_tokens, latency_ms, cost_usd FROM model_calls"
+                " WHERE turn_id = %s ORDER BY id",
+                (turn_id,),
+            ).fetchall()
+        return [ModelCall(**row) for row in rows]
+
+    def usage(self, *, agent: str | None = None, days: int = 7) -> list[UsageRow]:
+        """Totals per agent and day (UTC) over the last `days` days, newest first.
+        `agent` is an agent's name or id."""
+        filters = ["c.created_at >= now() - make_interval(days => %s)"]
+        params: list[Any] = [days]
+        if agent:
+            filters.append("(a.name = %s OR a.id::text = %s)")
+            params.extend([agent, agent])
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT a.name AS agent, (c.created_at AT TIME ZONE 'UTC')::date AS day,"
+                " count(*) AS calls, count(*) FILTER (WHERE c.status = 'error') AS errors,"
+                " sum(c.input_tokens) AS input_tokens, sum(c.output_tokens) AS output_tokens,"
+                " sum(c.cost_usd) AS cost_usd"
+                " FROM model_calls c JOIN agents a ON a.id = c.agent_id"
+                f" WHERE {' AND '.join(filters)}"
+                " GROUP BY a.name, day ORDER BY day DESC, a.name".encode(),
+                params,
+            ).fetchall()
+        return [
+            UsageRow(
+                agent=row["agent"],
+                day=row["day"],
+                calls=int(row["calls"]),
+                errors=int(row["errors"]),
+                input_tokens=int(row["input_tokens"]),
+                output_tokens=int(row["output_tokens"]),
+                cost_usd=float(row["cost_usd"]),
+            )
+            for row in rows
+        ]
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -328,7 +497,7 @@ class Store:
 
         Returns the stored memory and whether this call created it.
         """
-        embedding = None if memory.embedding is None else _vector(memory.embedding)
+        embedding = None if memory.embedding is None else self._vector(memory.embedding)
         with self._conn() as conn:
             row = conn.execute(
                 "INSERT INTO memories (id, agent_id, entity_id, room_id, world_id, kind, content,"
@@ -370,7 +539,7 @@ class Store:
         """
         if fact.embedding is None:
             raise ValueError("a fact needs its embedding to be checked for duplicates")
-        vector = _vector(fact.embedding)
+        vector = self._vector(fact.embedding)
         with self._tx() as conn:
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
@@ -461,7 +630,7 @@ class Store:
         """
         if count <= 0:
             return []
-        vector = _vector(embedding)
+        vector = self._vector(embedding)
         filters = ["agent_id = %s", "kind = ANY(%s)", "embedding IS NOT NULL"]
         params: list[Any] = [agent_id, [k.value for k in kinds]]
         if room_id is not None:
@@ -495,7 +664,7 @@ class Store:
         with self._conn() as conn, conn.cursor() as cur:
             cur.executemany(
                 "UPDATE memories SET embedding = %s WHERE id = %s",
-                [(_vector(vec), memory_id) for memory_id, vec in embeddings],
+                [(self._vector(vec), memory_id) for memory_id, vec in embeddings],
             )
 
     def unembedded(self, agent_id: uuid.UUID, limit: int) -> list[Memory]:
@@ -592,7 +761,7 @@ class Store:
     def record_step(self, turn_id: uuid.UUID, record: StepRecord) -> None:
         """Add a step to the turn's history; a keyed step is recorded once, the first time."""
         with self._conn() as conn:
-            conn.execute(_INSERT_STEP, _step_params(turn_id, record))
+            conn.execute("WITH " + _INSERT_STEP, _step_params(turn_id, record))
 
     def save_decision(
         self,
@@ -607,13 +776,13 @@ class Store:
     ) -> None:
         """Persist a decide step in one statement: the message's embedding (made for
         recall), the decision and state on the turn, and the step's history row."""
-        embedding = None if message.embedding is None else _vector(message.embedding)
+        embedding = None if message.embedding is None else self._vector(message.embedding)
         with self._conn() as conn:
             conn.execute(
                 "WITH m AS (UPDATE memories SET embedding = %s WHERE id = %s"
                 " AND embedding IS NULL AND %s::vector IS NOT NULL),"
                 " t AS (UPDATE turns SET status = %s, decision = %s, state = %s,"
-                " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s) "
+                " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s), "
                 + _INSERT_STEP,
                 (
                     embedding,

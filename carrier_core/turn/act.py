@@ -78,7 +78,7 @@ def _finish(ctx: TurnContext, key: str, status: str, acted: Acted, **detail: obj
 
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     """Run the action at `index` of the turn's latest decision."""
-    ctx = TurnContext.load(runtime, turn_id)
+    ctx = TurnContext.load(runtime, turn_id, "act")
     if ctx.turn.decision is None:
         raise ValueError(f"turn {turn_id} has no decision to act on; run decide first")
     decision = Decision.model_validate(ctx.turn.decision)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from carrier_core.models import Embeddings, Generation, ModelRequest, ModelSet
-from carrier_core.store import StepRecord, StepUsage, TurnRecord
+from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
+from carrier_core.models.ledger import check_budget, ledger_rows, record_call
+from carrier_core.store import ModelCall, StepRecord, StepUsage, TurnRecord
+
+_R = TypeVar("_R", Generation, Embeddings)
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
@@ -49,11 +54,15 @@ class TurnContext:
     #: Model calls and tokens of the running step, recorded with it.
     usage: StepUsage = field(default_factory=StepUsage)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The step running, as the usage ledger names it (decide, act, evaluate).
+    step: str = ""
     #: Providers run in threads and may call models: usage is added under this lock.
     _usage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Ledger rows of the step's model calls, written with its record.
+    calls: list[ModelCall] = field(default_factory=list)
 
     @classmethod
-    def load(cls, runtime: Runtime, turn_id: Any) -> TurnContext:
+    def load(cls, runtime: Runtime, turn_id: Any, step: str = "") -> TurnContext:
         turn, message, character, room, sender = runtime.store.turn_scene(turn_id)
         return cls(
             runtime=runtime,
@@ -65,6 +74,7 @@ class TurnContext:
             plugins=runtime.plugins_for(character),
             models=runtime.models_for(character),
             state=State(values=dict(turn.state)),
+            step=step,
         )
 
     @property
@@ -72,21 +82,59 @@ class TurnContext:
         return self.character.name
 
     def generate(self, request: ModelRequest) -> Generation:
-        """Call a text model for this step, counting the call and its tokens."""
-        generation = self.models.text(request.role).generate(request)
+        """Call a text model for this step, counting the call and its tokens for the step
+        and the usage ledger. Over the agent's daily budget, no call is made."""
+        model = self.models.text(request.role)
+        generation = self._call(
+            model, request.role.value, request.task, lambda: model.generate(request)
+        )
         with self._usage_lock:
             self.usage.model_calls += 1
             self.usage.input_tokens += generation.usage.input_tokens
             self.usage.output_tokens += generation.usage.output_tokens
+            if generation.fallbacks:
+                self.usage.detail.setdefault("fallbacks", []).extend(generation.fallbacks)
+            if generation.trimmed:
+                self.usage.detail["prompt_trimmed_after_overflow"] = True
         return generation
 
     def embed(self, texts: list[str]) -> Embeddings:
         """Call the embedding model; counted apart from text generations, which cost more."""
-        embeddings = self.models.embedding.embed(texts)
+        model = self.models.embedding
+        embeddings = self._call(model, "embedding", None, lambda: model.embed(texts))
         with self._usage_lock:
             self.usage.detail["embedding_calls"] = self.usage.detail.get("embedding_calls", 0) + 1
             self.usage.input_tokens += embeddings.usage.input_tokens
         return embeddings
+
+    def _call(self, model: Any, role: str, task: str | None, call: Callable[[], _R]) -> _R:
+        """Make a model call within the budget. Its ledger rows are written with the
+        step's record; a failed call's rows at once, as its step may never be recorded."""
+        check_budget(self.runtime, self.turn.agent_id)
+        where = {"role": role, "model": model, "task": task, "turn_id": self.turn.id}
+        started = time.monotonic()
+        try:
+            result = call()
+        except ModelError as exc:
+            record_call(
+                self.runtime,
+                self.turn.agent_id,
+                **where,
+                started=started,
+                error=exc,
+                step=self.step,
+            )
+            raise
+        rows = ledger_rows(
+            self.turn.agent_id,
+            **where,
+            started=started,
+            result=result,
+            step=self.step,
+        )
+        with self._usage_lock:
+            self.calls.extend(rows)
+        return result
 
     def query_embedding(self) -> list[float]:
         """The latest message's embedding, made once per turn. The decide step stores
@@ -98,9 +146,11 @@ class TurnContext:
     def step_record(
         self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any
     ) -> StepRecord:
-        """This step as a row of the turn's history, with its model usage."""
+        """This step as a row of the turn's history, with its model usage and ledger rows."""
         self.usage.detail = json_safe({**self.usage.detail, **detail})
-        return StepRecord(step, status, self.started_at, self.usage, key)
+        with self._usage_lock:
+            calls, self.calls = tuple(self.calls), []
+        return StepRecord(step, status, self.started_at, self.usage, key, calls)
 
     def record_step(
         self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any

@@ -66,14 +66,14 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     Running a step that already has a stored decision returns that decision, so
     a retried invocation neither calls the model again nor counts another step.
     """
-    ctx = TurnContext.load(runtime, turn_id)
+    ctx = TurnContext.load(runtime, turn_id, "decide")
     number = step or ctx.turn.steps_taken + 1
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
         stored = Decision.model_validate(ctx.turn.decision)
         return Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
     ctx.query_embedding()
     ctx.state = compose_state(ctx)
-    request = decide_request(ctx)
+    request, composed = decide_request(ctx)
     generation = ctx.generate(request)
     status, detail = "ok", {}
     try:
@@ -98,6 +98,9 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             actions=decision.actions,
             model=generation.model,
             prompt_chars=len(request.system) + len(request.prompt),
+            prompt_tokens=composed.tokens,
+            prompt_budget=composed.budget,
+            **({"prompt_cut": composed.cut} if composed.cut else {}),
             provider_errors=ctx.state.errors,
             **detail,
         ),

@@ -7,8 +7,11 @@ memories written by plugins, knowledge.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import TYPE_CHECKING
+
+from carrier_core.models.ledger import record_call
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
@@ -29,7 +32,30 @@ def embed_pending(runtime: Runtime, agent_id: uuid.UUID, *, max_batches: int | N
             break
         if embedder is None:
             embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
-        vectors = embedder.embed([m.content.text[:EMBED_CHARS] for m in pending]).vectors
+        started = time.monotonic()
+        try:
+            embeddings = embedder.embed([m.content.text[:EMBED_CHARS] for m in pending])
+        except Exception as exc:
+            record_call(
+                runtime,
+                agent_id,
+                role="embedding",
+                model=embedder,
+                started=started,
+                error=exc,
+                step="embed",
+            )
+            raise
+        record_call(
+            runtime,
+            agent_id,
+            role="embedding",
+            model=embedder,
+            started=started,
+            result=embeddings,
+            step="embed",
+        )
+        vectors = embeddings.vectors
         runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
         done += len(pending)
         batches += 1

@@ -1,8 +1,20 @@
-"""The decide prompt: provider sections, then the task and the answer format."""
+"""The decide prompt: provider sections, then the task and the answer format.
+
+The prompt is composed within a token budget for the large model (the `context_tokens`
+setting, else its context window less room for the answer). When the providers' texts
+do not fit, they are cut by priority, never arbitrarily: recalled older messages first
+(least similar first), then knowledge, then other plugins' sections, then facts, then
+the conversation from its oldest message (the latest always stays), and last the
+character's description. The task and the answer format are never cut. What was cut
+is recorded with the decide step.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from carrier_core.models import ModelRequest, ModelRole
+from carrier_core.models.tokens import context_window, count_tokens
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import RoomKind
 
@@ -14,10 +26,93 @@ _FORMAT = """Answer in this XML form and nothing else:
 <text>what you say, if you say anything</text>
 </response>"""
 
+#: Sections cut first to last, and from which end: "tail" drops the last lines (the
+#: least relevant of a ranked list), "head" the first (the oldest messages). Sections
+#: not named here (other plugins') are dropped whole after knowledge; "actions" never.
+CUT_ORDER: tuple[tuple[str, str], ...] = (
+    ("recall", "tail"),
+    ("knowledge", "tail"),
+    ("*", "whole"),
+    ("facts", "tail"),
+    ("recent_messages", "head"),
+    ("entities", "tail"),
+    ("time", "whole"),
+    ("character", "tail"),
+)
+_KEEP = {"actions"}
+#: Room kept for the answer and for the estimate's error, in tokens.
+_ANSWER_MARGIN = 256
 
-def decide_request(ctx: TurnContext) -> ModelRequest:
+
+@dataclass
+class Composed:
+    prompt: str
+    tokens: int
+    budget: int
+    #: What was cut, by section: how many lines, or "all".
+    cut: dict[str, int | str] = field(default_factory=dict)
+
+
+def prompt_budget(ctx: TurnContext) -> int:
+    settings = ctx.runtime.settings
+    if settings.context_tokens:
+        return settings.context_tokens
+    window = context_window(ctx.models.large.name)
+    return max(512, window - settings.max_output_tokens - _ANSWER_MARGIN)
+
+
+def compose(sections: list[tuple[str, str, str]], tail: str, budget: int, model: str) -> Composed:
+    """Join (name, title, text) sections and the fixed `tail` within `budget` tokens."""
+
+    def count(text: str) -> int:
+        return count_tokens(model, text)
+
+    lines = {name: text.splitlines() for name, _, text in sections}
+    costs = {name: [count(line) + 1 for line in lines[name]] for name in lines}
+    headers = {name: count(f"# {title}\n") + 2 for name, title, _ in sections}
+    fixed = count(tail)
+    total = fixed + sum(headers[n] + sum(costs[n]) for n in lines if lines[n])
+    cut: dict[str, int | str] = {}
+
+    def drop(name: str, how: str) -> None:
+        nonlocal total
+        keep_last = name == "recent_messages"  # the latest message always stays
+        while total > budget and lines[name]:
+            if how == "whole" or (keep_last and len(lines[name]) == 1):
+                if keep_last:
+                    return
+                total -= headers[name] + sum(costs[name])
+                lines[name], costs[name] = [], []
+                cut[name] = "all"
+                return
+            index = 0 if how == "head" else -1
+            lines[name].pop(index)
+            total -= costs[name].pop(index)
+            if not lines[name]:
+                total -= headers[name]
+                cut[name] = "all"
+            else:
+                done = cut.get(name, 0)
+                cut[name] = done + 1 if isinstance(done, int) else done
+
+    named = {name for name, _ in CUT_ORDER}
+    for name, how in CUT_ORDER:
+        if total <= budget:
+            break
+        if name == "*":
+            others = [n for n, _, _ in sections if n not in named and n not in _KEEP]
+            for other in reversed(others):
+                drop(other, "whole")
+        elif name in lines:
+            drop(name, how)
+    parts = [f"# {title}\n" + "\n".join(lines[name]) for name, title, _ in sections if lines[name]]
+    return Composed("\n\n".join([*parts, tail]), total, budget, cut)
+
+
+def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
+    """The decide step's request, and how its prompt was composed (recorded with the step)."""
     titles = {p.name: p.title or p.name for p in ctx.plugins.providers}
-    sections = [f"# {titles[name]}\n{text}" for name, text in ctx.state.texts.items()]
+    sections = [(name, titles.get(name, name), text) for name, text in ctx.state.texts.items()]
     if ctx.room.kind is RoomKind.GROUP:
         task = (
             f"Several people talk here. Decide whether {ctx.agent_name} should answer "
@@ -29,12 +124,18 @@ def decide_request(ctx: TurnContext) -> ModelRequest:
             f"Write {ctx.agent_name}'s answer to {ctx.sender}'s latest message and choose REPLY, "
             "adding other actions if they help."
         )
-    prompt = "\n\n".join([*sections, f"# Task\n{task}", _FORMAT])
-    return ModelRequest(
+    tail = f"# Task\n{task}\n\n{_FORMAT}"
+    system = ctx.character.system or f"You are {ctx.agent_name}. Stay in character."
+    model = ctx.models.large.name
+    budget = prompt_budget(ctx) - count_tokens(model, system)
+    composed = compose(sections, tail, budget, model)
+    # Composed again at half the budget, for one retry if the provider says it is too long.
+    shorter = compose(sections, tail, max(budget // 2, 1), model)
+    request = ModelRequest(
         role=ModelRole.LARGE,
         task="decide",
-        system=ctx.character.system or f"You are {ctx.agent_name}. Stay in character.",
-        prompt=prompt,
+        system=system,
+        prompt=composed.prompt,
         hints={
             "message": ctx.message.content.text,
             "sender": ctx.sender,
@@ -43,4 +144,6 @@ def decide_request(ctx: TurnContext) -> ModelRequest:
             "facts": ctx.state.texts.get("facts", ""),
             "knowledge": ctx.state.texts.get("knowledge", ""),
         },
+        shorter_prompt=shorter.prompt,
     )
+    return request, composed

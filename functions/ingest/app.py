@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from carrier_aws.runtime import runtime
 from carrier_aws.turns import start_turn, wait_for_turn
 from carrier_core.store import NotFound
-from carrier_core.turn import InvalidMessage, ingest
+from carrier_core.turn import InvalidMessage, finish_turn, ingest
 
 logger = Logger()
 metrics = Metrics()
@@ -43,6 +43,9 @@ def record_handler(record: SQSRecord) -> None:
     )
     status = wait_for_turn(sfn, execution, timeout_s=float(os.environ.get("TURN_WAIT_S", "600")))
     logger.info("turn ended", extra={"turn_id": str(ingested.turn_id), "status": status})
+    if status != "SUCCEEDED" and rt.store.turn(ingested.turn_id).status not in ("done", "failed"):
+        # An execution can end without reaching MarkFailed (e.g. States.Runtime): say so.
+        finish_turn(rt, ingested.turn_id, error=f"turn execution ended {status}")
     metrics.add_metric(name="TurnsEnded", unit=MetricUnit.Count, value=1)
 
 

@@ -1,0 +1,110 @@
+"""The usage ledger: every model call written to Postgres, and the daily budget.
+
+Each call is one row of `model_calls`: agent, turn and step, provider, model, role,
+tokens in and out, latency, and its cost estimated from `prices.py`. A call that
+failed is recorded too, with its error, as are the providers a fallback passed over.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from carrier_core.models.base import Embeddings, Generation, ModelBudgetExceeded
+from carrier_core.models.prices import estimate_cost
+from carrier_core.store import ModelCall
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def check_budget(runtime: Runtime, agent_id: uuid.UUID) -> None:
+    """Raise `ModelBudgetExceeded` before a call when the agent's spend today (UTC) has
+    reached `daily_budget_usd`."""
+    budget = runtime.settings.daily_budget_usd
+    if budget is None:
+        return
+    spent = runtime.store.spent_today(agent_id)
+    if spent >= budget:
+        raise ModelBudgetExceeded(
+            f"agent {agent_id} has spent ${spent:.4f} of its ${budget:.4f} daily model"
+            " budget (CARRIER_DAILY_BUDGET_USD); no more model calls today (UTC)"
+        )
+
+
+def _provider(model: Any) -> str:
+    return str(
+        getattr(model, "provider", "")
+        or ("offline" if getattr(model, "offline", False) else "unknown")
+    )
+
+
+def ledger_rows(
+    agent_id: uuid.UUID,
+    *,
+    role: str,
+    model: Any,
+    started: float,
+    result: Generation | Embeddings | None = None,
+    error: BaseException | None = None,
+    task: str | None = None,
+    turn_id: uuid.UUID | None = None,
+    step: str | None = None,
+) -> list[ModelCall]:
+    """The ledger rows of one call: the call itself, and any providers a fallback passed over."""
+    latency_ms = int((time.monotonic() - started) * 1000)
+    calls: list[ModelCall] = []
+    base = ModelCall(
+        agent_id=agent_id,
+        provider=_provider(model),
+        model=str(getattr(model, "name", "?")),
+        role=role,
+        task=task,
+        turn_id=turn_id,
+        step=step,
+    )
+    if result is not None:
+        for failure in getattr(result, "fallbacks", ()):
+            where, _, reason = failure.partition(": ")
+            provider, _, name = where.partition("/")
+            calls.append(
+                replace(
+                    base, provider=provider, model=name or "?", status="error", error=reason[:1000]
+                )
+            )
+        output_tokens = getattr(result.usage, "output_tokens", 0)
+        calls.append(
+            replace(
+                base,
+                provider=result.provider or base.provider,
+                model=result.model,
+                input_tokens=result.usage.input_tokens,
+                output_tokens=output_tokens,
+                latency_ms=latency_ms,
+                cost_usd=estimate_cost(result.model, result.usage.input_tokens, output_tokens),
+            )
+        )
+    else:
+        calls.append(
+            replace(
+                base,
+                status="error",
+                error=f"{type(error).__name__}: {error}"[:1000],
+                latency_ms=latency_ms,
+            )
+        )
+    return calls
+
+
+def record_call(runtime: Runtime, agent_id: uuid.UUID, **call: Any) -> None:
+    """Write one call's rows to the ledger now. A ledger that cannot be written is
+    logged, never allowed to fail the work that made the call."""
+    try:
+        runtime.store.record_model_calls(ledger_rows(agent_id, **call))
+    except Exception as exc:  # the ledger is bookkeeping: the turn goes on
+        log.warning("usage ledger not written: %s: %s", type(exc).__name__, exc)
