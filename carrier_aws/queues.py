@@ -7,6 +7,7 @@ import json
 import uuid
 from typing import Any
 
+from carrier_core.store import TurnRecord
 from carrier_core.turn import IncomingMessage
 
 
@@ -17,10 +18,13 @@ def room_group(message: IncomingMessage) -> str:
     ).hexdigest()
 
 
-def send_message(sqs: Any, queue_url: str, message: IncomingMessage) -> None:
-    """Queue a message for ingest; the same client message id is queued once (FIFO dedup)."""
+def send_message(sqs: Any, queue_url: str, message: IncomingMessage, turn: TurnRecord) -> None:
+    """Queue a message for ingest. The same client message id is queued once (FIFO dedup),
+    unless its turn failed: then each retry is a delivery of its own."""
     assert message.client_message_id, "queued messages carry a client message id"
     dedup = f"{message.agent_id}:{message.source}:{message.sender}:{message.client_message_id}"
+    if turn.status == "failed":
+        dedup += f":retry:{turn.updated_at.isoformat()}"
     sqs.send_message(
         QueueUrl=queue_url,
         MessageBody=message.model_dump_json(),

@@ -11,9 +11,10 @@ from typing import Any
 ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 
-def execution_name(message_id: uuid.UUID) -> str:
-    """Derived from the message: a redelivered message can never start a second turn."""
-    return f"turn-{message_id}"
+def execution_name(message_id: uuid.UUID, attempt: int = 0) -> str:
+    """Derived from the message: a redelivered message can never start a second turn
+    while one runs or has answered. A failed attempt leaves room for the next one."""
+    return f"turn-{message_id}" + (f"-r{attempt}" if attempt else "")
 
 
 def start_turn(
@@ -24,26 +25,37 @@ def start_turn(
     agent_id: uuid.UUID,
     message_id: uuid.UUID,
     max_steps: int,
+    attempts: int = 3,
 ) -> str:
-    """Start the turn's execution, or find the one already started; returns its ARN."""
-    name = execution_name(message_id)
-    try:
-        started = sfn.start_execution(
-            stateMachineArn=state_machine_arn,
-            name=name,
-            input=json.dumps(
-                {
-                    "turn_id": str(turn_id),
-                    "agent_id": str(agent_id),
-                    "step": 1,
-                    "max_steps": max_steps,
-                }
-            ),
-        )
-        return str(started["executionArn"])
-    except sfn.exceptions.ExecutionAlreadyExists:
-        machine = state_machine_arn.split(":stateMachine:", 1)
-        return f"{machine[0]}:execution:{machine[1]}:{name}"
+    """Start the turn's execution, or find the one already running or done; returns its ARN.
+
+    Execution names are kept for 90 days, so a turn whose execution failed gets a new
+    attempt under the next name (at most `attempts` in all); its steps remember what
+    they did, so the new attempt picks up where the failed one stopped.
+    """
+    machine, _, machine_name = state_machine_arn.partition(":stateMachine:")
+    execution_arn = ""
+    for attempt in range(attempts):
+        name = execution_name(message_id, attempt)
+        try:
+            started = sfn.start_execution(
+                stateMachineArn=state_machine_arn,
+                name=name,
+                input=json.dumps(
+                    {
+                        "turn_id": str(turn_id),
+                        "agent_id": str(agent_id),
+                        "step": 1,
+                        "max_steps": max_steps,
+                    }
+                ),
+            )
+            return str(started["executionArn"])
+        except sfn.exceptions.ExecutionAlreadyExists:
+            execution_arn = f"{machine}:execution:{machine_name}:{name}"
+            if sfn.describe_execution(executionArn=execution_arn)["status"] != "FAILED":
+                return execution_arn
+    return execution_arn
 
 
 def wait_for_turn(sfn: Any, execution_arn: str, *, timeout_s: float, poll_s: float = 0.2) -> str:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import NotFound
+from carrier_core.store import NotFound, TurnRecord
 from carrier_core.turn import IncomingMessage, InvalidMessage, ingest
 from carrier_core.world import RoomKind
 
@@ -65,9 +65,11 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
-def create_app(
-    runtime: Callable[[], Runtime], submit: Callable[[IncomingMessage], None]
-) -> FastAPI:
+#: Queues a message's turn; it is given the turn as it stands (new, or failed and retried).
+Submit = Callable[[IncomingMessage, TurnRecord], None]
+
+
+def create_app(runtime: Callable[[], Runtime], submit: Submit) -> FastAPI:
     """The API over a runtime (made on first use) and a way to queue a message's turn."""
     app = FastAPI(title="Carrier", version="0.1.0")
 
@@ -104,10 +106,12 @@ def create_app(
             return _error(422, "invalid_message", str(exc))
         except NotFound as exc:
             return _error(404, "not_found", str(exc))
-        status = runtime().store.turn(ingested.turn_id).status
-        if status != "done":
-            submit(IncomingMessage.model_validate(data))
-        return Accepted(message_id=ingested.message_id, turn_id=ingested.turn_id, status=status)
+        turn = runtime().store.turn(ingested.turn_id)
+        if turn.status != "done":
+            submit(IncomingMessage.model_validate(data), turn)
+        return Accepted(
+            message_id=ingested.message_id, turn_id=ingested.turn_id, status=turn.status
+        )
 
     @app.get("/turns/{turn_id}")
     def get_turn(turn_id: uuid.UUID) -> Any:

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from carrier_core import Character, IncomingMessage, Runtime
 from carrier_core.api import create_app
+from carrier_core.store import TurnRecord
 from carrier_core.turn import ingest, run_steps
 
 
@@ -20,7 +21,7 @@ def queued() -> list[IncomingMessage]:
 
 @pytest.fixture
 def client(runtime: Runtime, queued: list[IncomingMessage]) -> Iterator[TestClient]:
-    def submit(message: IncomingMessage) -> None:
+    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
         queued.append(message)
         ingested = ingest(runtime, message)  # what the queue's consumer does
         run_steps(runtime, ingested.turn_id, ingested.agent_id)

@@ -9,14 +9,15 @@ from mangum import Mangum
 from carrier_aws.queues import send_message
 from carrier_aws.runtime import runtime
 from carrier_core.api import create_app
+from carrier_core.store import TurnRecord
 from carrier_core.turn import IncomingMessage
 
 logger = Logger()
 sqs = boto3.client("sqs")
 
 
-def submit(message: IncomingMessage) -> None:
-    send_message(sqs, os.environ["INGEST_QUEUE_URL"], message)
+def submit(message: IncomingMessage, turn: TurnRecord) -> None:
+    send_message(sqs, os.environ["INGEST_QUEUE_URL"], message, turn)
 
 
 app = create_app(runtime, submit)

@@ -41,7 +41,12 @@ def record_handler(record: SQSRecord) -> None:
         message_id=ingested.message_id,
         max_steps=rt.settings.max_steps,
     )
-    status = wait_for_turn(sfn, execution, timeout_s=float(os.environ.get("TURN_WAIT_S", "600")))
+    status = wait_for_turn(
+        sfn,
+        execution,
+        timeout_s=float(os.environ.get("TURN_WAIT_S", "600")),
+        poll_s=float(os.environ.get("TURN_POLL_S", "0.2")),
+    )
     logger.info("turn ended", extra={"turn_id": str(ingested.turn_id), "status": status})
     if status != "SUCCEEDED" and rt.store.turn(ingested.turn_id).status not in ("done", "failed"):
         # An execution can end without reaching MarkFailed (e.g. States.Runtime): say so.

@@ -1,0 +1,153 @@
+"""`carrier dev`: the serverless bundle on this machine, AWS emulated, the HTTP API served.
+
+The database is the one `carrier chat` uses (DATABASE_URL, else the embedded
+Postgres); the functions in `functions/` run in this process on the queues and
+the state machine of `template.yaml`, emulated by moto. Talk to it with
+`carrier chat --character PATH --api http://127.0.0.1:8000`, or with curl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from carrier_core.character import CharacterError, load_character
+from carrier_core.config import Settings
+from carrier_core.plugin import PluginError
+from carrier_core.runtime import Runtime
+from carrier_core.store import DatabaseError
+
+
+def register(subparsers: Any) -> None:
+    """Add `dev` to the `carrier` command (entry point `carrier.commands`)."""
+    dev_cmd = subparsers.add_parser(
+        "dev",
+        help="run the serverless bundle locally on emulated AWS and serve its HTTP API",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dev_cmd.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    dev_cmd.add_argument("--port", type=int, default=8000, help="port to serve on")
+    dev_cmd.add_argument(
+        "--character",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="register this character file first (may be given several times)",
+    )
+    dev_cmd.add_argument(
+        "--template",
+        type=Path,
+        help="the SAM template (default: ./template.yaml, else the repository's)",
+    )
+    dev_cmd.add_argument(
+        "--retry-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply the state machine's Retry waits by this (moto really sleeps them)",
+    )
+    dev_cmd.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a template parameter's value, e.g. ModelProvider=openai (may be repeated)",
+    )
+    dev_cmd.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no metrics and only warnings from the functions (they log JSON lines, as in Lambda)",
+    )
+    dev_cmd.set_defaults(run=dev)
+
+
+def _parameter(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def dev(args: argparse.Namespace) -> int:
+    # Imported here: `carrier chat` should not pay for moto and uvicorn.
+    try:
+        import moto  # noqa: F401
+        import uvicorn
+
+        from carrier_aws.local.emulator import Emulator, default_template
+        from carrier_aws.local.template import TemplateError
+    except ImportError as exc:
+        print(
+            f"carrier: `carrier dev` needs the emulated extra ({exc.name} is missing): "
+            "pip install 'carrier[emulated]'",
+            file=sys.stderr,
+        )
+        return 1
+    from carrier_core.store.database import database_url
+
+    try:
+        characters = [load_character(path) for path in args.character]
+    except CharacterError as exc:
+        print(f"carrier: {exc}", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings()
+    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
+        print(f"carrier: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        url = database_url(settings)  # starts the embedded Postgres when none is configured
+    except DatabaseError as exc:
+        print(f"carrier: {exc}", file=sys.stderr)
+        return 1
+    template = args.template or default_template()
+    quiet = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    try:
+        emulator = Emulator(
+            url,
+            template=template,
+            retry_interval_scale=args.retry_scale,
+            environment=quiet if args.quiet else None,
+            parameters=dict(args.parameter),
+        )
+    except TemplateError as exc:
+        print(f"carrier: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger("carrier_aws").setLevel(logging.INFO)
+    with emulator:
+        # Registered with the settings the functions have (the emulator set their
+        # environment): the same model set embeds the agents' knowledge. Opening the
+        # runtime also migrates the database.
+        try:
+            with Runtime.open(Settings()) as runtime:
+                for character in characters:
+                    runtime.models_for(character)  # a model set that does not exist fails here
+                    agent_id = runtime.register_agent(character)
+                    print(f"agent {character.name}: {agent_id}", file=sys.stderr)
+                    for name, reason in runtime.plugins_for(character).skipped:
+                        print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
+        except (DatabaseError, PluginError) as exc:
+            print(f"carrier: {exc}", file=sys.stderr)
+            return 1
+        base = f"http://{args.host}:{args.port}"
+        agent = str(characters[0].agent_id) if characters else "AGENT_ID"
+        where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
+        print(
+            f"Carrier on emulated AWS ({template}), database: {where}.\n"
+            f"API: {base}\n"
+            f"  curl -s -X POST {base}/agents/{agent}/rooms/demo/messages \\\n"
+            "    -H 'content-type: application/json' \\\n"
+            '    -d \'{"text": "Hello!", "sender": "me"}\'\n'
+            f"  curl -s {base}/turns/TURN_ID\n"
+            f"Chat: carrier chat --character "
+            f"{args.character[0] if args.character else 'PATH'} --api {base}\n"
+            "Ctrl-C stops.",
+            file=sys.stderr,
+        )
+        uvicorn.run(emulator.app, host=args.host, port=args.port, log_level="warning")
+    return 0

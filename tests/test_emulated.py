@@ -1,0 +1,496 @@
+"""The serverless bundle on emulated AWS: API → SQS → Step Functions → handlers → Postgres.
+
+Everything runs in this process: moto emulates SQS and Step Functions, the state
+machine's Lambda tasks reach the handlers in functions/ through the emulator's
+invoke hook, and the emulator polls the queues as Lambda's event sources would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from carrier_aws.local.emulator import Emulator
+from carrier_core import Character, Runtime
+from carrier_core.memory import MemoryKind
+from carrier_core.store import Store
+from tests import sample_plugin
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / "template.yaml").is_file(), reason="no template.yaml yet"
+)
+
+ASL = ROOT / "statemachine" / "turn.asl.json"
+EVENTS = sorted((ROOT / "events").glob("*.json"))
+CARRIER = (sys.executable, "-m", "carrier_core.cli")
+#: Retry waits are real sleeps in moto: a hundredth of the template's keeps tests fast.
+RETRY_SCALE = 0.01
+
+
+@pytest.fixture
+def emulator(database_url: str, store: Store) -> Iterator[Emulator]:
+    """A clean database and a fresh emulated account."""
+    with Emulator(database_url, retry_interval_scale=RETRY_SCALE) as emu:
+        yield emu
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> TestClient:
+    return TestClient(emulator.app)
+
+
+@pytest.fixture
+def agent_id(runtime: Runtime, ada: Character) -> uuid.UUID:
+    return runtime.register_agent(ada)
+
+
+@pytest.fixture
+def flaky() -> Iterator[dict[str, Any]]:
+    saved = dict(sample_plugin.FLAKY)
+    yield sample_plugin.FLAKY
+    sample_plugin.FLAKY.clear()
+    sample_plugin.FLAKY.update(saved)
+
+
+def post(client: TestClient, agent: uuid.UUID, text: str, room: str = "r1") -> dict[str, Any]:
+    response = client.post(
+        f"/agents/{agent}/rooms/{room}/messages", json={"text": text, "sender": "grace"}
+    )
+    assert response.status_code == 202, response.text
+    accepted: dict[str, Any] = response.json()
+    return accepted
+
+
+def wait_turn(client: TestClient, turn_id: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        turn: dict[str, Any] = client.get(f"/turns/{turn_id}").json()
+        if turn["status"] in ("done", "failed"):
+            return turn
+        assert time.monotonic() < deadline, f"turn still {turn['status']}"
+        time.sleep(0.02)
+
+
+def execution_of(emulator: Emulator, message_id: str) -> dict[str, Any]:
+    [found] = [e for e in emulator.executions() if e["name"] == f"turn-{message_id}"]
+    return found
+
+
+def rows(store: Store, sql: str) -> list[dict[str, Any]]:
+    with store._pool.connection() as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+def count(store: Store, sql: str) -> int:
+    [row] = rows(store, sql)
+    return int(next(iter(row.values())))
+
+
+def decide_retrier(names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Decide state's first Retry rule for errors a model raises (no `.` in the name)."""
+    decide = json.loads(ASL.read_text())["States"]["Decide"]
+    for rule in decide.get("Retry", []):
+        if any("." not in name for name in rule["ErrorEquals"]):
+            retry: dict[str, Any] = rule
+            return retry
+    pytest.fail("the Decide state retries no model error")
+
+
+def test_a_turn_runs_through_the_api_queue_state_machine_and_handlers(
+    emulator: Emulator, client: TestClient, agent_id: uuid.UUID, store: Store
+) -> None:
+    accepted = post(client, agent_id, "My name is Grace")
+    turn = wait_turn(client, accepted["turn_id"])
+
+    assert turn["status"] == "done" and turn["error"] is None
+    assert [r["text"] for r in turn["replies"]] == [
+        "Nice to meet you, Grace. What would you like to talk about?"
+    ]
+    emulator.drain()
+    execution = execution_of(emulator, accepted["message_id"])
+    assert execution["status"] == "SUCCEEDED"
+    steps = [s.step for s in store.turn_steps(uuid.UUID(accepted["turn_id"]))]
+    assert steps[:3] == ["ingest", "decide", "act:REPLY"]
+    assert emulator.invocations["IngestFunction"] == 1
+    # The end of the turn queued an embed request, which the embed queue's poller ran.
+    assert emulator.invocations["MemoryEmbedFunction"] >= 1
+    assert count(store, "SELECT count(*) FROM memories WHERE embedding IS NULL") == 0
+
+
+def test_the_state_machine_reaches_the_handlers_through_the_invoke_hook(
+    emulator: Emulator, client: TestClient, agent_id: uuid.UUID
+) -> None:
+    """The hook patches a private moto API; if moto stops calling it, this fails."""
+    # A Lambda invoke reaches the handler, and a handler error is a Lambda function error
+    # (without the hook, moto's simple backend would echo the payload back).
+    answer = emulator.client("lambda").invoke(
+        FunctionName=emulator.functions["LlmStepFunction"].spec.arn,
+        Payload=json.dumps({"op": "nonsense", "turn_id": str(uuid.uuid4())}),
+    )
+    assert answer.get("FunctionError") == "Unhandled"
+    error = json.load(answer["Payload"])
+    assert error["errorType"] == "ValueError" and "unknown op" in error["errorMessage"]
+    assert emulator.hooked_invocations == {"LlmStepFunction": 1}
+
+    accepted = post(client, agent_id, "Hello there")
+    assert wait_turn(client, accepted["turn_id"])["status"] == "done"
+    emulator.drain()
+    assert emulator.hooked_invocations == {
+        "LlmStepFunction": 3,  # the invoke above, then decide and evaluate
+        "ActionExecFunction": 1,  # REPLY
+        "TurnFinishFunction": 1,
+    }
+
+
+def test_a_message_delivered_three_times_is_one_turn_and_one_reply(
+    emulator: Emulator, agent_id: uuid.UUID, store: Store
+) -> None:
+    body = json.dumps(
+        {
+            "agent_id": str(agent_id),
+            "room": "r1",
+            "sender": "grace",
+            "text": "I like sailing",
+            "source": "api",
+            "client_message_id": "m-1",
+        }
+    )
+    group = hashlib.sha256(b"r1").hexdigest()
+    for n in range(3):  # three deliveries the FIFO deduplication does not catch
+        emulator.sqs.send_message(
+            QueueUrl=emulator.queue_url("IngestQueue"),
+            MessageBody=body,
+            MessageGroupId=group,
+            MessageDeduplicationId=f"delivery-{n}",
+        )
+    emulator.drain()
+
+    assert emulator.invocations["IngestFunction"] == 3
+    assert count(store, "SELECT count(*) FROM turns") == 1
+    assert count(store, "SELECT count(*) FROM memories WHERE kind = 'message'") == 2
+    [execution] = emulator.executions()
+    assert execution["status"] == "SUCCEEDED"
+    [turn_id] = [uuid.UUID(str(r["id"])) for r in rows(store, "SELECT id FROM turns")]
+    assert len(store.turn_memories(turn_id, MemoryKind.MESSAGE)) == 1
+    assert store.turn(turn_id).status == "done"
+
+
+def test_one_sqs_message_redelivered_while_its_turn_runs_is_one_turn(
+    database_url: str, store: Store, agent_id: uuid.UUID
+) -> None:
+    # Visibility 0: the record comes back while the first delivery still waits for its turn,
+    # as when a turn outlasts the visibility timeout; several workers take the copies at once.
+    with Emulator(
+        database_url, retry_interval_scale=RETRY_SCALE, visibility_timeout=0, concurrency=3
+    ) as emulator:
+        client = TestClient(emulator.app)
+        accepted = post(client, agent_id, "My name is Grace")
+        turn = wait_turn(client, accepted["turn_id"])
+        emulator.drain()
+
+        assert turn["status"] == "done" and len(turn["replies"]) == 1
+        assert emulator.invocations["IngestFunction"] >= 2
+        [execution] = emulator.executions()
+        assert execution["status"] == "SUCCEEDED"
+    assert count(store, "SELECT count(*) FROM turns") == 1
+    assert count(store, "SELECT count(*) FROM memories WHERE kind = 'message'") == 2
+
+
+def test_two_messages_in_one_room_are_answered_in_order(
+    emulator: Emulator, client: TestClient, agent_id: uuid.UUID, store: Store
+) -> None:
+    first = post(client, agent_id, "My name is Grace")
+    second = post(client, agent_id, "I like sailing")
+    turns = [wait_turn(client, t["turn_id"]) for t in (first, second)]
+    emulator.drain()
+
+    assert [t["status"] for t in turns] == ["done", "done"]
+    replies = [store.turn_memories(uuid.UUID(t["turn_id"]), MemoryKind.MESSAGE) for t in turns]
+    assert [len(r) for r in replies] == [1, 1]
+    assert replies[0][0].seq is not None and replies[1][0].seq is not None
+    assert replies[0][0].seq < replies[1][0].seq
+    # The room's second turn started only once the first had ended.
+    executions = [execution_of(emulator, t["message_id"]) for t in (first, second)]
+    assert executions[0]["stopDate"] <= executions[1]["startDate"]
+
+
+def test_a_failing_step_is_retried_then_the_turn_is_recorded_failed(
+    emulator: Emulator,
+    client: TestClient,
+    runtime: Runtime,
+    store: Store,
+    flaky: dict[str, Any],
+) -> None:
+    retry = decide_retrier()
+    error_name = next(n for n in retry["ErrorEquals"] if "." not in n)
+    flaky.update(error=error_name, failures=10**6, calls=0)
+    agent = runtime.register_agent(
+        Character(
+            name="Flaky Ada",
+            plugins=["tests.sample_plugin:flaky"],
+            settings={"model_provider": "flaky"},
+        )
+    )
+    accepted = post(client, agent, "Hello?")
+    turn = wait_turn(client, accepted["turn_id"])
+    emulator.drain()
+
+    assert turn["status"] == "failed"
+    assert error_name in turn["error"] and "flaky model" in turn["error"]
+    attempts = 1 + int(retry.get("MaxAttempts", 3))
+    assert flaky["calls"] == attempts
+    assert emulator.hooked_invocations["LlmStepFunction"] == attempts
+    execution = execution_of(emulator, accepted["message_id"])
+    assert execution["status"] == "FAILED"
+    history = list(emulator.iter_history(execution["executionArn"]))
+    failures = [e for e in history if e["type"] in ("TaskFailed", "LambdaFunctionFailed")]
+    assert len(failures) == attempts
+    details = [
+        e.get("taskFailedEventDetails") or e.get("lambdaFunctionFailedEventDetails") or {}
+        for e in failures
+    ]
+    assert {d.get("error") for d in details} == {error_name}
+    # The ingest record was handled (the turn ended): nothing is left to redeliver.
+    assert count(store, "SELECT count(*) FROM turns") == 1
+
+
+def test_a_step_that_fails_twice_is_retried_and_the_turn_answers(
+    emulator: Emulator,
+    client: TestClient,
+    runtime: Runtime,
+    flaky: dict[str, Any],
+) -> None:
+    retry = decide_retrier()
+    flaky.update(error=next(n for n in retry["ErrorEquals"] if "." not in n), failures=2, calls=0)
+    agent = runtime.register_agent(
+        Character(
+            name="Flaky Bob",
+            plugins=["tests.sample_plugin:flaky"],
+            settings={"model_provider": "flaky"},
+        )
+    )
+    accepted = post(client, agent, "My name is Grace")
+    turn = wait_turn(client, accepted["turn_id"])
+
+    assert turn["status"] == "done"
+    assert len(turn["replies"]) == 1
+    emulator.drain()
+    execution = execution_of(emulator, accepted["message_id"])
+    assert execution["status"] == "SUCCEEDED"
+    history = list(emulator.iter_history(execution["executionArn"]))
+    assert len([e for e in history if e["type"] == "TaskFailed"]) == 2
+
+
+def test_the_poller_keeps_only_the_records_a_batch_reports_failed(
+    database_url: str, runtime: Runtime, agent_id: uuid.UUID
+) -> None:
+    # Visibility 0: a record left on the queue comes back at once; one poller: one batch at a time.
+    with Emulator(database_url, visibility_timeout=0, concurrency=1) as emulator:
+        queue = emulator.queue_url("EmbedQueue")
+        emulator.sqs.send_message_batch(
+            QueueUrl=queue,
+            Entries=[
+                {"Id": "good", "MessageBody": json.dumps({"agent_id": str(agent_id)})},
+                {"Id": "bad", "MessageBody": json.dumps({"agent_id": "not-a-uuid"})},
+            ],
+        )
+        dlq = emulator.queue_url("EmbedDLQ")
+        deadline = time.monotonic() + 10
+        moved: list[dict[str, Any]] = []
+        while not moved and time.monotonic() < deadline:
+            moved = emulator.sqs.receive_message(
+                QueueUrl=dlq, MessageSystemAttributeNames=["All"]
+            ).get("Messages", [])
+            time.sleep(0.05)
+        emulator.drain()
+
+        # The bad record went round until the redrive policy moved it; the good one was
+        # handled in the first batch and deleted, never seen again.
+        assert [json.loads(m["Body"]) for m in moved] == [{"agent_id": "not-a-uuid"}]
+        max_receives = emulator.template.queues["EmbedQueue"].max_receive_count
+        assert max_receives is not None
+        assert emulator.invocations["MemoryEmbedFunction"] == max_receives
+        # The count goes with the message to the dead-letter queue; receiving it there adds one.
+        assert int(moved[0]["Attributes"]["ApproximateReceiveCount"]) == max_receives + 1
+
+
+#: The turn id the example events carry; replaced by the id of the turn they drive here.
+EVENT_TURN_ID = "0b6d2d4e-5c8f-4a51-9f0e-6c3a2b1d7e90"
+#: The example events, in the order a turn meets them, and the function each is for.
+EVENT_FUNCTIONS = {
+    "api_post_message.json": "ApiFunction",
+    "ingest_sqs.json": "IngestFunction",
+    "llm_step_decide.json": "LlmStepFunction",
+    "action_exec.json": "ActionExecFunction",
+    "llm_step_evaluate.json": "LlmStepFunction",
+    "turn_finish.json": "TurnFinishFunction",
+    "memory_embed_sqs.json": "MemoryEmbedFunction",
+    "api_get_turn.json": "ApiFunction",
+    "turn_execution_input.json": "",  # the state machine's input, started below
+    "turn_finish_error.json": "TurnFinishFunction",
+}
+
+
+@pytest.mark.skipif(not EVENTS, reason="no events/ yet")
+def test_the_example_events_drive_a_turn_through_each_handler(
+    database_url: str, store: Store, agent_id: uuid.UUID
+) -> None:
+    unknown = sorted({p.name for p in EVENTS} - EVENT_FUNCTIONS.keys())
+    assert not unknown, f"add these example events to EVENT_FUNCTIONS: {unknown}"
+    # No polling: each queue's function is called by hand with its example event.
+    with Emulator(database_url, retry_interval_scale=RETRY_SCALE, poll=False) as emulator:
+        turn_id = ""
+
+        def call(name: str) -> Any:
+            text = (ROOT / "events" / name).read_text()
+            event = json.loads(text.replace(EVENT_TURN_ID, turn_id) if turn_id else text)
+            return emulator.call(emulator.functions[EVENT_FUNCTIONS[name]], event)
+
+        posted = call("api_post_message.json")
+        assert posted["statusCode"] == 202, posted
+        accepted = json.loads(posted["body"])
+        turn_id = accepted["turn_id"]
+        # The same client message id: the queued record is the posted message, and its turn
+        # runs to the end through the state machine before the handler returns.
+        assert call("ingest_sqs.json") == {"batchItemFailures": []}
+        assert store.turn(uuid.UUID(turn_id)).status == "done"
+        assert count(store, "SELECT count(*) FROM turns") == 1
+
+        # Each step again, as a retried invocation would: the stored results come back.
+        decided = call("llm_step_decide.json")
+        assert decided == {
+            "respond": True,
+            "step": 1,
+            "actions": [{"turn_id": turn_id, "index": 0}],
+        }
+        assert call("action_exec.json") == {
+            "action": "REPLY",
+            "continue_turn": False,
+            "error": None,
+        }
+        assert isinstance(call("llm_step_evaluate.json")["ran"], list)
+        assert call("turn_finish.json") == {"turn_id": turn_id, "status": "done"}
+        assert call("memory_embed_sqs.json") == {"batchItemFailures": []}
+        got = call("api_get_turn.json")
+        assert got["statusCode"] == 200, got
+        view = json.loads(got["body"])
+        assert view["status"] == "done" and len(view["replies"]) == 1
+
+        execution_input = (ROOT / "events" / "turn_execution_input.json").read_text()
+        started = emulator.sfn.start_execution(
+            stateMachineArn=emulator.state_machine_arn,
+            name="example-input",
+            input=execution_input.replace(EVENT_TURN_ID, turn_id),
+        )
+        emulator.drain()
+        described = emulator.sfn.describe_execution(executionArn=started["executionArn"])
+        assert described["status"] == "SUCCEEDED"
+        assert len(store.turn_memories(uuid.UUID(turn_id), MemoryKind.MESSAGE)) == 1
+
+        failed = call("turn_finish_error.json")
+        assert failed == {"turn_id": turn_id, "status": "failed"}
+        error = store.turn(uuid.UUID(turn_id)).error
+        assert error is not None and error.startswith("ModelRateLimited: ")
+
+
+def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
+    database_url: str, store: Store, tmp_path: Path
+) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    ada = str(ROOT / "characters" / "ada.json")
+    # The offline model, whatever keys the developer's shell holds.
+    unset = {"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "CARRIER_MODEL_PROVIDER"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["DATABASE_URL"] = database_url
+    log = (tmp_path / "dev.log").open("w")
+    server = subprocess.Popen(
+        [*CARRIER, "dev", "--port", str(port), "--quiet", "--character", ada],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/turns/{uuid.uuid4()}", timeout=1)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "dev.log").read_text()
+                assert time.monotonic() < deadline, "carrier dev did not start serving"
+                time.sleep(0.1)
+        chat = subprocess.run(
+            [*CARRIER, "chat", "--character", ada, "--api", base, "--user", "grace"],
+            input="My name is Grace\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert chat.returncode == 0, chat.stderr
+        assert chat.stdout.splitlines() == [
+            "Nice to meet you, Grace. What would you like to talk about?"
+        ]
+    finally:
+        server.send_signal(signal.SIGINT)
+        code = server.wait(timeout=30)
+        log.close()
+    output = (tmp_path / "dev.log").read_text()
+    assert code == 0, output
+    assert "agent Ada: " in output
+    assert f"API: {base}" in output
+
+
+def test_a_failed_turn_is_tried_again_under_a_new_execution_when_its_message_comes_again(
+    emulator: Emulator,
+    client: TestClient,
+    runtime: Runtime,
+    flaky: dict[str, Any],
+) -> None:
+    retry = decide_retrier()
+    error_name = next(n for n in retry["ErrorEquals"] if "." not in n)
+    flaky.update(error=error_name, failures=10**6, calls=0)
+    agent = runtime.register_agent(
+        Character(
+            name="Flaky Cy",
+            plugins=["tests.sample_plugin:flaky"],
+            settings={"model_provider": "flaky"},
+        )
+    )
+    body = {"text": "Hello?", "sender": "grace", "client_message_id": "m-1"}
+    first = client.post(f"/agents/{agent}/rooms/r1/messages", json=body).json()
+    assert wait_turn(client, first["turn_id"])["status"] == "failed"
+    emulator.drain()
+
+    flaky.update(failures=0)  # the provider is back
+    again = client.post(f"/agents/{agent}/rooms/r1/messages", json=body).json()
+    assert again["turn_id"] == first["turn_id"] and again["status"] == "failed"
+    emulator.drain()  # the turn reads "failed" until the new attempt has run
+    turn = client.get(f"/turns/{again['turn_id']}").json()
+    assert turn["status"] == "done" and turn["error"] is None and len(turn["replies"]) == 1
+    names = {e["name"]: e["status"] for e in emulator.executions()}
+    message_id = first["message_id"]
+    assert names == {f"turn-{message_id}": "FAILED", f"turn-{message_id}-r1": "SUCCEEDED"}
