@@ -146,8 +146,8 @@ def bench_turns(runs: int, warmup: int) -> None:
     )
     for name, values in sorted(handler_ms.items()):
         print(f"    in {name} ({len(values)} calls) {statistics.median(values):8.1f}")
-    print("    (IngestFunction mostly waits for the execution to end, polling it every 0.2 s in")
-    print("    carrier_aws.turns.wait_for_turn; the room's next message waits for that record.)")
+    print("    (IngestFunction mostly waits for the execution to end, polling it every TURN_POLL_S")
+    print("    in carrier_aws.turns.wait_for_turn; the room's next message waits for that record.)")
 
 
 def import_time_us(function: str) -> int:
