@@ -7,8 +7,31 @@ import time
 import uuid
 from typing import Any
 
+
+def failure_reason(failure: dict[str, Any], limit: int = 500) -> str:
+    """The reason a Catch passed on, as the turn keeps it: the error's type and message.
+
+    A Lambda error's Cause is JSON with a stack trace and paths: that goes to the logs,
+    never into the turn, which the API shows to clients.
+    """
+    name = str(failure.get("Error") or "Error")
+    cause = failure.get("Cause") or ""
+    try:
+        detail = json.loads(cause)
+    except (TypeError, ValueError):
+        detail = None
+    if isinstance(detail, dict) and "errorMessage" in detail:
+        name = str(detail.get("errorType") or name)
+        cause = str(detail["errorMessage"])
+    return f"{name}: {cause}"[:limit]
+
+
 #: Execution states that are final.
 ENDED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+class AttemptsExhausted(RuntimeError):
+    """Every execution name of a turn is used by an execution that did not succeed."""
 
 
 def execution_name(message_id: uuid.UUID, attempt: int = 0) -> str:
@@ -29,9 +52,9 @@ def start_turn(
 ) -> str:
     """Start the turn's execution, or find the one already running or done; returns its ARN.
 
-    Execution names are kept for 90 days, so a turn whose execution failed gets a new
-    attempt under the next name (at most `attempts` in all); its steps remember what
-    they did, so the new attempt picks up where the failed one stopped.
+    Execution names are kept for 90 days, so a turn whose execution failed (or timed out,
+    or was stopped) gets a new attempt under the next name, at most `attempts` in all; its
+    steps remember what they did, so the new attempt picks up where the last one stopped.
     """
     machine, _, machine_name = state_machine_arn.partition(":stateMachine:")
     execution_arn = ""
@@ -53,12 +76,17 @@ def start_turn(
             return str(started["executionArn"])
         except sfn.exceptions.ExecutionAlreadyExists:
             execution_arn = f"{machine}:execution:{machine_name}:{name}"
-            if sfn.describe_execution(executionArn=execution_arn)["status"] != "FAILED":
+            if sfn.describe_execution(executionArn=execution_arn)["status"] in (
+                "RUNNING",
+                "SUCCEEDED",
+            ):
                 return execution_arn
-    return execution_arn
+    raise AttemptsExhausted(f"turn {turn_id}: its {attempts} executions all ended unsuccessfully")
 
 
-def wait_for_turn(sfn: Any, execution_arn: str, *, timeout_s: float, poll_s: float = 0.2) -> str:
+def wait_for_turn(
+    sfn: Any, execution_arn: str, *, timeout_s: float, poll_s: float = 0.2, max_poll_s: float = 2.0
+) -> str:
     """Wait for the execution to end, so the next message of the room waits its turn.
 
     Returns the final status; raises TimeoutError if it is still running at the deadline
@@ -72,3 +100,5 @@ def wait_for_turn(sfn: Any, execution_arn: str, *, timeout_s: float, poll_s: flo
         if time.monotonic() >= deadline:
             raise TimeoutError(f"turn execution {execution_arn} still {status}")
         time.sleep(poll_s)
+        # Long turns are looked at less often: DescribeExecution is throttled per account.
+        poll_s = min(poll_s * 1.5, max_poll_s)

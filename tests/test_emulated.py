@@ -252,7 +252,8 @@ def test_a_failing_step_is_retried_then_the_turn_is_recorded_failed(
     emulator.drain()
 
     assert turn["status"] == "failed"
-    assert error_name in turn["error"] and "flaky model" in turn["error"]
+    assert turn["error"].startswith(f"{error_name}: flaky model: call ")
+    assert "stackTrace" not in turn["error"] and "File " not in turn["error"]
     attempts = 1 + int(retry.get("MaxAttempts", 3))
     assert flaky["calls"] == attempts
     assert emulator.hooked_invocations["LlmStepFunction"] == attempts

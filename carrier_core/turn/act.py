@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from carrier_core.decision import Decision
 from carrier_core.memory import Content, Memory, MemoryKind
+from carrier_core.models import ModelError
 from carrier_core.plugin import ActionResult
 from carrier_core.runtime import Runtime
 from carrier_core.turn.context import TurnContext
@@ -76,6 +77,16 @@ def _finish(ctx: TurnContext, key: str, status: str, acted: Acted, **detail: obj
     return acted
 
 
+def _failed(ctx: TurnContext, runtime: Runtime, action: str, key: str, error: str) -> Acted:
+    """Record a failed action; someone waiting in a direct conversation is told."""
+    with runtime.store.atomic():
+        said = []
+        if ctx.room.kind is RoomKind.DM:
+            message = FAILED_ACTION_REPLY.format(action=action)
+            said = _say(ctx, [message], action, f"{key}:failed")
+        return _finish(ctx, key, "error", Acted(action, reply_ids=said, error=error))
+
+
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     """Run the action at `index` of the turn's latest decision."""
     ctx = TurnContext.load(runtime, turn_id, "act")
@@ -109,16 +120,11 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         if isinstance(result.replies, str) or not all(isinstance(r, str) for r in result.replies):
             raise TypeError("handler's replies must be a list of strings")
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        # Someone waiting for an answer in a direct conversation is told what happened.
-        apology = [FAILED_ACTION_REPLY.format(action=action.name)]
-        with runtime.store.atomic():
-            said = (
-                _say(ctx, apology, action.name, f"{key}:failed")
-                if ctx.room.kind is RoomKind.DM
-                else []
-            )
-            return _finish(ctx, key, "error", Acted(action.name, reply_ids=said, error=error))
+        if isinstance(exc, ModelError) and exc.retryable:
+            # A provider that is down or rate limited: the caller retries the action (the
+            # state machine does, with backoff) or fails the turn with the reason.
+            raise
+        return _failed(ctx, runtime, action.name, key, f"{type(exc).__name__}: {exc}")
     with runtime.store.atomic():
         reply_ids = _say(ctx, result.replies, action.name, key)
         acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)

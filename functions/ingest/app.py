@@ -28,11 +28,14 @@ def record_handler(record: SQSRecord) -> None:
     rt = runtime()
     try:
         ingested = ingest(rt, record.json_body)
-    except (InvalidMessage, NotFound) as exc:
+    except (InvalidMessage, NotFound, ValueError) as exc:  # ValueError: the body is not JSON
         # Retrying cannot fix the message: say why and let the queue move on.
         logger.error("message refused", extra={"reason": str(exc), "message_id": record.message_id})
         metrics.add_metric(name="MessagesRefused", unit=MetricUnit.Count, value=1)
         return
+    if rt.store.turn(ingested.turn_id).status == "failed":
+        # The message came again for a failed turn: a new attempt starts, clients see it.
+        rt.store.update_turn(ingested.turn_id, status="received")
     execution = start_turn(
         sfn,
         os.environ["TURN_STATE_MACHINE_ARN"],

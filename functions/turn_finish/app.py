@@ -6,6 +6,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from carrier_aws.runtime import runtime
+from carrier_aws.turns import failure_reason
 from carrier_core.turn import finish_turn
 
 logger = Logger()
@@ -19,8 +20,8 @@ def handler(event: dict, context: object) -> dict:
     failure = event.get("error")
     error = None
     if failure:
-        error = f"{failure.get('Error', 'Error')}: {failure.get('Cause', '')}".strip()
-        logger.error("turn failed", extra={"turn_id": str(turn_id), "reason": error})
+        logger.error("turn failed", extra={"turn_id": str(turn_id), "failure": failure})
+        error = failure_reason(failure)
     finish_turn(runtime(), turn_id, error=error)
     metrics.add_metric(name="TurnsFailed" if error else "TurnsDone", unit=MetricUnit.Count, value=1)
     return {"turn_id": str(turn_id), "status": "failed" if error else "done"}
