@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import uuid
 from typing import Any
 
 from carrier_core.store import TurnRecord
@@ -31,7 +29,3 @@ def send_message(sqs: Any, queue_url: str, message: IncomingMessage, turn: TurnR
         MessageGroupId=room_group(message),
         MessageDeduplicationId=hashlib.sha256(dedup.encode()).hexdigest(),
     )
-
-
-def embed_request(agent_id: uuid.UUID) -> str:
-    return json.dumps({"agent_id": str(agent_id)})

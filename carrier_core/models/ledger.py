@@ -7,6 +7,7 @@ failed is recorded too, with its error, as are the providers a fallback passed o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -14,13 +15,21 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from carrier_core.models.base import Embeddings, Generation, ModelBudgetExceeded
-from carrier_core.models.prices import estimate_cost
+from carrier_core.models.prices import estimate_cost, is_priced
 from carrier_core.store import ModelCall
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _warn_unpriced(model: str) -> None:
+    """Once per model: its calls are ledgered at $0, so a daily budget does not see them."""
+    log.warning(
+        "no price for model %s in carrier_core/models/prices.py: its calls count as $0", model
+    )
 
 
 def check_budget(runtime: Runtime, agent_id: uuid.UUID) -> None:
@@ -78,10 +87,13 @@ def ledger_rows(
                 )
             )
         output_tokens = getattr(result.usage, "output_tokens", 0)
+        provider = result.provider or base.provider
+        if provider != "offline" and not is_priced(result.model):
+            _warn_unpriced(result.model)
         calls.append(
             replace(
                 base,
-                provider=result.provider or base.provider,
+                provider=provider,
                 model=result.model,
                 input_tokens=result.usage.input_tokens,
                 output_tokens=output_tokens,

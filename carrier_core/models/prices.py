@@ -38,12 +38,21 @@ PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-def price(model: str) -> tuple[float, float]:
-    """(input, output) dollars per million tokens; (0, 0) for an unlisted model."""
+def _listed(model: str) -> str:
     best = ""
     for name in PRICES:
         if model.startswith(name) and len(name) > len(best):
             best = name
+    return best
+
+
+def is_priced(model: str) -> bool:
+    return bool(_listed(model))
+
+
+def price(model: str) -> tuple[float, float]:
+    """(input, output) dollars per million tokens; (0, 0) for an unlisted model."""
+    best = _listed(model)
     return PRICES[best] if best else (0.0, 0.0)
 
 
