@@ -8,12 +8,11 @@ cleared), which concerns all agents: they share the column.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 
 from carrier_core.models import EmbeddingDimensionMismatch, EmbeddingModel
-from carrier_core.models.ledger import record_call
+from carrier_core.models.ledger import embed_recorded
 from carrier_core.runtime import Runtime
 from carrier_core.turn.embed import EMBED_CHARS
 
@@ -70,29 +69,8 @@ def reembed(
             batch = store.memories_after(agent_id, after, size_per_call)
             if not batch:
                 break
-            started = time.monotonic()
-            try:
-                embeddings = model.embed([text[:EMBED_CHARS] for _, _, text in batch])
-            except Exception as exc:
-                record_call(
-                    runtime,
-                    agent_id,
-                    role="embedding",
-                    model=model,
-                    started=started,
-                    error=exc,
-                    step="reembed",
-                )
-                raise
-            record_call(
-                runtime,
-                agent_id,
-                role="embedding",
-                model=model,
-                started=started,
-                result=embeddings,
-                step="reembed",
-            )
+            texts = [text[:EMBED_CHARS] for _, _, text in batch]
+            embeddings = embed_recorded(runtime, agent_id, model, texts, step="reembed")
             store.set_embeddings(
                 [
                     (memory_id, v)

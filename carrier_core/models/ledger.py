@@ -120,3 +120,19 @@ def record_call(runtime: Runtime, agent_id: uuid.UUID, **call: Any) -> None:
         runtime.store.record_model_calls(ledger_rows(agent_id, **call))
     except Exception as exc:  # the ledger is bookkeeping: the turn goes on
         log.warning("usage ledger not written: %s: %s", type(exc).__name__, exc)
+
+
+def embed_recorded(
+    runtime: Runtime, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
+) -> Embeddings:
+    """Embed outside a turn (the embed step, knowledge, reembed), writing the ledger row
+    of the call whether it succeeds or fails."""
+    started = time.monotonic()
+    where = {"role": "embedding", "model": model, "started": started, "step": step}
+    try:
+        embeddings: Embeddings = model.embed(texts)
+    except Exception as exc:
+        record_call(runtime, agent_id, **where, error=exc)
+        raise
+    record_call(runtime, agent_id, **where, result=embeddings)
+    return embeddings

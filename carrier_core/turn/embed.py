@@ -7,11 +7,10 @@ memories written by plugins, knowledge.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import TYPE_CHECKING
 
-from carrier_core.models.ledger import record_call
+from carrier_core.models.ledger import embed_recorded
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
@@ -32,29 +31,8 @@ def embed_pending(runtime: Runtime, agent_id: uuid.UUID, *, max_batches: int | N
             break
         if embedder is None:
             embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
-        started = time.monotonic()
-        try:
-            embeddings = embedder.embed([m.content.text[:EMBED_CHARS] for m in pending])
-        except Exception as exc:
-            record_call(
-                runtime,
-                agent_id,
-                role="embedding",
-                model=embedder,
-                started=started,
-                error=exc,
-                step="embed",
-            )
-            raise
-        record_call(
-            runtime,
-            agent_id,
-            role="embedding",
-            model=embedder,
-            started=started,
-            result=embeddings,
-            step="embed",
-        )
+        texts = [m.content.text[:EMBED_CHARS] for m in pending]
+        embeddings = embed_recorded(runtime, agent_id, embedder, texts, step="embed")
         vectors = embeddings.vectors
         runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
         done += len(pending)
