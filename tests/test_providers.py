@@ -415,3 +415,36 @@ def test_usage_is_recorded_for_offline_turns_too(store: Store, ada: Character) -
     rows = ledger(store, agent)
     assert {(r["provider"], r["status"]) for r in rows} == {("offline", "ok")}
     assert json.dumps([r["cost_usd"] for r in rows]).count("0.0") == len(rows)
+
+
+def test_tool_arguments_cut_short_are_passed_on_as_text_not_retried(fake: FakeLLM) -> None:
+    cut = '{"thought": "t", "actions": ["REPLY"], "text": "Hello there, this answer was cu'
+    body = {
+        "id": "chatcmpl-2",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "respond", "arguments": cut},
+                        }
+                    ],
+                },
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1024, "total_tokens": 1034},
+    }
+    fake.queue(CHAT, Reply(body=body))
+    model = oa.OpenAIChatModel(openai_client(fake, retries=0), "gpt-4o-mini")
+    generation = model.generate(request())
+    assert generation.text == cut
+    assert generation.usage.output_tokens == 1024  # billed, so recorded

@@ -116,7 +116,12 @@ class OpenAIChatModel:
             calls = getattr(message, "tool_calls", None) or []
             if calls:
                 arguments = calls[0].function.arguments or "{}"
-                text = json.dumps(json.loads(arguments))
+                try:
+                    text = json.dumps(json.loads(arguments))
+                except ValueError:
+                    # Arguments cut short (the answer hit max_output_tokens): asking again
+                    # gives the same; the caller's parser takes what it can, or answers safely.
+                    text = arguments
             else:
                 text = message.content or ""
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
