@@ -147,6 +147,15 @@ class Plugins:
                 return action
         return None
 
+    def has_model_set(self, name: str) -> bool:
+        """Whether `model_set(name, …)` can find that name (without building it)."""
+        if any(name in p.models for p in self.plugins):
+            return True
+        try:
+            return name in _load_one(name).models
+        except Exception:
+            return False
+
     def model_set(
         self, name: str, character: Character, settings: Settings | None = None
     ) -> ModelSet:

@@ -70,7 +70,10 @@ class Runtime:
                 )
             plugins = self.plugins_for(character)
             models = choose_models(
-                character, settings, lambda name: plugins.model_set(name, character, settings)
+                character,
+                settings,
+                lambda name: plugins.model_set(name, character, settings),
+                plugins.has_model_set,
             )
             with self._lock:
                 self._model_sets[key] = models

@@ -95,3 +95,11 @@ def test_an_unreachable_database_and_bad_settings_are_reported_without_a_traceba
     assert unknown.stderr.startswith("carrier: no model provider named 'gpt9'; known: ")
     assert "offline" in unknown.stderr and "openai" in unknown.stderr
     assert "Traceback" not in unknown.stderr + bad.stderr
+
+
+def test_a_misspelt_fallback_provider_is_named_at_start(tmp_path: Path) -> None:
+    ada = str(CHARACTERS / "ada.json")
+    result = chat(tmp_path, "hello\n", "--character", ada, CARRIER_MODEL_FALLBACK="ofline")
+    assert result.returncode == 2
+    assert "model_fallback names no model provider 'ofline'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -278,10 +278,13 @@ def choose_models(
     character: Character,
     settings: Settings,
     model_set: Callable[[str], ModelSet],
+    exists: Callable[[str], bool] = lambda name: True,
 ) -> ModelSet:
     """The agent's models by role, with the fallback chain for text roles.
 
-    `model_set(name)` builds a provider's whole set (a plugin's factory)."""
+    `model_set(name)` builds a provider's whole set (a plugin's factory); fallbacks are
+    built only when needed, so `exists(name)` checks their names now: a misspelt fallback
+    shows at start, not in the middle of an outage."""
     built: dict[str, ModelSet] = {}
 
     def provider_set(name: str) -> ModelSet:
@@ -295,6 +298,13 @@ def choose_models(
     def role(role: ModelRole) -> FallbackModel:
         first = role_provider(settings, character, role.value)
         chain = fallback_chain(settings, character, first)
+        unknown = [name for name in chain[1:] if not exists(name)]
+        if unknown:
+            from carrier_core.plugin import PluginError
+
+            raise PluginError(
+                f"model_fallback names no model provider {', '.join(map(repr, unknown))}"
+            )
         return FallbackModel(
             role.value, [(name, partial(text_model, name, role)) for name in chain]
         )
