@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import Any, TextIO
 
-from carrier_core.character import CharacterError, load_character
+from carrier_core.character import Character, CharacterError, load_character
 from carrier_core.config import Settings
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
@@ -99,12 +99,37 @@ def _over_http(base_url: str, agent_id: uuid.UUID, room: str, user: str) -> Send
     return send
 
 
-def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+class CommandError(Exception):
+    """Ends a command with a message and an exit code (2: bad input, 1: cannot run)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def read_character(path: str) -> Character:
     try:
-        character = load_character(args.character)
+        return load_character(path)
     except CharacterError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), 2) from None
+
+
+def read_settings() -> Settings:
+    try:
+        return Settings()
+    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
+        raise CommandError(f"bad configuration: {exc}", 2) from None
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    try:
+        return Runtime.open(settings)
+    except DatabaseError as exc:
+        raise CommandError(str(exc), 1) from None
+
+
+def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    character = read_character(args.character)
     user = args.user or getpass.getuser()
     room = args.room or f"chat-{user}"
     if args.api:
@@ -114,25 +139,14 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
                 character.name, _over_http(args.api, character.agent_id, room, user), stdin, stdout
             )
         except urllib.error.URLError as exc:
-            print(f"carrier: cannot reach {args.api}: {exc.reason}", file=sys.stderr)
-            return 1
+            raise CommandError(f"cannot reach {args.api}: {exc.reason}", 1) from None
         return 0
-    try:
-        settings = Settings()
-    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
-        print(f"carrier: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    try:
-        runtime = Runtime.open(settings)
-    except DatabaseError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
-        return 1
-    with runtime:
+    settings = read_settings()
+    with open_runtime(settings) as runtime:
         try:
             models = runtime.models_for(character)
         except (PluginError, ModelError) as exc:
-            print(f"carrier: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(str(exc), 2) from None
         agent_id = runtime.register_agent(character)
         for name, reason in runtime.plugins_for(character).skipped:
             print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
@@ -158,23 +172,9 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     return 0
 
 
-def _open(args: argparse.Namespace) -> Runtime | int:
-    try:
-        return Runtime.open(Settings())
-    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
-        print(f"carrier: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    except DatabaseError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
-        return 1
-
-
 def usage(args: argparse.Namespace, stdout: TextIO = sys.stdout) -> int:
     """Model calls, tokens and estimated cost per agent and day, from the usage ledger."""
-    runtime = _open(args)
-    if isinstance(runtime, int):
-        return runtime
-    with runtime:
+    with open_runtime(read_settings()) as runtime:
         rows = runtime.store.usage(agent=args.agent, days=args.days)
     if not rows:
         print(f"No model calls in the last {args.days} day(s).", file=stdout)
@@ -225,17 +225,13 @@ def reembed_command(args: argparse.Namespace) -> int:
     from carrier_core.models import ModelError
     from carrier_core.reembed import reembed
 
-    runtime = _open(args)
-    if isinstance(runtime, int):
-        return runtime
-    with runtime:
+    with open_runtime(read_settings()) as runtime:
         try:
             done = reembed(
                 runtime, agent=args.agent, batch_size=args.batch, progress=_progress_bar(sys.stderr)
             )
         except (LookupError, ModelError) as exc:
-            print(f"carrier: {exc}", file=sys.stderr)
-            return 1
+            raise CommandError(str(exc), 1) from None
         print(
             f"Re-embedded {done} memories ({runtime.store.embedding_dimensions} dimensions).",
             file=sys.stderr,
@@ -274,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(__name__).debug("command %s unavailable: %s", command.name, exc)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s")
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except CommandError as exc:
+        print(f"carrier: {exc}", file=sys.stderr)
+        return exc.code
     return code
 
 

@@ -14,10 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from carrier_core.character import CharacterError, load_character
-from carrier_core.config import Settings
+from carrier_core.cli import CommandError, open_runtime, read_character, read_settings
 from carrier_core.plugin import PluginError
-from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseError
 
 
@@ -82,29 +80,19 @@ def dev(args: argparse.Namespace) -> int:
         from carrier_aws.local.emulator import Emulator, default_template
         from carrier_aws.local.template import TemplateError
     except ImportError as exc:
-        print(
-            f"carrier: `carrier dev` needs the emulated extra ({exc.name} is missing): "
+        raise CommandError(
+            f"`carrier dev` needs the emulated extra ({exc.name} is missing): "
             "pip install 'carrier[emulated]'",
-            file=sys.stderr,
-        )
-        return 1
+            1,
+        ) from None
     from carrier_core.store.database import database_url
 
-    try:
-        characters = [load_character(path) for path in args.character]
-    except CharacterError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
-        return 2
-    try:
-        settings = Settings()
-    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
-        print(f"carrier: bad configuration: {exc}", file=sys.stderr)
-        return 2
+    characters = [read_character(path) for path in args.character]
+    settings = read_settings()
     try:
         url = database_url(settings)  # starts the embedded Postgres when none is configured
     except DatabaseError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
-        return 1
+        raise CommandError(str(exc), 1) from None
     template = args.template or default_template()
     quiet = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
     try:
@@ -116,15 +104,14 @@ def dev(args: argparse.Namespace) -> int:
             parameters=dict(args.parameter),
         )
     except TemplateError as exc:
-        print(f"carrier: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), 2) from None
     logging.getLogger("carrier_aws").setLevel(logging.INFO)
     with emulator:
         # Registered with the settings the functions have (the emulator set their
         # environment): the same model set embeds the agents' knowledge. Opening the
         # runtime also migrates the database.
         try:
-            with Runtime.open(Settings()) as runtime:
+            with open_runtime(read_settings()) as runtime:
                 for character in characters:
                     runtime.models_for(character)  # a model set that does not exist fails here
                     agent_id = runtime.register_agent(character)
@@ -132,8 +119,7 @@ def dev(args: argparse.Namespace) -> int:
                     for name, reason in runtime.plugins_for(character).skipped:
                         print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
         except (DatabaseError, PluginError) as exc:
-            print(f"carrier: {exc}", file=sys.stderr)
-            return 1
+            raise CommandError(str(exc), 1) from None
         base = f"http://{args.host}:{args.port}"
         agent = str(characters[0].agent_id) if characters else "AGENT_ID"
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
