@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     provider_timeout_s: float = Field(default=2.0, gt=0)
     embed_batch_size: int = Field(default=64, ge=1)
 
+    #: End-user sessions: JWT bearer tokens are taken when this JWKS URL is set (e.g.
+    #: https://cognito-idp.REGION.amazonaws.com/POOL_ID/.well-known/jwks.json).
+    jwt_jwks_url: str | None = None
+    #: Required `iss` and `aud` of those tokens (unset: not checked; set both in production).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    #: The claim that holds the user's tenant id (Cognito: a custom attribute such as
+    #: `custom:tenant_id`).
+    jwt_tenant_claim: str = "tenant_id"
+
     @property
     def data_dir(self) -> Path:
         return self.home.expanduser()

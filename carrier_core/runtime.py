@@ -18,6 +18,7 @@ from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
 from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugins, load_plugins
 from carrier_core.store import Store
+from carrier_core.world import LOCAL_TENANT_ID
 
 
 class Runtime:
@@ -88,11 +89,14 @@ class Runtime:
                 )
         return models
 
-    def register_agent(self, character: Character) -> uuid.UUID:
-        """Store (or update) an agent and its knowledge; safe to call on every start."""
+    def register_agent(
+        self, character: Character, tenant_id: uuid.UUID = LOCAL_TENANT_ID
+    ) -> uuid.UUID:
+        """Store (or update) an agent of a tenant and its knowledge; safe to call on every
+        start. Raises `AgentConflict` when the character's id is another tenant's."""
         # Imported here: storing knowledge runs the embed step, and the steps import Runtime.
         from carrier_core.knowledge import store_knowledge
 
-        agent_id = self.store.save_agent(character)
+        agent_id = self.store.save_agent(character, tenant_id)
         store_knowledge(self, character)
         return agent_id

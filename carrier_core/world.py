@@ -15,6 +15,10 @@ from pydantic import BaseModel, Field
 
 from carrier_core.character import CARRIER_NAMESPACE
 
+#: The tenant of `carrier chat` and `carrier dev`, and of agents stored before tenants existed
+#: (migration 0003 creates it).
+LOCAL_TENANT_ID = uuid.uuid5(CARRIER_NAMESPACE, "tenant:local")
+
 
 class RoomKind(StrEnum):
     #: A direct conversation: the agent always answers.

@@ -7,20 +7,28 @@ Set CARRIER_TEST_DATABASE_URL to run against another Postgres with pgvector
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from carrier_core import Character, Runtime, Settings, load_character
+from carrier_core import Character, IncomingMessage, Runtime, Settings, load_character
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, offline_models
-from carrier_core.store import Store
+from carrier_core.store import Store, TurnRecord
+from carrier_core.turn import ingest, run_steps
+from carrier_core.world import LOCAL_TENANT_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARACTERS = ROOT / "characters"
 ELIZA_CHARACTERS = ROOT.parent / "shared" / "elizaos-characters"
 
-TABLES = "agents, entities, worlds, rooms, participants, memories, relationships, turns, turn_steps"
+TABLES = (
+    "tenants, api_keys, connections, webhooks, webhook_deliveries, agents, entities, worlds,"
+    " rooms, participants, memories, relationships, turns, turn_steps, model_calls"
+)
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +59,9 @@ def session_store(settings: Settings) -> Iterator[Store]:
 def store(session_store: Store) -> Store:
     with session_store._pool.connection() as conn:
         conn.execute(f"TRUNCATE {TABLES} CASCADE")
+        conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (%s, 'local')", (LOCAL_TENANT_ID,)
+        )
     return session_store
 
 
@@ -81,3 +92,45 @@ def ada() -> Character:
 
 def eliza_character_files() -> list[Path]:
     return sorted(ELIZA_CHARACTERS.glob("*.json")) + sorted(ELIZA_CHARACTERS.glob("*/*.json"))
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    """A tenant made for a test, with an unlimited API key and its auth header."""
+
+    tenant_id: uuid.UUID
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def make_tenant(store: Store) -> Callable[[str], TenantKey]:
+    from carrier_core.tenants import create_key, ensure_tenant
+
+    def make(name: str) -> TenantKey:
+        tenant = ensure_tenant(store, name)
+        return TenantKey(tenant.id, create_key(store, tenant.id, name="test").secret)
+
+    return make
+
+
+def run_inline(runtime: Runtime) -> Callable[[IncomingMessage, TurnRecord], None]:
+    """A `submit` that runs the turn at once, as the queue's consumer would."""
+
+    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
+        ingested = ingest(runtime, message)
+        run_steps(runtime, ingested.turn_id, ingested.agent_id)
+
+    return submit
+
+
+@pytest.fixture
+def api(runtime: Runtime) -> Iterator[TestClient]:
+    """The v1 API over the offline runtime, turns run inline (no queue)."""
+    from carrier_core.api import create_app
+
+    with TestClient(create_app(lambda: runtime, run_inline(runtime))) as client:
+        yield client

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from carrier_core import Character, IncomingMessage, Runtime
 from carrier_core.api import create_app
 from carrier_core.store import TurnRecord
-from carrier_core.turn import ingest, run_steps
+from tests.conftest import TenantKey, run_inline
 
 
 @pytest.fixture
@@ -20,23 +20,31 @@ def queued() -> list[IncomingMessage]:
 
 
 @pytest.fixture
-def client(runtime: Runtime, queued: list[IncomingMessage]) -> Iterator[TestClient]:
+def acme(make_tenant: Callable[[str], TenantKey]) -> TenantKey:
+    return make_tenant("acme")
+
+
+@pytest.fixture
+def client(
+    runtime: Runtime, queued: list[IncomingMessage], acme: TenantKey
+) -> Iterator[TestClient]:
+    inline = run_inline(runtime)
+
     def submit(message: IncomingMessage, turn: TurnRecord) -> None:
         queued.append(message)
-        ingested = ingest(runtime, message)  # what the queue's consumer does
-        run_steps(runtime, ingested.turn_id, ingested.agent_id)
+        inline(message, turn)
 
-    with TestClient(create_app(lambda: runtime, submit)) as test_client:
+    with TestClient(create_app(lambda: runtime, submit), headers=acme.headers) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def agent(runtime: Runtime, ada: Character) -> uuid.UUID:
-    return runtime.register_agent(ada)
+def agent(runtime: Runtime, ada: Character, acme: TenantKey) -> uuid.UUID:
+    return runtime.register_agent(ada, acme.tenant_id)
 
 
 def post(client: TestClient, agent: uuid.UUID, body: dict[str, object], **headers: str):  # type: ignore[no-untyped-def]
-    return client.post(f"/agents/{agent}/rooms/lobby/messages", json=body, headers=headers)
+    return client.post(f"/v1/agents/{agent}/rooms/lobby/messages", json=body, headers=headers)
 
 
 def test_post_answers_202_with_ids_and_the_turn_can_be_read(
@@ -48,7 +56,7 @@ def test_post_answers_202_with_ids_and_the_turn_can_be_read(
     assert accepted["status"] == "received"
     [message] = queued
     assert message.client_message_id and message.client_message_id.startswith("carrier-")
-    turn = client.get(f"/turns/{accepted['turn_id']}").json()
+    turn = client.get(f"/v1/turns/{accepted['turn_id']}").json()
     assert turn["status"] == "done" and turn["error"] is None
     assert [r["text"] for r in turn["replies"]] == ["Hello, Sam. How are you today?"]
 
@@ -104,5 +112,5 @@ def test_unknown_agents_and_turns_are_404(client: TestClient) -> None:
     response = post(client, uuid.uuid4(), {"text": "hi", "sender": "u1"})
     assert response.status_code == 404
     assert "no agent with id" in response.json()["error"]["message"]
-    assert client.get(f"/turns/{uuid.uuid4()}").status_code == 404
-    assert client.get("/turns/not-a-uuid").status_code == 422
+    assert client.get(f"/v1/turns/{uuid.uuid4()}").status_code == 404
+    assert client.get("/v1/turns/not-a-uuid").status_code == 422

@@ -3,10 +3,13 @@
 from carrier_core.store.database import DatabaseError, RoundTrips
 from carrier_core.store.store import (
     EMBEDDING_DIMENSIONS,
+    AgentConflict,
+    AgentRecord,
     EmbeddingSizeError,
     ModelCall,
     NamedMessage,
     NotFound,
+    RoomRecord,
     StepRecord,
     StepUsage,
     Store,
@@ -17,11 +20,14 @@ from carrier_core.store.store import (
 
 __all__ = [
     "EMBEDDING_DIMENSIONS",
+    "AgentConflict",
+    "AgentRecord",
     "DatabaseError",
     "EmbeddingSizeError",
     "ModelCall",
     "NamedMessage",
     "NotFound",
+    "RoomRecord",
     "RoundTrips",
     "StepRecord",
     "StepUsage",

@@ -27,13 +27,17 @@ from carrier_core.config import Settings
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
 from carrier_core.store.database import RoundTrips, database_url, open_pool
 from carrier_core.store.migrate import migrate
-from carrier_core.world import Entity, Relationship, Room, RoomKind
+from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind
 
 EMBEDDING_DIMENSIONS = 384
 
 
 class NotFound(LookupError):
     """A row the caller named by id does not exist."""
+
+
+class AgentConflict(ValueError):
+    """An agent id that another tenant already uses."""
 
 
 class EmbeddingSizeError(ValueError):
@@ -52,6 +56,26 @@ class TurnRecord:
     state: dict[str, Any]
     error: str | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    name: str
+    kind: str
+    source: str
+    created_at: datetime
+    messages: int
 
 
 @dataclass(frozen=True)
@@ -225,7 +249,7 @@ class Store:
     def embedding_dimensions(self) -> int:
         """The size of the stored vector column (384 unless `carrier reembed` changed it)."""
         if self._dimensions is None:
-            with self._conn() as conn:
+            with self.connection() as conn:
                 row = conn.execute(
                     "SELECT atttypmod FROM pg_attribute"
                     " WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
@@ -245,7 +269,7 @@ class Store:
     def resize_embeddings(self, dimensions: int) -> None:
         """Change the vector column's size. Every stored embedding is dropped (they
         belong to the old model) and the HNSW index is rebuilt on the empty column."""
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute("DROP INDEX IF EXISTS memories_embedding")
             conn.execute(
                 f"ALTER TABLE memories ALTER COLUMN embedding TYPE vector({int(dimensions)})"
@@ -261,7 +285,7 @@ class Store:
         self, agent_id: uuid.UUID, after_seq: int, limit: int
     ) -> list[tuple[uuid.UUID, int, str]]:
         """(id, seq, text) of an agent's memories after `after_seq`, in store order."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT id, seq, content->>'text' AS text FROM memories"
                 " WHERE agent_id = %s AND seq > %s ORDER BY seq LIMIT %s",
@@ -270,14 +294,14 @@ class Store:
         return [(row["id"], row["seq"], row["text"] or "") for row in rows]
 
     def count_memories(self, agent_id: uuid.UUID) -> int:
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT count(*) AS n FROM memories WHERE agent_id = %s", (agent_id,)
             ).fetchone()
         return int(row["n"]) if row else 0
 
     def agents(self) -> list[tuple[uuid.UUID, str]]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute("SELECT id, name FROM agents ORDER BY name").fetchall()
         return [(row["id"], row["name"]) for row in rows]
 
@@ -286,12 +310,12 @@ class Store:
     def record_model_calls(self, calls: Sequence[ModelCall]) -> None:
         """Ledger rows for calls made outside a step's record (failures, embedding runs)."""
         if calls:
-            with self._conn() as conn:
+            with self.connection() as conn:
                 conn.execute(_INSERT_CALLS, (_calls(calls),))
 
     def spent_today(self, agent_id: uuid.UUID) -> float:
         """The agent's estimated model spend since midnight UTC, in dollars."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT coalesce(sum(cost_usd), 0) AS spent FROM model_calls"
                 " WHERE agent_id = %s AND created_at >= date_trunc('day', now() AT TIME ZONE"
@@ -301,7 +325,7 @@ class Store:
         return float(row["spent"]) if row else 0.0
 
     def model_calls(self, turn_id: uuid.UUID) -> list[ModelCall]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT agent_id, provider, model, role, status, turn_id, step, task, error,"
                 " input_tokens, output_tokens, latency_ms, cost_usd FROM model_calls"
@@ -318,7 +342,7 @@ class Store:
         if agent:
             filters.append("(a.name = %s OR a.id::text = %s)")
             params.extend([agent, agent])
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT a.name AS agent, (c.created_at AT TIME ZONE 'UTC')::date AS day,"
                 " count(*) AS calls, count(*) FILTER (WHERE c.status = 'error') AS errors,"
@@ -361,7 +385,7 @@ class Store:
                 self._atomic.reset(token)
 
     @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection[DictRow]]:
+    def connection(self) -> Iterator[psycopg.Connection[DictRow]]:
         """The connection of the surrounding `atomic` block, else a pooled one in
         autocommit mode, where each statement commits on its own."""
         current = self._atomic.get()
@@ -372,27 +396,76 @@ class Store:
             yield conn
 
     @contextmanager
-    def _tx(self) -> Iterator[psycopg.Connection[DictRow]]:
+    def transaction(self) -> Iterator[psycopg.Connection[DictRow]]:
         """A transaction, for statements that must commit together."""
-        with self.atomic(), self._conn() as conn:
+        with self.atomic(), self.connection() as conn:
             yield conn
 
     # -- agents ---------------------------------------------------------------
 
-    def save_agent(self, character: Character) -> uuid.UUID:
+    def save_agent(self, character: Character, tenant_id: uuid.UUID = LOCAL_TENANT_ID) -> uuid.UUID:
+        """Store or update an agent of `tenant_id`; raises `AgentConflict` if its id is
+        another tenant's (a character file's `id` must not reach across tenants)."""
         agent_id = character.agent_id
-        with self._conn() as conn:
-            conn.execute(
-                "INSERT INTO agents (id, name, character) VALUES (%s, %s, %s)"
+        with self.connection() as conn:
+            changed = conn.execute(
+                "INSERT INTO agents (id, tenant_id, name, character) VALUES (%s, %s, %s, %s)"
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
                 " character = excluded.character, updated_at = now()"
-                " WHERE agents.character IS DISTINCT FROM excluded.character",
-                (agent_id, character.name, Jsonb(character.to_document())),
-            )
+                " WHERE agents.tenant_id = excluded.tenant_id"
+                " AND agents.character IS DISTINCT FROM excluded.character",
+                (agent_id, tenant_id, character.name, Jsonb(character.to_document())),
+            ).rowcount
+            if not changed:
+                row = conn.execute(
+                    "SELECT tenant_id FROM agents WHERE id = %s", (agent_id,)
+                ).fetchone()
+                if row is not None and row["tenant_id"] != tenant_id:
+                    raise AgentConflict(f"agent id {agent_id} belongs to another tenant")
         return agent_id
 
+    def agent_record(self, agent_id: uuid.UUID) -> AgentRecord:
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT id, tenant_id, name, created_at, updated_at FROM agents WHERE id = %s",
+                (agent_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no agent with id {agent_id}")
+        return AgentRecord(**row)
+
+    def tenant_agents(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        limit: int,
+        after: uuid.UUID | None = None,
+        only: frozenset[uuid.UUID] | None = None,
+    ) -> list[AgentRecord]:
+        """A page of a tenant's agents in id order (keyset pagination: `after` the last id)."""
+        filters = ["tenant_id = %s"]
+        params: list[Any] = [tenant_id]
+        if after is not None:
+            filters.append("id > %s")
+            params.append(after)
+        if only is not None:
+            filters.append("id = ANY(%s)")
+            params.append(list(only))
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT id, tenant_id, name, created_at, updated_at FROM agents"
+                f" WHERE {' AND '.join(filters)} ORDER BY id LIMIT %s".encode(),
+                [*params, limit],
+            ).fetchall()
+        return [AgentRecord(**row) for row in rows]
+
+    def delete_agent(self, agent_id: uuid.UUID) -> bool:
+        """Delete an agent and, by cascade, its rooms, memories, turns and hooks."""
+        with self.connection() as conn:
+            return conn.execute("DELETE FROM agents WHERE id = %s", (agent_id,)).rowcount > 0
+
     def character(self, agent_id: uuid.UUID) -> Character:
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute("SELECT character FROM agents WHERE id = %s", (agent_id,)).fetchone()
         if row is None:
             raise NotFound(f"no agent with id {agent_id}")
@@ -408,7 +481,7 @@ class Store:
         The sender's newest display name goes first; a room takes the kind and name
         of its latest message, so a conversation that grows into a group is treated as one.
         """
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO entities (id, agent_id, names) VALUES (%s, %s, %s)"
                 " ON CONFLICT (id) DO UPDATE SET"
@@ -442,7 +515,7 @@ class Store:
             )
 
     def room(self, room_id: uuid.UUID) -> Room:
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT id, agent_id, world_id, name, kind, source, metadata FROM rooms"
                 " WHERE id = %s",
@@ -452,8 +525,40 @@ class Store:
             raise NotFound(f"no room with id {room_id}")
         return Room(**{**row, "kind": RoomKind(row["kind"])})
 
+    def agent_rooms(
+        self,
+        agent_id: uuid.UUID,
+        *,
+        limit: int,
+        after: uuid.UUID | None = None,
+        room_id: uuid.UUID | None = None,
+    ) -> list[RoomRecord]:
+        """A page of an agent's rooms in id order (or the one room), with message counts."""
+        filters = ["r.agent_id = %s"]
+        params: list[Any] = [agent_id]
+        if after is not None:
+            filters.append("r.id > %s")
+            params.append(after)
+        if room_id is not None:
+            filters.append("r.id = %s")
+            params.append(room_id)
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT r.id, r.agent_id, r.name, r.kind, r.source, r.created_at,"
+                " (SELECT count(*) FROM memories m WHERE m.room_id = r.id"
+                " AND m.kind = 'message') AS messages FROM rooms r"
+                f" WHERE {' AND '.join(filters)} ORDER BY r.id LIMIT %s".encode(),
+                [*params, limit],
+            ).fetchall()
+        return [RoomRecord(**row) for row in rows]
+
+    def delete_room(self, room_id: uuid.UUID) -> bool:
+        """Forget a room: its messages and turns go with it (facts about people stay)."""
+        with self.connection() as conn:
+            return conn.execute("DELETE FROM rooms WHERE id = %s", (room_id,)).rowcount > 0
+
     def participants(self, room_id: uuid.UUID) -> list[Entity]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT e.id, e.agent_id, e.names, e.metadata FROM participants p"
                 " JOIN entities e ON e.id = p.entity_id WHERE p.room_id = %s"
@@ -463,7 +568,7 @@ class Store:
         return [Entity(**row) for row in rows]
 
     def save_relationship(self, relationship: Relationship) -> None:
-        with self._conn() as conn:
+        with self.connection() as conn:
             conn.execute(
                 "INSERT INTO relationships (agent_id, source_entity_id, target_entity_id, tags,"
                 " metadata) VALUES (%s, %s, %s, %s, %s)"
@@ -480,7 +585,7 @@ class Store:
             )
 
     def relationships(self, agent_id: uuid.UUID) -> list[Relationship]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT agent_id, source_entity_id, target_entity_id, tags, metadata"
                 " FROM relationships WHERE agent_id = %s",
@@ -498,7 +603,7 @@ class Store:
         Returns the stored memory and whether this call created it.
         """
         embedding = None if memory.embedding is None else self._vector(memory.embedding)
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "INSERT INTO memories (id, agent_id, entity_id, room_id, world_id, kind, content,"
                 " embedding, dedupe_key, turn_id, metadata)"
@@ -540,7 +645,7 @@ class Store:
         if fact.embedding is None:
             raise ValueError("a fact needs its embedding to be checked for duplicates")
         vector = self._vector(fact.embedding)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"facts:{fact.agent_id}:{fact.entity_id}",),
@@ -572,13 +677,48 @@ class Store:
         return True
 
     def memory(self, memory_id: uuid.UUID) -> Memory:
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 f"SELECT {_MEMORY_COLUMNS}, embedding FROM memories WHERE id = %s", (memory_id,)
             ).fetchone()
         if row is None:
             raise NotFound(f"no memory with id {memory_id}")
         return _memory(row)
+
+    def memories_page(
+        self,
+        agent_id: uuid.UUID,
+        *,
+        kinds: Sequence[MemoryKind],
+        limit: int,
+        room_id: uuid.UUID | None = None,
+        before_seq: int | None = None,
+    ) -> list[Memory]:
+        """A page of an agent's memories, newest first (keyset: `before_seq` the last seq)."""
+        filters = ["agent_id = %s", "kind = ANY(%s)"]
+        params: list[Any] = [agent_id, [k.value for k in kinds]]
+        if room_id is not None:
+            filters.append("room_id = %s")
+            params.append(room_id)
+        if before_seq is not None:
+            filters.append("seq < %s")
+            params.append(before_seq)
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(filters)}"
+                " ORDER BY seq DESC LIMIT %s".encode(),
+                [*params, limit],
+            ).fetchall()
+        return [_memory(row) for row in rows]
+
+    def delete_memory(self, agent_id: uuid.UUID, memory_id: uuid.UUID) -> bool:
+        with self.connection() as conn:
+            return (
+                conn.execute(
+                    "DELETE FROM memories WHERE id = %s AND agent_id = %s", (memory_id, agent_id)
+                ).rowcount
+                > 0
+            )
 
     def recent_messages(
         self, room_id: uuid.UUID, count: int, *, through: Memory | None = None
@@ -595,7 +735,7 @@ class Store:
                 " AND (m.seq <= %s OR m.turn_id = (SELECT id FROM turns WHERE message_id = %s))"
             )
             params += [through.seq, through.id]
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 f"SELECT * FROM (SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS.split(', '))},"
                 " coalesce(e.names[1], a.name, 'someone') AS speaker"
@@ -650,7 +790,7 @@ class Store:
             f"SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
             f" WHERE {' AND '.join(filters)} ORDER BY embedding <=> %s LIMIT %s"
         )
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(query.encode(), [vector, *params, vector, count]).fetchall()
         return [
             ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
@@ -661,14 +801,14 @@ class Store:
     def set_embeddings(self, embeddings: Sequence[tuple[uuid.UUID, Sequence[float]]]) -> None:
         if not embeddings:
             return
-        with self._conn() as conn, conn.cursor() as cur:
+        with self.connection() as conn, conn.cursor() as cur:
             cur.executemany(
                 "UPDATE memories SET embedding = %s WHERE id = %s",
                 [(self._vector(vec), memory_id) for memory_id, vec in embeddings],
             )
 
     def unembedded(self, agent_id: uuid.UUID, limit: int) -> list[Memory]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
                 " AND embedding IS NULL ORDER BY seq LIMIT %s",
@@ -677,7 +817,7 @@ class Store:
         return [_memory(row) for row in rows]
 
     def turn_memories(self, turn_id: uuid.UUID, kind: MemoryKind) -> list[Memory]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE turn_id = %s AND kind = %s"
                 " ORDER BY seq",
@@ -689,7 +829,7 @@ class Store:
         self, agent_id: uuid.UUID, entity_id: uuid.UUID, limit: int = 50
     ) -> list[Memory]:
         """The newest `limit` facts about an entity, oldest first."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 f"SELECT * FROM (SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
                 " AND entity_id = %s AND kind = 'fact' ORDER BY seq DESC LIMIT %s) f ORDER BY seq",
@@ -700,7 +840,7 @@ class Store:
     def messages_since_reflection(self, room_id: uuid.UUID) -> tuple[int, int]:
         """Messages from others (not the agent) after the room's reflection bookmark,
         and the newest message's seq (the bookmark to set once they are reflected on)."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT count(m.id) FILTER (WHERE m.entity_id <> r.agent_id) AS n,"
                 " coalesce(max(m.seq), r.reflected_seq) AS newest FROM rooms r"
@@ -713,7 +853,7 @@ class Store:
         return int(row["n"]), int(row["newest"])
 
     def mark_reflected(self, room_id: uuid.UUID, through_seq: int) -> None:
-        with self._conn() as conn:
+        with self.connection() as conn:
             conn.execute(
                 "UPDATE rooms SET reflected_seq = greatest(reflected_seq, %s) WHERE id = %s",
                 (through_seq, room_id),
@@ -724,7 +864,7 @@ class Store:
     def start_turn(self, turn_id: uuid.UUID, message: Memory) -> tuple[uuid.UUID, bool]:
         """Create the turn for a message, or return the one it already has."""
         assert message.room_id is not None, "a turn answers a message in a room"
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "INSERT INTO turns (id, agent_id, room_id, message_id, status)"
                 " VALUES (%s, %s, %s, %s, 'received') ON CONFLICT (message_id) DO NOTHING"
@@ -740,7 +880,7 @@ class Store:
         return existing["id"], False
 
     def turn(self, turn_id: uuid.UUID) -> TurnRecord:
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT id, agent_id, room_id, message_id, status, steps_taken, decision, state,"
                 " error, updated_at FROM turns WHERE id = %s",
@@ -752,7 +892,7 @@ class Store:
 
     def update_turn(self, turn_id: uuid.UUID, *, status: str, error: str | None = None) -> None:
         """Move a turn on; the error is set with a failed status and cleared otherwise."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             conn.execute(
                 "UPDATE turns SET status = %s, error = %s, updated_at = now() WHERE id = %s",
                 (status, error, turn_id),
@@ -760,7 +900,7 @@ class Store:
 
     def record_step(self, turn_id: uuid.UUID, record: StepRecord) -> None:
         """Add a step to the turn's history; a keyed step is recorded once, the first time."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             conn.execute("WITH " + _INSERT_STEP, _step_params(turn_id, record))
 
     def save_decision(
@@ -777,7 +917,7 @@ class Store:
         """Persist a decide step in one statement: the message's embedding (made for
         recall), the decision and state on the turn, and the step's history row."""
         embedding = None if message.embedding is None else self._vector(message.embedding)
-        with self._conn() as conn:
+        with self.connection() as conn:
             conn.execute(
                 "WITH m AS (UPDATE memories SET embedding = %s WHERE id = %s"
                 " AND embedding IS NULL AND %s::vector IS NOT NULL),"
@@ -798,7 +938,7 @@ class Store:
             )
 
     def turn_steps(self, turn_id: uuid.UUID) -> list[TurnStep]:
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(
                 "SELECT step, key, status, detail, model_calls, input_tokens, output_tokens"
                 " FROM turn_steps WHERE turn_id = %s ORDER BY id",
@@ -808,7 +948,7 @@ class Store:
 
     def turn_step(self, turn_id: uuid.UUID, key: str) -> TurnStep | None:
         """A keyed step already run for this turn, if any."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT step, key, status, detail, model_calls, input_tokens, output_tokens"
                 " FROM turn_steps WHERE turn_id = %s AND key = %s",
@@ -820,7 +960,7 @@ class Store:
         """Everything a step needs to start, in one round trip: the turn, its message
         (without its embedding, which only decide needs and makes itself), the agent's
         character, the room and the sender's name."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
                 " t.updated_at AS t_updated_at,"

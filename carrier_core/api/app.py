@@ -1,0 +1,37 @@
+"""The client API (v1): one FastAPI app, served by Mangum in Lambda and uvicorn locally.
+
+Posting a message runs only the ingest step, so the caller gets the message and
+turn ids at once, and hands the message to `submit`, which queues the rest of
+the turn: SQS in the cloud, the emulated SQS locally, a direct call in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from carrier_core.api import agents, health, keys, memories, rooms, turns
+from carrier_core.api.deps import Services, Submit
+from carrier_core.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from carrier_core.runtime import Runtime
+
+DESCRIPTION = """\
+Talk to Carrier agents and manage them.
+
+Authenticate with `Authorization: Bearer <token>`: an API key (`carrier_...`) acts for its
+tenant; a JWT from the configured issuer acts for one end user, who may only chat.
+Every error is `{"error": {"code", "message"}}`.
+"""
+
+
+def create_app(runtime: Callable[[], Runtime], submit: Submit) -> FastAPI:
+    """The API over a runtime (made on first use) and a way to queue a message's turn."""
+    app = FastAPI(title="Carrier", version="1.0.0", description=DESCRIPTION)
+    app.state.services = Services(runtime=runtime, submit=submit)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit)
+    app.include_router(health.router)
+    for module in (agents, rooms, turns, memories, keys):
+        app.include_router(module.router, responses=ERROR_RESPONSES)
+    return app

@@ -1,0 +1,102 @@
+"""What every route needs: the runtime, the caller, and the caller's right to an agent.
+
+A resource of another tenant answers 404, exactly like one that does not exist,
+so that ids cannot be probed across tenants.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from carrier_core.auth import Authenticator, Forbidden, Principal
+from carrier_core.runtime import Runtime
+from carrier_core.store import AgentRecord, NotFound, TurnRecord
+from carrier_core.turn import IncomingMessage
+from carrier_core.world import entity_id_for
+
+#: Queues a message's turn; it is given the turn as it stands (new, or failed and retried).
+Submit = Callable[[IncomingMessage, TurnRecord], None]
+
+#: The source every client surface (REST, WebSocket, chat completions) stores messages
+#: under, so one sender and one room key mean the same entity and room on all of them.
+CLIENT_SOURCE = "api"
+
+
+@dataclass
+class Services:
+    """Held in `app.state.services`; the runtime is opened on first use."""
+
+    runtime: Callable[[], Runtime]
+    submit: Submit
+    _authenticator: Authenticator | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def authenticator(self) -> Authenticator:
+        with self._lock:
+            if self._authenticator is None:
+                runtime = self.runtime()
+                self._authenticator = Authenticator(runtime.store, runtime.settings)
+            return self._authenticator
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def runtime(request: Request) -> Runtime:
+    return services(request).runtime()
+
+
+def caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer API key or JWT")] = None,
+) -> Principal:
+    return services(request).authenticator().principal_from_header(authorization)
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def agent_of(runtime: Runtime, principal: Principal, agent_id: uuid.UUID) -> AgentRecord:
+    """The agent, if this caller's tenant owns it and the caller may use it; else 404."""
+    try:
+        agent = runtime.store.agent_record(agent_id)
+    except NotFound:
+        agent = None
+    if agent is None or agent.tenant_id != principal.tenant_id or not principal.may_use(agent_id):
+        raise NotFound(f"no agent with id {agent_id}")
+    return agent
+
+
+def turn_of(runtime: Runtime, principal: Principal, turn_id: uuid.UUID) -> TurnRecord:
+    """The turn, if the caller may see it: its agent is theirs, and an end user sent it."""
+    missing = NotFound(f"no turn with id {turn_id}")
+    try:
+        turn = runtime.store.turn(turn_id)
+        agent_of(runtime, principal, turn.agent_id)
+    except NotFound:
+        raise missing from None
+    if principal.user is not None:
+        sender = runtime.store.memory(turn.message_id).entity_id
+        if sender != entity_id_for(turn.agent_id, CLIENT_SOURCE, principal.user):
+            raise missing
+    return turn
+
+
+def end_user_in_room(
+    runtime: Runtime, principal: Principal, agent_id: uuid.UUID, room_id: uuid.UUID
+) -> None:
+    """An end user may read only rooms they have spoken in."""
+    if principal.user is None:
+        return
+    me = entity_id_for(agent_id, CLIENT_SOURCE, principal.user)
+    if all(entity.id != me for entity in runtime.store.participants(room_id)):
+        raise Forbidden("end users may read only rooms they have spoken in")

@@ -1,0 +1,26 @@
+"""Health: whether this API can reach its database. Needs no credentials."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from carrier_core.api.deps import RuntimeDep
+from carrier_core.api.errors import error_response
+
+router = APIRouter(prefix="/v1", tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+@router.get("/health", response_model=Health, responses={503: {"description": "database down"}})
+def health(runtime: RuntimeDep) -> Health | JSONResponse:
+    try:
+        with runtime.store.connection() as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure to reach the database is "unavailable"
+        return error_response(503, "unavailable", f"database unreachable: {type(exc).__name__}")
+    return Health(status="ok")

@@ -1,0 +1,225 @@
+"""Rooms and their messages. A room is named by the client's own key (`{room}`), which
+the API maps to the same stored room every time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from carrier_core.api.deps import (
+    CLIENT_SOURCE,
+    Caller,
+    RuntimeDep,
+    Submit,
+    agent_of,
+    end_user_in_room,
+    services,
+)
+from carrier_core.api.errors import ApiError
+from carrier_core.api.pages import Cursor, Limit, Page, id_cursor, seq_cursor
+from carrier_core.auth import Forbidden, Principal
+from carrier_core.memory import Memory, MemoryKind
+from carrier_core.runtime import Runtime
+from carrier_core.store import NotFound, RoomRecord
+from carrier_core.turn import IncomingMessage, InvalidMessage, ingest
+from carrier_core.world import RoomKind, room_id_for
+
+router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
+
+RoomKey = Annotated[str, Path(min_length=1, max_length=200, description="the client's room key")]
+
+
+class RoomView(BaseModel):
+    id: uuid.UUID
+    #: The room key clients use in paths.
+    room: str
+    kind: str
+    created_at: datetime
+    messages: int
+
+
+class MessagePost(BaseModel):
+    """A message to the agent. With an end-user token the sender is the token's subject."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    sender: str | None = Field(
+        default=None, description="the sender's id; required with an API key"
+    )
+    sender_name: str | None = None
+    room_kind: RoomKind = RoomKind.DM
+    world: str | None = None
+    client_message_id: str | None = Field(
+        default=None,
+        description="the sender's id for this message: posting it twice is one message",
+    )
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Accepted(BaseModel):
+    message_id: uuid.UUID
+    turn_id: uuid.UUID
+    status: str
+
+
+class MessageView(BaseModel):
+    id: uuid.UUID
+    #: Who said it: an entity id (the agent's own id for its replies).
+    entity_id: uuid.UUID
+    from_agent: bool
+    text: str
+    actions: list[str]
+    created_at: datetime | None
+
+
+def message_view(memory: Memory) -> MessageView:
+    return MessageView(
+        id=memory.id,
+        entity_id=memory.entity_id,
+        from_agent=memory.entity_id == memory.agent_id,
+        text=memory.content.text,
+        actions=memory.content.actions,
+        created_at=memory.created_at,
+    )
+
+
+def sender_for(principal: Principal, sender: str | None) -> str:
+    """End users speak as themselves; an API key names the sender."""
+    if principal.user is not None:
+        if sender is not None and sender != principal.user:
+            raise Forbidden("an end-user token may only send as its own subject")
+        return principal.user
+    if sender is None:
+        raise ApiError(422, "invalid_request", "body.sender: required with an API key")
+    return sender
+
+
+def post(
+    runtime: Runtime,
+    submit: Submit,
+    principal: Principal,
+    agent_id: uuid.UUID,
+    room: str,
+    body: MessagePost,
+    idempotency_key: str | None = None,
+) -> Accepted:
+    """Ingest a message and queue the rest of its turn: shared by every client surface."""
+    agent_of(runtime, principal, agent_id)
+    data = body.model_dump()
+    data["sender"] = sender_for(principal, body.sender)
+    # A client id makes the post idempotent; without one, each post is a new message.
+    data["client_message_id"] = (
+        body.client_message_id or idempotency_key or f"carrier-{uuid.uuid4()}"
+    )
+    data.update(agent_id=agent_id, room=room, source=CLIENT_SOURCE)
+    try:
+        ingested = ingest(runtime, data)
+    except InvalidMessage as exc:
+        raise ApiError(422, "invalid_message", str(exc)) from None
+    turn = runtime.store.turn(ingested.turn_id)
+    if turn.status != "done":
+        submit(IncomingMessage.model_validate(data), turn)
+    return Accepted(message_id=ingested.message_id, turn_id=ingested.turn_id, status=turn.status)
+
+
+def _room(runtime: Runtime, agent_id: uuid.UUID, room: str) -> uuid.UUID:
+    room_id = room_id_for(agent_id, CLIENT_SOURCE, room)
+    try:
+        runtime.store.room(room_id)
+    except NotFound:
+        raise NotFound(f"agent {agent_id} has no room {room!r}") from None
+    return room_id
+
+
+@router.get("", response_model=Page[RoomView])
+def list_rooms(
+    runtime: RuntimeDep,
+    principal: Caller,
+    agent_id: uuid.UUID,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Page[RoomView]:
+    principal.require_key("listing rooms")
+    agent_of(runtime, principal, agent_id)
+    rooms = runtime.store.agent_rooms(agent_id, limit=limit, after=id_cursor(cursor))
+    return Page(
+        data=[_room_view(r) for r in rooms],
+        next_cursor=str(rooms[-1].id) if len(rooms) == limit else None,
+    )
+
+
+@router.get("/{room}", response_model=RoomView)
+def get_room(
+    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, room: RoomKey
+) -> RoomView:
+    agent_of(runtime, principal, agent_id)
+    room_id = _room(runtime, agent_id, room)
+    end_user_in_room(runtime, principal, agent_id, room_id)
+    [record] = runtime.store.agent_rooms(agent_id, limit=1, room_id=room_id)
+    return _room_view(record)
+
+
+def _room_view(record: RoomRecord) -> RoomView:
+    return RoomView(
+        id=record.id,
+        room=record.name,
+        kind=record.kind,
+        created_at=record.created_at,
+        messages=record.messages,
+    )
+
+
+@router.delete("/{room}", status_code=204, response_class=Response)
+def delete_room(
+    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, room: RoomKey
+) -> Response:
+    """Forget a room: its messages and turns are deleted (facts learned about people stay)."""
+    principal.require_key("deleting a room")
+    agent_of(runtime, principal, agent_id)
+    runtime.store.delete_room(_room(runtime, agent_id, room))
+    return Response(status_code=204)
+
+
+@router.post("/{room}/messages", status_code=202, response_model=Accepted)
+def post_message(
+    runtime: RuntimeDep,
+    request: Request,
+    principal: Caller,
+    agent_id: uuid.UUID,
+    room: RoomKey,
+    body: MessagePost,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Accepted:
+    """Take a message in and start its turn; read the turn at `/v1/turns/{turn_id}`."""
+    return post(runtime, services(request).submit, principal, agent_id, room, body, idempotency_key)
+
+
+@router.get("/{room}/messages", response_model=Page[MessageView])
+def list_messages(
+    runtime: RuntimeDep,
+    principal: Caller,
+    agent_id: uuid.UUID,
+    room: RoomKey,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> Page[MessageView]:
+    """The room's messages, newest first."""
+    agent_of(runtime, principal, agent_id)
+    room_id = _room(runtime, agent_id, room)
+    end_user_in_room(runtime, principal, agent_id, room_id)
+    memories = runtime.store.memories_page(
+        agent_id,
+        kinds=[MemoryKind.MESSAGE],
+        room_id=room_id,
+        limit=limit,
+        before_seq=seq_cursor(cursor),
+    )
+    return Page(
+        data=[message_view(m) for m in memories],
+        next_cursor=str(memories[-1].seq) if len(memories) == limit else None,
+    )

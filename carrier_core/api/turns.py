@@ -1,0 +1,99 @@
+"""Turns: what became of a message — its status, replies, steps and model usage."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from carrier_core.api.deps import Caller, RuntimeDep, turn_of
+from carrier_core.memory import MemoryKind
+from carrier_core.runtime import Runtime
+
+router = APIRouter(prefix="/v1/turns", tags=["turns"])
+
+
+class Reply(BaseModel):
+    id: uuid.UUID
+    text: str
+    actions: list[str]
+
+
+class Usage(BaseModel):
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    #: Estimated from list prices; 0 for models without a known price.
+    cost_usd: float
+
+
+class TurnView(BaseModel):
+    turn_id: uuid.UUID
+    agent_id: uuid.UUID
+    message_id: uuid.UUID
+    #: received, running, done or failed.
+    status: str
+    error: str | None
+    replies: list[Reply]
+    usage: Usage
+
+
+class StepView(BaseModel):
+    step: str
+    key: str | None
+    status: str
+    detail: dict[str, Any]
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+
+
+def turn_view(runtime: Runtime, turn_id: uuid.UUID) -> TurnView:
+    store = runtime.store
+    turn = store.turn(turn_id)
+    calls = store.model_calls(turn_id)
+    return TurnView(
+        turn_id=turn.id,
+        agent_id=turn.agent_id,
+        message_id=turn.message_id,
+        status=turn.status,
+        error=turn.error,
+        replies=[
+            Reply(id=m.id, text=m.content.text, actions=m.content.actions)
+            for m in store.turn_memories(turn_id, MemoryKind.MESSAGE)
+        ],
+        usage=Usage(
+            model_calls=len(calls),
+            input_tokens=sum(c.input_tokens for c in calls),
+            output_tokens=sum(c.output_tokens for c in calls),
+            cost_usd=round(sum(c.cost_usd for c in calls), 6),
+        ),
+    )
+
+
+@router.get("/{turn_id}", response_model=TurnView)
+def get_turn(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -> TurnView:
+    """Poll this until `status` is done or failed (or listen on the WebSocket)."""
+    turn_of(runtime, principal, turn_id)
+    return turn_view(runtime, turn_id)
+
+
+@router.get("/{turn_id}/steps", response_model=list[StepView])
+def get_turn_steps(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -> list[StepView]:
+    """The turn's history: one row per step run, with what it did and the tokens it used."""
+    principal.require_key("reading a turn's steps")
+    turn_of(runtime, principal, turn_id)
+    return [
+        StepView(
+            step=s.step,
+            key=s.key,
+            status=s.status,
+            detail=s.detail,
+            model_calls=s.model_calls,
+            input_tokens=s.input_tokens,
+            output_tokens=s.output_tokens,
+        )
+        for s in runtime.store.turn_steps(turn_id)
+    ]
