@@ -5,7 +5,7 @@
    - emulated: POST to the api function's app (in-process ASGI client), then
      ingest queue → ingest function → Step Functions execution → llm_step / action_exec /
      turn_finish → embed queue, all on moto in this process (`carrier_aws.local.Emulator`),
-     timed until GET /turns/{id} says done.
+     timed until GET /v1/turns/{id} says done.
    Both use the offline model and the same Postgres (embedded, fresh, in a temporary folder);
    the direct runtime turns prepared statements off as the template does for the functions.
    Printed: p50/p95 per path and their ratio. What the emulated path adds is the queue
@@ -73,6 +73,8 @@ def bench_turns(runs: int, warmup: int) -> None:
     from carrier_aws.local.emulator import Emulator, Function
     from carrier_core import Runtime, Settings, load_character, run_turn
     from carrier_core.store.database import embedded_database_url
+    from carrier_core.tenants import create_key
+    from carrier_core.world import LOCAL_TENANT_ID
 
     home = Path(tempfile.mkdtemp(prefix="carrier-bench-e2e-"))
     url = embedded_database_url(home)
@@ -80,6 +82,7 @@ def bench_turns(runs: int, warmup: int) -> None:
     character = load_character(CHARACTER)
     with Runtime.open(settings) as runtime:
         agent_id = runtime.register_agent(character)
+        key = create_key(runtime.store, LOCAL_TENANT_ID, name="bench").secret
 
         def direct(n: int) -> None:
             message = {"agent_id": agent_id, "room": "direct", "sender": "grace"}
@@ -101,13 +104,13 @@ def bench_turns(runs: int, warmup: int) -> None:
 
     quiet = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
     with TimedEmulator(url, environment=quiet) as emulator:
-        client = TestClient(emulator.app)
+        client = TestClient(emulator.app, headers={"Authorization": f"Bearer {key}"})
         api_ms: list[float] = []
 
         def emulated(n: int) -> None:
             started = time.perf_counter()
             posted = client.post(
-                f"/agents/{agent_id}/rooms/emulated/messages",
+                f"/v1/agents/{agent_id}/rooms/emulated/messages",
                 json={"text": TEXTS[n % len(TEXTS)], "sender": "grace"},
             )
             assert posted.status_code == 202, posted.text
@@ -115,7 +118,7 @@ def bench_turns(runs: int, warmup: int) -> None:
             turn_id = posted.json()["turn_id"]
             deadline = time.monotonic() + 60
             while True:
-                status = client.get(f"/turns/{turn_id}").json()["status"]
+                status = client.get(f"/v1/turns/{turn_id}").json()["status"]
                 if status in ("done", "failed"):
                     assert status == "done", f"turn {turn_id} failed"
                     return

@@ -12,6 +12,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import sys
 import time
 import urllib.error
@@ -27,6 +28,14 @@ from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseError
+from carrier_core.tenants import (
+    create_key,
+    dev_key_file,
+    ensure_tenant,
+    revoke_key,
+    tenant_id_for,
+    tenant_keys,
+)
 from carrier_core.turn import InvalidMessage, evaluate, run_turn
 
 QUIT = {"/quit", "/exit", "/q"}
@@ -68,7 +77,7 @@ def _converse(name: str, send: Send, stdin: TextIO, stdout: TextIO) -> None:
             print(f"{name}: {text}" if interactive else text, file=stdout, flush=True)
 
 
-def _over_http(base_url: str, agent_id: uuid.UUID, room: str, user: str) -> Send:
+def _over_http(base_url: str, key: str, agent_id: uuid.UUID, room: str, user: str) -> Send:
     """Each line goes through the HTTP API (for instance `carrier dev`), as a client would."""
 
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -76,7 +85,7 @@ def _over_http(base_url: str, agent_id: uuid.UUID, room: str, user: str) -> Send
             base_url.rstrip("/") + path,
             method=method,
             data=None if body is None else json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -88,15 +97,20 @@ def _over_http(base_url: str, agent_id: uuid.UUID, room: str, user: str) -> Send
 
     def send(text: str) -> tuple[list[str], str | None]:
         body = {"text": text, "sender": user, "sender_name": user}
-        turn_id = call("POST", f"/agents/{agent_id}/rooms/{room}/messages", body)["turn_id"]
+        turn_id = call("POST", f"/v1/agents/{agent_id}/rooms/{room}/messages", body)["turn_id"]
         deadline = time.monotonic() + 120
         while True:
-            turn = call("GET", f"/turns/{turn_id}")
+            turn = call("GET", f"/v1/turns/{turn_id}")
             if turn["status"] in ("done", "failed") or time.monotonic() > deadline:
                 return [r["text"] for r in turn["replies"]], turn["error"]
             time.sleep(0.1)
 
     return send
+
+
+def _saved_dev_key() -> str | None:
+    path = dev_key_file(read_settings().data_dir)
+    return path.read_text().strip() if path.is_file() else None
 
 
 class CommandError(Exception):
@@ -133,11 +147,16 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
     user = args.user or getpass.getuser()
     room = args.room or f"chat-{user}"
     if args.api:
-        print(f"Chatting with {character.name} through {args.api}.", file=sys.stderr)
-        try:
-            _converse(
-                character.name, _over_http(args.api, character.agent_id, room, user), stdin, stdout
+        key = args.key or _saved_dev_key()
+        if not key:
+            raise CommandError(
+                "--api needs an API key: --key, CARRIER_API_KEY, or the one `carrier dev` saved",
+                2,
             )
+        print(f"Chatting with {character.name} through {args.api}.", file=sys.stderr)
+        send = _over_http(args.api, key, character.agent_id, room, user)
+        try:
+            _converse(character.name, send, stdin, stdout)
         except urllib.error.URLError as exc:
             raise CommandError(f"cannot reach {args.api}: {exc.reason}", 1) from None
         return 0
@@ -239,6 +258,41 @@ def reembed_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def keys_create(args: argparse.Namespace) -> int:
+    with open_runtime(read_settings()) as runtime:
+        tenant = ensure_tenant(runtime.store, args.tenant)
+        agents = None if not args.agent else frozenset(args.agent)
+        for agent_id in agents or ():
+            try:
+                owner = runtime.store.agent_record(agent_id).tenant_id
+            except LookupError:
+                owner = None
+            if owner != tenant.id:
+                raise CommandError(f"tenant {tenant.name} has no agent {agent_id}", 2)
+        made = create_key(runtime.store, tenant.id, name=args.name, agent_ids=agents)
+    print(f"tenant {tenant.name}: {tenant.id}\nkey id: {made.key.id}", file=sys.stderr)
+    print("The key (shown once; store it now):", file=sys.stderr)
+    print(made.secret)
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    with open_runtime(read_settings()) as runtime:
+        for key in tenant_keys(runtime.store, tenant_id_for(args.tenant)):
+            state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "live"
+            scope = "all agents" if key.agent_ids is None else ", ".join(map(str, key.agent_ids))
+            print(f"{key.id}  {key.prefix}…  {state}  {key.name or '-'}  ({scope})")
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    with open_runtime(read_settings()) as runtime:
+        if not revoke_key(runtime.store, tenant_id_for(args.tenant), args.key_id):
+            raise CommandError(f"tenant {args.tenant} has no live key {args.key_id}", 2)
+    print(f"revoked {args.key_id}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="carrier", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -251,7 +305,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="URL",
         help="talk through a Carrier HTTP API, e.g. one `carrier dev` serves",
     )
+    chat_cmd.add_argument(
+        "--key",
+        default=os.environ.get("CARRIER_API_KEY"),
+        help="API key for --api (default: $CARRIER_API_KEY, else the key `carrier dev` saved)",
+    )
     chat_cmd.set_defaults(run=chat)
+    keys_cmd = commands.add_parser("keys", help="make, list and revoke a tenant's API keys")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    create_cmd = keys_sub.add_parser("create", help="make a key (the tenant is made if new)")
+    create_cmd.add_argument("--tenant", required=True, help="tenant name, e.g. acme")
+    create_cmd.add_argument("--name", default="", help="a label for the key")
+    create_cmd.add_argument(
+        "--agent", action="append", type=uuid.UUID, help="limit the key to this agent (repeatable)"
+    )
+    create_cmd.set_defaults(run=keys_create)
+    list_cmd = keys_sub.add_parser("list", help="a tenant's keys (never the keys themselves)")
+    list_cmd.add_argument("--tenant", required=True)
+    list_cmd.set_defaults(run=keys_list)
+    revoke_cmd = keys_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke_cmd.add_argument("--tenant", required=True)
+    revoke_cmd.add_argument("key_id", type=uuid.UUID)
+    revoke_cmd.set_defaults(run=keys_revoke)
     usage_cmd = commands.add_parser("usage", help="model calls, tokens and cost per agent and day")
     usage_cmd.add_argument("--agent", help="only this agent (name or id)")
     usage_cmd.add_argument("--days", type=int, default=7, help="how many days back (default 7)")

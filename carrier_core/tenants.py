@@ -16,11 +16,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from psycopg.rows import DictRow
 
 from carrier_core.character import CARRIER_NAMESPACE
 from carrier_core.store import Store
+from carrier_core.world import LOCAL_TENANT_ID
 
 #: Every key starts with this, so a leaked key is easy to recognise (and to scan for).
 KEY_PREFIX = "carrier_"
@@ -162,3 +164,25 @@ def revoke_key(store: Store, tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:
             ).rowcount
             > 0
         )
+
+
+def dev_key_file(data_dir: Path) -> Path:
+    """Where `carrier dev` keeps its local key, so `carrier chat --api` can find it."""
+    return data_dir / "dev-api-key"
+
+
+def local_dev_key(store: Store, data_dir: Path) -> tuple[str, bool]:
+    """The local tenant's key for `carrier dev`: the saved one if it still works, else a new
+    one, saved (mode 0600) beside the embedded database. Returns (key, made now)."""
+    path = dev_key_file(data_dir)
+    if path.is_file():
+        saved = path.read_text().strip()
+        key = key_for_secret(store, saved)
+        if key is not None and key.tenant_id == LOCAL_TENANT_ID:
+            return saved, False
+    made = create_key(store, LOCAL_TENANT_ID, name="carrier dev")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(made.secret + "\n")
+    return made.secret, True

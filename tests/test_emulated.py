@@ -29,6 +29,8 @@ from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
 from carrier_core.memory import MemoryKind
 from carrier_core.store import Store
+from carrier_core.tenants import create_key
+from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
 from tests.conftest import ROOT
 
@@ -51,8 +53,10 @@ def emulator(database_url: str, store: Store) -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def client(emulator: Emulator) -> TestClient:
-    return TestClient(emulator.app)
+def client(emulator: Emulator, store: Store) -> TestClient:
+    """The API with a key of the local tenant, whose agents `register_agent` stores."""
+    key = create_key(store, LOCAL_TENANT_ID).secret
+    return TestClient(emulator.app, headers={"Authorization": f"Bearer {key}"})
 
 
 @pytest.fixture
@@ -70,7 +74,7 @@ def flaky() -> Iterator[dict[str, Any]]:
 
 def post(client: TestClient, agent: uuid.UUID, text: str, room: str = "r1") -> dict[str, Any]:
     response = client.post(
-        f"/agents/{agent}/rooms/{room}/messages", json={"text": text, "sender": "grace"}
+        f"/v1/agents/{agent}/rooms/{room}/messages", json={"text": text, "sender": "grace"}
     )
     assert response.status_code == 202, response.text
     accepted: dict[str, Any] = response.json()
@@ -80,7 +84,7 @@ def post(client: TestClient, agent: uuid.UUID, text: str, room: str = "r1") -> d
 def wait_turn(client: TestClient, turn_id: str, timeout: float = 10) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        turn: dict[str, Any] = client.get(f"/turns/{turn_id}").json()
+        turn: dict[str, Any] = client.get(f"/v1/turns/{turn_id}").json()
         if turn["status"] in ("done", "failed"):
             return turn
         assert time.monotonic() < deadline, f"turn still {turn['status']}"
@@ -199,7 +203,8 @@ def test_one_sqs_message_redelivered_while_its_turn_runs_is_one_turn(
     with Emulator(
         database_url, retry_interval_scale=RETRY_SCALE, visibility_timeout=0, concurrency=3
     ) as emulator:
-        client = TestClient(emulator.app)
+        key = create_key(store, LOCAL_TENANT_ID).secret
+        client = TestClient(emulator.app, headers={"Authorization": f"Bearer {key}"})
         accepted = post(client, agent_id, "My name is Grace")
         turn = wait_turn(client, accepted["turn_id"])
         emulator.drain()
@@ -333,6 +338,8 @@ def test_the_poller_keeps_only_the_records_a_batch_reports_failed(
 
 #: The turn id the example events carry; replaced by the id of the turn they drive here.
 EVENT_TURN_ID = "0b6d2d4e-5c8f-4a51-9f0e-6c3a2b1d7e90"
+#: The API key the example API events carry; replaced by a real key of the local tenant.
+EVENT_KEY = "carrier_EXAMPLE_KEY_replace_with_yours"
 #: The example events, in the order a turn meets them, and the function each is for.
 EVENT_FUNCTIONS = {
     "api_post_message.json": "ApiFunction",
@@ -355,11 +362,12 @@ def test_the_example_events_drive_a_turn_through_each_handler(
     unknown = sorted({p.name for p in EVENTS} - EVENT_FUNCTIONS.keys())
     assert not unknown, f"add these example events to EVENT_FUNCTIONS: {unknown}"
     # No polling: each queue's function is called by hand with its example event.
+    key = create_key(store, LOCAL_TENANT_ID).secret
     with Emulator(database_url, retry_interval_scale=RETRY_SCALE, poll=False) as emulator:
         turn_id = ""
 
         def call(name: str) -> Any:
-            text = (ROOT / "events" / name).read_text()
+            text = (ROOT / "events" / name).read_text().replace(EVENT_KEY, key)
             event = json.loads(text.replace(EVENT_TURN_ID, turn_id) if turn_id else text)
             return emulator.call(emulator.functions[EVENT_FUNCTIONS[name]], event)
 
@@ -422,6 +430,7 @@ def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
     unset = {"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "CARRIER_MODEL_PROVIDER"}
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env["DATABASE_URL"] = database_url
+    env["CARRIER_HOME"] = str(tmp_path)  # where `carrier dev` saves its key for `carrier chat`
     log = (tmp_path / "dev.log").open("w")
     server = subprocess.Popen(
         [*CARRIER, "dev", "--port", str(port), "--quiet", "--character", ada],
@@ -434,9 +443,7 @@ def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
         deadline = time.monotonic() + 60
         while True:
             try:
-                urllib.request.urlopen(f"{base}/turns/{uuid.uuid4()}", timeout=1)
-            except urllib.error.HTTPError as exc:
-                assert exc.code == 404
+                urllib.request.urlopen(f"{base}/v1/health", timeout=1)
                 break
             except OSError:
                 assert server.poll() is None, (tmp_path / "dev.log").read_text()
@@ -482,15 +489,15 @@ def test_a_failed_turn_is_tried_again_under_a_new_execution_when_its_message_com
         )
     )
     body = {"text": "Hello?", "sender": "grace", "client_message_id": "m-1"}
-    first = client.post(f"/agents/{agent}/rooms/r1/messages", json=body).json()
+    first = client.post(f"/v1/agents/{agent}/rooms/r1/messages", json=body).json()
     assert wait_turn(client, first["turn_id"])["status"] == "failed"
     emulator.drain()
 
     flaky.update(failures=0)  # the provider is back
-    again = client.post(f"/agents/{agent}/rooms/r1/messages", json=body).json()
+    again = client.post(f"/v1/agents/{agent}/rooms/r1/messages", json=body).json()
     assert again["turn_id"] == first["turn_id"] and again["status"] == "failed"
     emulator.drain()  # the turn reads "failed" until the new attempt has run
-    turn = client.get(f"/turns/{again['turn_id']}").json()
+    turn = client.get(f"/v1/turns/{again['turn_id']}").json()
     assert turn["status"] == "done" and turn["error"] is None and len(turn["replies"]) == 1
     names = {e["name"]: e["status"] for e in emulator.executions()}
     message_id = first["message_id"]

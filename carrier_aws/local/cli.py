@@ -17,6 +17,7 @@ from typing import Any
 from carrier_core.cli import CommandError, open_runtime, read_character, read_settings
 from carrier_core.plugin import PluginError
 from carrier_core.store import DatabaseError
+from carrier_core.tenants import dev_key_file, local_dev_key
 
 
 def register(subparsers: Any) -> None:
@@ -118,18 +119,23 @@ def dev(args: argparse.Namespace) -> int:
                     print(f"agent {character.name}: {agent_id}", file=sys.stderr)
                     for name, reason in runtime.plugins_for(character).skipped:
                         print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
+                key, made = local_dev_key(runtime.store, settings.data_dir)
         except (DatabaseError, PluginError) as exc:
             raise CommandError(str(exc), 1) from None
         base = f"http://{args.host}:{args.port}"
         agent = str(characters[0].agent_id) if characters else "AGENT_ID"
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
+        key_note = "made now" if made else "saved earlier"
         print(
             f"Carrier on emulated AWS ({template}), database: {where}.\n"
-            f"API: {base}\n"
-            f"  curl -s -X POST {base}/agents/{agent}/rooms/demo/messages \\\n"
-            "    -H 'content-type: application/json' \\\n"
+            f"API: {base} (docs: {base}/docs)\n"
+            f"API key of the local tenant ({key_note}, in {dev_key_file(settings.data_dir)}):\n"
+            f"  export CARRIER_API_KEY={key}\n"
+            f"  curl -s -X POST {base}/v1/agents/{agent}/rooms/demo/messages \\\n"
+            '    -H "Authorization: Bearer $CARRIER_API_KEY" \\\n'
+            '    -H "content-type: application/json" \\\n'
             '    -d \'{"text": "Hello!", "sender": "me"}\'\n'
-            f"  curl -s {base}/turns/TURN_ID\n"
+            f'  curl -s -H "Authorization: Bearer $CARRIER_API_KEY" {base}/v1/turns/TURN_ID\n'
             f"Chat: carrier chat --character "
             f"{args.character[0] if args.character else 'PATH'} --api {base}\n"
             "Ctrl-C stops.",
