@@ -16,6 +16,7 @@ from carrier_core.character import Character, CharacterError, parse_character
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
+from carrier_core.storable import check_storable_json
 from carrier_core.store import AgentRecord
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -65,6 +66,10 @@ def _save(
     runtime: Runtime, tenant_id: uuid.UUID, document: dict[str, Any], agent_id: uuid.UUID
 ) -> None:
     """Validate and store a character as this agent (its own `id` field is replaced)."""
+    try:
+        check_storable_json(document)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_character", f"body: {exc}") from None
     try:
         character: Character = parse_character({**document, "id": str(agent_id)}, source="body")
         runtime.models_for(character)  # an unknown model set is named now, not at the first turn

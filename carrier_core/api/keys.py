@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from carrier_core.api.deps import Caller, RuntimeDep, agent_of
+from carrier_core.storable import StorableText
 from carrier_core.store import NotFound
 from carrier_core.tenants import ApiKey, create_key, revoke_key, tenant_keys
 
@@ -18,7 +19,7 @@ router = APIRouter(prefix="/v1/keys", tags=["keys"])
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(default="", max_length=200)
+    name: StorableText = Field(default="", max_length=200)
     #: Limit the key to these agents of the tenant; omit for all of them.
     agent_ids: list[uuid.UUID] | None = Field(default=None, min_length=1, max_length=100)
 

@@ -15,6 +15,7 @@ from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_recorded
+from carrier_core.storable import StorableText
 from carrier_core.store import NotFound
 from carrier_core.world import room_id_for
 
@@ -38,10 +39,10 @@ class ScoredMemoryView(MemoryView):
 class SearchQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=8000)
+    query: StorableText = Field(min_length=1, max_length=8000)
     kinds: list[MemoryKind] = Field(default_factory=lambda: list(MemoryKind), min_length=1)
     #: Only memories of this room (the client's room key).
-    room: str | None = Field(default=None, min_length=1, max_length=200)
+    room: StorableText | None = Field(default=None, min_length=1, max_length=200)
     limit: int = Field(default=10, ge=1, le=100)
     #: Least cosine similarity; -1 returns the nearest `limit` whatever their distance.
     threshold: float = Field(default=0.0, ge=-1, le=1)

@@ -24,13 +24,16 @@ from carrier_core.api.pages import Cursor, Limit, Page, id_cursor, seq_cursor
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
+from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, RoomRecord
 from carrier_core.turn import IncomingMessage, InvalidMessage, ingest
 from carrier_core.world import RoomKind, room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
 
-RoomKey = Annotated[str, Path(min_length=1, max_length=200, description="the client's room key")]
+RoomKey = Annotated[
+    StorableText, Path(min_length=1, max_length=200, description="the client's room key")
+]
 
 
 class RoomView(BaseModel):

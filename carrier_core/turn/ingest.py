@@ -11,11 +11,10 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import psycopg
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +24,7 @@ from pydantic import (
 
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
+from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, StepRecord, StepUsage
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
@@ -33,35 +33,21 @@ class InvalidMessage(ValueError):
     """A message that cannot be taken in; the text names the field and the problem."""
 
 
-def _storable(text: str) -> str:
-    """Postgres text holds neither NUL characters nor unpaired UTF-16 surrogates."""
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (it has an unpaired surrogate)") from None
-    return text
-
-
-Text = Annotated[str, AfterValidator(_storable)]
-
-
 class IncomingMessage(BaseModel):
     """A message from the outside world, in the names that world uses."""
 
     model_config = ConfigDict(extra="forbid")
 
     agent_id: uuid.UUID
-    room: Text = Field(min_length=1, max_length=200)
-    sender: Text = Field(min_length=1, max_length=200)
-    sender_name: Text | None = Field(default=None, max_length=200)
-    text: Text
+    room: StorableText = Field(min_length=1, max_length=200)
+    sender: StorableText = Field(min_length=1, max_length=200)
+    sender_name: StorableText | None = Field(default=None, max_length=200)
+    text: StorableText
     room_kind: RoomKind = RoomKind.DM
-    source: Text = Field(default="api", min_length=1, max_length=50)
-    world: Text | None = Field(default=None, max_length=200)
+    source: StorableText = Field(default="api", min_length=1, max_length=50)
+    world: StorableText | None = Field(default=None, max_length=200)
     #: The sender's own id for this message: the same id twice is one message.
-    client_message_id: Text | None = Field(default=None, min_length=1, max_length=200)
+    client_message_id: StorableText | None = Field(default=None, min_length=1, max_length=200)
     attachments: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("text")

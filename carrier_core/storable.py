@@ -1,0 +1,31 @@
+"""What Postgres can store: text with neither NUL characters nor unpaired UTF-16 surrogates.
+
+JSON allows both (`"\\u0000"`, `"\\ud800"`), so any client input may carry them; checked
+at the edge, they are a 422 naming the field instead of a database error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+
+def storable(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (it has an unpaired surrogate)") from None
+    return text
+
+
+#: A string field that Postgres text and jsonb can hold.
+StorableText = Annotated[str, AfterValidator(storable)]
+
+
+def check_storable_json(value: Any) -> None:
+    """Raise ValueError if any string (key or value) in a JSON document cannot be stored."""
+    storable(json.dumps(value, ensure_ascii=False))
