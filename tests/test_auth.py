@@ -1,0 +1,398 @@
+"""Auth and tenant isolation, for every route in the OpenAPI document.
+
+The routes are read from the app itself, so a new route without an entry in the
+tables below fails here until someone decides how it is called and what it owns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+
+from carrier_core import Character, Runtime
+from carrier_core.api import create_app
+from carrier_core.models import offline_models
+from carrier_core.store import Store
+from carrier_core.tenants import create_key, revoke_key
+from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
+
+#: Routes anyone may call.
+PUBLIC = {("GET", "/v1/health")}
+
+
+@dataclass
+class World:
+    """One tenant's agent with a conversation, a memory, a key and (if routed) a webhook."""
+
+    tenant: TenantKey
+    key_id: uuid.UUID
+    agent_id: str
+    turn_id: str
+    memory_id: str
+    webhook_id: str
+
+    def params(self) -> dict[str, str]:
+        return {
+            "agent_id": self.agent_id,
+            "room": "lobby",
+            "turn_id": self.turn_id,
+            "memory_id": self.memory_id,
+            "key_id": str(self.key_id),
+            "webhook_id": self.webhook_id,
+            "model": self.agent_id,  # OpenAI's name for an agent
+        }
+
+
+def body_for(method: str, path: str, world: World) -> Any:
+    """A valid body for each route that takes one (None: no body)."""
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/v1/agents"): {"name": "Probe"},
+        ("PUT", "/v1/agents/{agent_id}"): {"name": "Probe"},
+        ("POST", "/v1/agents/{agent_id}/rooms/{room}/messages"): {"text": "hi", "sender": "eve"},
+        ("POST", "/v1/agents/{agent_id}/memories/search"): {"query": "sailing"},
+        ("POST", "/v1/keys"): {"name": "probe"},
+        ("POST", "/v1/agents/{agent_id}/webhooks"): {"url": "https://hooks.example.com/hook"},
+        ("POST", "/v1/chat/completions"): {
+            "model": world.agent_id,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    }
+    if method in {"GET", "DELETE"}:
+        return None
+    assert (method, path) in bodies, f"tests/test_auth.py: add a body for {method} {path}"
+    return bodies[(method, path)]
+
+
+def routes(app: Any) -> list[tuple[str, str]]:
+    found = [
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    ]
+    assert len(found) >= 15
+    return sorted(found)
+
+
+def fill(path: str, params: dict[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in params, f"tests/test_auth.py: no value for path parameter {name}"
+        return params[name]
+
+    return re.sub(r"\{(\w+)\}", one, path)
+
+
+def call(client: TestClient, method: str, path: str, world: World, **headers: str) -> Any:
+    url = fill(path, world.params())
+    body = body_for(method, path, world)
+    return client.request(method, url, json=body, headers=headers)
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(lambda: runtime, run_inline(runtime))) as test_client:
+        yield test_client
+
+
+def build_world(
+    client: TestClient, store: Store, make_tenant: Callable[[str], TenantKey], name: str
+) -> World:
+    tenant = make_tenant(name)
+    auth = tenant.headers
+    character = json.loads((CHARACTERS / "ada.json").read_text())
+    agent = client.post("/v1/agents", json=character, headers=auth)
+    assert agent.status_code == 201, agent.text
+    agent_id = agent.json()["id"]
+    posted = client.post(
+        f"/v1/agents/{agent_id}/rooms/lobby/messages",
+        json={"text": "I like sailing", "sender": "sam"},
+        headers=auth,
+    ).json()
+    webhook_id = str(uuid.uuid4())
+    if "/v1/agents/{agent_id}/webhooks" in client.app.openapi()["paths"]:  # type: ignore[attr-defined]
+        hook = client.post(
+            f"/v1/agents/{agent_id}/webhooks",
+            json={"url": "https://hooks.example.com/h"},
+            headers=auth,
+        )
+        assert hook.status_code == 201, hook.text
+        webhook_id = hook.json()["id"]
+    key_id = next(k["id"] for k in client.get("/v1/keys", headers=auth).json())
+    return World(
+        tenant, uuid.UUID(key_id), agent_id, posted["turn_id"], posted["message_id"], webhook_id
+    )
+
+
+def snapshot(client: TestClient, world: World) -> dict[str, Any]:
+    """What tenant A can see of its own data."""
+    auth = world.tenant.headers
+    agent = client.get(f"/v1/agents/{world.agent_id}", headers=auth)
+    memories = client.get(f"/v1/agents/{world.agent_id}/memories?limit=100", headers=auth)
+    turn = client.get(f"/v1/turns/{world.turn_id}", headers=auth)
+    assert agent.status_code == memories.status_code == turn.status_code == 200
+    return {
+        "character": agent.json()["character"],
+        "memories": sorted(m["id"] for m in memories.json()["data"]),
+        "turn": turn.json(),
+        "rooms": client.get(f"/v1/agents/{world.agent_id}/rooms", headers=auth).json(),
+    }
+
+
+def test_every_route_but_health_needs_credentials(
+    client: TestClient, store: Store, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    world = build_world(client, store, make_tenant, "acme")
+    revoked = create_key(store, world.tenant.tenant_id)
+    assert revoke_key(store, world.tenant.tenant_id, revoked.key.id)
+    for method, path in routes(client.app):
+        if (method, path) in PUBLIC:
+            assert call(client, method, path, world).status_code == 200
+            continue
+        for headers in (
+            {},
+            {"Authorization": "Bearer carrier_not-a-real-key"},
+            {"Authorization": f"Bearer {revoked.secret}"},
+            {"Authorization": f"Basic {world.tenant.key}"},
+            {"Authorization": "Bearer not.a.jwt"},
+        ):
+            response = call(client, method, path, world, **headers)
+            assert response.status_code == 401, (method, path, headers, response.text)
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_no_route_reaches_another_tenants_data(
+    client: TestClient, store: Store, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    a = build_world(client, store, make_tenant, "acme")
+    b = make_tenant("globex")
+    before = snapshot(client, a)
+    for method, path in routes(client.app):
+        response = call(client, method, path, a, **b.headers)
+        names_a_resource = "{" in path or path == "/v1/chat/completions"
+        if names_a_resource:
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["error"]["code"] in {"not_found", "model_not_found"}
+        else:
+            assert response.status_code < 300, (method, path, response.text)
+            assert a.agent_id not in response.text, (method, path)
+            assert str(a.key_id) not in response.text, (method, path)
+    assert snapshot(client, a) == before
+    assert client.get("/v1/keys", headers=a.tenant.headers).status_code == 200
+
+
+def test_a_key_limited_to_one_agent_reaches_only_that_agent(
+    client: TestClient, store: Store, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    world = build_world(client, store, make_tenant, "acme")
+    auth = world.tenant.headers
+    other = client.post("/v1/agents", json={"name": "Bea"}, headers=auth).json()["id"]
+    made = client.post("/v1/keys", json={"agent_ids": [world.agent_id]}, headers=auth)
+    assert made.status_code == 201 and made.json()["key"].startswith("carrier_")
+    limited = {"Authorization": f"Bearer {made.json()['key']}"}
+    assert client.get(f"/v1/agents/{world.agent_id}", headers=limited).status_code == 200
+    assert client.get(f"/v1/agents/{other}", headers=limited).status_code == 404
+    listed = client.get("/v1/agents", headers=limited).json()["data"]
+    assert [a["id"] for a in listed] == [world.agent_id]
+    for method, path, body in [
+        ("POST", "/v1/agents", {"name": "Cy"}),
+        ("POST", "/v1/keys", {}),
+        ("GET", "/v1/keys", None),
+    ]:
+        response = client.request(method, path, json=body, headers=limited)
+        assert response.status_code == 403, (method, path)
+        assert response.json()["error"]["code"] == "forbidden"
+    # A key cannot be limited to another tenant's agent, nor shown again after it is made.
+    globex = make_tenant("globex")
+    assert (
+        client.post("/v1/keys", json={"agent_ids": [world.agent_id]}, headers=globex.headers)
+    ).status_code == 404
+    assert "key" not in client.get("/v1/keys", headers=auth).json()[0]
+
+
+def test_a_revoked_key_stops_working_at_once(
+    client: TestClient, store: Store, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    tenant = make_tenant("acme")
+    spare = client.post("/v1/keys", json={"name": "spare"}, headers=tenant.headers).json()
+    spare_auth = {"Authorization": f"Bearer {spare['key']}"}
+    assert client.get("/v1/agents", headers=spare_auth).status_code == 200
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=tenant.headers).status_code == 204
+    assert client.get("/v1/agents", headers=spare_auth).status_code == 401
+    assert client.delete(f"/v1/keys/{spare['id']}", headers=tenant.headers).status_code == 404
+
+
+# -- end users: JWTs verified against a JWKS served over real HTTP ----------------
+
+
+@dataclass
+class Issuer:
+    """An OIDC-like issuer: an RSA key whose public half is served as a JWKS."""
+
+    url: str
+    key: rsa.RSAPrivateKey
+    kid: str = "k1"
+    fetches: int = 0
+
+    def token(self, claims: dict[str, Any], *, key: rsa.RSAPrivateKey | None = None) -> str:
+        now = int(time.time())
+        payload = {
+            "iss": "https://issuer.example",
+            "aud": "carrier",
+            "iat": now,
+            "exp": now + 300,
+            **claims,
+        }
+        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": self.kid})
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    state = Issuer(url="", key=key)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.fetches += 1
+            body = json.dumps({"keys": [{**jwk, "kid": state.kid, "use": "sig"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def jwt_client(store: Store, issuer: Issuer) -> Iterator[TestClient]:
+    runtime = make_runtime(
+        store,
+        offline_models(),
+        jwt_jwks_url=issuer.url,
+        jwt_issuer="https://issuer.example",
+        jwt_audience="carrier",
+    )
+    with TestClient(create_app(lambda: runtime, run_inline(runtime))) as test_client:
+        yield test_client
+
+
+def test_an_end_user_token_may_chat_as_its_subject_and_nothing_more(
+    jwt_client: TestClient,
+    store: Store,
+    issuer: Issuer,
+    make_tenant: Callable[[str], TenantKey],
+    ada: Character,
+) -> None:
+    client = jwt_client
+    world = build_world(client, store, make_tenant, "acme")
+    tenant_id = str(world.tenant.tenant_id)
+    grace = {"Authorization": f"Bearer {issuer.token({'sub': 'grace', 'tenant_id': tenant_id})}"}
+    eve = {"Authorization": f"Bearer {issuer.token({'sub': 'eve', 'tenant_id': tenant_id})}"}
+    messages = f"/v1/agents/{world.agent_id}/rooms/g1/messages"
+
+    posted = client.post(messages, json={"text": "Hello"}, headers=grace)
+    assert posted.status_code == 202, posted.text
+    turn = client.get(f"/v1/turns/{posted.json()['turn_id']}", headers=grace).json()
+    assert turn["status"] == "done" and turn["replies"]
+    assert client.get(messages, headers=grace).status_code == 200
+    # The sender is the token's subject: no one else's name, no one else's turns or rooms.
+    impostor = client.post(messages, json={"text": "Hi", "sender": "eve"}, headers=grace)
+    assert impostor.status_code == 403
+    assert client.get(f"/v1/turns/{posted.json()['turn_id']}", headers=eve).status_code == 404
+    assert client.get(f"/v1/turns/{world.turn_id}", headers=grace).status_code == 404
+    assert client.get(messages, headers=eve).status_code == 403
+    # Management takes an API key.
+    for method, path in [
+        ("GET", "/v1/agents"),
+        ("GET", f"/v1/agents/{world.agent_id}"),
+        ("GET", f"/v1/agents/{world.agent_id}/memories"),
+        ("GET", f"/v1/agents/{world.agent_id}/rooms"),
+        ("GET", "/v1/keys"),
+        ("DELETE", f"/v1/agents/{world.agent_id}"),
+    ]:
+        response = client.request(method, path, headers=grace)
+        assert response.status_code == 403, (method, path, response.text)
+    assert issuer.fetches == 1  # the JWKS is fetched once and cached
+
+
+@pytest.mark.parametrize(
+    ("claims", "words"),
+    [
+        ({"exp": 1}, "expired"),
+        ({"iss": "https://evil.example"}, "issuer"),
+        ({"aud": "someone-else"}, "audience"),
+        ({"tenant_id": None}, "tenant"),
+        ({"tenant_id": "not-a-uuid"}, "tenant"),
+        ({"tenant_id": str(uuid.uuid4())}, "does not exist"),
+        ({"sub": None}, "sub"),
+    ],
+)
+def test_bad_end_user_tokens_are_401_naming_the_problem(
+    jwt_client: TestClient,
+    issuer: Issuer,
+    make_tenant: Callable[[str], TenantKey],
+    claims: dict[str, Any],
+    words: str,
+) -> None:
+    tenant = make_tenant("acme")
+    merged = {"sub": "grace", "tenant_id": str(tenant.tenant_id), **claims}
+    token = issuer.token({k: v for k, v in merged.items() if v is not None})
+    response = jwt_client.get(
+        "/v1/turns/" + str(uuid.uuid4()), headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 401
+    assert words in response.json()["error"]["message"].lower()
+
+
+def test_a_token_signed_by_another_key_or_unsigned_is_refused(
+    jwt_client: TestClient, issuer: Issuer, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    tenant = make_tenant("acme")
+    claims = {"sub": "grace", "tenant_id": str(tenant.tenant_id)}
+    forged = issuer.token(
+        claims, key=rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    unsigned = jwt.encode(
+        {**claims, "exp": int(time.time()) + 60, "iss": "https://issuer.example", "aud": "carrier"},
+        key=None,
+        algorithm="none",
+        headers={"kid": issuer.kid},
+    )
+    for token in (forged, unsigned):
+        response = jwt_client.get(
+            "/v1/turns/" + str(uuid.uuid4()), headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401, response.text
+
+
+def test_end_user_tokens_are_refused_when_no_jwks_is_configured(
+    client: TestClient, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    response = client.get(
+        "/v1/turns/" + str(uuid.uuid4()), headers={"Authorization": "Bearer a.b.c"}
+    )
+    assert response.status_code == 401
+    assert "CARRIER_JWT_JWKS_URL" in response.json()["error"]["message"]
