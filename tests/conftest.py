@@ -20,6 +20,7 @@ from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, offline_
 from carrier_core.store import Store, TurnRecord
 from carrier_core.turn import ingest, run_steps
 from carrier_core.world import LOCAL_TENANT_ID
+from tests.jwks import Issuer, serve_jwks
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARACTERS = ROOT / "characters"
@@ -59,9 +60,7 @@ def session_store(settings: Settings) -> Iterator[Store]:
 def store(session_store: Store) -> Store:
     with session_store._pool.connection() as conn:
         conn.execute(f"TRUNCATE {TABLES} CASCADE")
-        conn.execute(
-            "INSERT INTO tenants (id, name) VALUES (%s, 'local')", (LOCAL_TENANT_ID,)
-        )
+        conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'local')", (LOCAL_TENANT_ID,))
     return session_store
 
 
@@ -134,3 +133,10 @@ def api(runtime: Runtime) -> Iterator[TestClient]:
 
     with TestClient(create_app(lambda: runtime, run_inline(runtime))) as client:
         yield client
+
+
+@pytest.fixture
+def issuer() -> Iterator[Issuer]:
+    """An OIDC issuer whose JWKS is served over HTTP; `issuer.token(claims)` signs a JWT."""
+    with serve_jwks() as served:
+        yield served

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -27,6 +25,7 @@ from carrier_core.models import offline_models
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, revoke_key
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
+from tests.jwks import Issuer
 
 #: Routes anyone may call.
 PUBLIC = {("GET", "/v1/health")}
@@ -235,55 +234,6 @@ def test_a_revoked_key_stops_working_at_once(
 
 
 # -- end users: JWTs verified against a JWKS served over real HTTP ----------------
-
-
-@dataclass
-class Issuer:
-    """An OIDC-like issuer: an RSA key whose public half is served as a JWKS."""
-
-    url: str
-    key: rsa.RSAPrivateKey
-    kid: str = "k1"
-    fetches: int = 0
-
-    def token(self, claims: dict[str, Any], *, key: rsa.RSAPrivateKey | None = None) -> str:
-        now = int(time.time())
-        payload = {
-            "iss": "https://issuer.example",
-            "aud": "carrier",
-            "iat": now,
-            "exp": now + 300,
-            **claims,
-        }
-        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": self.kid})
-
-
-@pytest.fixture
-def issuer() -> Iterator[Issuer]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-    state = Issuer(url="", key=key)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.fetches += 1
-            body = json.dumps({"keys": [{**jwk, "kid": state.kid, "use": "sig"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/.well-known/jwks.json"
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from carrier_core.auth import Forbidden, Unauthorized
 from carrier_core.store import NotFound
 
 #: Largest request body taken, in bytes. Messages are at most `max_message_chars` long;
-#: character files, with their knowledge, are allowed more.
+#: character files (with their knowledge) and chat completions (whose clients resend the
+#: whole conversation each time) are allowed more.
 MAX_BODY_BYTES = 64 * 1024
-MAX_CHARACTER_BYTES = 1024 * 1024
+MAX_LARGE_BODY_BYTES = 1024 * 1024
 
 
 class ApiError(Exception):
@@ -109,7 +110,8 @@ def install_error_handlers(app: FastAPI) -> None:
 class BodyLimit:
     """Answer 413 to a body over its limit, whether or not it declared its length.
 
-    Character uploads (POST /v1/agents, PUT /v1/agents/{id}) get the larger limit.
+    Character uploads (POST /v1/agents, PUT /v1/agents/{id}) and chat completions get the
+    larger limit.
     """
 
     def __init__(self, app: ASGIApp):
@@ -119,7 +121,9 @@ class BodyLimit:
     def limit_for(method: str, path: str) -> int:
         parts = path.strip("/").split("/")
         is_agent = parts[:2] == ["v1", "agents"] and len(parts) <= 3
-        return MAX_CHARACTER_BYTES if is_agent and method in {"POST", "PUT"} else MAX_BODY_BYTES
+        is_chat = parts == ["v1", "chat", "completions"]
+        large = (is_agent or is_chat) and method in {"POST", "PUT"}
+        return MAX_LARGE_BODY_BYTES if large else MAX_BODY_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
