@@ -7,6 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from carrier_core import Character
+from carrier_core.cli import main
+from carrier_core.store import Store
+from carrier_core.tenants import key_for_secret, tenant_id_for
 from tests.conftest import CHARACTERS
 
 
@@ -103,3 +109,33 @@ def test_a_misspelt_fallback_provider_is_named_at_start(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "model_fallback names no model provider 'ofline'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keys_are_made_listed_and_revoked_from_the_command_line(
+    database_url: str,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["keys", "create", "--tenant", "acme", "--name", "ci"]) == 0
+    out, err = capsys.readouterr()
+    secret = out.strip()
+    key = key_for_secret(store, secret)
+    assert key is not None and key.tenant_id == tenant_id_for("acme") and key.name == "ci"
+    assert "shown once" in err and secret not in err
+
+    assert main(["keys", "list", "--tenant", "acme"]) == 0
+    listed = capsys.readouterr().out
+    assert str(key.id) in listed and key.prefix in listed and secret not in listed
+
+    assert main(["keys", "revoke", "--tenant", "globex", str(key.id)]) == 2  # not theirs
+    assert key_for_secret(store, secret) is not None
+    assert main(["keys", "revoke", "--tenant", "acme", str(key.id)]) == 0
+    assert key_for_secret(store, secret) is None
+    capsys.readouterr()
+
+    # A key is limited only to the tenant's own agents.
+    other = store.save_agent(Character(name="Bea"))  # the local tenant's
+    assert main(["keys", "create", "--tenant", "acme", "--agent", str(other)]) == 2
+    assert f"tenant acme has no agent {other}" in capsys.readouterr().err
