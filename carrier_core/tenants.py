@@ -127,20 +127,17 @@ def create_key(
 
 
 def key_for_secret(store: Store, secret: str) -> ApiKey | None:
-    """The live key whose secret this is, or None. Marks it used (at most once a minute)."""
+    """The live key whose secret this is, or None. Notes its use at most once a minute, so
+    a busy key costs one read per request and not a write."""
     with store.connection() as conn:
-        row = (
-            conn.execute(
-                "UPDATE api_keys SET last_used_at = now() WHERE hash = %s AND revoked_at IS NULL"
-                " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
-                f" RETURNING {_KEY_COLUMNS}",
-                (_hash(secret),),
-            ).fetchone()
-            or conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE hash = %s AND revoked_at IS NULL",
-                (_hash(secret),),
-            ).fetchone()
-        )
+        row = conn.execute(
+            f"SELECT {_KEY_COLUMNS}, last_used_at IS NULL"
+            " OR last_used_at < now() - interval '1 minute' AS stale"
+            " FROM api_keys WHERE hash = %s AND revoked_at IS NULL",
+            (_hash(secret),),
+        ).fetchone()
+        if row is not None and row["stale"]:
+            conn.execute("UPDATE api_keys SET last_used_at = now() WHERE id = %s", (row["id"],))
     return None if row is None else _key(row)
 
 
