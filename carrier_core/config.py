@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     #: A turn left unfinished this long is taken to have lost its process, and a repeat
     #: delivery of its message resumes it.
     turn_resume_after_s: float = Field(default=60.0, gt=0)
+    #: How long `POST /v1/chat/completions` waits for its turn before answering 504 (the
+    #: turn goes on; poll it). Under API Gateway's 30 s limit, less the ingest before it.
+    chat_completion_timeout_s: float = Field(default=25.0, gt=0)
     max_message_chars: int = Field(default=8000, ge=1)
     provider_timeout_s: float = Field(default=2.0, gt=0)
     embed_batch_size: int = Field(default=64, ge=1)
@@ -101,6 +104,17 @@ class Settings(BaseSettings):
     #: The claim that holds the user's tenant id (Cognito: a custom attribute such as
     #: `custom:tenant_id`).
     jwt_tenant_claim: str = "tenant_id"
+
+    #: Webhooks: a failed delivery is tried again after about base * 2^(attempt-1) seconds
+    #: (capped at 15 minutes, with jitter), up to `webhook_max_attempts` tries in all; then
+    #: it is kept as failed. Keep the webhook queue's maxReceiveCount above the attempts.
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    #: How long one delivery may take, connecting and answering, before it counts as failed.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    #: Take webhook URLs on loopback, private, link-local or other non-public addresses
+    #: (local development only: in the cloud they reach into the VPC).
+    webhook_allow_private_urls: bool = False
 
     @property
     def data_dir(self) -> Path:

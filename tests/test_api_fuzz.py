@@ -21,6 +21,7 @@ from tests.conftest import TenantKey, run_inline
 #: Examples per operation (hypothesis shrinks a failure to a small case and prints it).
 EXAMPLES = 40
 
+
 def test_no_operation_gives_a_server_error(
     runtime: Runtime, ada: Character, make_tenant: Callable[[str], TenantKey]
 ) -> None:

@@ -349,9 +349,14 @@ EVENT_FUNCTIONS = {
     "llm_step_evaluate.json": "LlmStepFunction",
     "turn_finish.json": "TurnFinishFunction",
     "memory_embed_sqs.json": "MemoryEmbedFunction",
+    "webhook_deliver_sqs.json": "WebhookDeliverFunction",
     "api_get_turn.json": "ApiFunction",
     "turn_execution_input.json": "",  # the state machine's input, started below
     "turn_finish_error.json": "TurnFinishFunction",
+    # Driven in tests/test_websocket.py.
+    "websocket_connect.json": "WebSocketFunction",
+    "websocket_send_message.json": "WebSocketFunction",
+    "websocket_disconnect.json": "WebSocketFunction",
 }
 
 
@@ -396,6 +401,8 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert isinstance(call("llm_step_evaluate.json")["ran"], list)
         assert call("turn_finish.json") == {"turn_id": turn_id, "status": "done"}
         assert call("memory_embed_sqs.json") == {"batchItemFailures": []}
+        # The example names no delivery of this database: nothing to send, nothing to retry.
+        assert call("webhook_deliver_sqs.json") == {"batchItemFailures": []}
         got = call("api_get_turn.json")
         assert got["statusCode"] == 200, got
         view = json.loads(got["body"])

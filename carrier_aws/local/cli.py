@@ -3,7 +3,8 @@
 The database is the one `carrier chat` uses (DATABASE_URL, else the embedded
 Postgres); the functions in `functions/` run in this process on the queues and
 the state machine of `template.yaml`, emulated by moto. Talk to it with
-`carrier chat --character PATH --api http://127.0.0.1:8000`, or with curl.
+`carrier chat --character PATH --api http://127.0.0.1:8000`, or with curl; listen
+and talk on the WebSocket API at `ws://127.0.0.1:8000/v1/ws?agent=...&room=...&token=...`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ def dev(args: argparse.Namespace) -> int:
             '    -H "content-type: application/json" \\\n'
             '    -d \'{"text": "Hello!", "sender": "me"}\'\n'
             f'  curl -s -H "Authorization: Bearer $CARRIER_API_KEY" {base}/v1/turns/TURN_ID\n'
+            f"WebSocket: ws://{args.host}:{args.port}/v1/ws?agent={agent}&room=demo"
+            "&token=$CARRIER_API_KEY\n"
             f"Chat: carrier chat --character "
             f"{args.character[0] if args.character else 'PATH'} --api {base}\n"
             "Ctrl-C stops.",

@@ -15,6 +15,11 @@ and imports every function's handler from its own file. Then:
   unless reported failed; when the handler raises, the whole batch stays for
   redelivery after its visibility timeout, and a queue's redrive policy applies.
 - The HTTP API is the api function's FastAPI `app`, served by uvicorn or a TestClient.
+- The WebSocket API is served at `/v1/ws` of that same app (`carrier_aws.local.websocket`):
+  its routes call their function with API Gateway's events, and the functions' pushes
+  (`post_to_connection`) reach the local sockets through a patch of moto's
+  `ApiGatewayManagementApiBackend.post_to_connection`, a private API as well (a test fails
+  if it stops being called); a connection not open here is a `GoneException`.
 
 moto really sleeps through Retry intervals: `retry_interval_scale` shortens them
 (tests use 0.01); the default 1 keeps the template's timing.
@@ -30,6 +35,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 import warnings
 from collections import Counter
@@ -54,6 +60,7 @@ from carrier_aws.local.template import (
     function_arn,
     read_template,
 )
+from carrier_aws.local.websocket import Gone, WebSocketGateway
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +409,10 @@ class Emulator:
         self.state_machine_arns: dict[str, str] = {}
         #: What the handlers find in the environment (set in this process while running).
         self.environment: dict[str, str] = {}
+        #: The template's WebSocket API, served by `app` (None: the template has none).
+        self.websocket: WebSocketGateway | None = None
+        #: Pushes that came through the patched Management API, by outcome (sent, gone).
+        self.hooked_pushes: Counter[str] = Counter()
         self.sqs: Any = None
         self.sfn: Any = None
         self._pollers: list[_Poller] = []
@@ -437,6 +448,7 @@ class Emulator:
     def _start(self, stack: ExitStack) -> None:
         import boto3
         from moto import mock_aws
+        from moto.apigatewaymanagementapi.models import ApiGatewayManagementApiBackend
         from moto.awslambda_simple.models import LambdaSimpleBackend
         from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
 
@@ -467,6 +479,19 @@ class Emulator:
             return emulator._invoke(function_name, body, response_headers)
 
         stack.enter_context(mock.patch.object(LambdaSimpleBackend, "invoke", invoke))
+
+        def post_to_connection(backend: Any, data: bytes, connection_id: str) -> None:
+            emulator._post_to_connection(connection_id, data)
+
+        stack.enter_context(
+            mock.patch.object(
+                ApiGatewayManagementApiBackend, "post_to_connection", post_to_connection
+            )
+        )
+        apis = list(self.template.websocket_apis.values())
+        if len(apis) > 1:
+            raise TemplateError("the emulator serves one WebSocket API; the template has more")
+        self.websocket = WebSocketGateway(self, apis[0]) if apis else None
         if self.retry_interval_scale != 1.0:
             scaled = _ScaledTime(self.retry_interval_scale)
             stack.enter_context(mock.patch.object(retrier_decl, "time", scaled))
@@ -566,6 +591,14 @@ class Emulator:
         elif logical_id in self.state_machine_arns:
             arn = self.state_machine_arns[logical_id]
             values = {None: arn, "Arn": arn, "Name": arn.rsplit(":", 1)[-1]}
+        elif logical_id in self.template.websocket_apis:
+            api_id = self.template.websocket_apis[logical_id].api_id
+            endpoint = f"wss://{api_id}.execute-api.{REGION}.amazonaws.com"
+            values = {None: api_id, "ApiId": api_id, "ApiEndpoint": endpoint}
+        elif stages := [
+            api for api in self.template.websocket_apis.values() if api.stage_id == logical_id
+        ]:
+            values = {None: stages[0].stage_name}
         else:
             raise Unresolved(f"{logical_id} is not emulated")
         if attribute not in values:
@@ -692,14 +725,34 @@ class Emulator:
             return json.dumps(error).encode()
         return json.dumps(result).encode()
 
+    def _post_to_connection(self, connection_id: str, data: bytes) -> None:
+        """A function's push (moto's Management API): to the local socket, or GoneException."""
+        from moto.core.exceptions import JsonRESTError
+
+        connection_id = urllib.parse.unquote(connection_id)  # moto leaves the path quoted
+        try:
+            if self.websocket is None:
+                raise Gone(connection_id)
+            self.websocket.sockets.post(connection_id, data)
+        except Gone:
+            with self._count_lock:
+                self.hooked_pushes["gone"] += 1
+            gone = JsonRESTError("GoneException", f"connection {connection_id} is gone")
+            gone.code = 410
+            raise gone from None
+        with self._count_lock:
+            self.hooked_pushes["sent"] += 1
+
     # -- looking at it -------------------------------------------------------------------
 
     @property
     def app(self) -> Any:
-        """The HTTP API function's ASGI app (its module's `app`), to serve or test."""
+        """The HTTP API function's ASGI app (its module's `app`), to serve or test, with the
+        WebSocket API at `/v1/ws` when the template has one."""
         for function in self.functions.values():
             if function.spec.http_routes and hasattr(function.module, "app"):
-                return function.module.app
+                http_app = function.module.app
+                return self.websocket.asgi(http_app) if self.websocket else http_app
         raise TemplateError("no function with an HttpApi event has a module-level `app`")
 
     @property

@@ -1,4 +1,5 @@
-"""Read the SAM template: functions, their SQS and HTTP events, queues, state machines.
+"""Read the SAM template: functions, their SQS and HTTP events, queues, state machines,
+and WebSocket APIs (their routes, and the function each route's integration calls).
 
 Only what the emulator needs is read, and references (`!Ref`, `!GetAtt`, `!Sub`,
 `!If`, ...) are kept in their long form (`{"Ref": ...}`, `{"Fn::GetAtt": [...]}`)
@@ -7,6 +8,7 @@ to be resolved later, once the emulated resources exist (`Template.resolve`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +145,24 @@ class StateMachineSpec:
     name_value: Any = None
 
 
+@dataclass(frozen=True)
+class WebSocketApiSpec:
+    """An `AWS::ApiGatewayV2::Api` of protocol WEBSOCKET, with its routes and stage."""
+
+    logical_id: str
+    #: Route key (`$connect`, `$disconnect`, `$default` or an action) → function logical id.
+    routes: Mapping[str, str]
+    #: The body field routes are chosen by (`$request.body.action` → "action").
+    selection_field: str
+    stage_id: str | None = None
+    stage_name: str = "$default"
+
+    @property
+    def api_id(self) -> str:
+        """The emulated API's id, stable across runs (connections stored name it)."""
+        return hashlib.sha256(self.logical_id.encode()).hexdigest()[:10]
+
+
 def function_arn(logical_id: str) -> str:
     return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{logical_id}"
 
@@ -156,6 +176,23 @@ def _int(value: Any, default: int) -> int:
 
 def _bool(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
+
+
+def _referenced(value: Any) -> list[str]:
+    """Every logical id a value names: `!Ref`, `!GetAtt` and `${X}` / `${X.Attr}` in `!Sub`."""
+    if isinstance(value, list):
+        return [name for item in value for name in _referenced(item)]
+    if not isinstance(value, dict):
+        return []
+    target = _ref_target(value)
+    if target is not None:
+        return [target]
+    if "Fn::Sub" in value:
+        arg = value["Fn::Sub"]
+        text, names = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        found = [m.split(".")[0] for m in re.findall(r"\$\{([^}!][^}]*)\}", str(text))]
+        return [n for n in found if n not in names] + _referenced(list(names.values()))
+    return [name for item in value.values() for name in _referenced(item)]
 
 
 def _ref_target(value: Any) -> str | None:
@@ -176,6 +213,7 @@ class Template:
     functions: dict[str, FunctionSpec]
     queues: dict[str, QueueSpec]
     state_machines: dict[str, StateMachineSpec]
+    websocket_apis: dict[str, WebSocketApiSpec] = field(default_factory=dict)
     #: Parameter values given for this run (as `sam deploy --parameter-overrides`).
     overrides: dict[str, str] = field(default_factory=dict)
 
@@ -418,6 +456,60 @@ def _state_machines(body: dict[str, Any], root: Path) -> dict[str, StateMachineS
     return machines
 
 
+def _websocket_apis(body: dict[str, Any]) -> dict[str, WebSocketApiSpec]:
+    resources = body.get("Resources") or {}
+
+    def of_type(kind: str) -> dict[str, dict[str, Any]]:
+        return {
+            logical_id: (resource.get("Properties") or {})
+            for logical_id, resource in resources.items()
+            if (resource or {}).get("Type") == kind
+        }
+
+    def first(value: Any, kind: str) -> str | None:
+        return next(
+            (n for n in _referenced(value) if (resources.get(n) or {}).get("Type") == kind), None
+        )
+
+    integrations = {
+        logical_id: first(props.get("IntegrationUri"), "AWS::Serverless::Function")
+        for logical_id, props in of_type("AWS::ApiGatewayV2::Integration").items()
+    }
+    apis: dict[str, WebSocketApiSpec] = {}
+    for logical_id, props in of_type("AWS::ApiGatewayV2::Api").items():
+        if props.get("ProtocolType") != "WEBSOCKET":
+            continue
+        expression = str(props.get("RouteSelectionExpression", ""))
+        if not expression.startswith("$request.body."):
+            raise TemplateError(
+                f"{logical_id}: the emulator routes on `$request.body.<field>` only, "
+                f"not {expression!r}"
+            )
+        routes: dict[str, str] = {}
+        for route_id, route in of_type("AWS::ApiGatewayV2::Route").items():
+            if _ref_target(route.get("ApiId")) != logical_id:
+                continue
+            integration = first(route.get("Target"), "AWS::ApiGatewayV2::Integration")
+            function = integrations.get(integration or "")
+            if function is None:
+                raise TemplateError(f"{route_id}: its Target names no Lambda integration")
+            routes[str(route.get("RouteKey"))] = function
+        stages = [
+            (stage_id, str(stage.get("StageName", "$default")))
+            for stage_id, stage in of_type("AWS::ApiGatewayV2::Stage").items()
+            if _ref_target(stage.get("ApiId")) == logical_id
+        ]
+        stage_id, stage_name = stages[0] if stages else (None, "$default")
+        apis[logical_id] = WebSocketApiSpec(
+            logical_id=logical_id,
+            routes=routes,
+            selection_field=expression.removeprefix("$request.body."),
+            stage_id=stage_id,
+            stage_name=stage_name,
+        )
+    return apis
+
+
 def read_template(path: Path) -> Template:
     """Read a SAM template; paths in it are relative to its folder."""
     path = path.resolve()
@@ -428,6 +520,7 @@ def read_template(path: Path) -> Template:
         functions=_functions(body, path.parent),
         queues=_queues(body),
         state_machines=_state_machines(body, path.parent),
+        websocket_apis=_websocket_apis(body),
     )
     for function in template.functions.values():
         for source in function.sqs_sources:

@@ -11,7 +11,16 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from carrier_core.api import agents, health, keys, memories, rooms, turns
+from carrier_core.api import (
+    agents,
+    chat_completions,
+    health,
+    keys,
+    memories,
+    rooms,
+    turns,
+    webhooks,
+)
 from carrier_core.api.deps import Services, Submit
 from carrier_core.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
 from carrier_core.runtime import Runtime
@@ -32,6 +41,6 @@ def create_app(runtime: Callable[[], Runtime], submit: Submit) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.include_router(health.router)
-    for module in (agents, rooms, turns, memories, keys):
+    for module in (agents, rooms, turns, memories, keys, chat_completions, webhooks):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

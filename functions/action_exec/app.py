@@ -5,7 +5,9 @@ import uuid
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
+from carrier_core.api.frames import acted_frames
 from carrier_core.turn import act
 
 logger = Logger()
@@ -15,6 +17,8 @@ metrics = Metrics()
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict, context: object) -> dict:
-    acted = act(runtime(), uuid.UUID(event["turn_id"]), int(event["index"]))
+    turn_id = uuid.UUID(event["turn_id"])
+    acted = act(runtime(), turn_id, int(event["index"]))
+    push_turn(runtime(), turn_id, lambda: acted_frames(runtime(), turn_id, acted))
     metrics.add_metric(name="Actions", unit=MetricUnit.Count, value=1)
     return {"action": acted.action, "continue_turn": acted.continue_turn, "error": acted.error}

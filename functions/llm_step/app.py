@@ -5,7 +5,9 @@ import uuid
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
+from carrier_core.api.frames import decided_frames
 from carrier_core.turn import decide, evaluate
 
 logger = Logger()
@@ -18,6 +20,7 @@ def handler(event: dict, context: object) -> dict:
     turn_id = uuid.UUID(event["turn_id"])
     if event["op"] == "decide":
         decided = decide(runtime(), turn_id, int(event["step"]))
+        push_turn(runtime(), turn_id, lambda: decided_frames(turn_id, decided))
         metrics.add_metric(name="Decisions", unit=MetricUnit.Count, value=1)
         actions = decided.decision.actions if decided.respond else []
         return {

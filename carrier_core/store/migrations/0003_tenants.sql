@@ -39,6 +39,8 @@ CREATE TABLE connections (
     room_id       uuid NOT NULL,
     room          text NOT NULL,
     sender        text NOT NULL,
+    -- The API key that opened it (NULL: an end user's token): revoking the key ends it.
+    key_id        uuid REFERENCES api_keys(id) ON DELETE CASCADE,
     -- Where to push: the API Gateway Management API endpoint of the connection's stage.
     endpoint      text NOT NULL,
     connected_at  timestamptz NOT NULL DEFAULT now()
@@ -61,6 +63,8 @@ CREATE INDEX webhooks_agent ON webhooks (agent_id);
 -- One reply to one webhook: kept after it succeeds or gives up, for inspection.
 CREATE TABLE webhook_deliveries (
     id            uuid PRIMARY KEY,
+    -- Page order, newest first.
+    seq           bigint GENERATED ALWAYS AS IDENTITY,
     webhook_id    uuid NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
     memory_id     uuid NOT NULL,
     turn_id       uuid NOT NULL,
@@ -70,8 +74,13 @@ CREATE TABLE webhook_deliveries (
     attempts      integer NOT NULL DEFAULT 0,
     last_status   integer,
     last_error    text,
+    -- When the next attempt is due, so a delivery queued twice (a retried finish step, an
+    -- SQS duplicate) is tried by one message at a time, and a client can see when.
+    next_attempt_at timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     UNIQUE (webhook_id, memory_id)
 );
-CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at);
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, seq);
+CREATE INDEX webhook_deliveries_status ON webhook_deliveries (webhook_id, status, seq);
+CREATE INDEX webhook_deliveries_turn ON webhook_deliveries (turn_id);

@@ -1,0 +1,123 @@
+"""Push frames to WebSocket connections through the API Gateway Management API.
+
+Pushing is on where `WEBSOCKET_ENDPOINT` is set (template.yaml sets it for the
+WebSocket function and the steps that push; the emulator for `carrier dev`). Each
+connection is pushed to at the endpoint stored with it.
+
+A push is news about a turn, never part of it: a connection that is gone
+(`GoneException`: it closed and its `$disconnect` was lost) is forgotten, any other
+failure is logged, and the step goes on either way. Clients that miss a frame read
+the turn at `GET /v1/turns/{turn_id}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from carrier_core.api.frames import Frame, encode
+from carrier_core.connections import Connection, remove_connection, turn_connections
+from carrier_core.runtime import Runtime
+from carrier_core.store import Store
+
+log = logging.getLogger(__name__)
+
+#: The Management API endpoint of the WebSocket API's stage:
+#: `https://{api}.execute-api.{region}.amazonaws.com/{stage}`.
+ENDPOINT_VARIABLE = "WEBSOCKET_ENDPOINT"
+
+
+def configured_endpoint() -> str | None:
+    """The endpoint pushes are on for, or None: not set, or set empty."""
+    return os.environ.get(ENDPOINT_VARIABLE, "").strip() or None
+
+
+def connection_endpoint(request_context: Mapping[str, Any]) -> str:
+    """Where to push to a connection, from its WebSocket event: the configured endpoint,
+    else the stage it came in on (as API Gateway names it, not a custom domain)."""
+    configured = configured_endpoint()
+    if configured:
+        return configured
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    api, stage = request_context["apiId"], request_context["stage"]
+    return f"https://{api}.execute-api.{region}.amazonaws.com/{stage}"
+
+
+def _management_client(endpoint: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Short timeouts and one retry: a slow push must not hold a turn's step up.
+    config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2})
+    return boto3.session.Session().client(
+        "apigatewaymanagementapi", endpoint_url=endpoint, config=config
+    )
+
+
+def _gone(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "GoneException"
+
+
+class Pusher:
+    """Sends frames to connections, one Management API client per endpoint (thread-safe)."""
+
+    def __init__(self, make_client: Callable[[str], Any] = _management_client):
+        self._make_client = make_client
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, endpoint: str) -> Any:
+        with self._lock:
+            if endpoint not in self._clients:
+                self._clients[endpoint] = self._make_client(endpoint)
+            return self._clients[endpoint]
+
+    def send(self, store: Store, connection_id: str, endpoint: str, frames: list[Frame]) -> bool:
+        """Push frames to one connection, in order; False if it is gone (and now forgotten)
+        or a push failed (logged)."""
+        client = self.client(endpoint)
+        for frame in frames:
+            try:
+                client.post_to_connection(ConnectionId=connection_id, Data=encode(frame))
+            except Exception as exc:
+                if _gone(exc):
+                    log.info("connection %s is gone; forgetting it", connection_id)
+                    remove_connection(store, connection_id)
+                else:
+                    log.warning("push to connection %s failed: %s", connection_id, exc)
+                return False
+        return True
+
+    def to_turn(
+        self, runtime: Runtime, turn_id: uuid.UUID, frames: Callable[[], list[Frame]]
+    ) -> int:
+        """Push a turn's frames to its room's connections; how many got them all.
+
+        `frames` is called only if someone listens, so a room nobody watches costs one
+        query. Nothing here raises: a failure is logged and the step goes on.
+        """
+        if configured_endpoint() is None:
+            return 0
+        try:
+            listeners: list[Connection] = turn_connections(runtime.store, turn_id)
+            if not listeners:
+                return 0
+            built = frames()
+            return sum(self.send(runtime.store, c.id, c.endpoint, built) for c in listeners)
+        except Exception:
+            log.exception("pushing the frames of turn %s failed", turn_id)
+            return 0
+
+
+#: The process's pusher (a Lambda container's, or the emulator's handlers').
+pusher = Pusher()
+
+
+def push_turn(runtime: Runtime, turn_id: uuid.UUID, frames: Callable[[], list[Frame]]) -> int:
+    return pusher.to_turn(runtime, turn_id, frames)

@@ -1,0 +1,77 @@
+"""Webhook deliveries on SQS: one message `{"delivery_id"}` per delivery.
+
+The queue does the waiting between attempts. When an attempt fails and another is
+due later, the message's visibility timeout is set to the backoff and the record is
+reported failed: SQS hands it out again once the delay is over, and no function
+waits. A delivered or finally failed delivery's message is let go (deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from carrier_core.runtime import Runtime
+from carrier_core.webhooks import Outcome, deliver
+
+log = logging.getLogger(__name__)
+
+#: SQS's longest visibility timeout (12 hours).
+MAX_VISIBILITY_S = 43200
+
+
+class RetryLater(Exception):
+    """Raised for a record to report it failed: its message comes back after `delay_s`."""
+
+    def __init__(self, outcome: Outcome, delay_s: int):
+        super().__init__(
+            f"delivery {outcome.delivery_id}: attempt {outcome.attempts} failed"
+            f" ({outcome.error}); next in {delay_s}s"
+        )
+        self.outcome = outcome
+        self.delay_s = delay_s
+
+
+def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]) -> None:
+    """Queue each delivery (ten to a request); raises if SQS refuses any of them."""
+    for start in range(0, len(delivery_ids), 10):
+        chunk = delivery_ids[start : start + 10]
+        sent = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(n), "MessageBody": json.dumps({"delivery_id": str(delivery_id)})}
+                for n, delivery_id in enumerate(chunk)
+            ],
+        )
+        failed = sent.get("Failed") or []
+        if failed:
+            raise RuntimeError(f"SQS refused {len(failed)} webhook deliveries: {failed[0]}")
+
+
+def deliver_message(
+    runtime: Runtime, sqs: Any, queue_url: str, receipt_handle: str, body: str
+) -> Outcome | None:
+    """Attempt the delivery a message names. Returns what became of it, None for a body
+    that names no delivery (nothing to retry); raises `RetryLater` when another attempt is
+    due, having set the message to come back then."""
+    try:
+        delivery_id = uuid.UUID(str(json.loads(body)["delivery_id"]))
+    except (ValueError, KeyError, TypeError):
+        log.error('webhook message refused: its body is not {"delivery_id": <uuid>}')
+        return None
+    outcome = deliver(runtime, delivery_id)
+    if outcome.retry_in is None:
+        return outcome
+    delay_s = min(MAX_VISIBILITY_S, max(1, math.ceil(outcome.retry_in)))
+    try:
+        sqs.change_message_visibility(
+            QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay_s
+        )
+    except Exception:
+        # The message still comes back, after the queue's own visibility timeout.
+        log.warning("could not delay delivery %s's message", delivery_id, exc_info=True)
+    raise RetryLater(outcome, delay_s)

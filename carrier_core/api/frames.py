@@ -1,0 +1,93 @@
+"""What the server says over the WebSocket: JSON frames, one `type` each.
+
+The turn's frames are built by the step that has the news, from what it just
+stored, so every process that runs a step (a Lambda in the cloud, the emulator
+locally) says the same thing. Pushes are at least once: a retried step pushes its
+frames again, and replies carry their message id for clients to drop repeats.
+See `carrier_core.api.websocket` for the whole protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from carrier_core.runtime import Runtime
+from carrier_core.turn import Acted, Decided
+
+#: A frame as sent: JSON-ready (ids are strings).
+Frame = dict[str, Any]
+
+
+def encode(frame: Frame) -> bytes:
+    return json.dumps(frame, separators=(",", ":")).encode()
+
+
+def accepted_frame(
+    message_id: uuid.UUID, turn_id: uuid.UUID, status: str, client_message_id: str | None
+) -> Frame:
+    """The message is stored and its turn queued (or, posted again, already answered)."""
+    return {
+        "type": "accepted",
+        "message_id": str(message_id),
+        "turn_id": str(turn_id),
+        "status": status,
+        "client_message_id": client_message_id,
+    }
+
+
+def error_frame(code: str, message: str, client_message_id: str | None = None) -> Frame:
+    """A frame that was not taken; `code` is one of the REST API's error codes."""
+    frame: Frame = {"type": "error", "code": code, "message": message}
+    if client_message_id is not None:
+        frame["client_message_id"] = client_message_id
+    return frame
+
+
+def decided_frames(turn_id: uuid.UUID, decided: Decided) -> list[Frame]:
+    """After a decide step: what the agent chose to do (an empty list when it stays silent)."""
+    return [
+        {
+            "type": "turn.progress",
+            "turn_id": str(turn_id),
+            "step": "decided",
+            "decide_step": decided.step,
+            "respond": decided.respond,
+            "actions": decided.decision.actions if decided.respond else [],
+        }
+    ]
+
+
+def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Frame]:
+    """After an action: each reply it stored, then the action's own progress frame."""
+    frames: list[Frame] = []
+    for reply_id in acted.reply_ids:
+        memory = runtime.store.memory(reply_id)
+        frames.append(
+            {
+                "type": "reply",
+                "turn_id": str(turn_id),
+                "id": str(memory.id),
+                "text": memory.content.text,
+                "actions": memory.content.actions,
+            }
+        )
+    progress: Frame = {
+        "type": "turn.progress",
+        "turn_id": str(turn_id),
+        "step": "action",
+        "action": acted.action,
+    }
+    if acted.error:
+        progress["error"] = acted.error
+    frames.append(progress)
+    return frames
+
+
+def finished_frames(runtime: Runtime, turn_id: uuid.UUID) -> list[Frame]:
+    """After the turn ends: done, or failed with its reason, as the store has it."""
+    turn = runtime.store.turn(turn_id)
+    if turn.status == "failed":
+        return [{"type": "turn.failed", "turn_id": str(turn_id), "error": turn.error}]
+    return [{"type": "turn.done", "turn_id": str(turn_id)}]

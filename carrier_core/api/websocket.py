@@ -1,0 +1,236 @@
+"""The WebSocket client API: one protocol, served by API Gateway in the cloud and by
+`carrier dev` locally (`ws://HOST:PORT/v1/ws`), with the same handler code behind both.
+
+Connect (browsers cannot set headers on a WebSocket, so everything is in the query):
+
+    wss://{api}.execute-api.{region}.amazonaws.com/{stage}?agent=AGENT&room=ROOM&token=TOKEN
+
+AGENT is the agent's id, ROOM the client's room key, TOKEN an API key or end-user JWT.
+
+The token is checked as a REST call's bearer token, and the agent as REST checks it
+(another tenant's agent does not exist). Refused connections fail the handshake with
+401 (credentials), 404 (no such agent), 403 (an end user, a room they have not spoken
+in) or 422 (no agent id or room key). An end user may listen to a new room, or to one
+they have spoken in. The connection listens to one room of one agent: every turn in
+that room is pushed to it, whoever sent the message. The token is checked at connect
+(later frames carry none); revoking the API key silences its open connections at once,
+while an end user's connection lasts until it closes, even past the token's expiry (API
+Gateway closes any connection after two hours).
+
+Client → server, one JSON object per text frame:
+
+    {"action": "sendMessage", "text": "...", "sender": "...", "sender_name": "...",
+     "client_message_id": "...", "room_kind": "dm"|"group", "world": "...", "attachments": []}
+
+`sender` is required with an API key; with an end-user token the sender is always the
+token's subject. The message goes to the connection's room exactly as
+`POST /v1/agents/{agent}/rooms/{room}/messages` takes it: same checks, same error
+codes, and posting a `client_message_id` twice is one message.
+
+Server → client, one JSON object per text frame, told apart by `type`:
+
+- `{"type": "accepted", "message_id", "turn_id", "status", "client_message_id"}`: sent
+  before the turn is queued, so it comes before any frame of that turn;
+- `{"type": "turn.progress", "turn_id", "step": "decided", "decide_step", "respond", "actions"}`;
+- `{"type": "reply", "turn_id", "id", "text", "actions"}`: one per reply;
+- `{"type": "turn.progress", "turn_id", "step": "action", "action", "error"?}`;
+- `{"type": "turn.done", "turn_id"}` or `{"type": "turn.failed", "turn_id", "error"}`;
+- `{"type": "error", "code", "message", "client_message_id"?}`: a frame that was not
+  taken (codes as REST: invalid_request, invalid_message, unauthorized, forbidden,
+  not_found, internal); the connection stays open.
+
+Turn frames are pushed at least once (a retried step pushes again): drop replies
+whose `id` you have seen. A push never holds a turn up; a client that missed one
+reads the turn at `GET /v1/turns/{turn_id}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+
+from pydantic import ValidationError
+
+from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, end_user_in_room
+from carrier_core.api.errors import ApiError
+from carrier_core.api.frames import Frame, accepted_frame, error_frame
+from carrier_core.api.rooms import MessagePost, post
+from carrier_core.auth import Authenticator, Forbidden, Unauthorized
+from carrier_core.connections import Connection, add_connection, get_connection
+from carrier_core.runtime import Runtime
+from carrier_core.store import NotFound, TurnRecord
+from carrier_core.turn import IncomingMessage
+from carrier_core.world import room_id_for
+
+log = logging.getLogger(__name__)
+
+#: The one action a client sends (API Gateway routes on `$request.body.action`).
+SEND_MESSAGE = "sendMessage"
+#: Longest room key, as in REST paths.
+MAX_ROOM_CHARS = 200
+
+#: Sends one frame to the connection the client frame came on.
+Send = Callable[[Frame], None]
+
+
+class Refused(Exception):
+    """A connection not allowed; `status` is the handshake's HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def body(self) -> str:
+        """As every REST error: `{"error": {"code", "message"}}`."""
+        return json.dumps({"error": {"code": self.code, "message": self.message}})
+
+
+def describe(exc: Exception) -> tuple[int, str, str] | None:
+    """HTTP status, error code and message of an error a client caused; None otherwise."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.message
+    if isinstance(exc, Unauthorized):
+        return 401, "unauthorized", str(exc)
+    if isinstance(exc, Forbidden):
+        return 403, "forbidden", str(exc)
+    if isinstance(exc, NotFound):
+        return 404, "not_found", str(exc)
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'frame'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        return 422, "invalid_request", problems
+    return None
+
+
+def _query(query: Mapping[str, str]) -> tuple[uuid.UUID, str]:
+    try:
+        agent_id = uuid.UUID(query.get("agent") or "")
+    except ValueError:
+        raise ApiError(422, "invalid_request", "query.agent: the agent's id (a UUID)") from None
+    room = query.get("room") or ""
+    if not 1 <= len(room) <= MAX_ROOM_CHARS:
+        raise ApiError(
+            422, "invalid_request", f"query.room: a room key of 1 to {MAX_ROOM_CHARS} characters"
+        )
+    return agent_id, room
+
+
+def connect(
+    runtime: Runtime,
+    authenticator: Authenticator,
+    *,
+    connection_id: str,
+    endpoint: str,
+    query: Mapping[str, str],
+) -> Connection:
+    """Check a new connection's token and agent, and store it; `Refused` if not allowed."""
+    try:
+        principal = authenticator.principal(query.get("token"))
+        agent_id, room = _query(query)
+        agent_of(runtime, principal, agent_id)
+        room_id = room_id_for(agent_id, CLIENT_SOURCE, room)
+        if principal.user is not None:
+            try:
+                runtime.store.room(room_id)
+            except NotFound:
+                pass  # a room they are about to start
+            else:
+                end_user_in_room(runtime, principal, agent_id, room_id)
+    except Exception as exc:
+        described = describe(exc)
+        if described is None:
+            raise
+        raise Refused(*described) from None
+    return add_connection(
+        runtime.store,
+        Connection(
+            id=connection_id,
+            tenant_id=principal.tenant_id,
+            agent_id=agent_id,
+            room_id=room_id,
+            room=room,
+            sender=principal.user or "",
+            endpoint=endpoint,
+            key_id=principal.key_id,
+        ),
+    )
+
+
+def _message(body: str | None) -> MessagePost:
+    try:
+        frame = json.loads(body or "")
+    except ValueError:
+        raise ApiError(422, "invalid_request", "a frame is one JSON object") from None
+    if not isinstance(frame, dict):
+        raise ApiError(422, "invalid_request", "a frame is one JSON object")
+    action = frame.pop("action", None)
+    if action != SEND_MESSAGE:
+        raise ApiError(
+            422, "invalid_request", f"unknown action {action!r}; the action is {SEND_MESSAGE!r}"
+        )
+    return MessagePost.model_validate(frame)
+
+
+def _client_message_id(body: str | None) -> str | None:
+    """The frame's client message id, if it has a readable one, to tag an error with."""
+    try:
+        frame = json.loads(body or "")
+    except ValueError:
+        return None
+    found = frame.get("client_message_id") if isinstance(frame, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def receive(
+    runtime: Runtime, submit: Submit, connection_id: str, body: str | None, send: Send
+) -> None:
+    """Take one client frame: post its message, answer `accepted` or an error frame.
+
+    `accepted` is sent before the turn is queued, so no frame of the turn can pass it.
+    Errors a client caused become error frames; others too, after being logged, since
+    the client is owed an answer either way.
+    """
+    client_message_id = _client_message_id(body)
+    connection = get_connection(runtime.store, connection_id)
+    if connection is None:
+        send(error_frame("unauthorized", "this connection is closed; connect again"))
+        return
+    answered = False
+
+    def accept_then_submit(message: IncomingMessage, turn: TurnRecord) -> None:
+        nonlocal answered
+        send(accepted_frame(turn.message_id, turn.id, turn.status, client_message_id))
+        answered = True
+        submit(message, turn)
+
+    try:
+        message = _message(body)
+        accepted = post(
+            runtime,
+            accept_then_submit,
+            connection.principal,
+            connection.agent_id,
+            connection.room,
+            message,
+        )
+    except Exception as exc:
+        described = describe(exc)
+        if described is None:
+            log.exception("a WebSocket message failed (connection %s)", connection_id)
+            described = (500, "internal", "internal error; the message may not have been taken")
+        _, code, text = described
+        send(error_frame(code, text, client_message_id))
+        return
+    if not answered:  # already answered: posted again, nothing queued
+        send(
+            accepted_frame(
+                accepted.message_id, accepted.turn_id, accepted.status, client_message_id
+            )
+        )

@@ -1,0 +1,58 @@
+"""Webhooks: an agent's replies POSTed to URLs its tenant registers, signed, retried, kept.
+
+- `registry`: webhooks of an agent (all its rooms, or one), each with its own secret;
+- `targets`: which URLs are allowed (http(s), public addresses);
+- `signature`: Standard Webhooks signing (`webhook-id`, `webhook-timestamp`,
+  `webhook-signature`);
+- `delivery`: one delivery per reply and webhook, attempts with backoff, the record of each.
+
+Where the waiting between attempts happens is the caller's business: in the cloud a
+queue (`carrier_aws.webhooks`), in a test a loop.
+"""
+
+from carrier_core.webhooks.delivery import (
+    Delivery,
+    DeliveryStatus,
+    Outcome,
+    backoff_delay,
+    deliver,
+    delivery,
+    plan_deliveries,
+    webhook_deliveries,
+)
+from carrier_core.webhooks.registry import (
+    MAX_WEBHOOKS_PER_AGENT,
+    NewWebhook,
+    TooManyWebhooks,
+    Webhook,
+    agent_webhooks,
+    create_webhook,
+    delete_webhook,
+    webhook,
+)
+from carrier_core.webhooks.signature import new_secret, signature, signed_headers
+from carrier_core.webhooks.targets import InvalidWebhookUrl, check_url
+
+__all__ = [
+    "MAX_WEBHOOKS_PER_AGENT",
+    "Delivery",
+    "DeliveryStatus",
+    "InvalidWebhookUrl",
+    "NewWebhook",
+    "Outcome",
+    "TooManyWebhooks",
+    "Webhook",
+    "agent_webhooks",
+    "backoff_delay",
+    "check_url",
+    "create_webhook",
+    "delete_webhook",
+    "deliver",
+    "delivery",
+    "new_secret",
+    "plan_deliveries",
+    "signature",
+    "signed_headers",
+    "webhook",
+    "webhook_deliveries",
+]

@@ -1,0 +1,325 @@
+"""Delivering replies to webhooks: planned once per reply and webhook, tried until sent.
+
+`plan_deliveries` runs when a turn is done: one `pending` delivery per reply and
+matching webhook, with the request body fixed then. `deliver` makes one attempt and
+says when to try again; whoever calls it does the waiting (an SQS message's
+visibility timeout in the cloud), so no process sleeps through a backoff.
+
+An attempt is claimed in the database before the request is sent: the delivery must
+be pending and due, and the claim moves its due time past the attempt's timeout. A
+delivery queued twice (a retried finish step, an SQS duplicate) is therefore tried
+by one message at a time, and the other finds it not due and is dropped. Receivers
+may still see a request twice (at-least-once): `webhook-id` tells them it is one.
+
+A 2xx answer delivers. Anything else (another status, a timeout, a refused
+connection) is tried again after `backoff_delay`, until `webhook_max_attempts`
+attempts; then the delivery is `failed` and kept, with its last status and error,
+for the client to inspect through the API.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from carrier_core.memory import Content
+from carrier_core.runtime import Runtime
+from carrier_core.store import Store
+from carrier_core.webhooks.signature import signed_headers
+from carrier_core.webhooks.targets import refused_target
+
+log = logging.getLogger(__name__)
+
+#: The longest wait between two attempts.
+MAX_BACKOFF_S = 15 * 60.0
+#: A message this early for its attempt is taken as on time (the queue's clock and the
+#: database's are not the same clock).
+_CLOCK_SLACK_S = 1.0
+#: How much of an error answer's body is kept in `last_error`.
+_ERROR_BODY_CHARS = 200
+USER_AGENT = "Carrier-Webhooks/1"
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: uuid.UUID
+    webhook_id: uuid.UUID
+    memory_id: uuid.UUID
+    turn_id: uuid.UUID
+    payload: dict[str, Any]
+    status: DeliveryStatus
+    attempts: int
+    #: The HTTP status of the last attempt; None if it got no answer.
+    last_status: int | None
+    last_error: str | None
+    #: When a pending delivery is tried next (None before its first attempt).
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    seq: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call of `deliver` did, and whether the caller should call again."""
+
+    delivery_id: uuid.UUID
+    #: The delivery's status after the call; "gone" when it (or its webhook) was deleted.
+    status: DeliveryStatus | Literal["gone"]
+    #: False when no request was sent: the delivery was not pending, or not due yet.
+    attempted: bool
+    attempts: int = 0
+    last_status: int | None = None
+    error: str | None = None
+    #: Seconds until the next attempt is due; None when no more attempts are to be made.
+    retry_in: float | None = None
+
+
+def backoff_delay(attempt: int, base_s: float, rng: random.Random | None = None) -> float:
+    """The wait after failed attempt number `attempt` (1 = the first): base * 2^(attempt-1),
+    at most `MAX_BACKOFF_S`, less up to a quarter at random so that receivers that come
+    back at once are not hit by every delivery together. Before the cap each wait is
+    longer than the one before, whatever the jitter."""
+    exponent = min(max(attempt, 1) - 1, 32)
+    delay = min(MAX_BACKOFF_S, base_s * 2.0**exponent)
+    return delay * (rng or random).uniform(0.75, 1.0)
+
+
+# -- planning ----------------------------------------------------------------------------
+
+
+def _payload(row: DictRow) -> dict[str, Any]:
+    content = Content.model_validate(row["content"])
+    return {
+        "type": "reply",
+        "agent_id": str(row["agent_id"]),
+        "room": row["room"],
+        "turn_id": str(row["turn_id"]),
+        "message_id": str(row["message_id"]),
+        "reply": {"id": str(row["id"]), "text": content.text, "actions": content.actions},
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def plan_deliveries(runtime: Runtime, turn_id: uuid.UUID) -> list[uuid.UUID]:
+    """Plan a delivery of each of the turn's replies to each of its agent's webhooks that
+    covers the turn's room. Safe to call again: what is planned stays, and the ids of the
+    deliveries not yet attempted are returned every time, for the caller to queue."""
+    with runtime.store.transaction() as conn:
+        replies = conn.execute(
+            "SELECT m.id, m.content, m.created_at, t.id AS turn_id, t.agent_id, t.message_id,"
+            " r.name AS room FROM turns t"
+            " JOIN memories m ON m.turn_id = t.id AND m.kind = 'message'"
+            " AND m.entity_id = t.agent_id"
+            " JOIN rooms r ON r.id = t.room_id WHERE t.id = %s ORDER BY m.seq",
+            (turn_id,),
+        ).fetchall()
+        if replies:
+            hooks = conn.execute(
+                "SELECT w.id FROM webhooks w JOIN turns t ON t.agent_id = w.agent_id"
+                " WHERE t.id = %s AND (w.room_id IS NULL OR w.room_id = t.room_id)"
+                " ORDER BY w.created_at, w.id",
+                (turn_id,),
+            ).fetchall()
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO webhook_deliveries (id, webhook_id, memory_id, turn_id, payload)"
+                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (webhook_id, memory_id) DO NOTHING",
+                    [
+                        (uuid.uuid4(), hook["id"], reply["id"], turn_id, Jsonb(_payload(reply)))
+                        for hook in hooks
+                        for reply in replies
+                    ],
+                )
+        pending = conn.execute(
+            "SELECT id FROM webhook_deliveries WHERE turn_id = %s AND status = 'pending'"
+            " AND attempts = 0 ORDER BY seq",
+            (turn_id,),
+        ).fetchall()
+    return [row["id"] for row in pending]
+
+
+# -- delivering --------------------------------------------------------------------------
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer like any other non-2xx: it could lead anywhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """POST the body: (HTTP status or None, what went wrong or "")."""
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
+    )
+    try:
+        with _opener.open(request, timeout=timeout) as response:
+            status = int(response.status)
+            return status, "" if 200 <= status < 300 else f"HTTP {status}"
+    except urllib.error.HTTPError as exc:
+        with exc:
+            try:
+                said = exc.read(_ERROR_BODY_CHARS).decode("utf-8", "replace").strip()
+            except (OSError, http.client.HTTPException):
+                said = ""
+        return exc.code, f"HTTP {exc.code}" + (f": {said}" if said else "")
+    except urllib.error.URLError as exc:
+        return None, f"{type(exc.reason).__name__}: {exc.reason}"
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _claim(store: Store, delivery_id: uuid.UUID, lease_s: float) -> DictRow | None:
+    with store.connection() as conn:
+        return conn.execute(
+            "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, updated_at = now(),"
+            " next_attempt_at = now() + make_interval(secs => %s)"
+            " FROM webhooks w WHERE d.id = %s AND w.id = d.webhook_id AND d.status = 'pending'"
+            " AND (d.next_attempt_at IS NULL"
+            " OR d.next_attempt_at <= now() + make_interval(secs => %s))"
+            " RETURNING d.attempts, d.payload, d.webhook_id, w.url, w.secret",
+            (lease_s, delivery_id, _CLOCK_SLACK_S),
+        ).fetchone()
+
+
+def _unclaimed(store: Store, delivery_id: uuid.UUID) -> Outcome:
+    with store.connection() as conn:
+        row = conn.execute(
+            "SELECT status, attempts, last_status, last_error FROM webhook_deliveries"
+            " WHERE id = %s",
+            (delivery_id,),
+        ).fetchone()
+    if row is None:
+        return Outcome(delivery_id, "gone", attempted=False)
+    return Outcome(
+        delivery_id,
+        row["status"],
+        attempted=False,
+        attempts=row["attempts"],
+        last_status=row["last_status"],
+        error=row["last_error"],
+    )
+
+
+def _record(
+    store: Store,
+    delivery_id: uuid.UUID,
+    status: DeliveryStatus,
+    last_status: int | None,
+    error: str | None,
+    retry_in: float | None,
+) -> None:
+    with store.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s,"
+            " next_attempt_at = CASE WHEN %s::float8 IS NULL THEN NULL"
+            " ELSE now() + make_interval(secs => %s::float8) END, updated_at = now()"
+            " WHERE id = %s",
+            (status, last_status, error, retry_in, retry_in, delivery_id),
+        )
+
+
+def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None = None) -> Outcome:
+    """Make one attempt at a delivery, if it is pending and due, and record it."""
+    settings = runtime.settings
+    timeout = timeout or settings.webhook_timeout_s
+    claimed = _claim(runtime.store, delivery_id, lease_s=timeout + 30)
+    if claimed is None:
+        return _unclaimed(runtime.store, delivery_id)
+    attempts: int = claimed["attempts"]
+    url: str = claimed["url"]
+    status: int | None
+    error: str | None
+    refused = None if settings.webhook_allow_private_urls else refused_target(url)
+    if refused is not None:
+        # Not a passing fault: the URL's host must change before a delivery can be made.
+        status, error, final = None, f"refused: {refused}", True
+    else:
+        body = json.dumps(claimed["payload"], separators=(",", ":"), ensure_ascii=False).encode()
+        headers = signed_headers(claimed["secret"], str(delivery_id), int(time.time()), body)
+        status, error = _send(url, body, headers, timeout)
+        final = attempts >= settings.webhook_max_attempts
+    retry_in = None
+    new_status: DeliveryStatus
+    if status is not None and 200 <= status < 300:
+        new_status, error = "delivered", None
+    elif final:
+        new_status = "failed"
+    else:
+        new_status = "pending"
+        retry_in = backoff_delay(attempts, settings.webhook_backoff_s)
+    _record(runtime.store, delivery_id, new_status, status, error, retry_in)
+    # The URL and secret stay out of the log: a URL may carry a token of the receiver's.
+    log.info(
+        "webhook delivery %s to webhook %s: attempt %d, %s (%s)",
+        delivery_id,
+        claimed["webhook_id"],
+        attempts,
+        new_status,
+        error or status,
+    )
+    return Outcome(delivery_id, new_status, True, attempts, status, error, retry_in)
+
+
+# -- inspecting ----------------------------------------------------------------------------
+
+_DELIVERY_COLUMNS = (
+    "id, webhook_id, memory_id, turn_id, payload, status, attempts, last_status, last_error,"
+    " next_attempt_at, created_at, updated_at, seq"
+)
+
+
+def webhook_deliveries(
+    store: Store,
+    webhook_id: uuid.UUID,
+    *,
+    limit: int,
+    status: DeliveryStatus | None = None,
+    before_seq: int | None = None,
+) -> list[Delivery]:
+    """A page of a webhook's deliveries, newest first (keyset: `before_seq` the last seq)."""
+    filters = ["webhook_id = %s"]
+    params: list[Any] = [webhook_id]
+    if status is not None:
+        filters.append("status = %s")
+        params.append(status)
+    if before_seq is not None:
+        filters.append("seq < %s")
+        params.append(before_seq)
+    with store.connection() as conn:
+        rows = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries"
+            f" WHERE {' AND '.join(filters)} ORDER BY seq DESC LIMIT %s".encode(),
+            [*params, limit],
+        ).fetchall()
+    return [Delivery(**row) for row in rows]
+
+
+def delivery(store: Store, delivery_id: uuid.UUID) -> Delivery | None:
+    with store.connection() as conn:
+        row = conn.execute(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = %s", (delivery_id,)
+        ).fetchone()
+    return None if row is None else Delivery(**row)

@@ -1,0 +1,45 @@
+"""Webhook function: one attempt at each queued delivery; a record due again later is
+reported failed with its message delayed to then (see carrier_aws.webhooks)."""
+
+import os
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from carrier_aws.runtime import runtime
+from carrier_aws.webhooks import RetryLater, deliver_message
+
+logger = Logger()
+metrics = Metrics()
+# A batch whose every record waits for a retry is not an error of the function.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+sqs = boto3.client("sqs")
+
+METRICS = {"delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
+
+
+def record_handler(record: SQSRecord) -> None:
+    try:
+        outcome = deliver_message(
+            runtime(), sqs, os.environ["WEBHOOK_QUEUE_URL"], record.receipt_handle, record.body
+        )
+    except RetryLater:
+        metrics.add_metric(name="WebhookRetries", unit=MetricUnit.Count, value=1)
+        raise
+    if outcome is not None and outcome.status in METRICS:
+        metrics.add_metric(name=METRICS[outcome.status], unit=MetricUnit.Count, value=1)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

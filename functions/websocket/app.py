@@ -1,0 +1,68 @@
+"""WebSocket function: every route of the WebSocket API ($connect, $disconnect, sendMessage,
+$default), as `carrier_core.api.websocket` defines the protocol.
+
+$connect checks the query's token and agent and stores the connection (any answer but
+200 refuses the handshake); $disconnect forgets it. A message is ingested and its turn
+queued, as a REST post is; the answer (accepted, or an error frame) is pushed to the
+connection, and the turn's own frames are pushed by the steps that run it.
+"""
+
+import os
+from functools import cache
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from carrier_aws.push import connection_endpoint, pusher
+from carrier_aws.queues import send_message
+from carrier_aws.runtime import runtime
+from carrier_core.api import websocket
+from carrier_core.api.frames import Frame
+from carrier_core.auth import Authenticator
+from carrier_core.connections import remove_connection
+from carrier_core.store import TurnRecord
+from carrier_core.turn import IncomingMessage
+
+logger = Logger()
+sqs = boto3.client("sqs")
+
+
+@cache
+def authenticator() -> Authenticator:
+    """One per container, so end-user tokens' signing keys are fetched once."""
+    rt = runtime()
+    return Authenticator(rt.store, rt.settings)
+
+
+def submit(message: IncomingMessage, turn: TurnRecord) -> None:
+    send_message(sqs, os.environ["INGEST_QUEUE_URL"], message, turn)
+
+
+@logger.inject_lambda_context
+def handler(event: dict, context: object) -> dict:
+    request = event["requestContext"]
+    route, connection_id = request["routeKey"], request["connectionId"]
+    endpoint = connection_endpoint(request)
+    rt = runtime()
+    if route == "$connect":
+        try:
+            websocket.connect(
+                rt,
+                authenticator(),
+                connection_id=connection_id,
+                endpoint=endpoint,
+                query=event.get("queryStringParameters") or {},
+            )
+        except websocket.Refused as refused:
+            logger.info("connection refused", extra={"status": refused.status, "why": refused.code})
+            return {"statusCode": refused.status, "body": refused.body}
+        return {"statusCode": 200}
+    if route == "$disconnect":
+        remove_connection(rt.store, connection_id)
+        return {"statusCode": 200}
+
+    def send(frame: Frame) -> None:
+        pusher.send(rt.store, connection_id, endpoint, [frame])
+
+    websocket.receive(rt, submit, connection_id, event.get("body"), send)
+    return {"statusCode": 200}
