@@ -9,14 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +27,7 @@ from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
 from tests.conftest import ROOT
+from tests.dev_server import CARRIER, carrier_dev, offline_environment
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "template.yaml").is_file(), reason="no template.yaml yet"
@@ -40,7 +35,6 @@ pytestmark = pytest.mark.skipif(
 
 ASL = ROOT / "statemachine" / "turn.asl.json"
 EVENTS = sorted((ROOT / "events").glob("*.json"))
-CARRIER = (sys.executable, "-m", "carrier_core.cli")
 #: Retry waits are real sleeps in moto: a hundredth of the template's keeps tests fast.
 RETRY_SCALE = 0.01
 
@@ -428,36 +422,12 @@ def test_the_example_events_drive_a_turn_through_each_handler(
 def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
     database_url: str, store: Store, tmp_path: Path
 ) -> None:
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
     ada = str(ROOT / "characters" / "ada.json")
-    # The offline model, whatever keys the developer's shell holds.
-    unset = {"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "CARRIER_MODEL_PROVIDER"}
-    env = {k: v for k, v in os.environ.items() if k not in unset}
-    env["DATABASE_URL"] = database_url
-    env["CARRIER_HOME"] = str(tmp_path)  # where `carrier dev` saves its key for `carrier chat`
-    log = (tmp_path / "dev.log").open("w")
-    server = subprocess.Popen(
-        [*CARRIER, "dev", "--port", str(port), "--quiet", "--character", ada],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/v1/health", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "dev.log").read_text()
-                assert time.monotonic() < deadline, "carrier dev did not start serving"
-                time.sleep(0.1)
+    # CARRIER_HOME: where `carrier dev` saves its key for `carrier chat`.
+    env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
+    with carrier_dev(env, tmp_path / "dev.log", "--character", ada) as dev:
         chat = subprocess.run(
-            [*CARRIER, "chat", "--character", ada, "--api", base, "--user", "grace"],
+            [*CARRIER, "chat", "--character", ada, "--api", dev.base, "--user", "grace"],
             input="My name is Grace\n",
             capture_output=True,
             text=True,
@@ -469,14 +439,9 @@ def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
         assert chat.stdout.splitlines() == [
             "Nice to meet you, Grace. What would you like to talk about?"
         ]
-    finally:
-        server.send_signal(signal.SIGINT)
-        code = server.wait(timeout=30)
-        log.close()
-    output = (tmp_path / "dev.log").read_text()
-    assert code == 0, output
+    output = dev.log.read_text()
     assert "agent Ada: " in output
-    assert f"API: {base}" in output
+    assert f"API: {dev.base}" in output
 
 
 def test_a_failed_turn_is_tried_again_under_a_new_execution_when_its_message_comes_again(

@@ -97,12 +97,15 @@ def dev(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), 1) from None
     template = args.template or default_template()
     quiet = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
+    # On your own machine, webhooks may point at your own machine (a receiver on localhost);
+    # the deployed functions refuse private addresses.
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true", **(quiet if args.quiet else {})}
     try:
         emulator = Emulator(
             url,
             template=template,
             retry_interval_scale=args.retry_scale,
-            environment=quiet if args.quiet else None,
+            environment=environment,
             parameters=dict(args.parameter),
         )
     except TemplateError as exc:
