@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from carrier_core.runtime import Runtime
-from carrier_core.webhooks import Outcome, deliver
+from carrier_core.webhooks import Outcome, deliver, plan_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,17 @@ def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]
         failed = sent.get("Failed") or []
         if failed:
             raise RuntimeError(f"SQS refused {len(failed)} webhook deliveries: {failed[0]}")
+
+
+def queue_turn_deliveries(runtime: Runtime, sqs: Any, turn_id: uuid.UUID) -> int:
+    """Plan a done turn's deliveries and queue them; none where `WEBHOOK_QUEUE_URL` is unset.
+    If queueing fails, what was planned stays pending and a retried finish queues it again."""
+    queue_url = os.environ.get("WEBHOOK_QUEUE_URL")
+    if not queue_url:
+        return 0
+    delivery_ids = plan_deliveries(runtime, turn_id)
+    queue_deliveries(sqs, queue_url, delivery_ids)
+    return len(delivery_ids)
 
 
 def deliver_message(
