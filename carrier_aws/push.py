@@ -19,8 +19,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from carrier_core.api.frames import Frame, encode
 from carrier_core.connections import Connection, remove_connection, turn_connections
+from carrier_core.frames import Frame, encode
 from carrier_core.runtime import Runtime
 from carrier_core.store import Store
 

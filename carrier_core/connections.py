@@ -17,11 +17,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from psycopg.rows import DictRow
 
-from carrier_core.auth import Principal
 from carrier_core.store import Store
+
+if TYPE_CHECKING:
+    from carrier_core.auth import Principal
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class Connection:
     @property
     def principal(self) -> Principal:
         """Who sends on this connection: the connect-time check, narrowed to its agent."""
+        # Imported here: the steps that push (llm_step, action_exec) need no JWT library.
+        from carrier_core.auth import Principal
+
         return Principal(
             tenant_id=self.tenant_id,
             agent_ids=frozenset({self.agent_id}),

@@ -24,8 +24,8 @@ from websockets.sync.client import ClientConnection, connect
 from carrier_aws.local.emulator import Emulator
 from carrier_aws.push import Pusher
 from carrier_core import Character, Runtime
-from carrier_core.api.frames import Frame
 from carrier_core.connections import Connection, add_connection, get_connection
+from carrier_core.frames import Frame
 from carrier_core.memory import MemoryKind
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, revoke_key

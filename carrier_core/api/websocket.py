@@ -55,10 +55,10 @@ from pydantic import ValidationError
 
 from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, end_user_in_room
 from carrier_core.api.errors import ApiError
-from carrier_core.api.frames import Frame, accepted_frame, error_frame
 from carrier_core.api.rooms import MessagePost, post
 from carrier_core.auth import Authenticator, Forbidden, Unauthorized
 from carrier_core.connections import Connection, add_connection, get_connection
+from carrier_core.frames import Frame, accepted_frame, error_frame
 from carrier_core.runtime import Runtime
 from carrier_core.store import NotFound, TurnRecord
 from carrier_core.turn import IncomingMessage

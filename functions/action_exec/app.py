@@ -7,7 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
-from carrier_core.api.frames import acted_frames
+from carrier_core.frames import acted_frames
 from carrier_core.turn import act
 
 logger = Logger()

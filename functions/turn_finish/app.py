@@ -10,7 +10,7 @@ from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
 from carrier_aws.turns import failure_reason
 from carrier_aws.webhooks import queue_turn_deliveries
-from carrier_core.api.frames import finished_frames
+from carrier_core.frames import finished_frames
 from carrier_core.turn import finish_turn
 
 logger = Logger()

@@ -17,9 +17,9 @@ from carrier_aws.push import connection_endpoint, pusher
 from carrier_aws.queues import send_message
 from carrier_aws.runtime import runtime
 from carrier_core.api import websocket
-from carrier_core.api.frames import Frame
 from carrier_core.auth import Authenticator
 from carrier_core.connections import remove_connection
+from carrier_core.frames import Frame
 from carrier_core.store import TurnRecord
 from carrier_core.turn import IncomingMessage
 
