@@ -29,12 +29,13 @@ from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseError
 from carrier_core.tenants import (
+    Tenant,
     create_key,
     dev_key_file,
     ensure_tenant,
     revoke_key,
-    tenant_id_for,
     tenant_keys,
+    tenant_named,
 )
 from carrier_core.turn import InvalidMessage, evaluate, run_turn
 
@@ -276,9 +277,16 @@ def keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant(runtime: Runtime, name: str) -> Tenant:
+    found = tenant_named(runtime.store, name)
+    if found is None:
+        raise CommandError(f"no tenant named {name!r}", 2)
+    return found
+
+
 def keys_list(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
-        for key in tenant_keys(runtime.store, tenant_id_for(args.tenant)):
+        for key in tenant_keys(runtime.store, _tenant(runtime, args.tenant).id):
             state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "live"
             scope = "all agents" if key.agent_ids is None else ", ".join(map(str, key.agent_ids))
             print(f"{key.id}  {key.prefix}…  {state}  {key.name or '-'}  ({scope})")
@@ -287,7 +295,7 @@ def keys_list(args: argparse.Namespace) -> int:
 
 def keys_revoke(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
-        if not revoke_key(runtime.store, tenant_id_for(args.tenant), args.key_id):
+        if not revoke_key(runtime.store, _tenant(runtime, args.tenant).id, args.key_id):
             raise CommandError(f"tenant {args.tenant} has no live key {args.key_id}", 2)
     print(f"revoked {args.key_id}", file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -89,8 +89,9 @@ class Settings(BaseSettings):
     #: delivery of its message resumes it.
     turn_resume_after_s: float = Field(default=60.0, gt=0)
     #: How long `POST /v1/chat/completions` waits for its turn before answering 504 (the
-    #: turn goes on; poll it). Under API Gateway's 30 s limit, less the ingest before it.
-    chat_completion_timeout_s: float = Field(default=25.0, gt=0)
+    #: turn goes on; poll it). Well under API Gateway's 30 s limit and the api function's
+    #: 29 s timeout, leaving room for a cold start and the ingest before it.
+    chat_completion_timeout_s: float = Field(default=20.0, gt=0)
     max_message_chars: int = Field(default=8000, ge=1)
     provider_timeout_s: float = Field(default=2.0, gt=0)
     embed_batch_size: int = Field(default=64, ge=1)
@@ -104,6 +105,12 @@ class Settings(BaseSettings):
     #: The claim that holds the user's tenant id (Cognito: a custom attribute such as
     #: `custom:tenant_id`).
     jwt_tenant_claim: str = "tenant_id"
+
+    @field_validator("jwt_jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """The template passes empty parameters as empty strings: they mean unset."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     #: Webhooks: a failed delivery is tried again after about base * 2^(attempt-1) seconds
     #: (capped at 15 minutes, with jitter), up to `webhook_max_attempts` tries in all; then

@@ -6,7 +6,6 @@ at the edge, they are a 422 naming the field instead of a database error.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -27,5 +26,18 @@ StorableText = Annotated[str, AfterValidator(storable)]
 
 
 def check_storable_json(value: Any) -> None:
-    """Raise ValueError if any string (key or value) in a JSON document cannot be stored."""
-    storable(json.dumps(value, ensure_ascii=False))
+    """Raise ValueError if any string (key or value) in a JSON document cannot be stored,
+    TypeError if the document is not JSON at all."""
+    if isinstance(value, str):
+        storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be strings, not {type(key).__name__}")
+            storable(key)
+            check_storable_json(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_storable_json(item)
+    elif not (value is None or isinstance(value, bool | int | float)):
+        raise TypeError(f"{type(value).__name__} is not JSON")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from psycopg.rows import DictRow
 
-from carrier_core.character import CARRIER_NAMESPACE
 from carrier_core.store import Store
 from carrier_core.world import LOCAL_TENANT_ID
 
@@ -56,21 +55,26 @@ class NewKey:
     secret: str
 
 
-def tenant_id_for(name: str) -> uuid.UUID:
-    return uuid.uuid5(CARRIER_NAMESPACE, f"tenant:{name}")
-
-
 def ensure_tenant(store: Store, name: str) -> Tenant:
-    """The tenant of this name, made if it does not exist yet."""
+    """The tenant of this name, made if it does not exist yet. A new tenant's id is random:
+    knowing a tenant's name must not be enough to name it in a token's claim."""
     if not name.strip():
         raise ValueError("a tenant name must not be empty")
-    tenant_id = tenant_id_for(name)
     with store.connection() as conn:
-        conn.execute(
-            "INSERT INTO tenants (id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (tenant_id, name),
-        )
-    return Tenant(tenant_id, name)
+        row = conn.execute(
+            "WITH made AS (INSERT INTO tenants (id, name) VALUES (%s, %s)"
+            " ON CONFLICT (name) DO NOTHING RETURNING id)"
+            " SELECT id FROM made UNION ALL SELECT id FROM tenants WHERE name = %s",
+            (uuid.uuid4(), name, name),
+        ).fetchone()
+    assert row is not None
+    return Tenant(row["id"], name)
+
+
+def tenant_named(store: Store, name: str) -> Tenant | None:
+    with store.connection() as conn:
+        row = conn.execute("SELECT id FROM tenants WHERE name = %s", (name,)).fetchone()
+    return None if row is None else Tenant(row["id"], name)
 
 
 def tenant_exists(store: Store, tenant_id: uuid.UUID) -> bool:

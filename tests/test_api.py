@@ -114,3 +114,22 @@ def test_unknown_agents_and_turns_are_404(client: TestClient) -> None:
     assert "no agent with id" in response.json()["error"]["message"]
     assert client.get(f"/v1/turns/{uuid.uuid4()}").status_code == 404
     assert client.get("/v1/turns/not-a-uuid").status_code == 422
+
+
+def test_text_postgres_cannot_store_and_foreign_digits_are_422_not_500(
+    client: TestClient, agent: uuid.UUID
+) -> None:
+    # JSON may escape a lone surrogate; Postgres jsonb cannot hold one.
+    lone_surrogate = b'{"text": "hi", "sender": "u1", "attachments": [{"a": "\\ud800"}]}'
+    response = client.post(
+        f"/v1/agents/{agent}/rooms/lobby/messages",
+        content=lone_surrogate,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "surrogate" in response.json()["error"]["message"]
+    for path in (f"/v1/agents/{agent}/memories", f"/v1/agents/{agent}/rooms/lobby/messages"):
+        post(client, agent, {"text": "hi", "sender": "u1"})
+        response = client.get(path, params={"cursor": "\u00b2"})  # "²".isdigit() is true
+        assert response.status_code == 422, path
+        assert response.json()["error"]["code"] == "invalid_cursor"

@@ -283,7 +283,7 @@ def test_an_end_user_token_may_chat_as_its_subject_and_nothing_more(
     assert impostor.status_code == 403
     assert client.get(f"/v1/turns/{posted.json()['turn_id']}", headers=eve).status_code == 404
     assert client.get(f"/v1/turns/{world.turn_id}", headers=grace).status_code == 404
-    assert client.get(messages, headers=eve).status_code == 403
+    assert client.get(messages, headers=eve).status_code == 404  # her own g1 does not exist
     # Everything else takes an API key.
     for method, path in routes(client.app):
         if (method, path) in PUBLIC | END_USER:
@@ -292,6 +292,36 @@ def test_an_end_user_token_may_chat_as_its_subject_and_nothing_more(
         assert response.status_code == 403, (method, path, response.text)
         assert "API key" in response.json()["error"]["message"]
     assert issuer.fetches == 1  # the JWKS is fetched once and cached
+
+
+def test_an_end_users_rooms_are_their_own_whatever_key_they_name(
+    jwt_client: TestClient, store: Store, issuer: Issuer, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    client = jwt_client
+    world = build_world(client, store, make_tenant, "acme")
+    tenant_id = str(world.tenant.tenant_id)
+    bob = {"Authorization": f"Bearer {issuer.token({'sub': 'bob', 'tenant_id': tenant_id})}"}
+    eve = {"Authorization": f"Bearer {issuer.token({'sub': 'eve', 'tenant_id': tenant_id})}"}
+    support = f"/v1/agents/{world.agent_id}/rooms/support"
+
+    def texts(headers: dict[str, str]) -> list[str]:
+        page = client.get(f"{support}/messages", headers=headers)
+        assert page.status_code == 200, page.text
+        return [m["text"] for m in page.json()["data"] if not m["from_agent"]]
+
+    said = client.post(f"{support}/messages", json={"text": "my card is 4111"}, headers=bob)
+    assert said.status_code == 202
+    assert client.get(f"{support}/messages", headers=eve).status_code == 404
+    # Eve posting to the same key starts a room of her own; Bob's stays as it was.
+    joined = {"text": "hi", "room_kind": "group"}
+    assert client.post(f"{support}/messages", json=joined, headers=eve).status_code == 202
+    assert texts(eve) == ["hi"]
+    assert texts(bob) == ["my card is 4111"]
+    assert client.get(support, headers=bob).json()["kind"] == "dm"
+    # The tenant's key sees both, under keys scoped to each subject.
+    rooms = client.get(f"/v1/agents/{world.agent_id}/rooms", headers=world.tenant.headers)
+    names = {r["room"] for r in rooms.json()["data"]}
+    assert {"user:bob:support", "user:eve:support"} <= names
 
 
 @pytest.mark.parametrize(

@@ -384,9 +384,18 @@ def test_an_end_user_speaks_as_their_subject_in_their_own_room(
         client = sdk(url, token)
         assert say(client, agent, "Hello") == "Hello, grace. How are you today?"
         assert [m.id for m in client.models.list()] == [str(agent)]
-        with pytest.raises(openai.PermissionDeniedError):
-            say(client, agent, "Hello", user="bo")
-    assert room_messages(store, agent, "openai:grace")[0] == "Hello"
+        # A chat UI's `user` field changes neither the sender nor the room.
+        assert say(client, agent, "I like tea", user="bo") == "What do you like most about tea?"
+        # A room she names is hers: not the tenant's room of that key.
+        say(client, agent, "Hi there", extra_body={"room": "lobby"})
+    assert room_messages(store, agent, "user:grace:openai:grace") == [
+        "Hello",
+        "Hello, grace. How are you today?",
+        "I like tea",
+        "What do you like most about tea?",
+    ]
+    assert room_messages(store, agent, "user:grace:lobby")[0] == "Hi there"
+    assert room_messages(store, agent, "lobby") == []
 
 
 @pytest.mark.skipif(not (ROOT / "template.yaml").is_file(), reason="no template.yaml")

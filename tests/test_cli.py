@@ -12,7 +12,7 @@ import pytest
 from carrier_core import Character
 from carrier_core.cli import main
 from carrier_core.store import Store
-from carrier_core.tenants import key_for_secret, tenant_id_for
+from carrier_core.tenants import key_for_secret, tenant_named
 from tests.conftest import CHARACTERS
 
 
@@ -122,13 +122,18 @@ def test_keys_are_made_listed_and_revoked_from_the_command_line(
     out, err = capsys.readouterr()
     secret = out.strip()
     key = key_for_secret(store, secret)
-    assert key is not None and key.tenant_id == tenant_id_for("acme") and key.name == "ci"
+    acme = tenant_named(store, "acme")
+    assert acme is not None and f"tenant acme: {acme.id}" in err
+    assert key is not None and key.tenant_id == acme.id and key.name == "ci"
     assert "shown once" in err and secret not in err
 
     assert main(["keys", "list", "--tenant", "acme"]) == 0
     listed = capsys.readouterr().out
     assert str(key.id) in listed and key.prefix in listed and secret not in listed
 
+    assert main(["keys", "revoke", "--tenant", "globex", str(key.id)]) == 2  # no such tenant
+    assert main(["keys", "create", "--tenant", "globex"]) == 0
+    capsys.readouterr()
     assert main(["keys", "revoke", "--tenant", "globex", str(key.id)]) == 2  # not theirs
     assert key_for_secret(store, secret) is not None
     assert main(["keys", "revoke", "--tenant", "acme", str(key.id)]) == 0

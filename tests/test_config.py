@@ -50,3 +50,12 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("CARRIER_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(FileNotFoundError, match=r"nope\.yaml, which is not a file"):
         Settings()
+
+
+def test_empty_jwt_settings_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The template passes its empty parameters as empty strings; "" must not become a
+    # required issuer that no token has.
+    for name in ("CARRIER_JWT_JWKS_URL", "CARRIER_JWT_ISSUER", "CARRIER_JWT_AUDIENCE"):
+        monkeypatch.setenv(name, "")
+    settings = Settings()
+    assert (settings.jwt_jwks_url, settings.jwt_issuer, settings.jwt_audience) == (None,) * 3

@@ -184,6 +184,7 @@ def test_a_bad_token_or_another_tenants_agent_is_refused_and_nothing_is_stored(
         url(server, uuid.uuid4(), "r1", tenant.key): 404,
         url(server, "not-a-uuid", "r1", tenant.key): 422,
         f"{server}?agent={agent_id}&token={tenant.key}": 422,
+        url(server, agent_id, "r%001", tenant.key): 422,  # a NUL in the room key
     }
     for address, status in refusals.items():
         with pytest.raises(InvalidStatus) as refused:
@@ -268,7 +269,7 @@ def test_revoking_the_key_silences_its_open_connections(
             revoked.recv(timeout=0.2)
 
 
-def test_an_end_user_speaks_as_themselves_and_listens_only_where_they_have_spoken(
+def test_an_end_user_speaks_as_themselves_and_hears_only_their_own_rooms(
     database_url: str, store: Store, agent_id: uuid.UUID, tenant: TenantKey, issuer: Issuer
 ) -> None:
     jwt = {
@@ -297,12 +298,16 @@ def test_an_end_user_speaks_as_themselves_and_listens_only_where_they_have_spoke
         ]
         sender = store.memory(uuid.UUID(frames[0]["message_id"])).entity_id
         assert sender == entity_id_for(agent_id, "api", "grace")
-        # Grace's room is hers to hear; Eve may start a room of her own.
-        with pytest.raises(InvalidStatus) as refused:
-            connect(url(server, agent_id, "g1", eve), open_timeout=WAIT_S)
-        assert refused.value.response.status_code == 403
-        with connect(url(server, agent_id, "e1", eve)):
-            wait_for(lambda: connections(store) == 1)
+        # Eve naming "g1" listens to a g1 of her own: Grace's turns there never reach her.
+        with (
+            connect(url(server, agent_id, "g1", eve)) as eves,
+            connect(url(server, agent_id, "g1", grace)) as graces,
+        ):
+            wait_for(lambda: connections(store) == 2)
+            graces.send(json.dumps({"action": "sendMessage", "text": "My secret"}))
+            assert frames_until_done(graces)[-1]["type"] == "turn.done"
+            with pytest.raises(TimeoutError):
+                eves.recv(timeout=0.3)
 
 
 def event(name: str, key: str) -> dict[str, Any]:

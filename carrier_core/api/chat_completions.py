@@ -7,14 +7,17 @@ itself, in Postgres, so only the request's last message, which must be the user'
 the earlier messages a client resends are not stored again, and system messages do not
 replace the character. A conversation is a room, named, in order of precedence, by a `room`
 field (extra body) or `metadata.room` (the same room key as `/v1/agents/{id}/rooms/{room}`),
-else `openai:<user>` where the user is OpenAI's `user` field, else an end-user token's
-subject, else `user`: callers with an API key and no `user` share one conversation per
-agent. The sender is that same user (an end user always speaks as their token's subject).
+else `openai:<user>` where the user is an end-user token's subject, else OpenAI's `user`
+field, else `user`: callers with an API key and no `user` share one conversation per
+agent. The sender is that same user. An end user always speaks as their token's subject
+(whatever `user` says), and the rooms they name are their own, as in REST.
 
 The request waits for the turn, up to `chat_completion_timeout_s`; a turn still running
 then answers 504 `turn_timeout` naming the turn, which goes on: poll `/v1/turns/{id}`.
-Timeouts and failed turns carry `x-should-retry: false`, because the OpenAI SDKs would
-otherwise retry the 5xx by posting the message again, as a new message.
+Every answer given once the message is in carries `x-should-retry: false`: the OpenAI SDKs
+would otherwise retry a 5xx by posting the message again, as a new message. (A gateway's
+own 503 or 504, when the function outlives its timeout, is still retried by the SDK; the
+wait stays well under that timeout.)
 
 Streaming sends one chunk per reply as the turn stores it (the agent's replies are whole
 messages, not tokens). Behind Lambda the stream arrives all at once, at the turn's end.
@@ -23,6 +26,7 @@ messages, not tokens). Behind Lambda the stream arrives all at once, at the turn
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -52,6 +56,11 @@ DEFAULT_USER = "user"
 FIRST_POLL_S = 0.02
 LONGEST_POLL_S = 0.25
 _ENDED = ("done", "failed")
+#: On every answer given once the message is in: the OpenAI SDKs retry 5xx by posting the
+#: message again, which would be a second message and a second turn.
+NO_RETRY = {"x-should-retry": "false"}
+
+log = logging.getLogger(__name__)
 
 
 class ContentPart(BaseModel):
@@ -167,7 +176,9 @@ def create_chat_completion(
     """Send the last message to the agent named by `model` and answer with its replies."""
     agent = _agent(runtime, principal, body.model)
     text, sender_name = _new_message(body.messages)
-    user = body.user or principal.user or DEFAULT_USER
+    # An end user is always the sender (a chat UI's `user` field does not change that); the
+    # room they name is one of their own (`rooms.post` scopes it to them).
+    user = principal.user or body.user or DEFAULT_USER
     room = body.room or (body.metadata or {}).get("room") or f"{ROOM_PREFIX}{user}"
     message = MessagePost(text=text, sender=user, sender_name=sender_name)
     submit = services(request).submit
@@ -183,13 +194,30 @@ def create_chat_completion(
         return StreamingResponse(
             _chunks(runtime, completion, include_usage=include_usage),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **NO_RETRY},
         )
+    try:
+        return _answer(runtime, completion)
+    except Exception:
+        # The message is in: an SDK retrying this answer would send it again, as a new turn.
+        log.exception(
+            "chat completion for turn %s failed after its message was taken", accepted.turn_id
+        )
+        response = error_response(
+            500,
+            "internal",
+            f"internal error; the message was taken: read /v1/turns/{accepted.turn_id}",
+        )
+        response.headers.update(NO_RETRY)
+        return response
+
+
+def _answer(runtime: Runtime, completion: _Completion) -> ChatCompletion | JSONResponse:
     turn = _finished(runtime, completion)
     if turn.status != "done":
         status, code, message_text = _unfinished(turn, completion)
         response = error_response(status, code, message_text)
-        response.headers["x-should-retry"] = "false"
+        response.headers.update(NO_RETRY)
         return response
     view = turn_view(runtime, completion.turn_id)
     return ChatCompletion(

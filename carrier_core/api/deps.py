@@ -11,10 +11,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import Depends, Header, Request
 
-from carrier_core.auth import Authenticator, Forbidden, Principal
+from carrier_core.auth import Authenticator, Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
 from carrier_core.turn import IncomingMessage
@@ -91,12 +92,11 @@ def turn_of(runtime: Runtime, principal: Principal, turn_id: uuid.UUID) -> TurnR
     return turn
 
 
-def end_user_in_room(
-    runtime: Runtime, principal: Principal, agent_id: uuid.UUID, room_id: uuid.UUID
-) -> None:
-    """An end user may read only rooms they have spoken in."""
+def room_key(principal: Principal, room: str) -> str:
+    """The stored key of the room a caller names. An end user's rooms are their own: the
+    key is scoped to their subject, so no one else's token reaches them (an API key of the
+    tenant sees them as `user:<subject>:<room>`). The subject is percent-encoded, so no
+    two subjects share a prefix."""
     if principal.user is None:
-        return
-    me = entity_id_for(agent_id, CLIENT_SOURCE, principal.user)
-    if all(entity.id != me for entity in runtime.store.participants(room_id)):
-        raise Forbidden("end users may read only rooms they have spoken in")
+        return room
+    return f"user:{quote(principal.user, safe='@.-_')}:{room}"

@@ -28,7 +28,8 @@ class Page(BaseModel, Generic[T]):
 def seq_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 18:
+    # isascii: "²".isdigit() is true, and int("²") fails.
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
         raise ApiError(422, "invalid_cursor", f"cursor {cursor!r} is not one this API gave")
     return int(cursor)
 

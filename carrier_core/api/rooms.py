@@ -16,7 +16,7 @@ from carrier_core.api.deps import (
     RuntimeDep,
     Submit,
     agent_of,
-    end_user_in_room,
+    room_key,
     services,
 )
 from carrier_core.api.errors import ApiError
@@ -119,7 +119,7 @@ def post(
     data["client_message_id"] = (
         body.client_message_id or idempotency_key or f"carrier-{uuid.uuid4()}"
     )
-    data.update(agent_id=agent_id, room=room, source=CLIENT_SOURCE)
+    data.update(agent_id=agent_id, room=room_key(principal, room), source=CLIENT_SOURCE)
     try:
         ingested = ingest(runtime, data)
     except InvalidMessage as exc:
@@ -130,8 +130,9 @@ def post(
     return Accepted(message_id=ingested.message_id, turn_id=ingested.turn_id, status=turn.status)
 
 
-def _room(runtime: Runtime, agent_id: uuid.UUID, room: str) -> uuid.UUID:
-    room_id = room_id_for(agent_id, CLIENT_SOURCE, room)
+def _room(runtime: Runtime, agent_id: uuid.UUID, key: str, room: str) -> uuid.UUID:
+    """The id of the stored room `key` (what the caller named as `room`); 404 if none."""
+    room_id = room_id_for(agent_id, CLIENT_SOURCE, key)
     try:
         runtime.store.room(room_id)
     except NotFound:
@@ -161,10 +162,9 @@ def get_room(
     runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, room: RoomKey
 ) -> RoomView:
     agent_of(runtime, principal, agent_id)
-    room_id = _room(runtime, agent_id, room)
-    end_user_in_room(runtime, principal, agent_id, room_id)
+    room_id = _room(runtime, agent_id, room_key(principal, room), room)
     [record] = runtime.store.agent_rooms(agent_id, limit=1, room_id=room_id)
-    return _room_view(record)
+    return _room_view(record).model_copy(update={"room": room})  # the key as the caller named it
 
 
 def _room_view(record: RoomRecord) -> RoomView:
@@ -184,7 +184,7 @@ def delete_room(
     """Forget a room: its messages and turns are deleted (facts learned about people stay)."""
     principal.require_key("deleting a room")
     agent_of(runtime, principal, agent_id)
-    runtime.store.delete_room(_room(runtime, agent_id, room))
+    runtime.store.delete_room(_room(runtime, agent_id, room, room))
     return Response(status_code=204)
 
 
@@ -213,8 +213,7 @@ def list_messages(
 ) -> Page[MessageView]:
     """The room's messages, newest first."""
     agent_of(runtime, principal, agent_id)
-    room_id = _room(runtime, agent_id, room)
-    end_user_in_room(runtime, principal, agent_id, room_id)
+    room_id = _room(runtime, agent_id, room_key(principal, room), room)
     memories = runtime.store.memories_page(
         agent_id,
         kinds=[MemoryKind.MESSAGE],

@@ -9,13 +9,13 @@ AGENT is the agent's id, ROOM the client's room key, TOKEN an API key or end-use
 
 The token is checked as a REST call's bearer token, and the agent as REST checks it
 (another tenant's agent does not exist). Refused connections fail the handshake with
-401 (credentials), 404 (no such agent), 403 (an end user, a room they have not spoken
-in) or 422 (no agent id or room key). An end user may listen to a new room, or to one
-they have spoken in. The connection listens to one room of one agent: every turn in
-that room is pushed to it, whoever sent the message. The token is checked at connect
-(later frames carry none); revoking the API key silences its open connections at once,
-while an end user's connection lasts until it closes, even past the token's expiry (API
-Gateway closes any connection after two hours).
+401 (credentials), 404 (no such agent) or 422 (no agent id or room key). An end user's
+rooms are their own, as in REST: the room key is scoped to their subject, so they can
+listen only to their own conversations. The connection listens to one room of one
+agent: every turn in that room is pushed to it, whoever sent the message. The token is
+checked at connect (later frames carry none); revoking the API key silences its open
+connections at once, while an end user's connection lasts until it closes, even past the
+token's expiry (API Gateway closes any connection after two hours).
 
 Client → server, one JSON object per text frame:
 
@@ -53,13 +53,14 @@ from collections.abc import Callable, Mapping
 
 from pydantic import ValidationError
 
-from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, end_user_in_room
+from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, room_key
 from carrier_core.api.errors import ApiError
 from carrier_core.api.rooms import MessagePost, post
 from carrier_core.auth import Authenticator, Forbidden, Unauthorized
 from carrier_core.connections import Connection, add_connection, get_connection
 from carrier_core.frames import Frame, accepted_frame, error_frame
 from carrier_core.runtime import Runtime
+from carrier_core.storable import storable
 from carrier_core.store import NotFound, TurnRecord
 from carrier_core.turn import IncomingMessage
 from carrier_core.world import room_id_for
@@ -115,6 +116,10 @@ def _query(query: Mapping[str, str]) -> tuple[uuid.UUID, str]:
     except ValueError:
         raise ApiError(422, "invalid_request", "query.agent: the agent's id (a UUID)") from None
     room = query.get("room") or ""
+    try:
+        storable(room)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", f"query.room: {exc}") from None
     if not 1 <= len(room) <= MAX_ROOM_CHARS:
         raise ApiError(
             422, "invalid_request", f"query.room: a room key of 1 to {MAX_ROOM_CHARS} characters"
@@ -135,14 +140,7 @@ def connect(
         principal = authenticator.principal(query.get("token"))
         agent_id, room = _query(query)
         agent_of(runtime, principal, agent_id)
-        room_id = room_id_for(agent_id, CLIENT_SOURCE, room)
-        if principal.user is not None:
-            try:
-                runtime.store.room(room_id)
-            except NotFound:
-                pass  # a room they are about to start
-            else:
-                end_user_in_room(runtime, principal, agent_id, room_id)
+        room_id = room_id_for(agent_id, CLIENT_SOURCE, room_key(principal, room))
     except Exception as exc:
         described = describe(exc)
         if described is None:

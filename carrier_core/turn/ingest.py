@@ -7,7 +7,6 @@ the first delivery made, so it is answered once.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from pydantic import (
 
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.storable import StorableText
+from carrier_core.storable import StorableText, check_storable_json
 from carrier_core.store import NotFound, StepRecord, StepUsage
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
@@ -39,7 +38,9 @@ class IncomingMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: uuid.UUID
-    room: StorableText = Field(min_length=1, max_length=200)
+    #: Clients name rooms in at most 200 characters; an end user's are stored scoped to
+    #: their subject (`carrier_core.api.deps.room_key`), hence the room to spare.
+    room: StorableText = Field(min_length=1, max_length=1000)
     sender: StorableText = Field(min_length=1, max_length=200)
     sender_name: StorableText | None = Field(default=None, max_length=200)
     text: StorableText
@@ -61,11 +62,9 @@ class IncomingMessage(BaseModel):
     @classmethod
     def _storable_attachments(cls, attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:
-            encoded = json.dumps(attachments)
-        except (TypeError, ValueError) as exc:
+            check_storable_json(attachments)
+        except TypeError as exc:
             raise ValueError(f"must be JSON: {exc}") from None
-        if "\\u0000" in encoded:
-            raise ValueError("must not contain NUL characters")
         return attachments
 
 
