@@ -109,16 +109,6 @@ def remove_connection(store: Store, connection_id: str) -> bool:
         return conn.execute("DELETE FROM connections WHERE id = %s", (connection_id,)).rowcount > 0
 
 
-def room_connections(store: Store, room_id: uuid.UUID) -> list[Connection]:
-    with store.connection() as conn:
-        rows = conn.execute(
-            f"SELECT {_C_COLUMNS} FROM connections c WHERE c.room_id = %s AND {_LIVE}"
-            " ORDER BY c.connected_at, c.id",
-            (room_id,),
-        ).fetchall()
-    return [_connection(row) for row in rows]
-
-
 def turn_connections(store: Store, turn_id: uuid.UUID) -> list[Connection]:
     """The connections listening to a turn's room, in one query (each step asks)."""
     with store.connection() as conn:
