@@ -4,6 +4,11 @@ The queue does the waiting between attempts. When an attempt fails and another i
 due later, the message's visibility timeout is set to the backoff and the record is
 reported failed: SQS hands it out again once the delay is over, and no function
 waits. A delivered or finally failed delivery's message is let go (deleted).
+
+A function whose time runs low takes no new record: it hands the rest back at once
+(`NoTimeLeft`), rather than being stopped mid-attempt. A message lost on the way (the
+finish step could not queue it, a function died holding it) is found by the sweep: the
+same function, on a schedule, queues again what `stale_deliveries` finds.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from carrier_core.runtime import Runtime
-from carrier_core.webhooks import Outcome, deliver, plan_deliveries
+from carrier_core.webhooks import Outcome, deliver, plan_deliveries, stale_deliveries
 
 log = logging.getLogger(__name__)
 
 #: SQS's longest visibility timeout (12 hours).
 MAX_VISIBILITY_S = 43200
+#: Time kept beyond an attempt's own (`webhook_timeout_s`) for its database calls and the
+#: batch's answer: with less left, a record is handed back untried.
+TIME_MARGIN_S = 5.0
 
 
 class RetryLater(Exception):
@@ -35,6 +43,19 @@ class RetryLater(Exception):
         )
         self.outcome = outcome
         self.delay_s = delay_s
+
+
+class NoTimeLeft(Exception):
+    """Raised for a record the function has no time left to try: it comes back at once."""
+
+
+def is_scheduled(event: Any) -> bool:
+    """Whether an event is EventBridge's, from a schedule (the sweep) rather than SQS's."""
+    return (
+        isinstance(event, dict)
+        and event.get("source") == "aws.events"
+        and event.get("detail-type") == "Scheduled Event"
+    )
 
 
 def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]) -> None:
@@ -54,8 +75,10 @@ def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]
 
 
 def queue_turn_deliveries(runtime: Runtime, sqs: Any, turn_id: uuid.UUID) -> int:
-    """Plan a done turn's deliveries and queue them; none where `WEBHOOK_QUEUE_URL` is unset.
-    If queueing fails, what was planned stays pending and a retried finish queues it again."""
+    """Plan the deliveries of a finished turn's replies and queue them; none where
+    `WEBHOOK_QUEUE_URL` is unset. The turn's status does not matter: one that stored a
+    reply and then failed has still said it, so the reply is sent. If queueing fails,
+    what was planned stays pending, and the sweep (`sweep_deliveries`) queues it again."""
     queue_url = os.environ.get("WEBHOOK_QUEUE_URL")
     if not queue_url:
         return 0
@@ -64,26 +87,53 @@ def queue_turn_deliveries(runtime: Runtime, sqs: Any, turn_id: uuid.UUID) -> int
     return len(delivery_ids)
 
 
-def deliver_message(
-    runtime: Runtime, sqs: Any, queue_url: str, receipt_handle: str, body: str
-) -> Outcome | None:
-    """Attempt the delivery a message names. Returns what became of it, None for a body
-    that names no delivery (nothing to retry); raises `RetryLater` when another attempt is
-    due, having set the message to come back then."""
-    try:
-        delivery_id = uuid.UUID(str(json.loads(body)["delivery_id"]))
-    except (ValueError, KeyError, TypeError):
-        log.error('webhook message refused: its body is not {"delivery_id": <uuid>}')
-        return None
-    outcome = deliver(runtime, delivery_id)
-    if outcome.retry_in is None:
-        return outcome
-    delay_s = min(MAX_VISIBILITY_S, max(1, math.ceil(outcome.retry_in)))
+def sweep_deliveries(runtime: Runtime, sqs: Any, queue_url: str) -> int:
+    """Queue again the pending deliveries whose message was most likely lost."""
+    delivery_ids = stale_deliveries(runtime)
+    if delivery_ids:
+        log.warning(
+            "queueing %d webhook deliveries again (their messages were lost)", len(delivery_ids)
+        )
+    queue_deliveries(sqs, queue_url, delivery_ids)
+    return len(delivery_ids)
+
+
+def _delay(sqs: Any, queue_url: str, receipt_handle: str, delay_s: int) -> None:
     try:
         sqs.change_message_visibility(
             QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=delay_s
         )
     except Exception:
         # The message still comes back, after the queue's own visibility timeout.
-        log.warning("could not delay delivery %s's message", delivery_id, exc_info=True)
+        log.warning("could not set a webhook message's visibility to %ds", delay_s, exc_info=True)
+
+
+def deliver_message(
+    runtime: Runtime,
+    sqs: Any,
+    queue_url: str,
+    receipt_handle: str,
+    body: str,
+    *,
+    remaining_ms: int | None = None,
+) -> Outcome | None:
+    """Attempt the delivery a message names. Returns what became of it, None for a body
+    that names no delivery (nothing to retry); raises `RetryLater` when another attempt is
+    due, having set the message to come back then, and `NoTimeLeft`, having made the
+    message visible again at once, when `remaining_ms` (the function's) cannot hold an
+    attempt."""
+    try:
+        delivery_id = uuid.UUID(str(json.loads(body)["delivery_id"]))
+    except (ValueError, KeyError, TypeError):
+        log.error('webhook message refused: its body is not {"delivery_id": <uuid>}')
+        return None
+    needed_s = runtime.settings.webhook_timeout_s + TIME_MARGIN_S
+    if remaining_ms is not None and remaining_ms < needed_s * 1000:
+        _delay(sqs, queue_url, receipt_handle, 0)
+        raise NoTimeLeft(f"delivery {delivery_id}: {remaining_ms} ms left, handed back untried")
+    outcome = deliver(runtime, delivery_id)
+    if outcome.retry_in is None:
+        return outcome
+    delay_s = min(MAX_VISIBILITY_S, max(1, math.ceil(outcome.retry_in)))
+    _delay(sqs, queue_url, receipt_handle, delay_s)
     raise RetryLater(outcome, delay_s)

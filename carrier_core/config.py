@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     #: it is kept as failed. Keep the webhook queue's maxReceiveCount above the attempts.
     webhook_backoff_s: float = Field(default=10.0, gt=0)
     webhook_max_attempts: int = Field(default=6, ge=1, le=20)
-    #: How long one delivery may take, connecting and answering, before it counts as failed.
+    #: How long one delivery attempt may take in all (resolving the host to reading the
+    #: answer's headers) before it counts as failed.
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
     #: Take webhook URLs on loopback, private, link-local or other non-public addresses
     #: (local development only: in the cloud they reach into the VPC).

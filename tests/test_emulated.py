@@ -344,6 +344,7 @@ EVENT_FUNCTIONS = {
     "turn_finish.json": "TurnFinishFunction",
     "memory_embed_sqs.json": "MemoryEmbedFunction",
     "webhook_deliver_sqs.json": "WebhookDeliverFunction",
+    "webhook_sweep_schedule.json": "WebhookDeliverFunction",  # driven in tests/test_webhooks.py
     "api_get_turn.json": "ApiFunction",
     "turn_execution_input.json": "",  # the state machine's input, started below
     "turn_finish_error.json": "TurnFinishFunction",

@@ -5,24 +5,37 @@ retried with backoff, and kept when every attempt failed."""
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import itertools
 import json
 import random
+import socket
+import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from carrier_aws.local.emulator import Emulator
+from carrier_aws.local.emulator import Emulator, Function
+from carrier_aws.local.template import load_yaml
+from carrier_aws.webhooks import queue_deliveries
 from carrier_core import Character, Runtime
 from carrier_core.api import create_app
 from carrier_core.models import offline_models
@@ -33,13 +46,15 @@ from carrier_core.webhooks import (
     backoff_delay,
     check_url,
     deliver,
+    delivery,
     new_secret,
     plan_deliveries,
     signed_headers,
+    stale_deliveries,
 )
 from carrier_core.webhooks.delivery import MAX_BACKOFF_S
 from carrier_core.webhooks.targets import refused_target
-from tests.conftest import TenantKey, make_runtime, run_inline
+from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
 
 MAX_ATTEMPTS = 4
 
@@ -86,9 +101,9 @@ class Receiver:
             return list(self.requests)
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver()
+@contextmanager
+def serving(found: Receiver, tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
+    """Run `found` as an HTTP server on 127.0.0.1 (HTTPS with `tls`) until the block ends."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -105,12 +120,22 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     found.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield found
-    server.shutdown()
-    server.server_close()
+    try:
+        yield found
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serving(Receiver()) as found:
+        yield found
 
 
 def signed_by_hand(secret: str, received: Received) -> bool:
@@ -261,7 +286,8 @@ def test_a_failing_receiver_is_tried_again_after_growing_delays_then_delivered(
         ("pending", 500),
         ("delivered", 200),
     ]
-    assert outcomes[0].error == "HTTP 500: receiver says no"
+    # Only the status: what a receiver answers is not shown back through the API.
+    assert outcomes[0].error == "HTTP 500"
     delays = [o.retry_in for o in outcomes[:2]]
     assert delays[0] is not None and delays[1] is not None and delays[1] > delays[0] > 0
     requests = receiver.wait_for(3)
@@ -311,7 +337,7 @@ def test_a_receiver_that_always_fails_ends_failed_and_is_listed_with_its_last_an
         MAX_ATTEMPTS,
         503,
     )
-    assert failed["last_error"] == "HTTP 503: receiver says no"
+    assert failed["last_error"] == "HTTP 503"
     assert failed["next_attempt_at"] is None and failed["payload"]["type"] == "reply"
     assert client.get(base, params={"status": "delivered"}).json()["data"] == []
     # Given up on: a late message for it sends nothing more.
@@ -431,6 +457,14 @@ def test_another_tenant_sees_no_webhook_of_ours(
         "http://[::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
         "http://db.ec2.internal/hook",
+        # IPv6 addresses that carry a private IPv4 one: NAT64 (well-known and local-use),
+        # 6to4, Teredo, IPv4-compatible.
+        "http://[64:ff9b::a00:1]/",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[64:ff9b:1::a00:1]/hook",
+        "http://[2002:a00:1::1]/hook",
+        "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
+        "http://[::a00:1]/hook",
     ],
 )
 def test_urls_that_are_refused(url: str) -> None:
@@ -443,6 +477,9 @@ def test_urls_that_are_taken() -> None:
         "https://example.com/hook?x=1"
     )
     assert check_url("http://127.0.0.1:8080/hook", allow_private=True)
+    # A public IPv4 address behind NAT64 or 6to4 is public.
+    assert check_url("http://[64:ff9b::5db8:d70e]/hook", allow_private=False)
+    assert check_url("http://[2002:5db8:d70e::1]/hook", allow_private=False)
     with pytest.raises(InvalidWebhookUrl):
         check_url("ftp://127.0.0.1/", allow_private=True)
 
@@ -504,3 +541,437 @@ def test_the_bundle_delivers_a_signed_reply_through_its_queue_and_retries_by_vis
     with store.connection() as conn:
         [row] = conn.execute("SELECT status, attempts FROM webhook_deliveries").fetchall()
     assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "field_name"),
+    [
+        ('{"url": "https://example.com/ho\\u0000ok"}', "body.url"),
+        ('{"url": "https://example.com/\\ud800"}', "body.url"),
+        ('{"url": "https://example.com/hook", "room": "lo\\u0000bby"}', "body.room"),
+        ('{"url": "https://example.com/hook", "room": "lo\\udfffbby"}', "body.room"),
+    ],
+)
+def test_text_postgres_cannot_store_is_a_422_naming_its_field(
+    client: TestClient, agent: uuid.UUID, body: str, field_name: str
+) -> None:
+    response = client.post(
+        f"/v1/agents/{agent}/webhooks",
+        content=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["message"].startswith(field_name)
+    assert client.get(f"/v1/agents/{agent}/webhooks").json() == []
+
+
+# -- where a request goes: the address checked, and no longer than the deadline -------------
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[list[str]]]:
+    """A resolver for the names a test gives: each lookup of a name answers the next list of
+    addresses (the last list again once they run out); other names resolve as usual."""
+    answers: dict[str, list[list[str]]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in answers:
+            return real(host, port, *args, **kwargs)
+        queue = answers[host]
+        addresses = queue.pop(0) if len(queue) > 1 else queue[0]
+        return [found for a in addresses for found in real(a, port, *args, **kwargs)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+@pytest.fixture
+def internet(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """No test reaches the internet: a connection to a public address is refused (and the
+    address kept); any other connection is made as usual."""
+    tried: list[tuple[str, int]] = []
+    real = socket.create_connection
+
+    def create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        try:
+            public = ipaddress.ip_address(address[0]).is_global
+        except ValueError:
+            public = False
+        if public:
+            tried.append((address[0], address[1]))
+            raise ConnectionRefusedError(111, "Connection refused")
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return tried
+
+
+def test_a_name_that_rebinds_to_a_private_address_after_the_check_is_not_followed(
+    client: TestClient,
+    store: Store,
+    agent: uuid.UUID,
+    receiver: Receiver,
+    dns: dict[str, list[list[str]]],
+    internet: list[tuple[str, int]],
+) -> None:
+    strict = make_runtime(store, offline_models(), webhook_timeout_s=2)
+    register(client, agent, f"http://rebind.test:{receiver.port}/hook")
+    # Public when checked, loopback for whoever asks again.
+    dns["rebind.test"] = [["93.184.215.14"], ["127.0.0.1"]]
+    [delivery_id] = plan_deliveries(strict, say(client, agent, "Hello"))
+
+    outcome = deliver(strict, delivery_id)
+
+    assert receiver.requests == []
+    assert internet == [("93.184.215.14", receiver.port)]
+    assert (outcome.status, outcome.last_status) == ("pending", None)
+    assert outcome.error is not None and "refused" in outcome.error.lower()
+
+
+def test_a_delivery_tries_the_next_address_and_names_its_host(
+    client: TestClient,
+    hooks_runtime: Runtime,
+    agent: uuid.UUID,
+    receiver: Receiver,
+    dns: dict[str, list[list[str]]],
+) -> None:
+    register(client, agent, f"http://hook.example.test:{receiver.port}/hook")
+    # Nothing listens on 127.0.0.2: refused, then 127.0.0.1 answers.
+    dns["hook.example.test"] = [["127.0.0.2", "127.0.0.1"]]
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+
+    assert deliver(hooks_runtime, delivery_id).status == "delivered"
+
+    [received] = receiver.requests
+    assert received.headers["host"] == f"hook.example.test:{receiver.port}"
+
+
+def tls_context_for(tmp_path: Path, host: str) -> tuple[ssl.SSLContext, Path]:
+    """A server context whose certificate names `host`, and the file of the CA that signed it."""
+    now = dt.datetime.now(dt.UTC)
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, ca: bool
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("Test CA", ca_key, "Test CA", ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = certificate(host, key, "Test CA", ca_key, ca=False)
+    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, ca_file
+
+
+def test_https_is_sent_to_the_checked_address_and_verified_against_the_hosts_name(
+    client: TestClient,
+    hooks_runtime: Runtime,
+    agent: uuid.UUID,
+    dns: dict[str, list[list[str]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tls, ca_file = tls_context_for(tmp_path, "hook.example.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # what the default context trusts
+    dns["hook.example.test"] = dns["other.example.test"] = [["127.0.0.1"]]
+    with serving(Receiver(), tls) as found:
+        good = register(client, agent, f"https://hook.example.test:{found.port}/hook")
+        register(client, agent, f"https://other.example.test:{found.port}/other")
+        planned = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+        outcomes = [deliver(hooks_runtime, delivery_id) for delivery_id in planned]
+
+    statuses = sorted((o.status, o.error or "") for o in outcomes)
+    assert statuses[0] == ("delivered", "")
+    # The certificate names hook.example.test, not other.example.test (nor 127.0.0.1).
+    assert statuses[1][0] == "pending" and "certificate" in statuses[1][1].lower()
+    [received] = found.requests
+    assert received.path == "/hook"
+    assert received.headers["host"] == f"hook.example.test:{found.port}"
+    assert_signed(good["secret"], received)
+
+
+@dataclass
+class RawServer:
+    """A TCP server on 127.0.0.1 whose every connection is given to `answer` after the request
+    has been read: for receivers no HTTP server library would write."""
+
+    answer: Callable[[socket.socket], None] = lambda conn: None
+    port: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+def raw_server() -> Iterator[RawServer]:
+    found = RawServer()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    found.port = listener.getsockname()[1]
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                found.answer(conn)
+            except OSError:
+                pass
+
+    def serve() -> None:
+        while not found.stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield found
+    found.stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_attempts_deadline(
+    client: TestClient, hooks_runtime: Runtime, agent: uuid.UUID, raw_server: RawServer
+) -> None:
+    def drip(conn: socket.socket) -> None:
+        # Always a byte within the socket timeout; the headers never end (for 10 s).
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        for _ in range(200):
+            if raw_server.stop.wait(0.05):
+                return
+            conn.sendall(b"a")
+        conn.sendall(b"\r\n\r\n")
+
+    raw_server.answer = drip
+    register(client, agent, raw_server.url())
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+
+    started = time.monotonic()
+    outcome = deliver(hooks_runtime, delivery_id, timeout=1.0)
+
+    assert time.monotonic() - started < 2.5
+    assert (outcome.status, outcome.last_status, outcome.error) == ("pending", None, "timed out")
+
+
+def test_what_a_receiver_says_is_not_kept_in_last_error(
+    client: TestClient, hooks_runtime: Runtime, agent: uuid.UUID, raw_server: RawServer
+) -> None:
+    # Not HTTP at all: an internal service's banner must not come back through the API.
+    raw_server.answer = lambda conn: conn.sendall(b"+OK redis-secret-banner 7.2\r\n")
+    register(client, agent, raw_server.url())
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+
+    outcome = deliver(hooks_runtime, delivery_id)
+
+    assert outcome.status == "pending" and outcome.error
+    assert "secret" not in outcome.error and "redis" not in outcome.error
+    found = delivery(hooks_runtime.store, delivery_id)
+    assert found is not None and found.last_error == outcome.error
+
+
+# -- the sweep: deliveries whose message was lost -----------------------------------------------
+
+
+def backdate(store: Store, delivery_id: uuid.UUID, minutes: float) -> None:
+    """Move every time of a delivery back, as if it had all happened that long ago."""
+    with store.connection() as conn:
+        conn.execute(
+            "UPDATE webhook_deliveries SET created_at = created_at - %(d)s,"
+            " updated_at = updated_at - %(d)s, next_attempt_at = next_attempt_at - %(d)s,"
+            " swept_at = swept_at - %(d)s WHERE id = %(id)s",
+            {"d": dt.timedelta(minutes=minutes), "id": delivery_id},
+        )
+
+
+def test_the_sweep_finds_deliveries_never_queued_or_long_overdue_and_each_once_a_while(
+    client: TestClient, hooks_runtime: Runtime, agent: uuid.UUID, receiver: Receiver, store: Store
+) -> None:
+    register(client, agent, receiver.url())
+    never, overdue, done, fresh = (
+        plan_deliveries(hooks_runtime, say(client, agent, f"Hello {n}"))[0] for n in range(4)
+    )
+    receiver.failures = 1
+    assert deliver(hooks_runtime, overdue).status == "pending"  # and its message lost since
+    assert deliver(hooks_runtime, done).status == "delivered"
+    assert stale_deliveries(hooks_runtime) == []  # all too recent: their messages may be queued
+
+    for delivery_id in (never, overdue, done):
+        backdate(store, delivery_id, minutes=30)
+
+    assert stale_deliveries(hooks_runtime) == [never, overdue]
+    # Queued again: left alone while that message has time to be handled ...
+    assert stale_deliveries(hooks_runtime) == []
+    # ... and found again if it is lost too.
+    backdate(store, never, minutes=30)
+    assert stale_deliveries(hooks_runtime) == [never]
+    assert fresh not in stale_deliveries(hooks_runtime)
+
+
+def test_the_sweep_schedule_queues_again_a_delivery_whose_message_was_lost(
+    database_url: str,
+    store: Store,
+    runtime: Runtime,
+    ada: Character,
+    acme: TenantKey,
+    receiver: Receiver,
+) -> None:
+    agent = runtime.register_agent(ada, acme.tenant_id)
+    sweep = json.loads((ROOT / "events" / "webhook_sweep_schedule.json").read_text())
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+    with Emulator(database_url, retry_interval_scale=0.01, environment=environment) as emulator:
+        client = TestClient(emulator.app, headers=acme.headers)
+        turn_id = say(client, agent, "My name is Grace")
+        emulator.drain()
+        made = register(client, agent, receiver.url())
+        # What a finish step planned before SQS refused its message.
+        [delivery_id] = plan_deliveries(runtime, turn_id)
+        function = emulator.functions["WebhookDeliverFunction"]
+
+        assert emulator.call(function, sweep) == {"queued": 0}  # its message may be on the way
+        backdate(store, delivery_id, minutes=10)
+        assert emulator.call(function, sweep) == {"queued": 1}
+
+        [received] = receiver.wait_for(1, timeout=15)
+        emulator.drain()
+
+    assert received.headers["webhook-id"] == str(delivery_id)
+    assert_signed(made["secret"], received)
+    found = delivery(store, delivery_id)
+    assert found is not None and (found.status, found.attempts) == ("delivered", 1)
+
+
+def test_a_turn_that_failed_after_storing_a_reply_still_sends_it(
+    database_url: str,
+    store: Store,
+    runtime: Runtime,
+    ada: Character,
+    acme: TenantKey,
+    receiver: Receiver,
+) -> None:
+    agent = runtime.register_agent(ada, acme.tenant_id)
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+    with Emulator(database_url, retry_interval_scale=0.01, environment=environment) as emulator:
+        client = TestClient(emulator.app, headers=acme.headers)
+        turn_id = say(client, agent, "My name is Grace")
+        emulator.drain()
+        made = register(client, agent, receiver.url())
+        # A step after the reply failed: the Catch hands its error to the finish step.
+        failure = {"Error": "States.Timeout", "Cause": "the evaluate step timed out"}
+        finished = emulator.call(
+            emulator.functions["TurnFinishFunction"], {"turn_id": str(turn_id), "error": failure}
+        )
+        assert finished == {"turn_id": str(turn_id), "status": "failed"}
+
+        [received] = receiver.wait_for(1, timeout=15)
+        emulator.drain()
+
+    payload = assert_signed(made["secret"], received)
+    assert payload["turn_id"] == str(turn_id) and payload["type"] == "reply"
+
+
+# -- the function's time --------------------------------------------------------------------
+
+
+def test_the_function_leaves_records_for_later_when_its_time_runs_low(
+    database_url: str,
+    client: TestClient,
+    hooks_runtime: Runtime,
+    agent: uuid.UUID,
+    receiver: Receiver,
+) -> None:
+    register(client, agent, receiver.url())
+    planned = [plan_deliveries(hooks_runtime, say(client, agent, f"Hi {n}"))[0] for n in range(2)]
+    with Emulator(database_url, poll=False) as emulator:
+        queue_url = emulator.queue_url("WebhookQueue")
+        queue_deliveries(emulator.sqs, queue_url, planned)
+        messages = emulator.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=600
+        )["Messages"]
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": {},
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:WebhookQueue",
+                    "awsRegion": "us-east-1",
+                }
+                for m in messages
+            ]
+        }
+        function = emulator.functions["WebhookDeliverFunction"]
+        # Less time left than one attempt may take (CARRIER_WEBHOOK_TIMEOUT_S).
+        short = Function(dataclasses.replace(function.spec, timeout_s=5), function.module)
+
+        result = short.call(event)
+
+        assert result == {
+            "batchItemFailures": [{"itemIdentifier": m["MessageId"]} for m in messages]
+        }
+        assert receiver.requests == []
+        # Not tried, and back on the queue at once for another invocation.
+        again = emulator.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        assert len(again.get("Messages", [])) == 2
+    for delivery_id in planned:
+        found = delivery(hooks_runtime.store, delivery_id)
+        assert found is not None and (found.status, found.attempts) == ("pending", 0)
+
+
+def test_the_webhook_function_can_try_a_whole_batch_well_within_its_timeout_and_sweeps() -> None:
+    function = load_yaml(ROOT / "template.yaml")["Resources"]["WebhookDeliverFunction"]
+    props = function["Properties"]
+    per_attempt = float(props["Environment"]["Variables"]["CARRIER_WEBHOOK_TIMEOUT_S"])
+    events = list(props["Events"].values())
+    [queue] = [e["Properties"] for e in events if e["Type"] == "SQS"]
+    assert queue["BatchSize"] * per_attempt <= props["Timeout"] / 2
+    [schedule] = [e["Properties"] for e in events if e["Type"] == "Schedule"]
+    assert str(schedule["Schedule"]).startswith("rate(")

@@ -18,6 +18,7 @@ from carrier_core.api.errors import ApiError
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
 from carrier_core.auth import Principal
 from carrier_core.runtime import Runtime
+from carrier_core.storable import StorableText
 from carrier_core.store import NotFound
 from carrier_core.webhooks import (
     Delivery,
@@ -39,9 +40,11 @@ class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: Where to POST each reply: http(s), a public address.
-    url: str = Field(min_length=1, max_length=MAX_URL_CHARS, examples=["https://example.com/hook"])
+    url: StorableText = Field(
+        min_length=1, max_length=MAX_URL_CHARS, examples=["https://example.com/hook"]
+    )
     #: Only this room's replies (the client's room key); omit for every room of the agent.
-    room: str | None = Field(default=None, min_length=1, max_length=200)
+    room: StorableText | None = Field(default=None, min_length=1, max_length=200)
 
 
 class WebhookView(BaseModel):

@@ -1,13 +1,15 @@
 """Webhooks: an agent's replies POSTed to URLs its tenant registers, signed, retried, kept.
 
 - `registry`: webhooks of an agent (all its rooms, or one), each with its own secret;
-- `targets`: which URLs are allowed (http(s), public addresses);
+- `targets`: which URLs are allowed (http(s), public addresses), and the addresses an
+  attempt connects to (those checked);
 - `signature`: Standard Webhooks signing (`webhook-id`, `webhook-timestamp`,
   `webhook-signature`);
 - `delivery`: one delivery per reply and webhook, attempts with backoff, the record of each.
 
 Where the waiting between attempts happens is the caller's business: in the cloud a
-queue (`carrier_aws.webhooks`), in a test a loop.
+queue (`carrier_aws.webhooks`), with a periodic sweep (`stale_deliveries`) for messages
+lost on the way; in a test a loop.
 """
 
 from carrier_core.webhooks.delivery import (
@@ -18,6 +20,7 @@ from carrier_core.webhooks.delivery import (
     deliver,
     delivery,
     plan_deliveries,
+    stale_deliveries,
     webhook_deliveries,
 )
 from carrier_core.webhooks.registry import (
@@ -53,6 +56,7 @@ __all__ = [
     "plan_deliveries",
     "signature",
     "signed_headers",
+    "stale_deliveries",
     "webhook",
     "webhook_deliveries",
 ]

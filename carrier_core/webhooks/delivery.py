@@ -14,18 +14,29 @@ may still see a request twice (at-least-once): `webhook-id` tells them it is one
 A 2xx answer delivers. Anything else (another status, a timeout, a refused
 connection) is tried again after `backoff_delay`, until `webhook_max_attempts`
 attempts; then the delivery is `failed` and kept, with its last status and error,
-for the client to inspect through the API.
+for the client to inspect through the API. Only the status, or a short reason, is
+kept: never what the receiver said, which the API would show to the tenant.
+
+An attempt connects to the addresses `targets.resolve_target` checked (not to the
+name again), and all of it (resolving, connecting, TLS, sending, the answer's status
+line and headers) has `webhook_timeout_s` in all: the answer's body is not read.
+
+A delivery whose message was lost (the finish step could not queue it, or a function
+died holding it) stays pending; `stale_deliveries` finds those, for a periodic sweep
+to queue again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import random
+import socket
+import ssl
+import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,7 +49,7 @@ from carrier_core.memory import Content
 from carrier_core.runtime import Runtime
 from carrier_core.store import Store
 from carrier_core.webhooks.signature import signed_headers
-from carrier_core.webhooks.targets import refused_target
+from carrier_core.webhooks.targets import RefusedTarget, Target, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +58,17 @@ MAX_BACKOFF_S = 15 * 60.0
 #: A message this early for its attempt is taken as on time (the queue's clock and the
 #: database's are not the same clock).
 _CLOCK_SLACK_S = 1.0
-#: How much of an error answer's body is kept in `last_error`.
-_ERROR_BODY_CHARS = 200
+#: The longest reason kept in `last_error`.
+_REASON_CHARS = 200
+#: A delivery never attempted this long after it was planned has lost its message (the
+#: finish step queues it within seconds).
+UNQUEUED_AFTER_S = 120.0
+#: A pending delivery whose attempt has been due this long has lost its message: a retry's
+#: message comes back when due, and one held by a function that died comes back after the
+#: queue's visibility timeout (720 s in template.yaml), so keep this above that.
+OVERDUE_AFTER_S = 900.0
+#: The most deliveries one sweep queues again (the rest wait for the next sweep).
+SWEEP_LIMIT = 500
 USER_AGENT = "Carrier-Webhooks/1"
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
@@ -153,42 +173,142 @@ def plan_deliveries(runtime: Runtime, turn_id: uuid.UUID) -> list[uuid.UUID]:
     return [row["id"] for row in pending]
 
 
+def stale_deliveries(
+    runtime: Runtime,
+    *,
+    unqueued_after_s: float = UNQUEUED_AFTER_S,
+    overdue_after_s: float = OVERDUE_AFTER_S,
+    limit: int = SWEEP_LIMIT,
+) -> list[uuid.UUID]:
+    """Pending deliveries that have most likely lost their message, oldest first, for the
+    caller to queue again: never attempted `unqueued_after_s` after they were planned, or
+    due (a retry, or the lease of an attempt that never finished) `overdue_after_s` ago.
+
+    Each is marked swept, and not returned again for `overdue_after_s`: a message queued
+    now has that long to be handled before it is taken for lost too. A second message
+    for a delivery still queued is harmless: an attempt is claimed before it is made."""
+    with runtime.store.connection() as conn:
+        rows = conn.execute(
+            "UPDATE webhook_deliveries SET swept_at = now() WHERE id IN ("
+            " SELECT id FROM webhook_deliveries WHERE status = 'pending'"
+            " AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => %(overdue)s))"
+            " AND ((attempts = 0 AND created_at < now() - make_interval(secs => %(unqueued)s))"
+            " OR next_attempt_at < now() - make_interval(secs => %(overdue)s))"
+            " ORDER BY created_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, created_at, seq",
+            {"overdue": overdue_after_s, "unqueued": unqueued_after_s, "limit": limit},
+        ).fetchall()
+    return [row["id"] for row in sorted(rows, key=lambda row: (row["created_at"], row["seq"]))]
+
+
 # -- delivering --------------------------------------------------------------------------
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer like any other non-2xx: it could lead anywhere."""
+class _PinnedConnection(http.client.HTTPConnection):
+    """HTTP to one address checked beforehand: the host name is only the Host header, so
+    no second lookup can lead the request elsewhere. Redirects are never followed (an
+    answer is an answer), and `http.client` follows none."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    def __init__(self, target: Target, address: str, timeout: float):
+        super().__init__(target.host, target.port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+class _PinnedTlsConnection(_PinnedConnection):
+    """HTTPS to one checked address: the certificate is verified against the URL's host
+    name (sent as SNI), as for any HTTPS request to that name."""
+
+    default_port = 443
+
+    def connect(self) -> None:
+        super().connect()
+        # The default context: system CAs, certificate and host name checked. The socket's
+        # timeout bounds the whole handshake (not each read of it).
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
 
 
-def _send(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """POST the body: (HTTP status or None, what went wrong or "")."""
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
+def _reason(exc: BaseException) -> str:
+    """What went wrong, short, in our words: never bytes the receiver sent."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate: {exc.verify_message}"[:_REASON_CHARS]
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or type(exc).__name__}"[:_REASON_CHARS]
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:_REASON_CHARS]
+    if isinstance(exc, OSError) and exc.args and isinstance(exc.args[0], str):
+        return exc.args[0][:_REASON_CHARS]  # our own (resolving), never the receiver's
+    # An HTTPException's message quotes what the receiver sent: its name only.
+    return type(exc).__name__
+
+
+def _cut(sock: socket.socket, cut: threading.Event) -> None:
+    """End a socket's reads and writes from another thread (the attempt's deadline). A read
+    then sees the end of the stream, which could pass for a complete answer: `cut` says it
+    is not one."""
+    cut.set()
+    with contextlib.suppress(OSError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _exchange(
+    connection: _PinnedConnection, target: Target, body: bytes, headers: dict[str, str]
+) -> int:
+    connection.request(
+        "POST",
+        target.path,
+        body=body,
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
     )
-    try:
-        with _opener.open(request, timeout=timeout) as response:
-            status = int(response.status)
-            return status, "" if 200 <= status < 300 else f"HTTP {status}"
-    except urllib.error.HTTPError as exc:
-        with exc:
+    # The status line and headers only: the body is not read.
+    return int(connection.getresponse().status)
+
+
+def _send(
+    target: Target, body: bytes, headers: dict[str, str], deadline: float
+) -> tuple[int | None, str]:
+    """POST the body to the target's first address that takes the connection, all before
+    `deadline` (time.monotonic): (HTTP status or None, what went wrong or "")."""
+    kind = _PinnedTlsConnection if target.scheme == "https" else _PinnedConnection
+    reason = "no address"
+    for address in target.addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None, "timed out"
+        connection = kind(target, address, timeout=remaining)
+        try:
             try:
-                said = exc.read(_ERROR_BODY_CHARS).decode("utf-8", "replace").strip()
-            except (OSError, http.client.HTTPException):
-                said = ""
-        return exc.code, f"HTTP {exc.code}" + (f": {said}" if said else "")
-    except urllib.error.URLError as exc:
-        return None, f"{type(exc.reason).__name__}: {exc.reason}"
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                connection.connect()
+            except OSError as exc:
+                reason = _reason(exc)
+                continue  # the next address, if there is one
+            sock = connection.sock
+            assert sock is not None
+            # Each socket operation has the time left; the watchdog ends a receiver that
+            # sends a byte now and then, which no per-operation timeout would.
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            cut = threading.Event()
+            watchdog = threading.Timer(max(deadline - time.monotonic(), 0.0), _cut, (sock, cut))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                status = _exchange(connection, target, body, headers)
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                return None, "timed out" if cut.is_set() else _reason(exc)
+            finally:
+                watchdog.cancel()
+            if cut.is_set():
+                return None, "timed out"
+            return status, "" if 200 <= status < 300 else f"HTTP {status}"
+        finally:
+            connection.close()
+    return None, reason
 
 
 def _claim(store: Store, delivery_id: uuid.UUID, lease_s: float) -> DictRow | None:
@@ -249,18 +369,23 @@ def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None =
     if claimed is None:
         return _unclaimed(runtime.store, delivery_id)
     attempts: int = claimed["attempts"]
-    url: str = claimed["url"]
-    status: int | None
+    deadline = time.monotonic() + timeout
+    status: int | None = None
     error: str | None
-    refused = None if settings.webhook_allow_private_urls else refused_target(url)
-    if refused is not None:
+    final = attempts >= settings.webhook_max_attempts
+    try:
+        target = resolve_target(
+            claimed["url"], allow_private=settings.webhook_allow_private_urls, timeout=timeout
+        )
+    except RefusedTarget as exc:
         # Not a passing fault: the URL's host must change before a delivery can be made.
-        status, error, final = None, f"refused: {refused}", True
+        error, final = f"refused: {exc}", True
+    except OSError as exc:
+        error = _reason(exc)
     else:
         body = json.dumps(claimed["payload"], separators=(",", ":"), ensure_ascii=False).encode()
         headers = signed_headers(claimed["secret"], str(delivery_id), int(time.time()), body)
-        status, error = _send(url, body, headers, timeout)
-        final = attempts >= settings.webhook_max_attempts
+        status, error = _send(target, body, headers, deadline)
     retry_in = None
     new_status: DeliveryStatus
     if status is not None and 200 <= status < 300:

@@ -1,4 +1,4 @@
-"""Which URLs a webhook may point at.
+"""Which URLs a webhook may point at, and which addresses a delivery may connect to.
 
 Deliveries are made from inside the deployment's network (in AWS, functions in the
 VPC's private subnets), so a webhook URL is a way for a tenant to make Carrier send
@@ -10,35 +10,83 @@ requests where the tenant itself cannot reach. The rules:
 - unless `webhook_allow_private_urls` is set (local development), no loopback,
   private, link-local, shared or otherwise non-public address: refused when the URL
   is registered if it names one (or `localhost`), and checked again against what the
-  host name resolves to before each delivery;
+  host name resolves to before each delivery (`resolve_target`);
+- an IPv6 address that carries an IPv4 one (IPv4-mapped or -compatible, 6to4, Teredo,
+  NAT64) is judged by that IPv4 address too: a NAT64 gateway would turn
+  `64:ff9b::a00:1` into 10.0.0.1;
 - redirects are not followed (a redirect could lead anywhere).
 
-A name that resolves to a public address at the check and to a private one a moment
-later (DNS rebinding) is not caught here: the network is the real fence. Give the
-functions a security group and routes that reach the internet (through a NAT gateway)
-and only the internal services they need.
+The delivery connects to exactly the addresses that were checked, never to the name
+again: a name that resolves to a public address at the check and to a private one a
+moment later (DNS rebinding) does not reach the private one. The network stays the
+outer fence all the same: give the functions a security group and routes that reach
+the internet (through a NAT gateway) and only the internal services they need.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import urllib.parse
+from dataclasses import dataclass
 
 MAX_URL_CHARS = 2048
+#: Addresses of a name a delivery tries, in the resolver's order: a second one helps when
+#: the first is down (or its family unrouted); more would only stretch a failing attempt.
+MAX_ADDRESSES = 2
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")
 _LOCAL_SUFFIXES = (".localhost", ".internal", ".local")
+#: NAT64, well-known prefix (RFC 6052): the IPv4 address is the last 32 bits.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: NAT64, local-use prefix (RFC 8215): where it leads is the network's own business.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+#: IPv4-compatible addresses (deprecated; `::1` and `::` are in here too).
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 
 class InvalidWebhookUrl(ValueError):
     """A URL a webhook may not have; the message says why."""
 
 
-def _non_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+class RefusedTarget(ValueError):
+    """The URL's host is, or resolves to, a non-public address: no delivery is made."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one attempt sends its request: the URL's parts, and the addresses checked."""
+
+    scheme: str
+    #: The host as the URL names it: the Host header, and the name a TLS certificate must have.
+    host: str
+    port: int
+    #: Path and query, as sent in the request line.
+    path: str
+    #: What `host` resolved to (at most `MAX_ADDRESSES`): the only addresses connected to.
+    addresses: tuple[str, ...]
+
+
+def _non_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _non_public_ip(ip.ipv4_mapped)
+        if ip in _LOCAL_NAT64 or ip in _IPV4_COMPATIBLE:
+            return True
+        embedded: list[ipaddress.IPv4Address] = []
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None:
+            embedded.append(ip.sixtofour)
+        if ip.teredo is not None:
+            embedded.extend(ip.teredo)  # the server and the client
+        if any(_non_public_ip(v4) for v4 in embedded):
+            return True
     return not ip.is_global or ip.is_multicast
+
+
+def _non_public(address: str) -> bool:
+    return _non_public_ip(ipaddress.ip_address(address.split("%", 1)[0]))
 
 
 def _named_private(host: str) -> bool:
@@ -74,19 +122,70 @@ def check_url(url: str, *, allow_private: bool) -> str:
     return url
 
 
-def refused_target(url: str) -> str | None:
-    """Why a delivery to this URL is refused now (its host resolves to a non-public
-    address), or None. A name that does not resolve is left to fail as the request would."""
+def _resolve(host: str, port: int, timeout: float) -> list[str]:
+    """The addresses of a name, in the resolver's order, without duplicates. The lookup runs
+    in a thread of its own so that a slow name server (the tenant may run it) cannot hold
+    the attempt past `timeout`; a lookup given up on finishes by itself, unread."""
+    found: list[object] = []
+    done = threading.Event()
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            found.append(exc)
+        done.set()
+
+    threading.Thread(target=look_up, name="webhook-resolve", daemon=True).start()
+    if not done.wait(max(timeout, 0.0)):
+        raise TimeoutError(f"resolving {host} timed out")
+    [answer] = found
+    if isinstance(answer, UnicodeError):
+        raise OSError(f"{host} is not a valid host name")
+    if isinstance(answer, OSError):
+        raise answer
+    assert isinstance(answer, list)
+    return list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in answer))
+
+
+def resolve_target(url: str, *, allow_private: bool, timeout: float) -> Target:
+    """Resolve a stored webhook URL for one attempt. Raises `RefusedTarget` if its host is,
+    or any of its addresses is, not public (unless `allow_private`), and `OSError` (a
+    `TimeoutError` after `timeout`) if the name cannot be resolved now."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
-    if _named_private(host):
-        return f"{host} is not a public address"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not allow_private and _named_private(host):
+        raise RefusedTarget(f"{host} is not a public address")
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        addresses = _resolve(host, port, timeout)
+    if not addresses:
+        raise OSError(f"{host} has no address")
+    if not allow_private:
+        for address in addresses:
+            if _non_public(address):
+                raise RefusedTarget(f"{host} resolves to {address}, which is not a public address")
+    path = parts.path or "/"
+    return Target(
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=f"{path}?{parts.query}" if parts.query else path,
+        addresses=tuple(addresses[:MAX_ADDRESSES]),
+    )
+
+
+def refused_target(url: str, timeout: float = 10.0) -> str | None:
+    """Why a delivery to this URL would be refused now (its host is or resolves to a
+    non-public address), or None. A name that does not resolve is not refused: the
+    attempt fails as any unreachable receiver's does, and is tried again."""
+    try:
+        resolve_target(url, allow_private=False, timeout=timeout)
+    except RefusedTarget as exc:
+        return str(exc)
+    except OSError:
         return None
-    for *_, sockaddr in found:
-        if _non_public(str(sockaddr[0])):
-            return f"{host} resolves to {sockaddr[0]}, which is not a public address"
     return None

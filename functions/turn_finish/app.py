@@ -29,14 +29,14 @@ def handler(event: dict, context: object) -> dict:
         error = failure_reason(failure)
     finish_turn(runtime(), turn_id, error=error)
     push_turn(runtime(), turn_id, lambda: finished_frames(runtime(), turn_id))
-    if not error:
-        try:
-            queued = queue_turn_deliveries(runtime(), sqs, turn_id)
-        except Exception:  # the reply is given: raising would mark the turn failed
-            logger.exception("webhook deliveries not queued", extra={"turn_id": str(turn_id)})
-            metrics.add_metric(name="WebhooksNotQueued", unit=MetricUnit.Count, value=1)
-        else:
-            if queued:
-                metrics.add_metric(name="WebhooksQueued", unit=MetricUnit.Count, value=queued)
+    # Failed or not, the replies the turn stored were said: they go to the webhooks too.
+    try:
+        queued = queue_turn_deliveries(runtime(), sqs, turn_id)
+    except Exception:  # raising would fail the turn; the sweep queues what was planned
+        logger.exception("webhook deliveries not queued", extra={"turn_id": str(turn_id)})
+        metrics.add_metric(name="WebhooksNotQueued", unit=MetricUnit.Count, value=1)
+    else:
+        if queued:
+            metrics.add_metric(name="WebhooksQueued", unit=MetricUnit.Count, value=queued)
     metrics.add_metric(name="TurnsFailed" if error else "TurnsDone", unit=MetricUnit.Count, value=1)
     return {"turn_id": str(turn_id), "status": "failed" if error else "done"}

@@ -1,5 +1,7 @@
 """Webhook function: one attempt at each queued delivery; a record due again later is
-reported failed with its message delayed to then (see carrier_aws.webhooks)."""
+reported failed with its message delayed to then, and one it has no time left for is
+handed back at once (see carrier_aws.webhooks). On its schedule (an EventBridge
+"Scheduled Event") it sweeps instead: deliveries whose message was lost are queued again."""
 
 import os
 
@@ -12,9 +14,16 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from carrier_aws.runtime import runtime
-from carrier_aws.webhooks import RetryLater, deliver_message
+from carrier_aws.webhooks import (
+    NoTimeLeft,
+    RetryLater,
+    deliver_message,
+    is_scheduled,
+    sweep_deliveries,
+)
 
 logger = Logger()
 metrics = Metrics()
@@ -25,13 +34,21 @@ sqs = boto3.client("sqs")
 METRICS = {"delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
     try:
         outcome = deliver_message(
-            runtime(), sqs, os.environ["WEBHOOK_QUEUE_URL"], record.receipt_handle, record.body
+            runtime(),
+            sqs,
+            os.environ["WEBHOOK_QUEUE_URL"],
+            record.receipt_handle,
+            record.body,
+            remaining_ms=lambda_context.get_remaining_time_in_millis(),
         )
     except RetryLater:
         metrics.add_metric(name="WebhookRetries", unit=MetricUnit.Count, value=1)
+        raise
+    except NoTimeLeft:
+        metrics.add_metric(name="WebhooksHandedBack", unit=MetricUnit.Count, value=1)
         raise
     if outcome is not None and outcome.status in METRICS:
         metrics.add_metric(name=METRICS[outcome.status], unit=MetricUnit.Count, value=1)
@@ -39,7 +56,11 @@ def record_handler(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context
 @metrics.log_metrics
-def handler(event: dict, context: object) -> dict:
+def handler(event: dict, context: LambdaContext) -> dict:
+    if is_scheduled(event):
+        queued = sweep_deliveries(runtime(), sqs, os.environ["WEBHOOK_QUEUE_URL"])
+        metrics.add_metric(name="WebhooksRequeued", unit=MetricUnit.Count, value=queued)
+        return {"queued": queued}
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -77,6 +77,8 @@ CREATE TABLE webhook_deliveries (
     -- When the next attempt is due, so a delivery queued twice (a retried finish step, an
     -- SQS duplicate) is tried by one message at a time, and a client can see when.
     next_attempt_at timestamptz,
+    -- When a sweep last queued it again (its message taken for lost): not again for a while.
+    swept_at      timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     UNIQUE (webhook_id, memory_id)
@@ -84,3 +86,6 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, seq);
 CREATE INDEX webhook_deliveries_status ON webhook_deliveries (webhook_id, status, seq);
 CREATE INDEX webhook_deliveries_turn ON webhook_deliveries (turn_id);
+-- The sweep's: only the pending ones, few beside those kept.
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (created_at)
+    WHERE status = 'pending';
