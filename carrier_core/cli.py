@@ -27,7 +27,7 @@ from carrier_core.config import Settings
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
-from carrier_core.store import DatabaseError
+from carrier_core.store import AgentConflict, DatabaseError
 from carrier_core.tenants import (
     Tenant,
     create_key,
@@ -167,7 +167,10 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
             models = runtime.models_for(character)
         except (PluginError, ModelError) as exc:
             raise CommandError(str(exc), 2) from None
-        agent_id = runtime.register_agent(character)
+        try:
+            agent_id = runtime.register_agent(character)
+        except AgentConflict as exc:
+            raise CommandError(f"{args.character}: {exc}", 2) from None
         for name, reason in runtime.plugins_for(character).skipped:
             print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")

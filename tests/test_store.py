@@ -11,7 +11,7 @@ import pytest
 from carrier_core import Character
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import HashEmbedding
-from carrier_core.store import EmbeddingSizeError, Store
+from carrier_core.store import AgentConflict, EmbeddingSizeError, Store
 from carrier_core.store.migrate import migrate, migrations
 from carrier_core.world import Entity, Room, RoomKind
 
@@ -224,3 +224,19 @@ def test_memory_dedupe_key_makes_stores_idempotent(store: Store) -> None:
     )
     assert created and not created_again
     assert again.id == first.id
+
+
+def test_an_agent_id_cannot_be_taken_over_by_another_tenant(store: Store) -> None:
+    from carrier_core.tenants import ensure_tenant
+
+    acme, globex = ensure_tenant(store, "acme"), ensure_tenant(store, "globex")
+    theirs = Character(name="Ada", id=uuid.uuid4(), bio=["acme's own"])
+    store.save_agent(theirs, acme.id)
+    with pytest.raises(AgentConflict, match="belongs to another tenant"):
+        store.save_agent(theirs.model_copy(update={"bio": ["stolen"]}), globex.id)
+    assert store.agent_record(theirs.agent_id).tenant_id == acme.id
+    assert store.character(theirs.agent_id).bio == ["acme's own"]
+    # The owner may update it, and saving it unchanged is a no-op, not a conflict.
+    store.save_agent(theirs.model_copy(update={"bio": ["updated"]}), acme.id)
+    store.save_agent(theirs.model_copy(update={"bio": ["updated"]}), acme.id)
+    assert store.character(theirs.agent_id).bio == ["updated"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from carrier_core.cli import CommandError, open_runtime, read_character, read_settings
 from carrier_core.plugin import PluginError
-from carrier_core.store import DatabaseError
+from carrier_core.store import AgentConflict, DatabaseError
 from carrier_core.tenants import dev_key_file, local_dev_key
 
 
@@ -124,7 +124,7 @@ def dev(args: argparse.Namespace) -> int:
                     for name, reason in runtime.plugins_for(character).skipped:
                         print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
                 key, made = local_dev_key(runtime.store, settings.data_dir)
-        except (DatabaseError, PluginError) as exc:
+        except (DatabaseError, PluginError, AgentConflict) as exc:
             raise CommandError(str(exc), 1) from None
         base = f"http://{args.host}:{args.port}"
         agent = str(characters[0].agent_id) if characters else "AGENT_ID"
