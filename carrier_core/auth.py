@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import jwt
 
@@ -43,6 +44,8 @@ class Principal:
     agent_ids: frozenset[uuid.UUID] | None = None
     #: An end user's subject (`sub`): they speak only as this sender.
     user: str | None = None
+    #: When an end user's token expires (a WebSocket connection opened with it ends then).
+    expires_at: datetime | None = None
 
     @property
     def is_end_user(self) -> bool:
@@ -133,4 +136,5 @@ class Authenticator:
         subject = str(claims["sub"])
         if not subject or len(subject) > 200:
             raise Unauthorized("the token's subject must be 1 to 200 characters")
-        return Principal(tenant_id=tenant_id, user=subject)
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
+        return Principal(tenant_id=tenant_id, user=subject, expires_at=expires_at)

@@ -9,7 +9,8 @@ The token is checked once, at connect; what it allowed is kept on the row (tenan
 agent, and for an end user their subject as `sender`; an API key's connection has an
 empty `sender` and names the sender in each message), so later frames need no token.
 A connection opened with an API key is dropped from every lookup once the key is
-revoked: it can neither send nor hear anything more.
+revoked, and one opened with an end user's token once the token expires: it can
+neither send nor hear anything more.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Connection:
     endpoint: str
     #: The API key that opened it; None for an end user's token.
     key_id: uuid.UUID | None = None
+    #: When the end user's token that opened it expires; None for an API key.
+    expires_at: datetime | None = None
     connected_at: datetime | None = None
 
     @property
@@ -56,11 +59,15 @@ class Connection:
         )
 
 
-_COLUMNS = "id, tenant_id, agent_id, room_id, room, sender, endpoint, key_id, connected_at"
-#: Leaves out connections whose API key has been revoked (`c` is the connections table).
+_COLUMNS = (
+    "id, tenant_id, agent_id, room_id, room, sender, endpoint, key_id, expires_at, connected_at"
+)
+#: Leaves out connections whose API key has been revoked or whose end-user token has
+#: expired (`c` is the connections table).
 _LIVE = (
     "(c.key_id IS NULL OR EXISTS (SELECT 1 FROM api_keys k"
     " WHERE k.id = c.key_id AND k.revoked_at IS NULL))"
+    " AND (c.expires_at IS NULL OR c.expires_at > now())"
 )
 _C_COLUMNS = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
 
@@ -74,11 +81,12 @@ def add_connection(store: Store, connection: Connection) -> Connection:
     with store.connection() as conn:
         row = conn.execute(
             "INSERT INTO connections"
-            " (id, tenant_id, agent_id, room_id, room, sender, endpoint, key_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+            " (id, tenant_id, agent_id, room_id, room, sender, endpoint, key_id, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
             " tenant_id = excluded.tenant_id, agent_id = excluded.agent_id,"
             " room_id = excluded.room_id, room = excluded.room, sender = excluded.sender,"
-            f" endpoint = excluded.endpoint, key_id = excluded.key_id RETURNING {_COLUMNS}",
+            " endpoint = excluded.endpoint, key_id = excluded.key_id,"
+            f" expires_at = excluded.expires_at RETURNING {_COLUMNS}",
             (
                 connection.id,
                 connection.tenant_id,
@@ -88,6 +96,7 @@ def add_connection(store: Store, connection: Connection) -> Connection:
                 connection.sender,
                 connection.endpoint,
                 connection.key_id,
+                connection.expires_at,
             ),
         ).fetchone()
     assert row is not None

@@ -310,6 +310,29 @@ def test_an_end_user_speaks_as_themselves_and_hears_only_their_own_rooms(
                 eves.recv(timeout=0.3)
 
 
+def test_an_end_users_connection_goes_quiet_when_their_token_expires(
+    database_url: str, store: Store, agent_id: uuid.UUID, tenant: TenantKey, issuer: Issuer
+) -> None:
+    jwt = {
+        "CARRIER_JWT_JWKS_URL": issuer.url,
+        "CARRIER_JWT_ISSUER": ISSUER,
+        "CARRIER_JWT_AUDIENCE": AUDIENCE,
+    }
+    claims = {"tenant_id": str(tenant.tenant_id), "sub": "grace"}
+    short = issuer.token({**claims, "exp": int(time.time()) + 2})
+    with (
+        Emulator(database_url, retry_interval_scale=RETRY_SCALE, environment=jwt) as emulator,
+        serve(emulator) as server,
+        connect(url(server, agent_id, "g1", short)) as socket,
+    ):
+        socket.send(json.dumps({"action": "sendMessage", "text": "Hi"}))
+        assert frames_until_done(socket)[-1]["type"] == "turn.done"
+        time.sleep(max(0.0, int(time.time()) + 1 - time.time()) + 2)  # past `exp`
+        socket.send(json.dumps({"action": "sendMessage", "text": "Hi again"}))
+        refused = json.loads(socket.recv(timeout=WAIT_S))
+        assert (refused["type"], refused["code"]) == ("error", "unauthorized")
+
+
 def event(name: str, key: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads(
         (ROOT / "events" / name).read_text().replace(EVENT_KEY, key)

@@ -14,8 +14,8 @@ rooms are their own, as in REST: the room key is scoped to their subject, so the
 listen only to their own conversations. The connection listens to one room of one
 agent: every turn in that room is pushed to it, whoever sent the message. The token is
 checked at connect (later frames carry none); revoking the API key silences its open
-connections at once, while an end user's connection lasts until it closes, even past the
-token's expiry (API Gateway closes any connection after two hours).
+connections at once, and an end user's connection goes quiet when their token expires
+(reconnect with a fresh one).
 
 Client → server, one JSON object per text frame:
 
@@ -157,6 +157,7 @@ def connect(
             sender=principal.user or "",
             endpoint=endpoint,
             key_id=principal.key_id,
+            expires_at=principal.expires_at,
         ),
     )
 

@@ -41,6 +41,8 @@ CREATE TABLE connections (
     sender        text NOT NULL,
     -- The API key that opened it (NULL: an end user's token): revoking the key ends it.
     key_id        uuid REFERENCES api_keys(id) ON DELETE CASCADE,
+    -- When an end user's token expires: the connection goes quiet then.
+    expires_at    timestamptz,
     -- Where to push: the API Gateway Management API endpoint of the connection's stage.
     endpoint      text NOT NULL,
     connected_at  timestamptz NOT NULL DEFAULT now()
