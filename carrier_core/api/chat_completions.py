@@ -219,7 +219,7 @@ def _answer(runtime: Runtime, completion: _Completion) -> ChatCompletion | JSONR
         response = error_response(status, code, message_text)
         response.headers.update(NO_RETRY)
         return response
-    view = turn_view(runtime, completion.turn_id)
+    view = turn_view(runtime, turn)
     return ChatCompletion(
         id=completion.id,
         created=completion.created,
@@ -375,7 +375,7 @@ def _chunks(runtime: Runtime, completion: _Completion, *, include_usage: bool) -
         return
     yield chunk({}, "stop")
     if include_usage:
-        usage = _usage(turn_view(runtime, completion.turn_id).usage)
+        usage = _usage(turn_view(runtime, turn).usage)
         yield _event(_chunk_body(completion, choices=[], usage=usage.model_dump()))
     yield "data: [DONE]\n\n"
 

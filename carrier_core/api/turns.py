@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from carrier_core.api.deps import Caller, RuntimeDep, turn_of
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
+from carrier_core.store import TurnRecord
 
 router = APIRouter(prefix="/v1/turns", tags=["turns"])
 
@@ -50,9 +51,9 @@ class StepView(BaseModel):
     output_tokens: int
 
 
-def turn_view(runtime: Runtime, turn_id: uuid.UUID) -> TurnView:
+def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
     store = runtime.store
-    turn = store.turn(turn_id)
+    turn_id = turn.id
     calls = store.model_calls(turn_id)
     return TurnView(
         turn_id=turn.id,
@@ -76,8 +77,7 @@ def turn_view(runtime: Runtime, turn_id: uuid.UUID) -> TurnView:
 @router.get("/{turn_id}", response_model=TurnView)
 def get_turn(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -> TurnView:
     """Poll this until `status` is done or failed (or listen on the WebSocket)."""
-    turn_of(runtime, principal, turn_id)
-    return turn_view(runtime, turn_id)
+    return turn_view(runtime, turn_of(runtime, principal, turn_id))
 
 
 @router.get("/{turn_id}/steps", response_model=list[StepView])
