@@ -85,14 +85,6 @@ class Authenticator:
             return Principal(tenant_id=key.tenant_id, key_id=key.id, agent_ids=key.agent_ids)
         return self._end_user(token)
 
-    def principal_from_header(self, authorization: str | None) -> Principal:
-        if not authorization:
-            return self.principal(None)
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be `Bearer <token>`")
-        return self.principal(token.strip())
-
     def _jwks_client(self) -> jwt.PyJWKClient:
         url = self._settings.jwt_jwks_url
         if not url:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from carrier_core.auth import Authenticator, Principal
 from carrier_core.runtime import Runtime
@@ -55,11 +56,17 @@ def runtime(request: Request) -> Runtime:
     return services(request).runtime()
 
 
+#: Declares the scheme in the OpenAPI document (the Authorize button of /docs); a missing
+#: or non-Bearer header is left to `Authenticator.principal`, which names the problem.
+bearer = HTTPBearer(auto_error=False, description="An API key (carrier_...) or an end user's JWT")
+
+
 def caller(
     request: Request,
-    authorization: Annotated[str | None, Header(description="Bearer API key or JWT")] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    return services(request).authenticator().principal_from_header(authorization)
+    token = credentials.credentials if credentials is not None else None
+    return services(request).authenticator().principal(token)
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
