@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from carrier_core.runtime import Runtime
+from carrier_core.turn import finish_turn
 from carrier_core.webhooks import Outcome, deliver, plan_deliveries, stale_deliveries
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,20 @@ def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]
             raise RuntimeError(f"SQS refused {len(failed)} webhook deliveries: {failed[0]}")
 
 
-def queue_turn_deliveries(runtime: Runtime, sqs: Any, turn_id: uuid.UUID) -> int:
-    """Plan the deliveries of a finished turn's replies and queue them; none where
-    `WEBHOOK_QUEUE_URL` is unset. The turn's status does not matter: one that stored a
-    reply and then failed has still said it, so the reply is sent. If queueing fails,
-    what was planned stays pending, and the sweep (`sweep_deliveries`) queues it again."""
-    queue_url = os.environ.get("WEBHOOK_QUEUE_URL")
-    if not queue_url:
-        return 0
-    delivery_ids = plan_deliveries(runtime, turn_id)
-    queue_deliveries(sqs, queue_url, delivery_ids)
-    return len(delivery_ids)
+def finish_turn_and_plan_deliveries(
+    runtime: Runtime, turn_id: uuid.UUID, error: str | None
+) -> list[uuid.UUID]:
+    """Finish the turn and plan its replies' webhook deliveries in one transaction, so no
+    delivery is ever left unplanned: the sweep can find a planned delivery whose message
+    was lost, never one that was not planned. None are planned where `WEBHOOK_QUEUE_URL`
+    is unset. Failed or not, the replies a turn stored were said, so they are sent."""
+    with runtime.store.atomic():
+        finish_turn(runtime, turn_id, error=error)
+        return plan_deliveries(runtime, turn_id) if webhook_queue_url() else []
+
+
+def webhook_queue_url() -> str | None:
+    return os.environ.get("WEBHOOK_QUEUE_URL") or None
 
 
 def sweep_deliveries(runtime: Runtime, sqs: Any, queue_url: str) -> int:

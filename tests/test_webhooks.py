@@ -915,6 +915,44 @@ def test_a_turn_that_failed_after_storing_a_reply_still_sends_it(
     assert payload["turn_id"] == str(turn_id) and payload["type"] == "reply"
 
 
+def test_a_turn_ends_only_with_its_deliveries_planned(
+    database_url: str,
+    store: Store,
+    runtime: Runtime,
+    ada: Character,
+    acme: TenantKey,
+    receiver: Receiver,
+) -> None:
+    """If planning fails, the finish step fails whole (the state machine retries it): a turn
+    never ends with its replies' deliveries unplanned, which no sweep could find."""
+    agent = runtime.register_agent(ada, acme.tenant_id)
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+    with Emulator(database_url, retry_interval_scale=0.01, environment=environment) as emulator:
+        client = TestClient(emulator.app, headers=acme.headers)
+        turn_id = say(client, agent, "My name is Grace")
+        emulator.drain()
+        register(client, agent, receiver.url())
+        with store.connection() as conn:
+            conn.execute("UPDATE turns SET status = 'acting' WHERE id = %s", (turn_id,))
+            conn.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'deliveries refused'; END $$;"
+                " CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries"
+                " FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        finish = emulator.functions["TurnFinishFunction"]
+        try:
+            with pytest.raises(Exception, match="deliveries refused"):
+                emulator.call(finish, {"turn_id": str(turn_id)})
+            assert store.turn(turn_id).status == "acting"  # not finished without its plan
+        finally:
+            with store.connection() as conn:
+                conn.execute("DROP TRIGGER refuse ON webhook_deliveries; DROP FUNCTION refuse()")
+        assert emulator.call(finish, {"turn_id": str(turn_id)})["status"] == "done"
+        assert len(receiver.wait_for(1, timeout=15)) == 1
+        emulator.drain()
+
+
 # -- the function's time --------------------------------------------------------------------
 
 

@@ -9,9 +9,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
 from carrier_aws.turns import failure_reason
-from carrier_aws.webhooks import queue_turn_deliveries
+from carrier_aws.webhooks import (
+    finish_turn_and_plan_deliveries,
+    queue_deliveries,
+    webhook_queue_url,
+)
 from carrier_core.frames import finished_frames
-from carrier_core.turn import finish_turn
 
 logger = Logger()
 metrics = Metrics()
@@ -27,16 +30,18 @@ def handler(event: dict, context: object) -> dict:
     if failure:
         logger.error("turn failed", extra={"turn_id": str(turn_id), "failure": failure})
         error = failure_reason(failure)
-    finish_turn(runtime(), turn_id, error=error)
+    delivery_ids = finish_turn_and_plan_deliveries(runtime(), turn_id, error)
     push_turn(runtime(), turn_id, lambda: finished_frames(runtime(), turn_id))
-    # Failed or not, the replies the turn stored were said: they go to the webhooks too.
-    try:
-        queued = queue_turn_deliveries(runtime(), sqs, turn_id)
-    except Exception:  # raising would fail the turn; the sweep queues what was planned
-        logger.exception("webhook deliveries not queued", extra={"turn_id": str(turn_id)})
-        metrics.add_metric(name="WebhooksNotQueued", unit=MetricUnit.Count, value=1)
-    else:
-        if queued:
-            metrics.add_metric(name="WebhooksQueued", unit=MetricUnit.Count, value=queued)
+    queue_url = webhook_queue_url()
+    if delivery_ids and queue_url:
+        try:
+            queue_deliveries(sqs, queue_url, delivery_ids)
+        except Exception:  # raising would fail the turn; the sweep queues what was planned
+            logger.exception("webhook deliveries not queued", extra={"turn_id": str(turn_id)})
+            metrics.add_metric(name="WebhooksNotQueued", unit=MetricUnit.Count, value=1)
+        else:
+            metrics.add_metric(
+                name="WebhooksQueued", unit=MetricUnit.Count, value=len(delivery_ids)
+            )
     metrics.add_metric(name="TurnsFailed" if error else "TurnsDone", unit=MetricUnit.Count, value=1)
     return {"turn_id": str(turn_id), "status": "failed" if error else "done"}
