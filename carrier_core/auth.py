@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 import jwt
 
 from carrier_core.config import Settings
+from carrier_core.storable import storable
 from carrier_core.store import Store
 from carrier_core.tenants import KEY_PREFIX, key_for_secret, tenant_exists
+from carrier_core.world import LOCAL_TENANT_ID
 
 #: Signature algorithms taken for end-user tokens (never `none`, never HMAC with a public key).
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
@@ -99,6 +101,10 @@ class Authenticator:
     def _end_user(self, token: str) -> Principal:
         settings = self._settings
         client = self._jwks_client()
+        if settings.jwt_issuer is None:
+            # Without an issuer to match, any token the provider's keys signed would do
+            # (another app's, an access token): refuse them all rather than guess.
+            raise Unauthorized("end-user tokens are off until CARRIER_JWT_ISSUER is set")
         try:
             signing_key = client.get_signing_key_from_jwt(token)
             claims = jwt.decode(
@@ -123,10 +129,17 @@ class Authenticator:
             raise Unauthorized(
                 f"the token's {settings.jwt_tenant_claim!r} claim is not a tenant id"
             ) from None
+        if tenant_id == LOCAL_TENANT_ID:
+            # Its id is the same in every database: never one a token may name.
+            raise Unauthorized("end-user tokens cannot act for the local tenant")
         if not tenant_exists(self._store, tenant_id):
             raise Unauthorized(f"the token's tenant {tenant_id} does not exist")
         subject = str(claims["sub"])
+        try:
+            storable(subject)
+            expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise Unauthorized(f"invalid token: {exc}") from None
         if not subject or len(subject) > 200:
             raise Unauthorized("the token's subject must be 1 to 200 characters")
-        expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=UTC)
         return Principal(tenant_id=tenant_id, user=subject, expires_at=expires_at)

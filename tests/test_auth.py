@@ -24,6 +24,7 @@ from carrier_core.api import create_app
 from carrier_core.models import offline_models
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, revoke_key
+from carrier_core.world import LOCAL_TENANT_ID
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
 from tests.jwks import Issuer
 
@@ -334,6 +335,8 @@ def test_an_end_users_rooms_are_their_own_whatever_key_they_name(
         ({"tenant_id": "not-a-uuid"}, "tenant"),
         ({"tenant_id": str(uuid.uuid4())}, "does not exist"),
         ({"sub": None}, "sub"),
+        ({"exp": 10**12}, "invalid token"),  # past year 9999
+        ({"sub": "\ud800"}, "surrogate"),
     ],
 )
 def test_bad_end_user_tokens_are_401_naming_the_problem(
@@ -372,6 +375,29 @@ def test_a_token_signed_by_another_key_or_unsigned_is_refused(
             "/v1/turns/" + str(uuid.uuid4()), headers={"Authorization": f"Bearer {token}"}
         )
         assert response.status_code == 401, response.text
+
+
+def test_end_user_tokens_need_an_issuer_and_never_act_for_the_local_tenant(
+    store: Store, issuer: Issuer, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    tenant = make_tenant("acme")
+    token = issuer.token({"sub": "grace", "tenant_id": str(tenant.tenant_id)})
+    # The JWKS alone would take any token its keys signed, another app's included.
+    no_issuer = make_runtime(store, offline_models(), jwt_jwks_url=issuer.url)
+    with TestClient(create_app(lambda: no_issuer, run_inline(no_issuer))) as client:
+        answer = client.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401
+        assert "CARRIER_JWT_ISSUER" in answer.json()["error"]["message"]
+    runtime = make_runtime(
+        store, offline_models(), jwt_jwks_url=issuer.url, jwt_issuer="https://issuer.example"
+    )
+    local = issuer.token({"sub": "grace", "tenant_id": str(LOCAL_TENANT_ID)})
+    with TestClient(create_app(lambda: runtime, run_inline(runtime))) as client:
+        answer = client.get("/v1/models", headers={"Authorization": f"Bearer {local}"})
+        assert answer.status_code == 401
+        assert "local tenant" in answer.json()["error"]["message"]
+        ok = client.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
 
 
 def test_end_user_tokens_are_refused_when_no_jwks_is_configured(

@@ -373,6 +373,38 @@ def test_a_failed_turn_is_502_with_its_error(
     assert len(store_turns(store)) == 2
 
 
+def unqueueable(runtime: Runtime) -> Submit:
+    """A queue that refuses the message after ingest has stored it."""
+
+    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
+        raise ConnectionError("the queue is down")
+
+    return submit
+
+
+def test_a_failure_after_the_message_is_stored_is_not_retried_by_the_sdk(
+    store: Store, agent: uuid.UUID, acme: TenantKey
+) -> None:
+    with server_with(store, unqueueable) as url:
+        client = sdk(url, acme.key, max_retries=2)
+        with pytest.raises(openai.InternalServerError) as failed:
+            say(client, agent, "Hello")
+        with pytest.raises(openai.InternalServerError):  # streaming takes the same path
+            client.chat.completions.create(
+                model=str(agent), messages=[{"role": "user", "content": "Hi"}], stream=True
+            )
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert len(store_turns(store)) == 2  # one a request: the SDK posted neither again
+
+
+def test_a_room_named_in_the_body_is_at_most_200_characters(
+    client: openai.OpenAI, agent: uuid.UUID
+) -> None:
+    for extra in ({"room": "r" * 201}, {"metadata": {"room": "r" * 900}}):
+        with pytest.raises(openai.UnprocessableEntityError):
+            say(client, agent, "Hello", extra_body=extra)
+
+
 def test_an_end_user_speaks_as_their_subject_in_their_own_room(
     store: Store, agent: uuid.UUID, acme: TenantKey, issuer: Issuer, in_background: Submit
 ) -> None:

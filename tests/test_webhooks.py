@@ -462,6 +462,8 @@ def test_another_tenant_sees_no_webhook_of_ours(
         "http://[64:ff9b::a00:1]/",
         "http://[64:ff9b::7f00:1]/hook",
         "http://[64:ff9b:1::a00:1]/hook",
+        "http://[::ffff:0:7f00:1]/hook",  # IPv4-translated 127.0.0.1
+        "http://[fec0::1]/hook",  # site-local
         "http://[2002:a00:1::1]/hook",
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
         "http://[::a00:1]/hook",

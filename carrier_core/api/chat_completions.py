@@ -41,7 +41,7 @@ from carrier_core.api.deps import Caller, RuntimeDep, agent_of, services
 from carrier_core.api.errors import ApiError, ErrorBody, error_response
 from carrier_core.api.rooms import MessagePost, post
 from carrier_core.api.turns import Usage, turn_view
-from carrier_core.auth import Principal
+from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
@@ -182,7 +182,16 @@ def create_chat_completion(
     room = body.room or (body.metadata or {}).get("room") or f"{ROOM_PREFIX}{user}"
     message = MessagePost(text=text, sender=user, sender_name=sender_name)
     submit = services(request).submit
-    accepted = post(runtime, submit, principal, agent.id, room, message, idempotency_key)
+    try:
+        accepted = post(runtime, submit, principal, agent.id, room, message, idempotency_key)
+    except (ApiError, NotFound, Forbidden):
+        raise  # the request's own fault, answered 4xx: nothing was taken
+    except Exception:
+        # The message may be in (stored, then queueing failed): a retry would post it again.
+        log.exception("chat completion failed while its message was being taken")
+        return _no_retry(
+            error_response(500, "internal", "internal error; the message may have been taken")
+        )
     completion = _Completion(
         turn_id=accepted.turn_id,
         model=str(agent.id),
@@ -203,22 +212,24 @@ def create_chat_completion(
         log.exception(
             "chat completion for turn %s failed after its message was taken", accepted.turn_id
         )
-        response = error_response(
-            500,
-            "internal",
-            f"internal error; the message was taken: read /v1/turns/{accepted.turn_id}",
+        return _no_retry(
+            error_response(
+                500,
+                "internal",
+                f"internal error; the message was taken: read /v1/turns/{accepted.turn_id}",
+            )
         )
-        response.headers.update(NO_RETRY)
-        return response
+
+
+def _no_retry(response: JSONResponse) -> JSONResponse:
+    response.headers.update(NO_RETRY)
+    return response
 
 
 def _answer(runtime: Runtime, completion: _Completion) -> ChatCompletion | JSONResponse:
     turn = _finished(runtime, completion)
     if turn.status != "done":
-        status, code, message_text = _unfinished(turn, completion)
-        response = error_response(status, code, message_text)
-        response.headers.update(NO_RETRY)
-        return response
+        return _no_retry(error_response(*_unfinished(turn, completion)))
     view = turn_view(runtime, turn)
     return ChatCompletion(
         id=completion.id,

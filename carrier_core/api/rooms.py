@@ -31,8 +31,12 @@ from carrier_core.world import RoomKind, room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
 
+#: The longest room key a client may name.
+MAX_ROOM_CHARS = 200
+
 RoomKey = Annotated[
-    StorableText, Path(min_length=1, max_length=200, description="the client's room key")
+    StorableText,
+    Path(min_length=1, max_length=MAX_ROOM_CHARS, description="the client's room key"),
 ]
 
 
@@ -113,6 +117,8 @@ def post(
 ) -> Accepted:
     """Ingest a message and queue the rest of its turn: shared by every client surface."""
     agent_of(runtime, principal, agent_id)
+    if not 1 <= len(room) <= MAX_ROOM_CHARS:
+        raise ApiError(422, "invalid_request", f"room: 1 to {MAX_ROOM_CHARS} characters")
     data = body.model_dump()
     data["sender"] = sender_for(principal, body.sender)
     # A client id makes the post idempotent; without one, each post is a new message.

@@ -55,7 +55,7 @@ from pydantic import ValidationError
 
 from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, room_key
 from carrier_core.api.errors import ApiError
-from carrier_core.api.rooms import MessagePost, post
+from carrier_core.api.rooms import MAX_ROOM_CHARS, MessagePost, post
 from carrier_core.auth import Authenticator, Forbidden, Unauthorized
 from carrier_core.connections import Connection, add_connection, get_connection
 from carrier_core.frames import Frame, accepted_frame, error_frame
@@ -69,9 +69,6 @@ log = logging.getLogger(__name__)
 
 #: The one action a client sends (API Gateway routes on `$request.body.action`).
 SEND_MESSAGE = "sendMessage"
-#: Longest room key, as in REST paths.
-MAX_ROOM_CHARS = 200
-
 #: Sends one frame to the connection the client frame came on.
 Send = Callable[[Frame], None]
 

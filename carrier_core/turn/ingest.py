@@ -39,8 +39,9 @@ class IncomingMessage(BaseModel):
 
     agent_id: uuid.UUID
     #: Clients name rooms in at most 200 characters; an end user's are stored scoped to
-    #: their subject (`carrier_core.api.deps.room_key`), hence the room to spare.
-    room: StorableText = Field(min_length=1, max_length=1000)
+    #: their subject (`carrier_core.api.deps.room_key`): up to 200 characters of it,
+    #: percent-encoded (at most 12 characters each), hence the room to spare.
+    room: StorableText = Field(min_length=1, max_length=3000)
     sender: StorableText = Field(min_length=1, max_length=200)
     sender_name: StorableText | None = Field(default=None, max_length=200)
     text: StorableText

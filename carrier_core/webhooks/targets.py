@@ -43,6 +43,10 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 #: IPv4-compatible addresses (deprecated; `::1` and `::` are in here too).
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+#: IPv4-translated addresses (SIIT): an IPv4 address behind a translator.
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+#: Deprecated site-local addresses: private in all but name.
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
 
 
 class InvalidWebhookUrl(ValueError):
@@ -71,10 +75,10 @@ def _non_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return _non_public_ip(ip.ipv4_mapped)
-        if ip in _LOCAL_NAT64 or ip in _IPV4_COMPATIBLE:
+        if ip in _LOCAL_NAT64 or ip in _IPV4_COMPATIBLE or ip in _SITE_LOCAL:
             return True
         embedded: list[ipaddress.IPv4Address] = []
-        if ip in _NAT64:
+        if ip in _NAT64 or ip in _IPV4_TRANSLATED:
             embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         if ip.sixtofour is not None:
             embedded.append(ip.sixtofour)

@@ -15,13 +15,19 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from carrier_aws.runtime import runtime
 from carrier_aws.turns import start_turn, wait_for_turn
+from carrier_aws.webhooks import (
+    finish_turn_and_plan_deliveries,
+    queue_deliveries,
+    webhook_queue_url,
+)
 from carrier_core.store import NotFound
-from carrier_core.turn import InvalidMessage, finish_turn, ingest
+from carrier_core.turn import InvalidMessage, ingest
 
 logger = Logger()
 metrics = Metrics()
 processor = SqsFifoPartialProcessor()
 sfn = boto3.client("stepfunctions")
+sqs = boto3.client("sqs")
 
 
 def record_handler(record: SQSRecord) -> None:
@@ -52,8 +58,16 @@ def record_handler(record: SQSRecord) -> None:
     )
     logger.info("turn ended", extra={"turn_id": str(ingested.turn_id), "status": status})
     if status != "SUCCEEDED" and rt.store.turn(ingested.turn_id).status not in ("done", "failed"):
-        # An execution can end without reaching MarkFailed (e.g. States.Runtime): say so.
-        finish_turn(rt, ingested.turn_id, error=f"turn execution ended {status}")
+        # An execution can end without reaching MarkFailed (e.g. States.Runtime): say so,
+        # and send the replies it had stored to the webhooks, as the finish step would.
+        error = f"turn execution ended {status}"
+        delivery_ids = finish_turn_and_plan_deliveries(rt, ingested.turn_id, error)
+        queue_url = webhook_queue_url()
+        if delivery_ids and queue_url:
+            try:
+                queue_deliveries(sqs, queue_url, delivery_ids)
+            except Exception:  # planned and pending: the sweep queues them
+                logger.exception("webhook deliveries not queued")
     metrics.add_metric(name="TurnsEnded", unit=MetricUnit.Count, value=1)
 
 
