@@ -269,14 +269,19 @@ def test_revoking_the_key_silences_its_open_connections(
             revoked.recv(timeout=0.2)
 
 
-def test_an_end_user_speaks_as_themselves_and_hears_only_their_own_rooms(
-    database_url: str, store: Store, agent_id: uuid.UUID, tenant: TenantKey, issuer: Issuer
-) -> None:
-    jwt = {
+def jwt_environment(issuer: Issuer) -> dict[str, str]:
+    """The functions' settings for end-user tokens from the test issuer."""
+    return {
         "CARRIER_JWT_JWKS_URL": issuer.url,
         "CARRIER_JWT_ISSUER": ISSUER,
         "CARRIER_JWT_AUDIENCE": AUDIENCE,
     }
+
+
+def test_an_end_user_speaks_as_themselves_and_hears_only_their_own_rooms(
+    database_url: str, store: Store, agent_id: uuid.UUID, tenant: TenantKey, issuer: Issuer
+) -> None:
+    jwt = jwt_environment(issuer)
     claims = {"tenant_id": str(tenant.tenant_id)}
     grace = issuer.token({**claims, "sub": "grace"})
     eve = issuer.token({**claims, "sub": "eve"})
@@ -313,11 +318,7 @@ def test_an_end_user_speaks_as_themselves_and_hears_only_their_own_rooms(
 def test_an_end_users_connection_goes_quiet_when_their_token_expires(
     database_url: str, store: Store, agent_id: uuid.UUID, tenant: TenantKey, issuer: Issuer
 ) -> None:
-    jwt = {
-        "CARRIER_JWT_JWKS_URL": issuer.url,
-        "CARRIER_JWT_ISSUER": ISSUER,
-        "CARRIER_JWT_AUDIENCE": AUDIENCE,
-    }
+    jwt = jwt_environment(issuer)
     claims = {"tenant_id": str(tenant.tenant_id), "sub": "grace"}
     short = issuer.token({**claims, "exp": int(time.time()) + 2})
     with (

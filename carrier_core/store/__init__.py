@@ -16,6 +16,7 @@ from carrier_core.store.store import (
     TurnRecord,
     TurnStep,
     UsageRow,
+    where,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "TurnRecord",
     "TurnStep",
     "UsageRow",
+    "where",
 ]

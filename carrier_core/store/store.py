@@ -191,6 +191,13 @@ class UsageRow:
     cost_usd: float
 
 
+def where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """The AND of the conditions whose value is given (not None), with those values: for
+    the optional filters of a page query. Each condition holds one `%s`."""
+    chosen = [(sql, value) for sql, value in conditions if value is not None]
+    return " AND ".join(sql for sql, _ in chosen), [value for _, value in chosen]
+
+
 def _memory(row: DictRow) -> Memory:
     embedding = row.get("embedding")
     return Memory(
@@ -443,18 +450,15 @@ class Store:
         only: frozenset[uuid.UUID] | None = None,
     ) -> list[AgentRecord]:
         """A page of a tenant's agents in id order (keyset pagination: `after` the last id)."""
-        filters = ["tenant_id = %s"]
-        params: list[Any] = [tenant_id]
-        if after is not None:
-            filters.append("id > %s")
-            params.append(after)
-        if only is not None:
-            filters.append("id = ANY(%s)")
-            params.append(list(only))
+        filters, params = where(
+            ("tenant_id = %s", tenant_id),
+            ("id > %s", after),
+            ("id = ANY(%s)", None if only is None else list(only)),
+        )
         with self.connection() as conn:
             rows = conn.execute(
                 "SELECT id, tenant_id, name, created_at, updated_at FROM agents"
-                f" WHERE {' AND '.join(filters)} ORDER BY id LIMIT %s".encode(),
+                f" WHERE {filters} ORDER BY id LIMIT %s".encode(),
                 [*params, limit],
             ).fetchall()
         return [AgentRecord(**row) for row in rows]
@@ -534,20 +538,15 @@ class Store:
         room_id: uuid.UUID | None = None,
     ) -> list[RoomRecord]:
         """A page of an agent's rooms in id order (or the one room), with message counts."""
-        filters = ["r.agent_id = %s"]
-        params: list[Any] = [agent_id]
-        if after is not None:
-            filters.append("r.id > %s")
-            params.append(after)
-        if room_id is not None:
-            filters.append("r.id = %s")
-            params.append(room_id)
+        filters, params = where(
+            ("r.agent_id = %s", agent_id), ("r.id > %s", after), ("r.id = %s", room_id)
+        )
         with self.connection() as conn:
             rows = conn.execute(
                 "SELECT r.id, r.agent_id, r.name, r.kind, r.source, r.created_at,"
                 " (SELECT count(*) FROM memories m WHERE m.room_id = r.id"
                 " AND m.kind = 'message') AS messages FROM rooms r"
-                f" WHERE {' AND '.join(filters)} ORDER BY r.id LIMIT %s".encode(),
+                f" WHERE {filters} ORDER BY r.id LIMIT %s".encode(),
                 [*params, limit],
             ).fetchall()
         return [RoomRecord(**row) for row in rows]
@@ -695,17 +694,15 @@ class Store:
         before_seq: int | None = None,
     ) -> list[Memory]:
         """A page of an agent's memories, newest first (keyset: `before_seq` the last seq)."""
-        filters = ["agent_id = %s", "kind = ANY(%s)"]
-        params: list[Any] = [agent_id, [k.value for k in kinds]]
-        if room_id is not None:
-            filters.append("room_id = %s")
-            params.append(room_id)
-        if before_seq is not None:
-            filters.append("seq < %s")
-            params.append(before_seq)
+        filters, params = where(
+            ("agent_id = %s", agent_id),
+            ("kind = ANY(%s)", [k.value for k in kinds]),
+            ("room_id = %s", room_id),
+            ("seq < %s", before_seq),
+        )
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(filters)}"
+                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE {filters}"
                 " ORDER BY seq DESC LIMIT %s".encode(),
                 [*params, limit],
             ).fetchall()

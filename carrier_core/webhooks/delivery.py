@@ -47,7 +47,7 @@ from psycopg.types.json import Jsonb
 
 from carrier_core.memory import Content
 from carrier_core.runtime import Runtime
-from carrier_core.store import Store
+from carrier_core.store import Store, where
 from carrier_core.webhooks.signature import signed_headers
 from carrier_core.webhooks.targets import RefusedTarget, Target, resolve_target
 
@@ -425,18 +425,13 @@ def webhook_deliveries(
     before_seq: int | None = None,
 ) -> list[Delivery]:
     """A page of a webhook's deliveries, newest first (keyset: `before_seq` the last seq)."""
-    filters = ["webhook_id = %s"]
-    params: list[Any] = [webhook_id]
-    if status is not None:
-        filters.append("status = %s")
-        params.append(status)
-    if before_seq is not None:
-        filters.append("seq < %s")
-        params.append(before_seq)
+    filters, params = where(
+        ("webhook_id = %s", webhook_id), ("status = %s", status), ("seq < %s", before_seq)
+    )
     with store.connection() as conn:
         rows = conn.execute(
             f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries"
-            f" WHERE {' AND '.join(filters)} ORDER BY seq DESC LIMIT %s".encode(),
+            f" WHERE {filters} ORDER BY seq DESC LIMIT %s".encode(),
             [*params, limit],
         ).fetchall()
     return [Delivery(**row) for row in rows]
