@@ -137,3 +137,21 @@ def _flaky_models(character: object) -> ModelSet:
 
 
 flaky = Plugin(name="flaky", models={"flaky": _flaky_models})
+
+
+# -- an evaluator that holds its turn's execution, for stopping it (tests/test_emulated.py) --
+
+#: `entered` is set when the evaluator starts (the turn's reply is stored by then); the
+#: evaluator returns once the test sets `release`, or after 10 s. The test clears both first.
+STALL = {"entered": threading.Event(), "release": threading.Event()}
+
+
+def _stall(ctx: TurnContext) -> dict[str, object]:
+    STALL["entered"].set()
+    return {"released": STALL["release"].wait(10)}
+
+
+stalling = Plugin(
+    name="stalling",
+    evaluators=[Evaluator("stall", "Waits until the test releases it.", _stall)],
+)

@@ -28,6 +28,7 @@ from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
 from tests.conftest import ROOT
 from tests.dev_server import CARRIER, carrier_dev, offline_environment
+from tests.test_webhooks import Receiver, assert_signed, register, serving
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "template.yaml").is_file(), reason="no template.yaml yet"
@@ -475,3 +476,51 @@ def test_a_failed_turn_is_tried_again_under_a_new_execution_when_its_message_com
     names = {e["name"]: e["status"] for e in emulator.executions()}
     message_id = first["message_id"]
     assert names == {f"turn-{message_id}": "FAILED", f"turn-{message_id}-r1": "SUCCEEDED"}
+
+
+def test_an_execution_stopped_after_its_reply_fails_the_turn_and_still_sends_the_reply(
+    database_url: str, store: Store, runtime: Runtime
+) -> None:
+    """An execution that ends without reaching the finish step (here stopped while its
+    evaluator runs): the ingest function fails the turn and queues the stored reply."""
+    stall = sample_plugin.STALL
+    for event in stall.values():
+        event.clear()
+    agent = runtime.register_agent(
+        Character(name="Stalling Ada", plugins=["tests.sample_plugin:stalling"])
+    )
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+    with (
+        serving(Receiver()) as receiver,
+        Emulator(database_url, retry_interval_scale=RETRY_SCALE, environment=environment) as emu,
+    ):
+        try:
+            key = create_key(store, LOCAL_TENANT_ID).secret
+            client = TestClient(emu.app, headers={"Authorization": f"Bearer {key}"})
+            made = register(client, agent, receiver.url())
+            accepted = post(client, agent, "My name is Grace")
+            assert stall["entered"].wait(10), "the evaluator never ran"
+            turn_id = uuid.UUID(accepted["turn_id"])
+            [reply] = store.turn_memories(turn_id, MemoryKind.MESSAGE)
+            assert store.turn(turn_id).status not in ("done", "failed")
+
+            execution = execution_of(emu, accepted["message_id"])
+            emu.sfn.stop_execution(executionArn=execution["executionArn"])
+            # moto's execution ends once the running task returns; it then goes no further.
+            stall["release"].set()
+            turn = wait_turn(client, accepted["turn_id"])
+            [received] = receiver.wait_for(1, timeout=15)
+            emu.drain()
+            assert execution_of(emu, accepted["message_id"])["status"] == "ABORTED"
+        finally:
+            stall["release"].set()
+
+    assert turn["status"] == "failed"
+    assert turn["error"] == "turn execution ended ABORTED"
+    assert [r["id"] for r in turn["replies"]] == [str(reply.id)]
+    assert "TurnFinishFunction" not in emu.hooked_invocations  # neither Finish nor MarkFailed
+    payload = assert_signed(made["secret"], received)
+    assert payload["type"] == "reply" and payload["turn_id"] == str(turn_id)
+    assert payload["reply"]["id"] == str(reply.id)
+    assert payload["reply"]["text"] == reply.content.text
+    assert emu.invocations["WebhookDeliverFunction"] == 1
