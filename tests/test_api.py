@@ -59,6 +59,12 @@ def test_post_answers_202_with_ids_and_the_turn_can_be_read(
     turn = client.get(f"/v1/turns/{accepted['turn_id']}").json()
     assert turn["status"] == "done" and turn["error"] is None
     assert [r["text"] for r in turn["replies"]] == ["Hello, Sam. How are you today?"]
+    steps = client.get(f"/v1/turns/{accepted['turn_id']}/steps").json()
+    assert [s["step"] for s in steps][:2] == ["ingest", "decide"]
+    assert all(s["status"] == "ok" for s in steps)
+    assert steps[1]["model_calls"] == 1 and steps[1]["input_tokens"] > 0
+    agent_view = client.get(f"/v1/agents/{agent}").json()
+    assert (agent_view["id"], agent_view["name"]) == (str(agent), "Ada")
 
 
 def test_a_client_message_id_makes_the_post_idempotent(

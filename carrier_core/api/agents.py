@@ -47,9 +47,7 @@ class AgentDetail(AgentView):
 
 
 def _view(record: AgentRecord) -> AgentView:
-    return AgentView(
-        id=record.id, name=record.name, created_at=record.created_at, updated_at=record.updated_at
-    )
+    return AgentView.model_validate(record, from_attributes=True)
 
 
 def _detail(runtime: Runtime, agent_id: uuid.UUID) -> AgentDetail:

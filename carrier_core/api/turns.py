@@ -86,14 +86,5 @@ def get_turn_steps(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -
     principal.require_key("reading a turn's steps")
     turn_of(runtime, principal, turn_id)
     return [
-        StepView(
-            step=s.step,
-            key=s.key,
-            status=s.status,
-            detail=s.detail,
-            model_calls=s.model_calls,
-            input_tokens=s.input_tokens,
-            output_tokens=s.output_tokens,
-        )
-        for s in runtime.store.turn_steps(turn_id)
+        StepView.model_validate(s, from_attributes=True) for s in runtime.store.turn_steps(turn_id)
     ]
