@@ -111,6 +111,22 @@ def decide_retrier(names: tuple[str, ...] = ()) -> dict[str, Any]:
     pytest.fail("the Decide state retries no model error")
 
 
+def retried_error(retry: dict[str, Any]) -> str:
+    """One of our own error names that a Retry rule retries (not a States./Lambda. one)."""
+    return next(n for n in retry["ErrorEquals"] if "." not in n)
+
+
+def flaky_agent(runtime: Runtime, name: str) -> uuid.UUID:
+    """An agent whose models are the sample plugin's flaky ones (see the `flaky` fixture)."""
+    return runtime.register_agent(
+        Character(
+            name=name,
+            plugins=["tests.sample_plugin:flaky"],
+            settings={"model_provider": "flaky"},
+        )
+    )
+
+
 def test_a_turn_runs_through_the_api_queue_state_machine_and_handlers(
     emulator: Emulator, client: TestClient, agent_id: uuid.UUID, store: Store
 ) -> None:
@@ -238,15 +254,9 @@ def test_a_failing_step_is_retried_then_the_turn_is_recorded_failed(
     flaky: dict[str, Any],
 ) -> None:
     retry = decide_retrier()
-    error_name = next(n for n in retry["ErrorEquals"] if "." not in n)
+    error_name = retried_error(retry)
     flaky.update(error=error_name, failures=10**6, calls=0)
-    agent = runtime.register_agent(
-        Character(
-            name="Flaky Ada",
-            plugins=["tests.sample_plugin:flaky"],
-            settings={"model_provider": "flaky"},
-        )
-    )
+    agent = flaky_agent(runtime, "Flaky Ada")
     accepted = post(client, agent, "Hello?")
     turn = wait_turn(client, accepted["turn_id"])
     emulator.drain()
@@ -278,14 +288,8 @@ def test_a_step_that_fails_twice_is_retried_and_the_turn_answers(
     flaky: dict[str, Any],
 ) -> None:
     retry = decide_retrier()
-    flaky.update(error=next(n for n in retry["ErrorEquals"] if "." not in n), failures=2, calls=0)
-    agent = runtime.register_agent(
-        Character(
-            name="Flaky Bob",
-            plugins=["tests.sample_plugin:flaky"],
-            settings={"model_provider": "flaky"},
-        )
-    )
+    flaky.update(error=retried_error(retry), failures=2, calls=0)
+    agent = flaky_agent(runtime, "Flaky Bob")
     accepted = post(client, agent, "My name is Grace")
     turn = wait_turn(client, accepted["turn_id"])
 
@@ -453,15 +457,9 @@ def test_a_failed_turn_is_tried_again_under_a_new_execution_when_its_message_com
     flaky: dict[str, Any],
 ) -> None:
     retry = decide_retrier()
-    error_name = next(n for n in retry["ErrorEquals"] if "." not in n)
+    error_name = retried_error(retry)
     flaky.update(error=error_name, failures=10**6, calls=0)
-    agent = runtime.register_agent(
-        Character(
-            name="Flaky Cy",
-            plugins=["tests.sample_plugin:flaky"],
-            settings={"model_provider": "flaky"},
-        )
-    )
+    agent = flaky_agent(runtime, "Flaky Cy")
     body = {"text": "Hello?", "sender": "grace", "client_message_id": "m-1"}
     first = client.post(f"/v1/agents/{agent}/rooms/r1/messages", json=body).json()
     assert wait_turn(client, first["turn_id"])["status"] == "failed"
