@@ -50,9 +50,8 @@ def _view(record: AgentRecord) -> AgentView:
     return AgentView.model_validate(record, from_attributes=True)
 
 
-def _detail(runtime: Runtime, agent_id: uuid.UUID) -> AgentDetail:
-    record = runtime.store.agent_record(agent_id)
-    character = runtime.store.character(agent_id)
+def _detail(runtime: Runtime, record: AgentRecord) -> AgentDetail:
+    character = runtime.store.character(record.id)
     return AgentDetail(
         **_view(record).model_dump(),
         character=character.to_document(),
@@ -84,7 +83,7 @@ def create_agent(runtime: RuntimeDep, principal: Caller, character: CharacterBod
     principal.require_full_key("creating agents")
     agent_id = uuid.uuid4()
     _save(runtime, principal.tenant_id, character, agent_id)
-    return _detail(runtime, agent_id)
+    return _detail(runtime, runtime.store.agent_record(agent_id))
 
 
 @router.get("", response_model=Page[AgentView])
@@ -102,8 +101,7 @@ def list_agents(
 @router.get("/{agent_id}", response_model=AgentDetail)
 def get_agent(runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID) -> AgentDetail:
     principal.require_key("reading an agent")
-    agent_of(runtime, principal, agent_id)
-    return _detail(runtime, agent_id)
+    return _detail(runtime, agent_of(runtime, principal, agent_id))
 
 
 @router.put("/{agent_id}", response_model=AgentDetail)
@@ -114,7 +112,7 @@ def update_agent(
     principal.require_key("updating an agent")
     agent_of(runtime, principal, agent_id)
     _save(runtime, principal.tenant_id, character, agent_id)
-    return _detail(runtime, agent_id)
+    return _detail(runtime, runtime.store.agent_record(agent_id))
 
 
 @router.delete("/{agent_id}", status_code=204, response_class=Response)
