@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     #: Where the embedded Postgres keeps its data when no database URL is given.
     home: Path = Path("~/.carrier")
     pool_size: int = Field(default=4, ge=1)
+    #: How long a request waits for a database connection before it is answered 503
+    #: (`DatabaseUnavailable`): an outage is told quickly, not after half a minute.
+    pool_timeout_s: float = Field(default=5.0, gt=0)
     #: Server-side prepared statements: faster, but turn them off behind RDS Proxy or
     #: PgBouncer in transaction mode, which cannot keep them.
     prepared_statements: bool = True
@@ -85,9 +88,12 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=3, ge=1, description="decide steps allowed in one turn")
     #: Reflect after this many new messages in a room (1 = every turn).
     reflection_interval: int = Field(default=3, ge=1)
-    #: A turn left unfinished this long is taken to have lost its process, and a repeat
-    #: delivery of its message resumes it.
-    turn_resume_after_s: float = Field(default=60.0, gt=0)
+    #: A room's runner renews its lease at every turn; a lease this long past its last
+    #: renewal is looked at by the sweep, which drives the room again if its runner stopped.
+    runner_lease_s: float = Field(default=120.0, gt=0)
+    #: A turn taken up this many times without finishing (its runners kept stopping) is
+    #: recorded failed, and its room moves on.
+    turn_max_attempts: int = Field(default=3, ge=1)
     #: How long `POST /v1/chat/completions` waits for its turn before answering 504 (the
     #: turn goes on; poll it). Well under API Gateway's 30 s limit and the api function's
     #: 29 s timeout, leaving room for a cold start and the ingest before it.

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from carrier_core import Character, IncomingMessage, Runtime, Settings, load_character
+from carrier_core import Character, Runtime, Settings, load_character
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, offline_models
-from carrier_core.store import Store, TurnRecord
-from carrier_core.turn import ingest, run_steps
+from carrier_core.store import Store
+from carrier_core.turn import Ingested, run_room
 from carrier_core.world import LOCAL_TENANT_ID
 from tests.jwks import Issuer, serve_jwks
 
@@ -116,12 +116,12 @@ def make_tenant(store: Store) -> Callable[[str], TenantKey]:
     return make
 
 
-def run_inline(runtime: Runtime) -> Callable[[IncomingMessage, TurnRecord], None]:
-    """A `submit` that runs the turn at once, as the queue's consumer would."""
+def run_inline(runtime: Runtime) -> Callable[[Ingested], None]:
+    """A `submit` that runs the room's runner at once, in this thread."""
 
-    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-        ingested = ingest(runtime, message)
-        run_steps(runtime, ingested.turn_id, ingested.agent_id)
+    def submit(ingested: Ingested) -> None:
+        if ingested.runner is not None:
+            run_room(runtime, ingested.runner)
 
     return submit
 

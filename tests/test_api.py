@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from carrier_core import Character, IncomingMessage, Runtime
+from carrier_core import Character, Runtime
 from carrier_core.api import create_app
-from carrier_core.store import TurnRecord
+from carrier_core.turn import Ingested
 from tests.conftest import TenantKey, run_inline
 
 
 @pytest.fixture
-def queued() -> list[IncomingMessage]:
+def submitted() -> list[Ingested]:
     return []
 
 
@@ -25,14 +25,12 @@ def acme(make_tenant: Callable[[str], TenantKey]) -> TenantKey:
 
 
 @pytest.fixture
-def client(
-    runtime: Runtime, queued: list[IncomingMessage], acme: TenantKey
-) -> Iterator[TestClient]:
+def client(runtime: Runtime, submitted: list[Ingested], acme: TenantKey) -> Iterator[TestClient]:
     inline = run_inline(runtime)
 
-    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-        queued.append(message)
-        inline(message, turn)
+    def submit(ingested: Ingested) -> None:
+        submitted.append(ingested)
+        inline(ingested)
 
     with TestClient(create_app(lambda: runtime, submit), headers=acme.headers) as test_client:
         yield test_client
@@ -48,14 +46,16 @@ def post(client: TestClient, agent: uuid.UUID, body: dict[str, object], **header
 
 
 def test_post_answers_202_with_ids_and_the_turn_can_be_read(
-    client: TestClient, agent: uuid.UUID, queued: list[IncomingMessage]
+    client: TestClient, agent: uuid.UUID, submitted: list[Ingested], runtime: Runtime
 ) -> None:
     response = post(client, agent, {"text": "Hello", "sender": "u1", "sender_name": "Sam"})
     assert response.status_code == 202
     accepted = response.json()
-    assert accepted["status"] == "received"
-    [message] = queued
-    assert message.client_message_id and message.client_message_id.startswith("carrier-")
+    assert accepted["status"] == "queued"
+    [ingested] = submitted
+    assert ingested.runner is not None  # the room was free: this post starts its runner
+    message = runtime.store.memory(ingested.message_id)
+    assert message.dedupe_key and ":carrier-" in message.dedupe_key
     turn = client.get(f"/v1/turns/{accepted['turn_id']}").json()
     assert turn["status"] == "done" and turn["error"] is None
     assert [r["text"] for r in turn["replies"]] == ["Hello, Sam. How are you today?"]
@@ -68,14 +68,15 @@ def test_post_answers_202_with_ids_and_the_turn_can_be_read(
 
 
 def test_a_client_message_id_makes_the_post_idempotent(
-    client: TestClient, agent: uuid.UUID, queued: list[IncomingMessage]
+    client: TestClient, agent: uuid.UUID, submitted: list[Ingested]
 ) -> None:
     body = {"text": "Hello", "sender": "u1"}
     first = post(client, agent, body, **{"Idempotency-Key": "abc"}).json()
     again = post(client, agent, body, **{"Idempotency-Key": "abc"}).json()
     assert (again["message_id"], again["turn_id"]) == (first["message_id"], first["turn_id"])
     assert again["status"] == "done"
-    assert len(queued) == 1  # a finished turn is not queued again
+    # A finished turn is not run again: the repeat claims no runner.
+    assert [i.runner is not None for i in submitted] == [True, False]
     field = post(client, agent, {**body, "client_message_id": "abc"}).json()
     assert field["turn_id"] == first["turn_id"]
 

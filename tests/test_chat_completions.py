@@ -20,12 +20,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from carrier_core import Character, IncomingMessage, Runtime
+from carrier_core import Character, Runtime
 from carrier_core.api import Submit, create_app
 from carrier_core.memory import MemoryKind
 from carrier_core.models import offline_models
-from carrier_core.store import Store, TurnRecord
-from carrier_core.turn import finish_turn
+from carrier_core.store import Store
+from carrier_core.turn import Ingested, finish_turn
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
 from tests.jwks import AUDIENCE, ISSUER, Issuer
 
@@ -59,8 +59,8 @@ def in_background(runtime: Runtime) -> Iterator[Submit]:
     inline = run_inline(runtime)
     threads: list[threading.Thread] = []
 
-    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-        thread = threading.Thread(target=inline, args=(message, turn), daemon=True)
+    def submit(ingested: Ingested) -> None:
+        thread = threading.Thread(target=inline, args=(ingested,), daemon=True)
         thread.start()
         threads.append(thread)
 
@@ -208,8 +208,8 @@ def test_a_stream_starts_at_once_and_its_reply_comes_as_the_turn_stores_it(
         """A consumer that takes its time before it runs the turn."""
         inline = run_inline(runtime)
 
-        def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-            later = threading.Timer(0.3, inline, args=(message, turn))
+        def submit(ingested: Ingested) -> None:
+            later = threading.Timer(0.3, inline, args=(ingested,))
             later.start()
             turns.append(later)
 
@@ -315,12 +315,12 @@ def server_with(
 
 def never(runtime: Runtime) -> Submit:
     """A queue whose consumer never comes."""
-    return lambda message, turn: None
+    return lambda ingested: None
 
 
 def failing(runtime: Runtime) -> Submit:
-    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-        finish_turn(runtime, turn.id, error="decide: ModelUnavailable: no model today")
+    def submit(ingested: Ingested) -> None:
+        finish_turn(runtime, ingested.turn_id, error="decide: ModelUnavailable: no model today")
 
     return submit
 
@@ -345,7 +345,7 @@ def test_a_turn_not_done_in_time_is_504_naming_it_and_not_retried(
     assert named is not None
     turns = store_turns(store)
     assert len(turns) == 2  # one per request: the 504 was not retried
-    assert {"id": uuid.UUID(named[1]), "status": "received"} in turns
+    assert {"id": uuid.UUID(named[1]), "status": "queued"} in turns
     assert late_stream.value.code == "turn_timeout"
 
 
@@ -376,7 +376,7 @@ def test_a_failed_turn_is_502_with_its_error(
 def unqueueable(runtime: Runtime) -> Submit:
     """A queue that refuses the message after ingest has stored it."""
 
-    def submit(message: IncomingMessage, turn: TurnRecord) -> None:
+    def submit(ingested: Ingested) -> None:
         raise ConnectionError("the queue is down")
 
     return submit
@@ -438,8 +438,8 @@ def test_the_sdk_talks_to_an_agent_through_the_emulated_aws_bundle(
     acme: TenantKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """What `carrier dev` serves: the api function's app, its turns through SQS and Step
-    Functions to the handlers."""
+    """What `carrier dev` serves: the api function's app, its turns run by the room's
+    runner on Step Functions and the handlers."""
     from carrier_aws.local.emulator import Emulator
 
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"):
@@ -458,4 +458,5 @@ def test_the_sdk_talks_to_an_agent_through_the_emulated_aws_bundle(
         )
         text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         assert text == "What do you like most about sailing?"
-    assert emulator.invocations["IngestFunction"] == 2
+    # Each message found the room idle: each started a runner, which ran its turn.
+    assert emulator.invocations["TurnFinishFunction"] == 4

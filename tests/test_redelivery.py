@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -77,7 +76,7 @@ def test_a_failed_turn_is_resumed_when_its_message_comes_again(
     assert third.reply_texts == ["back now"] and len(scripted.requests) == 2
 
 
-def test_an_abandoned_turn_is_resumed_only_once_it_has_gone_stale(
+def test_an_abandoned_turn_is_resumed_once_its_runners_lease_runs_out(
     store: Store, scripted: ScriptedModel, ada: Character
 ) -> None:
     from carrier_core.models import HashEmbedding, ModelSet
@@ -87,14 +86,16 @@ def test_an_abandoned_turn_is_resumed_only_once_it_has_gone_stale(
     )
     agent = runtime.register_agent(ada)
     scripted.add(xml("REPLY", text="finally"))
-    # A process ingested the message, then died before deciding.
-    turn_id = ingest(runtime, message(agent, "anyone?", client_message_id="m-2")).turn_id
+    # A process ingested the message and claimed the room, then died before deciding.
+    ingested = ingest(runtime, message(agent, "anyone?", client_message_id="m-2"))
+    assert ingested.runner is not None
     busy = run_turn(runtime, message(agent, "anyone?", client_message_id="m-2"))
-    assert busy.duplicate and busy.status == "received" and scripted.requests == []
+    assert busy.duplicate and busy.status == "queued" and scripted.requests == []
     with store._pool.connection() as conn:
         conn.execute(
-            "UPDATE turns SET updated_at = now() - %s WHERE id = %s",
-            (timedelta(seconds=runtime.settings.turn_resume_after_s + 1), turn_id),
+            "UPDATE rooms SET runner_until = now() - interval '1 second' WHERE id ="
+            " (SELECT room_id FROM turns WHERE id = %s)",
+            (ingested.turn_id,),
         )
     resumed = run_turn(runtime, message(agent, "anyone?", client_message_id="m-2"))
     assert resumed.status == "done" and resumed.reply_texts == ["finally"]

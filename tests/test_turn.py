@@ -62,7 +62,7 @@ def test_ingest_stores_the_sender_room_message_and_turn(
     assert memory.kind is MemoryKind.MESSAGE
     assert [e.name for e in store.participants(memory.room_id)] == ["Sam"]  # type: ignore[arg-type]
     assert store.room(memory.room_id).name == "lobby"  # type: ignore[arg-type]
-    assert store.turn(ingested.turn_id).status == "received"
+    assert store.turn(ingested.turn_id).status == "queued"
     assert [s.step for s in store.turn_steps(ingested.turn_id)] == ["ingest"]
 
 

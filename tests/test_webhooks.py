@@ -539,7 +539,7 @@ def test_the_bundle_delivers_a_signed_reply_through_its_queue_and_retries_by_vis
     payload = assert_signed(made["secret"], second)
     assert payload["turn_id"] == str(turn_id) and payload["type"] == "reply"
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    assert emulator.invocations["WebhookDeliverFunction"] == 2
+    assert len(receiver.requests) == 2
     with store.connection() as conn:
         [row] = conn.execute("SELECT status, attempts FROM webhook_deliveries").fetchall()
     assert (row["status"], row["attempts"]) == ("delivered", 2)
@@ -888,6 +888,13 @@ def test_the_sweep_schedule_queues_again_a_delivery_whose_message_was_lost(
     assert found is not None and (found.status, found.attempts) == ("delivered", 1)
 
 
+def finish_event(store: Store, turn_id: uuid.UUID, **extra: Any) -> dict[str, Any]:
+    """What the state machine sends the finish step for this turn."""
+    room_id = store.turn(turn_id).room_id
+    event = {"op": "finish", "turn_id": str(turn_id), "room_id": str(room_id), "generation": 1}
+    return event | extra
+
+
 def test_a_turn_that_failed_after_storing_a_reply_still_sends_it(
     database_url: str,
     store: Store,
@@ -906,9 +913,11 @@ def test_a_turn_that_failed_after_storing_a_reply_still_sends_it(
         # A step after the reply failed: the Catch hands its error to the finish step.
         failure = {"Error": "States.Timeout", "Cause": "the evaluate step timed out"}
         finished = emulator.call(
-            emulator.functions["TurnFinishFunction"], {"turn_id": str(turn_id), "error": failure}
+            emulator.functions["TurnFinishFunction"],
+            finish_event(store, turn_id, error=failure),
         )
-        assert finished == {"turn_id": str(turn_id), "status": "failed"}
+        assert finished["turn_id"] is None  # nothing else to answer in the room
+        assert store.turn(turn_id).status == "failed"
 
         [received] = receiver.wait_for(1, timeout=15)
         emulator.drain()
@@ -935,7 +944,7 @@ def test_a_turn_ends_only_with_its_deliveries_planned(
         emulator.drain()
         register(client, agent, receiver.url())
         with store.connection() as conn:
-            conn.execute("UPDATE turns SET status = 'acting' WHERE id = %s", (turn_id,))
+            conn.execute("UPDATE turns SET status = 'running' WHERE id = %s", (turn_id,))
             conn.execute(
                 "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
                 " $$ BEGIN RAISE EXCEPTION 'deliveries refused'; END $$;"
@@ -945,12 +954,13 @@ def test_a_turn_ends_only_with_its_deliveries_planned(
         finish = emulator.functions["TurnFinishFunction"]
         try:
             with pytest.raises(Exception, match="deliveries refused"):
-                emulator.call(finish, {"turn_id": str(turn_id)})
-            assert store.turn(turn_id).status == "acting"  # not finished without its plan
+                emulator.call(finish, finish_event(store, turn_id))
+            assert store.turn(turn_id).status == "running"  # not finished without its plan
         finally:
             with store.connection() as conn:
                 conn.execute("DROP TRIGGER refuse ON webhook_deliveries; DROP FUNCTION refuse()")
-        assert emulator.call(finish, {"turn_id": str(turn_id)})["status"] == "done"
+        emulator.call(finish, finish_event(store, turn_id))
+        assert store.turn(turn_id).status == "done"
         assert len(receiver.wait_for(1, timeout=15)) == 1
         emulator.drain()
 

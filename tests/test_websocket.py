@@ -134,7 +134,7 @@ def test_a_sent_message_comes_back_as_accepted_progress_reply_and_done_on_the_ro
         "type": "accepted",
         "message_id": accepted["message_id"],
         "turn_id": turn_id,
-        "status": "received",
+        "status": "queued",
         "client_message_id": "c-1",
     }
     assert decided == {
@@ -363,16 +363,16 @@ def test_the_cloud_handler_takes_api_gateway_events_and_forgets_a_gone_connectio
         assert stored.endpoint == emulator.environment["WEBSOCKET_ENDPOINT"]
         assert stored.endpoint.endswith(".execute-api.us-east-1.amazonaws.com/live")
 
-        # The message is taken and queued; its accepted frame is pushed through moto, where
-        # no socket of that id is open: GoneException, and the connection is forgotten.
+        # The message is taken and its room's runner started; its accepted frame is pushed
+        # through moto, where no socket of that id is open: GoneException, and the
+        # connection is forgotten.
         answer = emulator.call(function, event("websocket_send_message.json", tenant.key))
         assert answer == {"statusCode": 200}
         with store.connection() as conn:
             turns = conn.execute("SELECT count(*) AS n FROM turns").fetchone()
         assert turns is not None and turns["n"] == 1
-        queued = emulator.sqs.receive_message(QueueUrl=emulator.queue_url("IngestQueue"))
-        [message] = queued["Messages"]
-        assert json.loads(message["Body"])["client_message_id"] == "ws-msg-1"
+        [runner] = emulator.executions()
+        assert runner["name"].startswith("room-") and runner["name"].endswith("-g1")
         assert emulator.hooked_pushes == {"gone": 1}
         assert get_connection(store, connection_id) is None
 

@@ -15,6 +15,10 @@ and imports every function's handler from its own file. Then:
   unless reported failed; when the handler raises, the whole batch stays for
   redelivery after its visibility timeout, and a queue's redrive policy applies.
 - The HTTP API is the api function's FastAPI `app`, served by uvicorn or a TestClient.
+- Schedules (`Type: Schedule`, `rate(...)`) call their function with EventBridge's
+  `Scheduled Event`, every `schedule_interval_s` (default: the template's rate), and once
+  at start with `detail.every_lease` set: the emulated account is new, so no room runner
+  from before it can be alive, and the turn sweep takes every such room over at once.
 - The WebSocket API is served at `/v1/ws` of that same app (`carrier_aws.local.websocket`):
   its routes call their function with API Gateway's events, and the functions' pushes
   (`post_to_connection`) reach the local sockets through a patch of moto's
@@ -364,6 +368,64 @@ class _Poller:
             )
 
 
+def scheduled_event(detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """EventBridge's event for a schedule's rule."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": REGION,
+        "resources": [],
+        "detail": dict(detail or {}),
+    }
+
+
+class _Scheduler:
+    """The template's schedules: a thread that calls each function when its rule is due."""
+
+    def __init__(self, emulator: Emulator, interval_s: float | None):
+        self.emulator = emulator
+        self.rules = [
+            (function, interval_s or schedule.rate_s)
+            for function in emulator.functions.values()
+            for schedule in function.spec.schedules
+            if schedule.enabled
+        ]
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="schedules", daemon=True)
+
+    def start(self) -> None:
+        if self.rules:
+            self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self.stop_event.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _fire(self, function: Function, detail: Mapping[str, Any] | None = None) -> None:
+        try:
+            self.emulator.call(function, scheduled_event(detail))
+        except Exception:
+            log.exception("%s failed on its schedule", function.name)
+
+    def _run(self) -> None:
+        due = {}
+        for function, interval in self.rules:
+            self._fire(function, {"every_lease": True})
+            due[function.name] = time.monotonic() + interval
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            for function, interval in self.rules:
+                if now >= due[function.name] and not self.stop_event.is_set():
+                    self._fire(function)
+                    due[function.name] = time.monotonic() + interval
+            self.stop_event.wait(min(due.values()) - time.monotonic() if due else 1.0)
+
+
 class Emulator:
     """The template's functions, queues and state machines on moto, in this process.
 
@@ -386,6 +448,7 @@ class Emulator:
         stop_timeout_s: float = 15.0,
         poll: bool = True,
         parameters: Mapping[str, str] | None = None,
+        schedule_interval_s: float | None = None,
     ):
         self.template: Template = read_template(template or default_template())
         self.template.overrides = dict(parameters or {})
@@ -397,8 +460,12 @@ class Emulator:
         self.concurrency = concurrency
         self.idle_poll_s = idle_poll_s
         self.stop_timeout_s = stop_timeout_s
-        #: False: no SQS event source is polled (to call the queue functions by hand).
+        #: False: no SQS event source is polled and no schedule fires (to call the queue and
+        #: scheduled functions by hand).
         self.poll = poll
+        #: How often each schedule fires; None: at the template's rate.
+        self.schedule_interval_s = schedule_interval_s
+        self._scheduler: _Scheduler | None = None
         #: Handler invocations by function logical id, by any route.
         self.invocations: Counter[str] = Counter()
         #: Those that came through the patched moto Lambda invoke (the state machine's tasks).
@@ -528,6 +595,10 @@ class Emulator:
         stack.callback(self._stop_pollers)
         for poller in self._pollers:
             poller.start()
+        if self.poll:
+            self._scheduler = _Scheduler(self, self.schedule_interval_s)
+            stack.callback(self._scheduler.stop, self.stop_timeout_s)
+            self._scheduler.start()
 
     def stop(self) -> None:
         """Stop polling, let running turns end (up to `stop_timeout_s`), stop moto."""
@@ -680,8 +751,6 @@ class Emulator:
                 env[name] = str(resolved)
         env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Carrier")
         env.setdefault("POWERTOOLS_SERVICE_NAME", "carrier")
-        # The ingest function waits for each turn: locally, look often (it costs nothing here).
-        env["TURN_POLL_S"] = "0.02"
         env.update(self.extra_environment)
         env["DATABASE_URL"] = self.database_url
         return env

@@ -103,6 +103,29 @@ class SqsSource:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """An EventBridge schedule of a function (`Type: Schedule`), as `rate(...)`."""
+
+    rate_s: float
+    enabled: bool = True
+
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_UNIT_S = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def _schedule(logical_id: str, props: Mapping[str, Any]) -> Schedule:
+    expression = str(props.get("Schedule", ""))
+    found = _RATE.match(expression)
+    if found is None:
+        raise TemplateError(
+            f"{logical_id}: the emulator runs rate(...) schedules, not {expression!r}"
+        )
+    count, unit = int(found.group(1)), found.group(2).removesuffix("s")
+    return Schedule(rate_s=count * _UNIT_S[unit], enabled=props.get("Enabled", True) is not False)
+
+
+@dataclass(frozen=True)
 class HttpRoute:
     method: str
     path: str
@@ -119,6 +142,7 @@ class FunctionSpec:
     environment: Mapping[str, Any] = field(default_factory=dict)
     sqs_sources: tuple[SqsSource, ...] = ()
     http_routes: tuple[HttpRoute, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def module_path(self) -> Path:
@@ -369,6 +393,7 @@ def _functions(body: dict[str, Any], root: Path) -> dict[str, FunctionSpec]:
             raise TemplateError(f"function {logical_id} needs a CodeUri folder and a Handler")
         env = {**default_env, **(((props.get("Environment") or {}).get("Variables")) or {})}
         routes: list[HttpRoute] = []
+        schedules: list[Schedule] = []
         for event in (props.get("Events") or {}).values():
             kind, event_props = event.get("Type"), event.get("Properties") or {}
             if kind == "SQS":
@@ -376,6 +401,8 @@ def _functions(body: dict[str, Any], root: Path) -> dict[str, FunctionSpec]:
                 if queue is None:
                     raise TemplateError(f"{logical_id}: SQS event names no queue of this template")
                 sources.setdefault(logical_id, []).append(_sqs_source(queue, event_props))
+            elif kind == "Schedule":
+                schedules.append(_schedule(logical_id, event_props))
             elif kind in ("HttpApi", "Api"):
                 routes.append(
                     HttpRoute(
@@ -391,6 +418,7 @@ def _functions(body: dict[str, Any], root: Path) -> dict[str, FunctionSpec]:
             timeout_s=_int(props.get("Timeout"), 3),
             environment=env,
             http_routes=tuple(routes),
+            schedules=tuple(schedules),
         )
     for logical_id, found in sources.items():
         if logical_id in functions:

@@ -44,7 +44,7 @@ from carrier_core.api.turns import Usage, turn_view
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import AgentRecord, NotFound, TurnRecord
+from carrier_core.store import AgentRecord, DatabaseUnavailable, NotFound, TurnRecord
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -184,8 +184,8 @@ def create_chat_completion(
     submit = services(request).submit
     try:
         accepted = post(runtime, submit, principal, agent.id, room, message, idempotency_key)
-    except (ApiError, NotFound, Forbidden):
-        raise  # the request's own fault, answered 4xx: nothing was taken
+    except (ApiError, NotFound, Forbidden, DatabaseUnavailable):
+        raise  # answered 4xx, or 503 with the database away: nothing was taken
     except Exception:
         # The message may be in (stored, then queueing failed): a retry would post it again.
         log.exception("chat completion failed while its message was being taken")

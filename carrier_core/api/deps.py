@@ -19,11 +19,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from carrier_core.auth import Authenticator, Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
-from carrier_core.turn import IncomingMessage
+from carrier_core.turn import Ingested
 from carrier_core.world import entity_id_for
 
-#: Queues a message's turn; it is given the turn as it stands (new, or failed and retried).
-Submit = Callable[[IncomingMessage, TurnRecord], None]
+#: Called once a message is stored: starts the room's runner if the delivery claimed it
+#: (`Ingested.runner`): a state machine execution in the cloud, a thread in tests.
+Submit = Callable[[Ingested], None]
 
 #: The source every client surface (REST, WebSocket, chat completions) stores messages
 #: under, so one sender and one room key mean the same entity and room on all of them.

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carrier_core.auth import Forbidden, Unauthorized
-from carrier_core.store import NotFound
+from carrier_core.store import DatabaseUnavailable, NotFound
 
 #: Largest request body taken, in bytes. Messages are at most `max_message_chars` long;
 #: character files (with their knowledge) and chat completions (whose clients resend the
@@ -45,6 +45,18 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
 
 
+#: What a client is told to wait before trying again while the database is away.
+RETRY_AFTER_S = 5
+UNAVAILABLE_MESSAGE = "the database is unavailable; nothing was done: try again shortly"
+
+
+def unavailable_response() -> JSONResponse:
+    """503 while the database is away: the request did nothing and may be sent again."""
+    response = error_response(503, "unavailable", UNAVAILABLE_MESSAGE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 #: The documented error answers of every route (401, 403, 404, 413 and 422 are possible anywhere).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -54,6 +66,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "no such resource for this tenant",
         413: "request body too large",
         422: "invalid request; the message names the field",
+        503: "the database is unavailable; try again after Retry-After seconds",
     }.items()
 }
 
@@ -100,6 +113,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return unavailable_response()
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from carrier_core.api.deps import RuntimeDep
-from carrier_core.api.errors import error_response
+from carrier_core.api.errors import unavailable_response
 
 router = APIRouter(prefix="/v1", tags=["health"])
 
@@ -21,6 +21,6 @@ def health(runtime: RuntimeDep) -> Health | JSONResponse:
     try:
         with runtime.store.connection() as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # any failure to reach the database is "unavailable"
-        return error_response(503, "unavailable", f"database unreachable: {type(exc).__name__}")
+    except Exception:  # any failure to reach the database is "unavailable"
+        return unavailable_response()
     return Health(status="ok")

@@ -26,7 +26,7 @@ from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, RoomRecord
-from carrier_core.turn import IncomingMessage, InvalidMessage, ingest
+from carrier_core.turn import InvalidMessage, ingest
 from carrier_core.world import RoomKind, room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
@@ -115,7 +115,9 @@ def post(
     body: MessagePost,
     idempotency_key: str | None = None,
 ) -> Accepted:
-    """Ingest a message and queue the rest of its turn: shared by every client surface."""
+    """Store a message and its turn, then hand them to `submit` to start the room's
+    runner: shared by every client surface. Stored means accepted: whatever happens
+    next, the turn ends answered or failed."""
     agent_of(runtime, principal, agent_id)
     if not 1 <= len(room) <= MAX_ROOM_CHARS:
         raise ApiError(422, "invalid_request", f"room: 1 to {MAX_ROOM_CHARS} characters")
@@ -130,10 +132,10 @@ def post(
         ingested = ingest(runtime, data)
     except InvalidMessage as exc:
         raise ApiError(422, "invalid_message", str(exc)) from None
-    turn = runtime.store.turn(ingested.turn_id)
-    if turn.status != "done":
-        submit(IncomingMessage.model_validate(data), turn)
-    return Accepted(message_id=ingested.message_id, turn_id=ingested.turn_id, status=turn.status)
+    submit(ingested)
+    return Accepted(
+        message_id=ingested.message_id, turn_id=ingested.turn_id, status=ingested.status
+    )
 
 
 def _room(runtime: Runtime, agent_id: uuid.UUID, key: str, room: str) -> uuid.UUID:

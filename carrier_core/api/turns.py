@@ -34,11 +34,15 @@ class TurnView(BaseModel):
     turn_id: uuid.UUID
     agent_id: uuid.UUID
     message_id: uuid.UUID
-    #: received, running, done or failed.
+    #: queued (waiting behind another turn of its room), running, retrying (a model call
+    #: failed and is tried again; `error` says why), done or failed.
     status: str
     error: str | None
     replies: list[Reply]
     usage: Usage
+    #: Set when the message was answered together with later ones (an agent that coalesces
+    #: double texts): that turn's id. Status and replies are then that turn's.
+    answered_by: uuid.UUID | None = None
 
 
 class StepView(BaseModel):
@@ -53,14 +57,16 @@ class StepView(BaseModel):
 
 def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
     store = runtime.store
-    turn_id = turn.id
+    answering = turn if turn.answered_by is None else store.turn(turn.answered_by)
+    turn_id = answering.id
     calls = store.model_calls(turn_id)
     return TurnView(
         turn_id=turn.id,
         agent_id=turn.agent_id,
         message_id=turn.message_id,
-        status=turn.status,
-        error=turn.error,
+        status=answering.status,
+        error=answering.error,
+        answered_by=turn.answered_by,
         replies=[
             Reply(id=m.id, text=m.content.text, actions=m.content.actions)
             for m in store.turn_memories(turn_id, MemoryKind.MESSAGE)

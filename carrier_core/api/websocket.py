@@ -54,15 +54,15 @@ from collections.abc import Callable, Mapping
 from pydantic import ValidationError
 
 from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, room_key
-from carrier_core.api.errors import ApiError
+from carrier_core.api.errors import UNAVAILABLE_MESSAGE, ApiError
 from carrier_core.api.rooms import MAX_ROOM_CHARS, MessagePost, post
 from carrier_core.auth import Authenticator, Forbidden, Unauthorized
 from carrier_core.connections import Connection, add_connection, get_connection
 from carrier_core.frames import Frame, accepted_frame, error_frame
 from carrier_core.runtime import Runtime
 from carrier_core.storable import storable
-from carrier_core.store import NotFound, TurnRecord
-from carrier_core.turn import IncomingMessage
+from carrier_core.store import DatabaseUnavailable, NotFound
+from carrier_core.turn import Ingested
 from carrier_core.world import room_id_for
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ def describe(exc: Exception) -> tuple[int, str, str] | None:
         return 403, "forbidden", str(exc)
     if isinstance(exc, NotFound):
         return 404, "not_found", str(exc)
+    if isinstance(exc, DatabaseUnavailable):
+        return 503, "unavailable", UNAVAILABLE_MESSAGE
     if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'frame'}: {err['msg']}"
@@ -189,7 +191,8 @@ def receive(
 ) -> None:
     """Take one client frame: post its message, answer `accepted` or an error frame.
 
-    `accepted` is sent before the turn is queued, so no frame of the turn can pass it.
+    `accepted` is sent before the room's runner is started, so no frame of the turn can
+    pass it.
     Errors a client caused become error frames; others too, after being logged, since
     the client is owed an answer either way.
     """
@@ -198,17 +201,18 @@ def receive(
     if connection is None:
         send(error_frame("unauthorized", "this connection is closed; connect again"))
         return
-    answered = False
 
-    def accept_then_submit(message: IncomingMessage, turn: TurnRecord) -> None:
-        nonlocal answered
-        send(accepted_frame(turn.message_id, turn.id, turn.status, client_message_id))
-        answered = True
-        submit(message, turn)
+    def accept_then_submit(ingested: Ingested) -> None:
+        send(
+            accepted_frame(
+                ingested.message_id, ingested.turn_id, ingested.status, client_message_id
+            )
+        )
+        submit(ingested)
 
     try:
         message = _message(body)
-        accepted = post(
+        post(
             runtime,
             accept_then_submit,
             connection.principal,
@@ -223,10 +227,3 @@ def receive(
             described = (500, "internal", "internal error; the message may not have been taken")
         _, code, text = described
         send(error_frame(code, text, client_message_id))
-        return
-    if not answered:  # already answered: posted again, nothing queued
-        send(
-            accepted_frame(
-                accepted.message_id, accepted.turn_id, accepted.status, client_message_id
-            )
-        )

@@ -1,6 +1,6 @@
 """Postgres + pgvector storage: the only state Carrier has."""
 
-from carrier_core.store.database import DatabaseError, RoundTrips
+from carrier_core.store.database import DatabaseError, DatabaseUnavailable, RoundTrips
 from carrier_core.store.store import (
     EMBEDDING_DIMENSIONS,
     AgentConflict,
@@ -24,6 +24,7 @@ __all__ = [
     "AgentConflict",
     "AgentRecord",
     "DatabaseError",
+    "DatabaseUnavailable",
     "EmbeddingSizeError",
     "ModelCall",
     "NamedMessage",

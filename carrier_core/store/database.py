@@ -24,6 +24,14 @@ class DatabaseError(RuntimeError):
     """The database cannot be reached or set up; the message says which and how to fix it."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database stopped answering (it is down, restarting or out of connections).
+
+    Raised quickly (within `pool_timeout_s`), so the API answers 503 at once and a state
+    machine step fails with this name, which its Retry rules back off on.
+    """
+
+
 class RoundTrips:
     """Counts statements sent to the server, for the benchmark and for tests that guard it."""
 
@@ -63,10 +71,25 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 
 
+#: How long the pool keeps trying to replace a lost connection before it lets the attempt
+#: go (a new request starts another): its waits double from 1 s, so a short limit keeps them
+#: short, and the pool is whole again within seconds of the database's return.
+RECONNECT_TIMEOUT_S = 8.0
+
+
 def open_pool(
-    url: str, *, size: int, round_trips: RoundTrips, prepared_statements: bool
+    url: str,
+    *,
+    size: int,
+    round_trips: RoundTrips,
+    prepared_statements: bool,
+    timeout_s: float = 5.0,
 ) -> ConnectionPool[psycopg.Connection[DictRow]]:
-    """A pool whose connections know the vector type and count what they send."""
+    """A pool whose connections know the vector type and count what they send.
+
+    A connection is checked as it is handed out, so one that died with the server is
+    replaced instead of failing its request; a request waits at most `timeout_s` for one.
+    """
 
     class CountingCursor(psycopg.Cursor[DictRow]):
         def execute(self, *args: Any, **kwargs: Any) -> Any:
@@ -97,11 +120,14 @@ def open_pool(
             "prepare_threshold": 3 if prepared_statements else None,
         },
         configure=configure,
+        check=ConnectionPool.check_connection,
+        timeout=timeout_s,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         open=False,
     )
     try:
         pool.open(wait=True, timeout=15)
     except Exception as exc:
         pool.close()
-        raise DatabaseError(f"cannot connect to the database: {exc}") from None
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
     return pool

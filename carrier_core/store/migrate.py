@@ -10,7 +10,7 @@ from importlib import resources
 
 import psycopg
 
-from carrier_core.store.database import DatabaseError
+from carrier_core.store.database import DatabaseError, DatabaseUnavailable
 
 _LOCK_KEY = 0x6361727269  # "carri"
 
@@ -30,7 +30,7 @@ def migrate(url: str) -> list[int]:
     try:
         conn = psycopg.connect(url, autocommit=False)
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to the database: {exc}") from None
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
     applied: list[int] = []
     with conn:
         for version, name, sql in migrations():

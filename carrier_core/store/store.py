@@ -20,12 +20,12 @@ import psycopg
 from pgvector import Vector
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from carrier_core.character import Character, parse_character
 from carrier_core.config import Settings
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
-from carrier_core.store.database import RoundTrips, database_url, open_pool
+from carrier_core.store.database import DatabaseUnavailable, RoundTrips, database_url, open_pool
 from carrier_core.store.migrate import migrate
 from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind
 
@@ -56,6 +56,10 @@ class TurnRecord:
     state: dict[str, Any]
     error: str | None
     updated_at: datetime
+    #: How many runners took the turn up (see `carrier_core.turn.schedule`).
+    attempts: int = 0
+    #: For a coalesced turn: the turn whose reply answered its message too.
+    answered_by: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,7 @@ class Store:
             size=settings.pool_size,
             round_trips=round_trips,
             prepared_statements=settings.prepared_statements,
+            timeout_s=settings.pool_timeout_s,
         )
         return cls(pool, round_trips)
 
@@ -383,7 +388,7 @@ class Store:
         if self._atomic.get() is not None:
             yield
             return
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pooled() as conn, conn.transaction():
             self.round_trips.add(2)
             token = self._atomic.set(conn)
             try:
@@ -399,8 +404,18 @@ class Store:
         if current is not None:
             yield current
             return
-        with self._pool.connection() as conn:
+        with self._pooled() as conn:
             yield conn
+
+    @contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """A pooled connection; a lost server, or none to be had in time, is
+        `DatabaseUnavailable` (the pool drops the broken connection itself)."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(f"the database is unavailable: {exc}") from exc
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[DictRow]]:
@@ -858,29 +873,31 @@ class Store:
 
     # -- turns ----------------------------------------------------------------
 
-    def start_turn(self, turn_id: uuid.UUID, message: Memory) -> tuple[uuid.UUID, bool]:
-        """Create the turn for a message, or return the one it already has."""
+    def start_turn(self, turn_id: uuid.UUID, message: Memory) -> tuple[uuid.UUID, bool, str]:
+        """Create the turn for a message, queued; or find the one it already has, queued
+        again if it had failed (the message came again: a new attempt). Returns the turn's
+        id, whether it was made now, and its status."""
         assert message.room_id is not None, "a turn answers a message in a room"
         with self.connection() as conn:
             row = conn.execute(
                 "INSERT INTO turns (id, agent_id, room_id, message_id, status)"
-                " VALUES (%s, %s, %s, %s, 'received') ON CONFLICT (message_id) DO NOTHING"
-                " RETURNING id",
+                " VALUES (%s, %s, %s, %s, 'queued') ON CONFLICT (message_id) DO UPDATE"
+                " SET status = 'queued', error = NULL, attempts = 0, updated_at = now()"
+                " WHERE turns.status = 'failed' RETURNING id, status",
                 (turn_id, message.agent_id, message.room_id, message.id),
             ).fetchone()
-            if row is not None:
-                return row["id"], True
-            existing = conn.execute(
-                "SELECT id FROM turns WHERE message_id = %s", (message.id,)
-            ).fetchone()
-        assert existing is not None
-        return existing["id"], False
+            if row is None:
+                row = conn.execute(
+                    "SELECT id, status FROM turns WHERE message_id = %s", (message.id,)
+                ).fetchone()
+        assert row is not None
+        return row["id"], row["id"] == turn_id, row["status"]
 
     def turn(self, turn_id: uuid.UUID) -> TurnRecord:
         with self.connection() as conn:
             row = conn.execute(
                 "SELECT id, agent_id, room_id, message_id, status, steps_taken, decision, state,"
-                " error, updated_at FROM turns WHERE id = %s",
+                " error, updated_at, attempts, answered_by FROM turns WHERE id = %s",
                 (turn_id,),
             ).fetchone()
         if row is None:

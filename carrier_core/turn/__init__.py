@@ -10,7 +10,15 @@ from carrier_core.turn.decide import SAFE_REPLY, Decided, decide
 from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, Ingested, InvalidMessage, ingest
-from carrier_core.turn.run import TurnResult, finish_turn, run_steps, run_turn, turn_result
+from carrier_core.turn.run import (
+    TurnResult,
+    finish_turn,
+    run_room,
+    run_steps,
+    run_turn,
+    turn_result,
+)
+from carrier_core.turn.schedule import NextTurn, Runner, hand_off, next_turn
 
 __all__ = [
     "SAFE_REPLY",
@@ -19,6 +27,8 @@ __all__ = [
     "IncomingMessage",
     "Ingested",
     "InvalidMessage",
+    "NextTurn",
+    "Runner",
     "State",
     "TurnContext",
     "TurnResult",
@@ -27,7 +37,10 @@ __all__ = [
     "embed_pending",
     "evaluate",
     "finish_turn",
+    "hand_off",
     "ingest",
+    "next_turn",
+    "run_room",
     "run_steps",
     "run_turn",
     "turn_result",

@@ -87,7 +87,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     runtime.store.save_decision(
         turn_id,
         message=ctx.message,
-        status="acting" if respond else "evaluating",
+        status="running",
         decision=decision.model_dump(),
         state=json_safe(ctx.state.values),
         steps_taken=number,

@@ -1,8 +1,11 @@
-"""Ingest: take a message in, remember it, and open its turn.
+"""Ingest: take a message in, remember it, and queue its turn.
 
 Ingest is idempotent by the client's message id: a message delivered twice
 (a retried HTTP post, a redelivered queue message) finds the memory and turn
-the first delivery made, so it is answered once.
+the first delivery made, so it is answered once. Once ingest returns, the message
+and its turn are in Postgres: that is what acknowledging a message means. In the
+same transaction it claims the room's runner if none holds it
+(`carrier_core.turn.schedule`); the caller starts the runner it was given.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
 from carrier_core.store import NotFound, StepRecord, StepUsage
+from carrier_core.turn.schedule import UNFINISHED, Runner, claim_room
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
 
@@ -76,6 +80,10 @@ class Ingested:
     message_id: uuid.UUID
     #: False when this delivery repeated an earlier one.
     created: bool
+    #: The turn's status after this delivery (queued, unless it was delivered before).
+    status: str = "queued"
+    #: The room's runner, claimed by this delivery: the caller must start it.
+    runner: Runner | None = None
 
 
 def validate_message(data: IncomingMessage | dict[str, Any], max_chars: int) -> IncomingMessage:
@@ -95,7 +103,11 @@ def validate_message(data: IncomingMessage | dict[str, Any], max_chars: int) -> 
     return message
 
 
-def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested:
+def ingest(
+    runtime: Runtime, data: IncomingMessage | dict[str, Any], *, take_expired: bool = False
+) -> Ingested:
+    """Store the message and its turn, and claim the room's runner if it is free
+    (`take_expired`: or if its lease ran out; see `claim_room`)."""
     started_at = datetime.now(UTC)
     message = validate_message(data, runtime.settings.max_message_chars)
     agent_id = message.agent_id
@@ -137,8 +149,21 @@ def ingest(runtime: Runtime, data: IncomingMessage | dict[str, Any]) -> Ingested
                 ),
             )
         )
-        turn_id, turn_created = store.start_turn(uuid.uuid4(), memory)
+        turn_id, turn_created, status = store.start_turn(uuid.uuid4(), memory)
         if turn_created:
             usage = StepUsage(detail={"message_id": str(memory.id)})
             store.record_step(turn_id, StepRecord("ingest", "ok", started_at, usage))
-    return Ingested(agent_id=agent_id, turn_id=turn_id, message_id=memory.id, created=turn_created)
+        runner = None
+        if status in UNFINISHED:
+            with store.connection() as conn:
+                runner = claim_room(
+                    conn, room.id, runtime.settings.runner_lease_s, take_expired=take_expired
+                )
+    return Ingested(
+        agent_id=agent_id,
+        turn_id=turn_id,
+        message_id=memory.id,
+        created=turn_created,
+        status=status,
+        runner=runner,
+    )

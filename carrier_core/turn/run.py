@@ -4,26 +4,30 @@ The same step functions run one per Lambda in the cloud; here they are
 chained in a loop. A turn may take several decide steps when an action asks
 to continue, never more than `max_steps`.
 
-A message delivered again finds its turn. A finished turn is not run again;
-a failed one, or one left unfinished long enough that its process must have
-died, is resumed: the steps remember what they did, so nothing is said twice.
+`run_turn` is its room's runner in this process (`carrier_core.turn.schedule`):
+when its message finds the room free it answers every turn queued there, in order;
+when another runner holds the room, the turn is left queued for it. A message
+delivered again finds its turn: a finished turn is not run again, a failed one is
+queued again, and a turn whose runner stopped (its lease ran out) is taken up again:
+the steps remember what they did, so nothing is said twice.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import StepRecord, StepUsage, TurnRecord
+from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, ingest
+from carrier_core.turn.schedule import Runner, next_turn
 
 
 @dataclass(frozen=True)
@@ -47,24 +51,17 @@ def finish_turn(runtime: Runtime, turn_id: uuid.UUID, error: str | None = None) 
 
 
 def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False) -> TurnResult:
+    """What became of a turn; a coalesced turn has the replies of the turn that answered it."""
     record = runtime.store.turn(turn_id)
+    answering = record.answered_by or turn_id
     return TurnResult(
         turn_id=turn_id,
         message_id=record.message_id,
         status=record.status,
-        replies=runtime.store.turn_memories(turn_id, MemoryKind.MESSAGE),
+        replies=runtime.store.turn_memories(answering, MemoryKind.MESSAGE),
         error=record.error,
         duplicate=duplicate,
     )
-
-
-def _should_resume(runtime: Runtime, turn: TurnRecord) -> bool:
-    if turn.status == "failed":
-        return True
-    if turn.status == "done":
-        return False
-    idle = datetime.now(UTC) - turn.updated_at
-    return idle > timedelta(seconds=runtime.settings.turn_resume_after_s)
 
 
 def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
@@ -85,6 +82,8 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None
             number = decided.step + 1
         step = "evaluate"
         evaluate(runtime, turn_id)
+    except DatabaseUnavailable:
+        raise  # nothing can be recorded: the turn is taken up again once the database is back
     except Exception as exc:
         finish_turn(runtime, turn_id, error=f"{step}: {type(exc).__name__}: {exc}")
         return
@@ -109,12 +108,21 @@ def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
     runtime.store.record_step(turn_id, record)
 
 
+def run_room(runtime: Runtime, runner: Runner) -> None:
+    """Answer the room's turns one after another until none is left (or the room is
+    taken over), as the state machine does in the cloud."""
+    while (turn := next_turn(runtime, runner)) is not None:
+        if turn.give_up is not None:
+            finish_turn(runtime, turn.turn_id, error=turn.give_up)
+        else:
+            run_steps(runtime, turn.turn_id, turn.agent_id)
+
+
 def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> TurnResult:
     """Answer one message. Invalid input raises before anything is stored; a failure
-    inside the turn is recorded on the turn and returned, not raised."""
-    ingested = ingest(runtime, message)
-    turn_id = ingested.turn_id
-    if not ingested.created and not _should_resume(runtime, runtime.store.turn(turn_id)):
-        return turn_result(runtime, turn_id, duplicate=True)
-    run_steps(runtime, turn_id, ingested.agent_id)
-    return turn_result(runtime, turn_id, duplicate=not ingested.created)
+    inside the turn is recorded on the turn and returned, not raised. The result is
+    `queued` when another runner holds the room."""
+    ingested = ingest(runtime, message, take_expired=True)
+    if ingested.runner is not None:
+        run_room(runtime, ingested.runner)
+    return turn_result(runtime, ingested.turn_id, duplicate=not ingested.created)

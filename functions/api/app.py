@@ -1,23 +1,20 @@
 """HTTP API function: FastAPI behind Mangum. Posts run ingest and queue the turn (202)."""
 
-import os
-
 import boto3
 from aws_lambda_powertools import Logger
 from mangum import Mangum
 
-from carrier_aws.queues import send_message
+from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api import create_app
-from carrier_core.store import TurnRecord
-from carrier_core.turn import IncomingMessage
+from carrier_core.turn import Ingested
 
 logger = Logger()
-sqs = boto3.client("sqs")
+sfn = boto3.client("stepfunctions")
 
 
-def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-    send_message(sqs, os.environ["INGEST_QUEUE_URL"], message, turn)
+def submit(ingested: Ingested) -> None:
+    start_claimed(sfn, state_machine_arn(), ingested.runner)
 
 
 app = create_app(runtime, submit)

@@ -1,5 +1,12 @@
-"""Finish function: mark a turn done, or failed with the reason a Catch passed on."""
+"""Finish function: end a turn (done, or failed with the reason a Catch passed on), then
+give the room's runner its next turn.
 
+The state machine is a room's runner: it starts here with `{"op": "next"}` and comes back
+after every turn with `{"op": "finish", "turn_id", "error"?}`; both answer the state of the
+next turn, whose `turn_id` is null when the runner is done.
+"""
+
+import os
 import uuid
 
 import boto3
@@ -7,25 +14,29 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from carrier_aws.push import push_turn
+from carrier_aws.runners import (
+    TURN_LIMIT,
+    failure_reason,
+    next_state,
+    start_runner,
+    state_machine_arn,
+)
 from carrier_aws.runtime import runtime
-from carrier_aws.turns import failure_reason
 from carrier_aws.webhooks import (
     finish_turn_and_plan_deliveries,
     queue_deliveries,
     webhook_queue_url,
 )
 from carrier_core.frames import finished_frames
+from carrier_core.turn import Runner
 
 logger = Logger()
 metrics = Metrics()
 sqs = boto3.client("sqs")
+sfn = boto3.client("stepfunctions")
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-def handler(event: dict, context: object) -> dict:
-    turn_id = uuid.UUID(event["turn_id"])
-    failure = event.get("error")
+def finish(turn_id: uuid.UUID, failure: dict | None) -> None:
     error = None
     if failure:
         logger.error("turn failed", extra={"turn_id": str(turn_id), "failure": failure})
@@ -44,4 +55,20 @@ def handler(event: dict, context: object) -> dict:
                 name="WebhooksQueued", unit=MetricUnit.Count, value=len(delivery_ids)
             )
     metrics.add_metric(name="TurnsFailed" if error else "TurnsDone", unit=MetricUnit.Count, value=1)
-    return {"turn_id": str(turn_id), "status": "failed" if error else "done"}
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict, context: object) -> dict:
+    runner = Runner(uuid.UUID(event["room_id"]), int(event["generation"]))
+    turns = int(event.get("turns", 0))
+    if event.get("op") == "finish":
+        finish(uuid.UUID(event["turn_id"]), event.get("error"))
+        turns += 1
+    return next_state(
+        runtime(),
+        runner,
+        turns,
+        lambda successor: start_runner(sfn, state_machine_arn(), successor),
+        limit=int(os.environ.get("CARRIER_RUNNER_TURN_LIMIT", TURN_LIMIT)),
+    )

@@ -7,24 +7,22 @@ queued, as a REST post is; the answer (accepted, or an error frame) is pushed to
 connection, and the turn's own frames are pushed by the steps that run it.
 """
 
-import os
 from functools import cache
 
 import boto3
 from aws_lambda_powertools import Logger
 
 from carrier_aws.push import connection_endpoint, pusher
-from carrier_aws.queues import send_message
+from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api import websocket
 from carrier_core.auth import Authenticator
 from carrier_core.connections import remove_connection
 from carrier_core.frames import Frame
-from carrier_core.store import TurnRecord
-from carrier_core.turn import IncomingMessage
+from carrier_core.turn import Ingested
 
 logger = Logger()
-sqs = boto3.client("sqs")
+sfn = boto3.client("stepfunctions")
 
 
 @cache
@@ -34,8 +32,8 @@ def authenticator() -> Authenticator:
     return Authenticator(rt.store, rt.settings)
 
 
-def submit(message: IncomingMessage, turn: TurnRecord) -> None:
-    send_message(sqs, os.environ["INGEST_QUEUE_URL"], message, turn)
+def submit(ingested: Ingested) -> None:
+    start_claimed(sfn, state_machine_arn(), ingested.runner)
 
 
 @logger.inject_lambda_context

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from carrier_aws.turns import failure_reason
+from carrier_aws.runners import failure_reason
 
 
 def test_a_lambda_error_keeps_its_type_and_message_but_not_its_stack() -> None:

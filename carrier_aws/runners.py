@@ -1,0 +1,133 @@
+"""Room runners on Step Functions: start them, move them from turn to turn, sweep them.
+
+A runner (`carrier_core.turn.schedule`) is an execution of the turn state machine named
+after its room and generation, so starting one twice is harmless. The execution asks
+`turn_finish` for its room's next turn (`next_state`) until none is left. Nothing here
+waits for an execution: the only `DescribeExecution` is the sweep's, once per room whose
+runner's lease ran out, to tell a runner in a long retry from one that stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from carrier_core.runtime import Runtime
+from carrier_core.turn import Runner, hand_off, next_turn
+from carrier_core.turn.schedule import extend_lease, stalled_rooms, take_over
+
+log = logging.getLogger(__name__)
+
+#: Turns one execution runs before it hands its room to a fresh one (Standard workflows
+#: keep at most 25,000 history events; a turn takes about 30).
+TURN_LIMIT = 100
+
+
+def failure_reason(failure: dict[str, Any], limit: int = 500) -> str:
+    """The reason a Catch passed on, as the turn keeps it: the error's type and message.
+
+    A Lambda error's Cause is JSON with a stack trace and paths: that goes to the logs,
+    never into the turn, which the API shows to clients.
+    """
+    name = str(failure.get("Error") or "Error")
+    cause = failure.get("Cause") or ""
+    try:
+        detail = json.loads(cause)
+    except (TypeError, ValueError):
+        detail = None
+    if isinstance(detail, dict) and "errorMessage" in detail:
+        name = str(detail.get("errorType") or name)
+        cause = str(detail["errorMessage"])
+    return f"{name}: {cause}"[:limit]
+
+
+def state_machine_arn() -> str:
+    return os.environ["TURN_STATE_MACHINE_ARN"]
+
+
+def start_runner(sfn: Any, machine_arn: str, runner: Runner) -> None:
+    """Start the runner's execution; one already started under its name is left be."""
+    state = {"room_id": str(runner.room_id), "generation": runner.generation, "turns": 0}
+    with contextlib.suppress(sfn.exceptions.ExecutionAlreadyExists):
+        sfn.start_execution(stateMachineArn=machine_arn, name=runner.name, input=json.dumps(state))
+
+
+def start_claimed(sfn: Any, machine_arn: str, runner: Runner | None) -> None:
+    """Start the runner a delivery claimed, if it claimed one. The message is stored
+    already: if the start fails, the lease runs out and the sweep starts the room."""
+    if runner is None:
+        return
+    try:
+        start_runner(sfn, machine_arn, runner)
+    except Exception:
+        log.exception("room runner %s not started; the sweep will start it", runner.name)
+
+
+def next_state(
+    runtime: Runtime,
+    runner: Runner,
+    turns: int,
+    start: Callable[[Runner], None],
+    limit: int = TURN_LIMIT,
+) -> dict[str, Any]:
+    """The state machine's state for the runner's next turn; `turn_id` is None when the
+    runner is done (nothing left, superseded, or handed over to a fresh execution)."""
+    state: dict[str, Any] = {
+        "room_id": str(runner.room_id),
+        "generation": runner.generation,
+        "turns": turns,
+        "turn_id": None,
+    }
+    if turns >= limit:
+        successor = hand_off(runtime, runner)
+        if successor is not None:
+            start(successor)
+        return state
+    turn = next_turn(runtime, runner)
+    if turn is None:
+        return state
+    return {
+        **state,
+        "turn_id": str(turn.turn_id),
+        "agent_id": str(turn.agent_id),
+        "step": 1,
+        "max_steps": runtime.settings.max_steps,
+        "give_up": turn.give_up,
+    }
+
+
+def _running(sfn: Any, machine_arn: str, runner: Runner) -> bool:
+    """Whether the runner's execution runs: one DescribeExecution, never repeated here."""
+    machine, _, name = machine_arn.partition(":stateMachine:")
+    try:
+        found = sfn.describe_execution(executionArn=f"{machine}:execution:{name}:{runner.name}")
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return False
+    return bool(found["status"] == "RUNNING")
+
+
+def sweep_rooms(
+    runtime: Runtime, sfn: Any, machine_arn: str, *, every_lease: bool = False
+) -> Counter[str]:
+    """Drive again the rooms whose runner stopped: a lease that ran out is extended if its
+    execution still runs (a long step, a retry's wait), else the room gets a new runner,
+    which takes up the stopped runner's turn. `every_lease`: look at held leases too
+    (a new emulated account knows no execution from before it)."""
+    counts: Counter[str] = Counter()
+    for stalled in stalled_rooms(runtime, every_lease=every_lease):
+        runner = stalled.runner
+        if runner is not None and _running(sfn, machine_arn, runner):
+            extend_lease(runtime, runner)
+            counts["alive"] += 1
+            continue
+        successor = take_over(runtime, stalled)
+        if successor is not None:
+            log.warning("room %s: runner stopped; starting %s", stalled.room_id, successor.name)
+            start_runner(sfn, machine_arn, successor)
+            counts["restarted"] += 1
+    return counts

@@ -1,0 +1,222 @@
+"""One turn at a time per room, in order of arrival, with nothing waiting for a turn.
+
+A room has at most one *runner*, whatever runs its turns: a state-machine execution in
+the cloud (`carrier_aws.runners`), a loop in this process for `carrier chat` and
+`run_turn`. The runner's lease is a pair of columns on the room row:
+
+- ingest claims the lease, in the transaction that stores the message, when no runner
+  holds it; the caller then starts the runner it claimed (`Runner.name` names it);
+- the runner takes the room's oldest unfinished turn, again and again, renewing the
+  lease each time, and gives the lease back in the transaction that finds nothing left;
+- both lock the room row first, so a message stored while a runner gives up its lease
+  is either seen by that runner or finds the lease free and starts the next one;
+- a lease that ran out is looked at by the sweep (`stalled_rooms`, `take_over`): a
+  runner that stopped (a crash, an outage) is replaced, and its turn is taken up again.
+  Every step is idempotent, so the new runner carries on where the old one stopped;
+  a turn taken up `turn_max_attempts` times without finishing is failed instead.
+
+Double texting: by default every message gets its own turn, in order. An agent whose
+character says `settings.double_texting: coalesce` answers the messages that queued up
+behind a running turn together, in one turn for the newest that sees them all; the
+others are `coalesced`, `answered_by` that turn. No message is ever dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from carrier_core.runtime import Runtime
+
+#: Turn statuses of a turn its room still owes an answer.
+UNFINISHED = ("queued", "running", "retrying")
+#: `settings.double_texting` value that answers queued messages together.
+COALESCE = "coalesce"
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A room's runner, by its generation: each claim of the room's lease makes a new one."""
+
+    room_id: uuid.UUID
+    generation: int
+
+    @property
+    def name(self) -> str:
+        """Its execution's name. Derived, so starting one runner twice is harmless."""
+        return f"room-{self.room_id}-g{self.generation}"
+
+
+@dataclass(frozen=True)
+class NextTurn:
+    """The turn a runner takes up next."""
+
+    turn_id: uuid.UUID
+    agent_id: uuid.UUID
+    #: Runners that took it up, this one included (more than 1: a runner stopped in it).
+    attempt: int
+    #: Set when the turn has used up its attempts: record it failed with this reason.
+    give_up: str | None = None
+    #: Turns answered by this one (coalesced double texts).
+    coalesced: tuple[uuid.UUID, ...] = ()
+
+
+def _lease(runtime: Runtime) -> float:
+    return runtime.settings.runner_lease_s
+
+
+def claim_room(
+    conn: psycopg.Connection[Any], room_id: uuid.UUID, lease_s: float, *, take_expired: bool
+) -> Runner | None:
+    """Claim the room's runner if none holds it, inside the caller's transaction.
+
+    The room row is locked either way, until the caller commits: a runner giving the
+    lease back waits for the message this transaction stores, or this waits for it.
+    `take_expired` also takes a lease whose time ran out, without asking whether its
+    runner still lives (in-process runners, which renew their lease at every turn).
+    """
+    row = conn.execute(
+        "WITH old AS (SELECT id, runner_until FROM rooms WHERE id = %s FOR UPDATE)"
+        " UPDATE rooms r SET runner_generation = r.runner_generation + 1,"
+        " runner_until = now() + %s * interval '1 second' FROM old WHERE r.id = old.id"
+        " AND (old.runner_until IS NULL OR (%s AND old.runner_until < now()))"
+        " RETURNING r.runner_generation",
+        (room_id, lease_s, take_expired),
+    ).fetchone()
+    return None if row is None else Runner(room_id, int(row["runner_generation"]))
+
+
+def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
+    """The room's next turn for this runner, marked running; None when the runner is done.
+
+    None also when the runner was superseded (the sweep took the room over): it must
+    stop. When nothing is left, the lease is given back in the same transaction.
+    """
+    with runtime.store.transaction() as conn:
+        room = conn.execute(
+            "SELECT runner_generation FROM rooms WHERE id = %s FOR UPDATE", (runner.room_id,)
+        ).fetchone()
+        if room is None or room["runner_generation"] != runner.generation:
+            return None
+        waiting = conn.execute(
+            "SELECT t.id, t.agent_id, t.status, t.attempts, t.error,"
+            " a.character->'settings'->>'double_texting' AS double_texting"
+            " FROM turns t JOIN memories m ON m.id = t.message_id"
+            " JOIN agents a ON a.id = t.agent_id"
+            " WHERE t.room_id = %s AND t.status = ANY(%s) ORDER BY m.seq",
+            (runner.room_id, list(UNFINISHED)),
+        ).fetchall()
+        if not waiting:
+            conn.execute("UPDATE rooms SET runner_until = NULL WHERE id = %s", (runner.room_id,))
+            return None
+        chosen, coalesced = waiting[0], []
+        if chosen["status"] == "queued" and chosen["double_texting"] == COALESCE:
+            # Nothing of the room is under way: every waiting turn is queued.
+            *coalesced, chosen = waiting
+        conn.execute(
+            "WITH c AS (UPDATE turns SET status = 'coalesced', answered_by = %s,"
+            " updated_at = now() WHERE id = ANY(%s)),"
+            " r AS (UPDATE rooms SET runner_until = now() + %s * interval '1 second'"
+            " WHERE id = %s)"
+            " UPDATE turns SET status = 'running', attempts = attempts + 1, updated_at = now()"
+            " WHERE id = %s",
+            (
+                chosen["id"],
+                [t["id"] for t in coalesced],
+                _lease(runtime),
+                runner.room_id,
+                chosen["id"],
+            ),
+        )
+    attempt = int(chosen["attempts"]) + 1
+    give_up = None
+    if attempt > runtime.settings.turn_max_attempts:
+        give_up = f"the turn was taken up {attempt - 1} times and never finished" + (
+            f"; last error: {chosen['error']}" if chosen["error"] else ""
+        )
+    return NextTurn(
+        turn_id=chosen["id"],
+        agent_id=chosen["agent_id"],
+        attempt=attempt,
+        give_up=give_up,
+        coalesced=tuple(t["id"] for t in coalesced),
+    )
+
+
+def hand_off(runtime: Runtime, runner: Runner) -> Runner | None:
+    """Pass the room to a fresh runner (the caller starts it), keeping the lease: a
+    long-lived room's execution ends after a bounded number of turns. None if this
+    runner was superseded already."""
+    with runtime.store.connection() as conn:
+        row = conn.execute(
+            "UPDATE rooms SET runner_generation = runner_generation + 1,"
+            " runner_until = now() + %s * interval '1 second'"
+            " WHERE id = %s AND runner_generation = %s RETURNING runner_generation",
+            (_lease(runtime), runner.room_id, runner.generation),
+        ).fetchone()
+    return None if row is None else Runner(runner.room_id, int(row["runner_generation"]))
+
+
+# -- the sweep ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A room the sweep looks at: its lease ran out, or turns wait and no runner holds it."""
+
+    room_id: uuid.UUID
+    generation: int
+    #: The lease's end as read; None: no runner holds the room.
+    until: datetime | None
+
+    @property
+    def runner(self) -> Runner | None:
+        """The runner whose lease ran out, if one holds the room."""
+        return None if self.until is None else Runner(self.room_id, self.generation)
+
+
+def stalled_rooms(
+    runtime: Runtime, *, every_lease: bool = False, limit: int = 500
+) -> list[Stalled]:
+    """Rooms whose runner may have stopped: lease run out (with `every_lease`, any lease,
+    e.g. when a new process knows no runner from before can be alive), or turns waiting
+    with no runner at all."""
+    with runtime.store.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, runner_generation, runner_until FROM rooms"
+            " WHERE runner_until < now() OR (%s AND runner_until IS NOT NULL)"
+            " UNION SELECT r.id, r.runner_generation, r.runner_until FROM rooms r"
+            " WHERE r.runner_until IS NULL AND EXISTS (SELECT 1 FROM turns t"
+            " WHERE t.room_id = r.id AND t.status = ANY(%s))"
+            " LIMIT %s",
+            (every_lease, list(UNFINISHED), limit),
+        ).fetchall()
+    return [Stalled(r["id"], int(r["runner_generation"]), r["runner_until"]) for r in rows]
+
+
+def extend_lease(runtime: Runtime, runner: Runner) -> None:
+    """The runner is alive (in a long step or a retry's wait): leave it the room."""
+    with runtime.store.connection() as conn:
+        conn.execute(
+            "UPDATE rooms SET runner_until = now() + %s * interval '1 second'"
+            " WHERE id = %s AND runner_generation = %s AND runner_until IS NOT NULL",
+            (_lease(runtime), runner.room_id, runner.generation),
+        )
+
+
+def take_over(runtime: Runtime, stalled: Stalled) -> Runner | None:
+    """Give a stalled room a new runner (the caller starts it); None if the room changed
+    since it was read (its runner renewed the lease, or someone else took it over)."""
+    with runtime.store.connection() as conn:
+        row = conn.execute(
+            "UPDATE rooms SET runner_generation = runner_generation + 1,"
+            " runner_until = now() + %s * interval '1 second'"
+            " WHERE id = %s AND runner_generation = %s"
+            " AND runner_until IS NOT DISTINCT FROM %s RETURNING runner_generation",
+            (_lease(runtime), stalled.room_id, stalled.generation, stalled.until),
+        ).fetchone()
+    return None if row is None else Runner(stalled.room_id, int(row["runner_generation"]))
