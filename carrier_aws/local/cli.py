@@ -51,6 +51,13 @@ def register(subparsers: Any) -> None:
         help="multiply the state machine's Retry waits by this (moto really sleeps them)",
     )
     dev_cmd.add_argument(
+        "--schedule-interval",
+        type=float,
+        metavar="SECONDS",
+        help="run the template's schedules (the turn and webhook sweeps) this often"
+        " instead of at their rates",
+    )
+    dev_cmd.add_argument(
         "--parameter",
         action="append",
         default=[],
@@ -107,6 +114,9 @@ def dev(args: argparse.Namespace) -> int:
             retry_interval_scale=args.retry_scale,
             environment=environment,
             parameters=dict(args.parameter),
+            schedule_interval_s=args.schedule_interval,
+            # Ctrl-C stops soon: turns under way are taken up again at the next start.
+            stop_timeout_s=3.0,
         )
     except TemplateError as exc:
         raise CommandError(str(exc), 2) from None
