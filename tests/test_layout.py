@@ -41,3 +41,48 @@ def test_every_function_folder_has_a_handler() -> None:
         source = (folder / "app.py").read_text()
         assert "def handler(" in source, folder
         assert not Path(folder, "__init__.py").exists()
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == name
+    ]
+
+
+def test_nothing_polls_describe_execution() -> None:
+    """DescribeExecution is throttled per account: no code path may wait for a turn by
+    polling it. The sweep asks once per stalled room, in a function with no loop of its own
+    and no sleep; nothing calls that function from a `while` loop."""
+    paths = [
+        *(ROOT / "functions").rglob("*.py"),
+        *(ROOT / "carrier_aws").rglob("*.py"),
+        *(ROOT / "carrier_core").rglob("*.py"),
+    ]
+    # carrier_aws/local is the emulator, never deployed.
+    trees = {
+        str(p.relative_to(ROOT)): ast.parse(p.read_text())
+        for p in sorted(paths)
+        if "local" not in p.relative_to(ROOT).parts
+    }
+    callers: list[str] = []
+    for where, tree in trees.items():
+        for function in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            if not _calls(function, "describe_execution"):
+                continue
+            callers.append(f"{where}:{function.name}")
+            loops = [n for n in ast.walk(function) if isinstance(n, ast.While | ast.For)]
+            assert loops == [], f"{function.name} calls describe_execution in a loop"
+            assert _calls(function, "sleep") == [], f"{function.name} sleeps"
+    assert callers == ["carrier_aws/runners.py:_running"]
+    for where, tree in trees.items():
+        for loop in [n for n in ast.walk(tree) if isinstance(n, ast.While)]:
+            called = {
+                c.func.id
+                for c in ast.walk(loop)
+                if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+            }
+            assert "_running" not in called, f"{where}: a while loop asks for executions"
