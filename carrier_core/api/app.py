@@ -1,8 +1,9 @@
 """The client API (v1): one FastAPI app, served by Mangum in Lambda and uvicorn locally.
 
-Posting a message runs only the ingest step, so the caller gets the message and
-turn ids at once, and hands the message to `submit`, which queues the rest of
-the turn: SQS in the cloud, the emulated SQS locally, a direct call in tests.
+Posting a message runs only the ingest step (the message and its turn are stored: it is
+accepted), so the caller gets the message and turn ids at once, and hands the result to
+`submit`, which starts the room's runner if the post claimed it: a state machine
+execution in the cloud and under `carrier dev`, a direct call in tests.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ Every error is `{"error": {"code", "message"}}`.
 
 
 def create_app(runtime: Callable[[], Runtime], submit: Submit) -> FastAPI:
-    """The API over a runtime (made on first use) and a way to queue a message's turn."""
+    """The API over a runtime (made on first use) and a way to start a room's runner."""
     app = FastAPI(title="Carrier", version="1.0.0", description=DESCRIPTION)
     app.state.services = Services(runtime=runtime, submit=submit)
     install_error_handlers(app)

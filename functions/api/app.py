@@ -1,4 +1,5 @@
-"""HTTP API function: FastAPI behind Mangum. Posts run ingest and queue the turn (202)."""
+"""HTTP API function: FastAPI behind Mangum. A post stores the message and its turn, starts
+the room's runner if the room is idle, and answers 202."""
 
 import boto3
 from aws_lambda_powertools import Logger
