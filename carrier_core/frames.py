@@ -86,8 +86,16 @@ def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Fra
 
 
 def finished_frames(runtime: Runtime, turn_id: uuid.UUID) -> list[Frame]:
-    """After the turn ends: done, or failed with its reason, as the store has it."""
+    """After the turn ends: done, or failed with its reason, as the store has it; and the
+    same for each turn it answered too (coalesced), naming it in `answered_by`."""
     turn = runtime.store.turn(turn_id)
-    if turn.status == "failed":
-        return [{"type": "turn.failed", "turn_id": str(turn_id), "error": turn.error}]
-    return [{"type": "turn.done", "turn_id": str(turn_id)}]
+    ended: Frame = (
+        {"type": "turn.failed", "error": turn.error}
+        if turn.status == "failed"
+        else {"type": "turn.done"}
+    )
+    frames = [
+        {**ended, "turn_id": str(coalesced), "answered_by": str(turn_id)}
+        for coalesced in runtime.store.coalesced_into(turn_id)
+    ]
+    return [*frames, {**ended, "turn_id": str(turn_id)}]

@@ -14,6 +14,7 @@ import pytest
 
 from carrier_aws.runners import next_state
 from carrier_core import Character, Runtime, run_turn
+from carrier_core.frames import finished_frames
 from carrier_core.memory import MemoryKind
 from carrier_core.models import HashEmbedding, ModelSet, ModelUnavailable, ScriptedModel
 from carrier_core.store import Store
@@ -116,6 +117,12 @@ def test_a_coalescing_agent_answers_queued_messages_in_one_turn_that_sees_them_a
     assert [r.answered_by for r in records[:2]] == [turns[2].turn_id] * 2
     replies = runtime.store.turn_memories(turns[2].turn_id, MemoryKind.MESSAGE)
     assert [m.content.text for m in replies] == ["all three, then"]
+    # A client listening for any of the three turns hears that it ended.
+    answering = str(turns[2].turn_id)
+    assert finished_frames(runtime, turns[2].turn_id) == [
+        {"type": "turn.done", "turn_id": str(t.turn_id), "answered_by": answering}
+        for t in turns[:2]
+    ] + [{"type": "turn.done", "turn_id": answering}]
 
 
 def test_in_order_is_the_default_every_message_its_own_turn(

@@ -30,14 +30,17 @@ codes, and posting a `client_message_id` twice is one message.
 Server → client, one JSON object per text frame, told apart by `type`:
 
 - `{"type": "accepted", "message_id", "turn_id", "status", "client_message_id"}`: sent
-  before the turn is queued, so it comes before any frame of that turn;
+  once the message is stored and before its room's runner is started, so it comes before
+  any frame of that turn;
 - `{"type": "turn.progress", "turn_id", "step": "decided", "decide_step", "respond", "actions"}`;
 - `{"type": "reply", "turn_id", "id", "text", "actions"}`: one per reply;
 - `{"type": "turn.progress", "turn_id", "step": "action", "action", "error"?}`;
 - `{"type": "turn.done", "turn_id"}` or `{"type": "turn.failed", "turn_id", "error"}`;
+  with `"answered_by"` for a turn another turn answered (an agent that coalesces double
+  texts: that turn's replies answered this message too);
 - `{"type": "error", "code", "message", "client_message_id"?}`: a frame that was not
   taken (codes as REST: invalid_request, invalid_message, unauthorized, forbidden,
-  not_found, internal); the connection stays open.
+  not_found, unavailable, internal); the connection stays open.
 
 Turn frames are pushed at least once (a retried step pushes again): drop replies
 whose `id` you have seen. A push never holds a turn up; a client that missed one

@@ -904,6 +904,14 @@ class Store:
             raise NotFound(f"no turn with id {turn_id}")
         return TurnRecord(**row)
 
+    def coalesced_into(self, turn_id: uuid.UUID) -> list[uuid.UUID]:
+        """The turns this one answered together with its own (coalesced double texts)."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM turns WHERE answered_by = %s ORDER BY created_at", (turn_id,)
+            ).fetchall()
+        return [row["id"] for row in rows]
+
     def update_turn(self, turn_id: uuid.UUID, *, status: str, error: str | None = None) -> None:
         """Move a turn on; the error is set with a failed status and cleared otherwise."""
         with self.connection() as conn:

@@ -25,3 +25,5 @@ ALTER TABLE turns ADD CONSTRAINT turns_status CHECK
 -- The turns a room still owes an answer, for its runner and for the sweep.
 CREATE INDEX turns_unfinished ON turns (room_id)
     WHERE status IN ('queued', 'running', 'retrying');
+-- The turns a turn answered together with its own.
+CREATE INDEX turns_answered_by ON turns (answered_by) WHERE answered_by IS NOT NULL;
