@@ -25,7 +25,7 @@ from carrier_core.api import Submit, create_app
 from carrier_core.memory import MemoryKind
 from carrier_core.models import offline_models
 from carrier_core.store import Store
-from carrier_core.turn import Ingested, finish_turn
+from carrier_core.turn import Ingested, finish_turn, ingest, run_room
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
 from tests.jwks import AUDIENCE, ISSUER, Issuer
 
@@ -460,3 +460,44 @@ def test_the_sdk_talks_to_an_agent_through_the_emulated_aws_bundle(
         assert text == "What do you like most about sailing?"
     # Each message found the room idle: each started a runner, which ran its turn.
     assert emulator.invocations["TurnFinishFunction"] == 4
+
+
+def test_a_coalesced_message_is_answered_with_the_reply_of_the_turn_that_answered_it(
+    store: Store, runtime: Runtime, acme: TenantKey
+) -> None:
+    agent = runtime.register_agent(
+        Character(name="Coalescing Ada", settings={"double_texting": "coalesce"}),
+        acme.tenant_id,
+    )
+    claimed: list[Ingested] = []
+
+    def held(runtime: Runtime) -> Submit:
+        """The room's runner is claimed by the completion's post, and started later."""
+        return claimed.append
+
+    with server_with(store, held) as url:
+        client = sdk(url, acme.key)
+        answer: list[str] = []
+        asking = threading.Thread(target=lambda: answer.append(say(client, agent, "Hello")))
+        asking.start()
+        deadline = time.monotonic() + 10
+        while not claimed:
+            assert time.monotonic() < deadline, "the completion's message was never taken"
+            time.sleep(0.01)
+        [first] = claimed
+        assert first.runner is not None
+        # A second message queues behind; then the runner answers both in one turn.
+        later = ingest(
+            runtime,
+            {
+                "agent_id": agent,
+                "room": "openai:user",
+                "sender": "user",
+                "text": "My name is Grace",
+                "source": "api",
+            },
+        )
+        run_room(runtime, first.runner)
+        asking.join(timeout=20)
+    assert store.turn(first.turn_id).answered_by == later.turn_id
+    assert answer == [GREETING]
