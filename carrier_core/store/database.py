@@ -8,7 +8,9 @@ server set up by hand. With it, any Postgres 15+ with pgvector will do.
 from __future__ import annotations
 
 import threading
+import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,38 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 
 
+class PoolHealth:
+    """When a pooled connection is worth a round trip to check before it is handed out.
+
+    Checking every time would cost a round trip per statement. A connection that was just
+    used is trusted; one that sat idle (the server may have restarted meanwhile), or any
+    while the database has lately been failing, is checked, and the pool replaces it if the
+    check fails: after an outage, requests get fresh connections, not dead ones.
+    """
+
+    IDLE_S = 10.0
+    SUSPECT_S = 60.0
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._suspect_until = 0.0
+
+    def failed(self) -> None:
+        """The database just failed a request: check every connection for a while."""
+        self._suspect_until = time.monotonic() + self.SUSPECT_S
+
+    def returned(self, conn: psycopg.Connection[Any]) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def check(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        idle = now - self._returned.get(conn, 0.0)
+        if now < self._suspect_until or idle > self.IDLE_S:
+            ConnectionPool.check_connection(conn)
+
+
 #: How long the pool keeps trying to replace a lost connection before it lets the attempt
 #: go (a new request starts another): its waits double from 1 s, so a short limit keeps them
 #: short, and the pool is whole again within seconds of the database's return.
@@ -83,12 +117,13 @@ def open_pool(
     size: int,
     round_trips: RoundTrips,
     prepared_statements: bool,
+    health: PoolHealth,
     timeout_s: float = 5.0,
 ) -> ConnectionPool[psycopg.Connection[DictRow]]:
     """A pool whose connections know the vector type and count what they send.
 
-    A connection is checked as it is handed out, so one that died with the server is
-    replaced instead of failing its request; a request waits at most `timeout_s` for one.
+    A connection that may have died with the server is checked as it is handed out (see
+    `PoolHealth`) and replaced; a request waits at most `timeout_s` for a connection.
     """
 
     class CountingCursor(psycopg.Cursor[DictRow]):
@@ -120,7 +155,8 @@ def open_pool(
             "prepare_threshold": 3 if prepared_statements else None,
         },
         configure=configure,
-        check=ConnectionPool.check_connection,
+        check=health.check,
+        reset=health.returned,
         timeout=timeout_s,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
         open=False,

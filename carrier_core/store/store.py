@@ -25,7 +25,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from carrier_core.character import Character, parse_character
 from carrier_core.config import Settings
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
-from carrier_core.store.database import DatabaseUnavailable, RoundTrips, database_url, open_pool
+from carrier_core.store.database import (
+    DatabaseUnavailable,
+    PoolHealth,
+    RoundTrips,
+    database_url,
+    open_pool,
+)
 from carrier_core.store.migrate import migrate
 from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind
 
@@ -229,9 +235,15 @@ _MEMORY_COLUMNS = (
 class Store:
     """Postgres-backed state of all agents. Safe to share between threads."""
 
-    def __init__(self, pool: ConnectionPool[psycopg.Connection[DictRow]], round_trips: RoundTrips):
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[DictRow]],
+        round_trips: RoundTrips,
+        health: PoolHealth,
+    ):
         self._pool = pool
         self.round_trips = round_trips
+        self._health = health
         self._dimensions: int | None = None
         self._atomic: ContextVar[psycopg.Connection[DictRow] | None] = ContextVar(
             f"carrier-store-{id(self)}", default=None
@@ -243,14 +255,16 @@ class Store:
         url = database_url(settings)
         migrate(url)
         round_trips = RoundTrips()
+        health = PoolHealth()
         pool = open_pool(
             url,
             size=settings.pool_size,
             round_trips=round_trips,
             prepared_statements=settings.prepared_statements,
+            health=health,
             timeout_s=settings.pool_timeout_s,
         )
-        return cls(pool, round_trips)
+        return cls(pool, round_trips, health)
 
     def close(self) -> None:
         self._pool.close()
@@ -415,6 +429,7 @@ class Store:
             with self._pool.connection() as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._health.failed()
             raise DatabaseUnavailable(f"the database is unavailable: {exc}") from exc
 
     @contextmanager
