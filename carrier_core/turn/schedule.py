@@ -34,8 +34,6 @@ from carrier_core.runtime import Runtime
 
 #: Turn statuses of a turn its room still owes an answer.
 UNFINISHED = ("queued", "running", "retrying")
-#: `settings.double_texting` value that answers queued messages together.
-COALESCE = "coalesce"
 
 
 @dataclass(frozen=True)
@@ -94,56 +92,29 @@ def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
     """The room's next turn for this runner, marked running; None when the runner is done.
 
     None also when the runner was superseded (the sweep took the room over): it must
-    stop. When nothing is left, the lease is given back in the same transaction.
+    stop. When nothing is left, the lease is given back in the same transaction. One
+    round trip: the database function `carrier_next_turn` (migration 0004) does it all.
     """
-    with runtime.store.transaction() as conn:
-        room = conn.execute(
-            "SELECT runner_generation FROM rooms WHERE id = %s FOR UPDATE", (runner.room_id,)
+    with runtime.store.connection() as conn:
+        row = conn.execute(
+            "SELECT turn_id, agent_id, attempt, error, coalesced"
+            " FROM carrier_next_turn(%s, %s, %s)",
+            (runner.room_id, runner.generation, _lease(runtime)),
         ).fetchone()
-        if room is None or room["runner_generation"] != runner.generation:
-            return None
-        waiting = conn.execute(
-            "SELECT t.id, t.agent_id, t.status, t.attempts, t.error,"
-            " a.character->'settings'->>'double_texting' AS double_texting"
-            " FROM turns t JOIN memories m ON m.id = t.message_id"
-            " JOIN agents a ON a.id = t.agent_id"
-            " WHERE t.room_id = %s AND t.status = ANY(%s) ORDER BY m.seq",
-            (runner.room_id, list(UNFINISHED)),
-        ).fetchall()
-        if not waiting:
-            conn.execute("UPDATE rooms SET runner_until = NULL WHERE id = %s", (runner.room_id,))
-            return None
-        chosen, coalesced = waiting[0], []
-        if chosen["status"] == "queued" and chosen["double_texting"] == COALESCE:
-            # Nothing of the room is under way: every waiting turn is queued.
-            *coalesced, chosen = waiting
-        conn.execute(
-            "WITH c AS (UPDATE turns SET status = 'coalesced', answered_by = %s,"
-            " updated_at = now() WHERE id = ANY(%s)),"
-            " r AS (UPDATE rooms SET runner_until = now() + %s * interval '1 second'"
-            " WHERE id = %s)"
-            " UPDATE turns SET status = 'running', attempts = attempts + 1, updated_at = now()"
-            " WHERE id = %s",
-            (
-                chosen["id"],
-                [t["id"] for t in coalesced],
-                _lease(runtime),
-                runner.room_id,
-                chosen["id"],
-            ),
-        )
-    attempt = int(chosen["attempts"]) + 1
+    if row is None:
+        return None
+    attempt = int(row["attempt"])
     give_up = None
     if attempt > runtime.settings.turn_max_attempts:
         give_up = f"the turn was taken up {attempt - 1} times and never finished" + (
-            f"; last error: {chosen['error']}" if chosen["error"] else ""
+            f"; last error: {row['error']}" if row["error"] else ""
         )
     return NextTurn(
-        turn_id=chosen["id"],
-        agent_id=chosen["agent_id"],
+        turn_id=row["turn_id"],
+        agent_id=row["agent_id"],
         attempt=attempt,
         give_up=give_up,
-        coalesced=tuple(t["id"] for t in coalesced),
+        coalesced=tuple(row["coalesced"]),
     )
 
 

@@ -27,3 +27,51 @@ CREATE INDEX turns_unfinished ON turns (room_id)
     WHERE status IN ('queued', 'running', 'retrying');
 -- The turns a turn answered together with its own.
 CREATE INDEX turns_answered_by ON turns (answered_by) WHERE answered_by IS NOT NULL;
+
+-- A room's runner takes its next turn (carrier_core/turn/schedule.py: next_turn), in one
+-- round trip. The room row is locked before the turns are read (each statement of a
+-- function sees what committed before it ran), so a message stored meanwhile is either
+-- read here or waits for this and then finds the room free. Returns no row when the runner
+-- must stop: the room is gone, another runner has it, or nothing is left (then the lease
+-- is given back). Otherwise the turn to run, marked running, with its attempt number and
+-- the turns it answers too (coalesced double texts).
+CREATE FUNCTION carrier_next_turn(p_room uuid, p_generation bigint, p_lease_s double precision)
+RETURNS TABLE (turn_id uuid, agent_id uuid, attempt integer, error text, coalesced uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_generation bigint;
+    v_first record;
+    v_chosen uuid;
+    v_coalesced uuid[] := '{}';
+BEGIN
+    SELECT r.runner_generation INTO v_generation FROM rooms r WHERE r.id = p_room FOR UPDATE;
+    IF NOT FOUND OR v_generation <> p_generation THEN
+        RETURN;
+    END IF;
+    SELECT t.id, t.status, a.character -> 'settings' ->> 'double_texting' AS double_texting
+        INTO v_first
+        FROM turns t JOIN memories m ON m.id = t.message_id JOIN agents a ON a.id = t.agent_id
+        WHERE t.room_id = p_room AND t.status IN ('queued', 'running', 'retrying')
+        ORDER BY m.seq LIMIT 1;
+    IF NOT FOUND THEN
+        UPDATE rooms r SET runner_until = NULL WHERE r.id = p_room;
+        RETURN;
+    END IF;
+    v_chosen := v_first.id;
+    IF v_first.status = 'queued' AND v_first.double_texting = 'coalesce' THEN
+        -- Nothing of the room is under way: every waiting turn is queued; the newest answers.
+        SELECT array_agg(t.id ORDER BY m.seq) INTO v_coalesced
+            FROM turns t JOIN memories m ON m.id = t.message_id
+            WHERE t.room_id = p_room AND t.status IN ('queued', 'running', 'retrying');
+        v_chosen := v_coalesced[cardinality(v_coalesced)];
+        v_coalesced := v_coalesced[1:cardinality(v_coalesced) - 1];
+        UPDATE turns t SET status = 'coalesced', answered_by = v_chosen, updated_at = now()
+            WHERE t.id = ANY(v_coalesced);
+    END IF;
+    UPDATE rooms r SET runner_until = now() + p_lease_s * interval '1 second'
+        WHERE r.id = p_room;
+    RETURN QUERY UPDATE turns t SET status = 'running', attempts = t.attempts + 1,
+        updated_at = now() WHERE t.id = v_chosen
+        RETURNING t.id, t.agent_id, t.attempts, t.error, v_coalesced;
+END
+$$;
