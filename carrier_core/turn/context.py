@@ -10,15 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from carrier_core.models import (
-    Embeddings,
-    Generation,
-    ModelError,
-    ModelRateLimited,
-    ModelRequest,
-    ModelSet,
-    ModelUnavailable,
-)
+from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
 from carrier_core.store import ModelCall, StepRecord, StepUsage, TurnRecord
 
@@ -124,11 +116,6 @@ class TurnContext:
         try:
             result = call()
         except ModelError as exc:
-            if isinstance(exc, ModelRateLimited | ModelUnavailable):
-                # The step fails and is tried again (the state machine's Retry): say so.
-                self.runtime.store.update_turn(
-                    self.turn.id, status="retrying", error=f"{type(exc).__name__}: {exc}"
-                )
             record_call(
                 self.runtime,
                 self.turn.agent_id,

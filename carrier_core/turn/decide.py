@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from carrier_core.decision import Decision, parse_decision
 from carrier_core.model_output import UnparsableOutput
+from carrier_core.models import ModelRateLimited, ModelUnavailable
 from carrier_core.plugin import Plugins
 from carrier_core.runtime import Runtime
 from carrier_core.turn.context import TurnContext, json_safe
@@ -74,7 +75,12 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     ctx.query_embedding()
     ctx.state = compose_state(ctx)
     request, composed = decide_request(ctx)
-    generation = ctx.generate(request)
+    try:
+        generation = ctx.generate(request)
+    except (ModelRateLimited, ModelUnavailable) as exc:
+        # The step fails and is tried again (the state machine's Retry): the turn says so.
+        runtime.store.update_turn(turn_id, status="retrying", error=f"{type(exc).__name__}: {exc}")
+        raise
     status, detail = "ok", {}
     try:
         decision = parse_decision(generation.text)
