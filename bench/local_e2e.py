@@ -2,15 +2,18 @@
 
 1. Per-turn latency, N turns each, one room, one message at a time as a chat sends them:
    - direct: `run_turn` in this process;
-   - emulated: POST to the api function's app (in-process ASGI client), then
-     ingest queue → ingest function → Step Functions execution → llm_step / action_exec /
-     turn_finish → embed queue, all on moto in this process (`carrier_aws.local.Emulator`),
-     timed until GET /v1/turns/{id} says done.
+   - emulated: POST to the api function's app (in-process ASGI client), which stores the
+     message and its turn and, the room being idle, starts the room's runner (a Step
+     Functions execution) → turn_finish (next turn) → llm_step / action_exec / turn_finish
+     (finish, then the next turn: none) → embed queue, all on moto in this process
+     (`carrier_aws.local.Emulator`), timed until GET /v1/turns/{id} says done.
    Both use the offline model and the same Postgres (embedded, fresh, in a temporary folder);
    the direct runtime turns prepared statements off as the template does for the functions.
-   Printed: p50/p95 per path and their ratio. What the emulated path adds is the queue
-   hops and polling (the emulator's pollers, the ingest function waiting for the execution,
-   the client polling the turn) and moto's own request handling.
+   Printed: p50/p95 per path and their ratio. What the emulated path adds is the start of
+   an execution and its Lambda hops (one message at a time, so each turn has a runner of
+   its own, with the runner's own first step and its end), moto's own request handling,
+   and the client polling the turn every 5 ms. Nothing waits for a turn on the server.
+   (`bench/cloud_sim.py` measures many rooms at once, with a model of real latency.)
 2. Cold import of each handler: `python -X importtime` importing `functions/<name>/app.py`
    in a fresh interpreter with the environment a function has at import (region, Powertools
    names); the cumulative microseconds of the top-level import, best of 3. Goal: llm_step at
@@ -143,14 +146,15 @@ def bench_turns(runs: int, warmup: int) -> None:
     ratio = statistics.median(emulated_ms) / statistics.median(direct_ms)
     print(f"  emulated / direct (p50): {ratio:.1f}x")
     print("  emulated, p50 of its parts (ms):")
-    print(f"    POST (api: ingest step, queue the message) {statistics.median(api_ms):8.1f}")
+    post_ms = statistics.median(api_ms)
+    print(f"    POST (api: store the message and turn, start the runner) {post_ms:8.1f}")
     print(
         f"    state machine execution, first to last event {statistics.median(execution_ms):8.1f}"
     )
     for name, values in sorted(handler_ms.items()):
         print(f"    in {name} ({len(values)} calls) {statistics.median(values):8.1f}")
-    print("    (IngestFunction mostly waits for the execution to end, polling it every TURN_POLL_S")
-    print("    in carrier_aws.turns.wait_for_turn; the room's next message waits for that record.)")
+    print("    (No function waits for a turn: the POST answers 202 once the room's runner is")
+    print("    started; TurnFinishFunction's calls are the runner's first step and each finish.)")
 
 
 def import_time_us(function: str) -> int:

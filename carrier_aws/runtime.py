@@ -10,7 +10,7 @@ invocations reuse it; `CARRIER_DB_HOST` (an RDS Proxy endpoint) and
 from __future__ import annotations
 
 import os
-from functools import cache
+import threading
 
 from psycopg.conninfo import make_conninfo
 
@@ -49,10 +49,33 @@ def database_url() -> str:
     )
 
 
-@cache
-def runtime() -> Runtime:
-    """The container's runtime, opened on first use and kept while the container lives."""
-    from carrier_aws.keys import load_model_keys
+_lock = threading.Lock()
+_runtime: Runtime | None = None
 
-    load_model_keys()  # model provider keys from Secrets Manager, if configured
-    return Runtime.open(Settings(database_url=database_url(), pool_size=1))
+
+def runtime() -> Runtime:
+    """The container's runtime, opened on first use and kept while the container lives.
+
+    One database connection, as a Lambda container runs one invocation at a time; the
+    emulator, which runs many at once in one process, sets `CARRIER_POOL_SIZE`.
+    """
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            from carrier_aws.keys import load_model_keys
+
+            load_model_keys()  # model provider keys from Secrets Manager, if configured
+            pool_size = int(os.environ.get("CARRIER_POOL_SIZE") or 1)
+            _runtime = Runtime.open(Settings(database_url=database_url(), pool_size=pool_size))
+        return _runtime
+
+
+def close_runtime() -> None:
+    """Close the container's runtime, if open (the emulator does, when it starts and stops)."""
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            try:
+                _runtime.close()
+            finally:
+                _runtime = None

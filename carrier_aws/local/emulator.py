@@ -27,6 +27,22 @@ and imports every function's handler from its own file. Then:
 
 moto really sleeps through Retry intervals: `retry_interval_scale` shortens them
 (tests use 0.01); the default 1 keeps the template's timing.
+
+What the functions did is counted as Lambda would bill and AWS would meter it (for
+`bench/cloud_sim.py`; the counting never changes what runs):
+
+- `invocations`, `billed_ms`, `peak_concurrency`, by function: every handler call (the
+  state machine's tasks, the SQS event sources, the schedules, the WebSocket routes) and
+  every HTTP request to `app` (API Gateway invokes the HTTP API function once per request).
+  Billed duration is each invocation's wall time rounded up to the millisecond, as Lambda
+  bills it (warm: no init phase; in one process, so time waiting for the CPU counts too).
+- `api_calls`, by (function, service, operation): the AWS API calls a handler makes
+  (`StartExecution`, `SendMessage`, `PostToConnection`...), from a botocore `before-call`
+  hook registered on every boto3 session (the hook does nothing outside a handler). A call
+  is the handler's when its context says so: `call` and the HTTP meter set a context
+  variable, which Starlette's worker threads inherit and other threads do not. So moto's
+  own clients (the state machine's Lambda and SQS integrations, which are state transitions,
+  not API calls), the emulator's pollers and threads a handler starts itself are not counted.
 """
 
 from __future__ import annotations
@@ -34,6 +50,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -44,7 +61,8 @@ import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -92,6 +110,35 @@ _QUEUE_ATTRIBUTES = (
 )
 
 _EMPTY_METRICS = "No application metrics to publish"
+
+#: Database connections of the handlers' shared runtime: in Lambda each concurrent
+#: invocation is a container of its own with one connection.
+HANDLER_CONNECTIONS = 8
+
+
+#: The emulator and function whose handler runs in this context (see the module's doc).
+_RUNNING: ContextVar[tuple[Emulator, str] | None] = ContextVar(
+    "carrier_emulated_function", default=None
+)
+#: The unique id of `_count_api_call` on sessions it is registered on by hand.
+_HOOK_ID = "carrier-emulator-api-calls"
+
+
+def _count_api_call(model: Any = None, context: Any = None, **kwargs: Any) -> None:
+    """botocore's `before-call`: count the call for the handler running in this context.
+
+    Sessions made while an emulator runs get this hook from botocore's built-in handlers,
+    the default session made before is given it by hand: one client may thus hear it
+    twice, so the call's own `context` dict marks it counted."""
+    running = _RUNNING.get()
+    if running is None or model is None:
+        return
+    if isinstance(context, dict):
+        if context.get(_HOOK_ID):
+            return
+        context[_HOOK_ID] = True
+    emulator, function = running
+    emulator._count_api_call(function, model.service_model.service_name, model.name)
 
 
 def _forget_filter(message: str) -> None:
@@ -466,10 +513,19 @@ class Emulator:
         #: How often each schedule fires; None: at the template's rate.
         self.schedule_interval_s = schedule_interval_s
         self._scheduler: _Scheduler | None = None
-        #: Handler invocations by function logical id, by any route.
+        #: Handler invocations by function logical id, by any route (HTTP requests to `app`
+        #: are invocations of the HTTP API function).
         self.invocations: Counter[str] = Counter()
         #: Those that came through the patched moto Lambda invoke (the state machine's tasks).
         self.hooked_invocations: Counter[str] = Counter()
+        #: Billed duration by function: each invocation's wall time, rounded up to the ms.
+        self.billed_ms: Counter[str] = Counter()
+        #: The most invocations of each function under way at once (Lambda's concurrency:
+        #: as many containers, each with its own database connection).
+        self.peak_concurrency: Counter[str] = Counter()
+        #: AWS API calls made by handlers, by (function, service, operation).
+        self.api_calls: Counter[tuple[str, str, str]] = Counter()
+        self._in_flight: Counter[str] = Counter()
         self.functions: dict[str, Function] = {}
         self.queue_urls: dict[str, str] = {}
         self.queue_arns: dict[str, str] = {}
@@ -563,6 +619,7 @@ class Emulator:
             scaled = _ScaledTime(self.retry_interval_scale)
             stack.enter_context(mock.patch.object(retrier_decl, "time", scaled))
 
+        self._hook_api_calls(stack)
         self.sqs = boto3.client("sqs", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
         for queue in self.template.queues_in_creation_order():
@@ -606,6 +663,22 @@ class Emulator:
         if stack is not None:
             stack.close()
 
+    @staticmethod
+    def _hook_api_calls(stack: ExitStack) -> None:
+        """Register `_count_api_call` on boto3's sessions, before the handlers' modules
+        make their clients: on sessions made from now on (botocore's built-in handlers, as
+        moto registers its own), and on the default session if one was made already."""
+        import boto3
+        from botocore import handlers
+
+        builtin = ("before-call", _count_api_call)
+        handlers.BUILTIN_HANDLERS.append(builtin)
+        stack.callback(handlers.BUILTIN_HANDLERS.remove, builtin)
+        session = boto3.DEFAULT_SESSION
+        if session is not None:
+            session.events.register("before-call", _count_api_call, unique_id=_HOOK_ID)
+            stack.callback(session.events.unregister, "before-call", unique_id=_HOOK_ID)
+
     def _stop_pollers(self) -> None:
         deadline = time.monotonic() + self.stop_timeout_s
         for poller in self._pollers:
@@ -627,14 +700,10 @@ class Emulator:
 
     @staticmethod
     def _close_handler_runtime() -> None:
-        """The handlers' runtime is cached per process (per container in Lambda)."""
-        from carrier_aws.runtime import runtime
+        """The handlers' runtime is kept per process (per container in Lambda)."""
+        from carrier_aws.runtime import close_runtime
 
-        if runtime.cache_info().currsize:
-            try:
-                runtime().close()
-            finally:
-                runtime.cache_clear()
+        close_runtime()
 
     def _set_env(self, values: Mapping[str, str]) -> None:
         for name, value in values.items():
@@ -751,6 +820,8 @@ class Emulator:
                 env[name] = str(resolved)
         env.setdefault("POWERTOOLS_METRICS_NAMESPACE", "Carrier")
         env.setdefault("POWERTOOLS_SERVICE_NAME", "carrier")
+        # One process runs what would be many containers at once, each with its connection.
+        env.setdefault("CARRIER_POOL_SIZE", str(HANDLER_CONNECTIONS))
         env.update(self.extra_environment)
         env["DATABASE_URL"] = self.database_url
         return env
@@ -770,10 +841,44 @@ class Emulator:
             raise UnknownFunctionException(function_arn(name)) from None
 
     def call(self, function: Function, event: Any) -> Any:
-        """Run a handler, counting the call."""
+        """Run a handler, counting the call, its billed duration and its AWS API calls."""
+        with self._invocation(function.name):
+            return function.call(event)
+
+    @contextmanager
+    def _invocation(self, name: str) -> Iterator[None]:
+        """One invocation of the function `name`: counted, timed, its API calls its own."""
         with self._count_lock:
-            self.invocations[function.name] += 1
-        return function.call(event)
+            self.invocations[name] += 1
+            self._in_flight[name] += 1
+            if self._in_flight[name] > self.peak_concurrency[name]:
+                self.peak_concurrency[name] = self._in_flight[name]
+        token = _RUNNING.set((self, name))
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            billed = max(1, math.ceil((time.perf_counter() - started) * 1000))
+            _RUNNING.reset(token)
+            with self._count_lock:
+                self._in_flight[name] -= 1
+                self.billed_ms[name] += billed
+
+    def _count_api_call(self, function: str, service: str, operation: str) -> None:
+        with self._count_lock:
+            self.api_calls[function, service, operation] += 1
+
+    def _metered(self, function: Function, app: Any) -> Any:
+        """The HTTP API function's ASGI app, each HTTP request one invocation of it."""
+
+        async def metered(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            with self._invocation(function.name):
+                await app(scope, receive, send)
+
+        return metered
 
     def _invoke(self, function_name: str, body: Any, response_headers: dict[str, str]) -> bytes:
         function = self.function(function_name)
@@ -817,10 +922,11 @@ class Emulator:
     @property
     def app(self) -> Any:
         """The HTTP API function's ASGI app (its module's `app`), to serve or test, with the
-        WebSocket API at `/v1/ws` when the template has one."""
+        WebSocket API at `/v1/ws` when the template has one. Each HTTP request is counted
+        as an invocation of the function (`invocations`, `billed_ms`, `api_calls`)."""
         for function in self.functions.values():
             if function.spec.http_routes and hasattr(function.module, "app"):
-                http_app = function.module.app
+                http_app = self._metered(function, function.module.app)
                 return self.websocket.asgi(http_app) if self.websocket else http_app
         raise TemplateError("no function with an HttpApi event has a module-level `app`")
 
