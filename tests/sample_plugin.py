@@ -1,4 +1,5 @@
-"""A plugin for the tests: an action that fails, providers that fail or hang."""
+"""A plugin for the tests: an action that fails, providers that fail or hang, models that
+fail or take their time."""
 
 from __future__ import annotations
 
@@ -155,3 +156,27 @@ stalling = Plugin(
     name="stalling",
     evaluators=[Evaluator("stall", "Waits until the test releases it.", _stall)],
 )
+
+
+# -- a model set whose text model is slow, for faults while turns wait (tests/test_faults.py) --
+
+#: How long the sluggish text model takes to answer (it then answers as the offline one).
+SLUGGISH_S = 0.4
+
+
+class SluggishModel:
+    name = "sluggish"
+
+    def __init__(self) -> None:
+        self._offline = OfflineModel()
+
+    def generate(self, request: ModelRequest) -> Generation:
+        time.sleep(SLUGGISH_S)
+        return self._offline.generate(request)
+
+
+def _sluggish_models(character: object) -> ModelSet:
+    return ModelSet(small=OfflineModel(), large=SluggishModel(), embedding=HashEmbedding())
+
+
+sluggish = Plugin(name="sluggish", models={"sluggish": _sluggish_models})

@@ -268,3 +268,17 @@ def test_a_message_stored_while_the_runner_gives_the_room_back_claims_it_after(
     late.join(timeout=10)
     [ingested] = results
     assert ingested.runner == Runner(first.runner.room_id, 2)
+
+
+def test_a_done_turn_stays_done_when_a_failure_is_reported_after_it_ended(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    """The finish step marks the turn done, then fails to give its runner the next turn
+    (the database goes away): the state machine's Catch reports a failure for a turn that
+    had already ended. Its answer stands."""
+    runtime = scripted_runtime
+    ingested = ingest(runtime, message(agent, "hello"))
+    finish_turn(runtime, ingested.turn_id)
+    finish_turn(runtime, ingested.turn_id, error="DatabaseUnavailable: the database went away")
+    turn = runtime.store.turn(ingested.turn_id)
+    assert (turn.status, turn.error) == ("done", None)

@@ -910,7 +910,10 @@ def test_a_turn_that_failed_after_storing_a_reply_still_sends_it(
         turn_id = say(client, agent, "My name is Grace")
         emulator.drain()
         made = register(client, agent, receiver.url())
-        # A step after the reply failed: the Catch hands its error to the finish step.
+        # As if a step after the reply had failed, before the turn could end: the Catch
+        # hands its error to the finish step.
+        with store.connection() as conn:
+            conn.execute("UPDATE turns SET status = 'running' WHERE id = %s", (turn_id,))
         failure = {"Error": "States.Timeout", "Cause": "the evaluate step timed out"}
         finished = emulator.call(
             emulator.functions["TurnFinishFunction"],

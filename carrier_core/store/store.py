@@ -928,10 +928,15 @@ class Store:
         return [row["id"] for row in rows]
 
     def update_turn(self, turn_id: uuid.UUID, *, status: str, error: str | None = None) -> None:
-        """Move a turn on; the error is set with a failed status and cleared otherwise."""
+        """Move a turn on; the error is set with a failed status and cleared otherwise.
+
+        A done turn is final: a failure reported after it ended (its runner failing to
+        move on to the next turn, say) is not the turn's, and leaves it done.
+        """
         with self.connection() as conn:
             conn.execute(
-                "UPDATE turns SET status = %s, error = %s, updated_at = now() WHERE id = %s",
+                "UPDATE turns SET status = %s, error = %s, updated_at = now()"
+                " WHERE id = %s AND status <> 'done'",
                 (status, error, turn_id),
             )
 
