@@ -48,9 +48,8 @@ BEGIN
     IF NOT FOUND OR v_generation <> p_generation THEN
         RETURN;
     END IF;
-    SELECT t.id, t.status, a.character -> 'settings' ->> 'double_texting' AS double_texting
-        INTO v_first
-        FROM turns t JOIN memories m ON m.id = t.message_id JOIN agents a ON a.id = t.agent_id
+    SELECT t.id, t.status, t.agent_id INTO v_first
+        FROM turns t JOIN memories m ON m.id = t.message_id
         WHERE t.room_id = p_room AND t.status IN ('queued', 'running', 'retrying')
         ORDER BY m.seq LIMIT 1;
     IF NOT FOUND THEN
@@ -58,7 +57,12 @@ BEGIN
         RETURN;
     END IF;
     v_chosen := v_first.id;
-    IF v_first.status = 'queued' AND v_first.double_texting = 'coalesce' THEN
+    -- Coalescing is looked up only when it could apply: the character is a large document.
+    IF v_first.status = 'queued'
+        AND EXISTS (SELECT 1 FROM turns t WHERE t.room_id = p_room AND t.id <> v_first.id
+                    AND t.status IN ('queued', 'running', 'retrying'))
+        AND (SELECT a.character -> 'settings' ->> 'double_texting' FROM agents a
+             WHERE a.id = v_first.agent_id) = 'coalesce' THEN
         -- Nothing of the room is under way: every waiting turn is queued; the newest answers.
         SELECT array_agg(t.id ORDER BY m.seq) INTO v_coalesced
             FROM turns t JOIN memories m ON m.id = t.message_id
