@@ -68,6 +68,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from machine import TEXTS, cpu_model
 from psycopg.rows import dict_row
 
 from carrier_core.character import Character
@@ -77,14 +78,6 @@ from carrier_core.plugin import Plugin
 ROOT = Path(__file__).resolve().parent.parent
 CHARACTER = ROOT / "characters" / "ada.json"
 GOAL_BILLED_PER_MODEL = 1.15
-TEXTS = (
-    "My name is Grace",
-    "I like sailing",
-    "I live in Lisbon",
-    "I had a long day at work",
-    "What do you remember about me?",
-    "Tell me something about computing history",
-)
 #: Connections the bench itself opens are named so, and left out of the count.
 APP_NAME = "cloud_sim"
 #: The sweeps fire once as the emulator starts, then not again during a run (their cost
@@ -194,16 +187,6 @@ def stub_character() -> Character:
 
 def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def version(package: str) -> str:

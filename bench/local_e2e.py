@@ -39,20 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from machine import TEXTS
+
 ROOT = Path(__file__).resolve().parent.parent
 CHARACTER = ROOT / "characters" / "ada.json"
 FUNCTIONS = ROOT / "functions"
 LAYER = ROOT / ".aws-sam" / "build" / "CarrierLayer"
 GOAL_IMPORT_MS = {"llm_step": 300.0}
 GOAL_LAYER_MB = 50.0
-TEXTS = (
-    "My name is Grace",
-    "I like sailing",
-    "I live in Lisbon",
-    "I had a long day at work",
-    "What do you remember about me?",
-    "Tell me something about computing history",
-)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from machine import cpu_model
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg import sql
@@ -667,16 +668,6 @@ def print_goals(results: Sequence[SizeResult]) -> None:
             f"(x{results[-1].size / results[0].size:g}): p50 x{p50_ratio:.2f}, round trips "
             f"x{rt_ratio:.2f}, log-log slope of p50 {p50_slope:.3f} -> {verdict}"
         )
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def print_machine(where: str, versions: tuple[str, str], settings: Settings) -> None:
