@@ -59,8 +59,6 @@ class NextTurn:
     attempt: int
     #: Set when the turn has used up its attempts: record it failed with this reason.
     give_up: str | None = None
-    #: Turns answered by this one (coalesced double texts).
-    coalesced: tuple[uuid.UUID, ...] = ()
 
 
 def _lease(runtime: Runtime) -> float:
@@ -97,8 +95,7 @@ def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
     """
     with runtime.store.connection() as conn:
         row = conn.execute(
-            "SELECT turn_id, agent_id, attempt, error, coalesced"
-            " FROM carrier_next_turn(%s, %s, %s)",
+            "SELECT turn_id, agent_id, attempt, error FROM carrier_next_turn(%s, %s, %s)",
             (runner.room_id, runner.generation, _lease(runtime)),
         ).fetchone()
     if row is None:
@@ -114,7 +111,6 @@ def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
         agent_id=row["agent_id"],
         attempt=attempt,
         give_up=give_up,
-        coalesced=tuple(row["coalesced"]),
     )
 
 

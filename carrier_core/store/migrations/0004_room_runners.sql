@@ -33,10 +33,10 @@ CREATE INDEX turns_answered_by ON turns (answered_by) WHERE answered_by IS NOT N
 -- function sees what committed before it ran), so a message stored meanwhile is either
 -- read here or waits for this and then finds the room free. Returns no row when the runner
 -- must stop: the room is gone, another runner has it, or nothing is left (then the lease
--- is given back). Otherwise the turn to run, marked running, with its attempt number and
--- the turns it answers too (coalesced double texts).
+-- is given back). Otherwise the turn to run, marked running, with its attempt number; the
+-- turns it answers too (coalesced double texts) point at it with answered_by.
 CREATE FUNCTION carrier_next_turn(p_room uuid, p_generation bigint, p_lease_s double precision)
-RETURNS TABLE (turn_id uuid, agent_id uuid, attempt integer, error text, coalesced uuid[])
+RETURNS TABLE (turn_id uuid, agent_id uuid, attempt integer, error text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_generation bigint;
@@ -76,6 +76,6 @@ BEGIN
         WHERE r.id = p_room;
     RETURN QUERY UPDATE turns t SET status = 'running', attempts = t.attempts + 1,
         updated_at = now() WHERE t.id = v_chosen
-        RETURNING t.id, t.agent_id, t.attempts, t.error, v_coalesced;
+        RETURNING t.id, t.agent_id, t.attempts, t.error;
 END
 $$;
