@@ -34,6 +34,8 @@ from carrier_core.runtime import Runtime
 
 #: Turn statuses of a turn its room still owes an answer.
 UNFINISHED = ("queued", "running", "retrying")
+#: The same as SQL, written out so the planner can use the index on unfinished turns.
+_UNFINISHED_SQL = "('queued', 'running', 'retrying')"
 
 
 @dataclass(frozen=True)
@@ -118,14 +120,21 @@ def hand_off(runtime: Runtime, runner: Runner) -> Runner | None:
     """Pass the room to a fresh runner (the caller starts it), keeping the lease: a
     long-lived room's execution ends after a bounded number of turns. None if this
     runner was superseded already."""
+    return _new_runner(runtime, runner.room_id, "runner_generation = %s", runner.generation)
+
+
+def _new_runner(
+    runtime: Runtime, room_id: uuid.UUID, condition: str, *params: Any
+) -> Runner | None:
+    """The room's next generation, with a fresh lease, if `condition` holds on its row."""
     with runtime.store.connection() as conn:
         row = conn.execute(
             "UPDATE rooms SET runner_generation = runner_generation + 1,"
             " runner_until = now() + %s * interval '1 second'"
-            " WHERE id = %s AND runner_generation = %s RETURNING runner_generation",
-            (_lease(runtime), runner.room_id, runner.generation),
+            f" WHERE id = %s AND {condition} RETURNING runner_generation",
+            (_lease(runtime), room_id, *params),
         ).fetchone()
-    return None if row is None else Runner(runner.room_id, int(row["runner_generation"]))
+    return None if row is None else Runner(room_id, int(row["runner_generation"]))
 
 
 # -- the sweep ---------------------------------------------------------------------------
@@ -156,11 +165,11 @@ def stalled_rooms(
         rows = conn.execute(
             "SELECT id, runner_generation, runner_until FROM rooms"
             " WHERE runner_until < now() OR (%s AND runner_until IS NOT NULL)"
-            " UNION SELECT r.id, r.runner_generation, r.runner_until FROM rooms r"
-            " WHERE r.runner_until IS NULL AND EXISTS (SELECT 1 FROM turns t"
-            " WHERE t.room_id = r.id AND t.status = ANY(%s))"
+            " UNION SELECT r.id, r.runner_generation, r.runner_until FROM turns t"
+            " JOIN rooms r ON r.id = t.room_id"
+            f" WHERE t.status IN {_UNFINISHED_SQL} AND r.runner_until IS NULL"
             " LIMIT %s",
-            (every_lease, list(UNFINISHED), limit),
+            (every_lease, limit),
         ).fetchall()
     return [Stalled(r["id"], int(r["runner_generation"]), r["runner_until"]) for r in rows]
 
@@ -178,12 +187,10 @@ def extend_lease(runtime: Runtime, runner: Runner) -> None:
 def take_over(runtime: Runtime, stalled: Stalled) -> Runner | None:
     """Give a stalled room a new runner (the caller starts it); None if the room changed
     since it was read (its runner renewed the lease, or someone else took it over)."""
-    with runtime.store.connection() as conn:
-        row = conn.execute(
-            "UPDATE rooms SET runner_generation = runner_generation + 1,"
-            " runner_until = now() + %s * interval '1 second'"
-            " WHERE id = %s AND runner_generation = %s"
-            " AND runner_until IS NOT DISTINCT FROM %s RETURNING runner_generation",
-            (_lease(runtime), stalled.room_id, stalled.generation, stalled.until),
-        ).fetchone()
-    return None if row is None else Runner(stalled.room_id, int(row["runner_generation"]))
+    return _new_runner(
+        runtime,
+        stalled.room_id,
+        "runner_generation = %s AND runner_until IS NOT DISTINCT FROM %s",
+        stalled.generation,
+        stalled.until,
+    )
