@@ -478,6 +478,9 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert described["status"] == "SUCCEEDED"
         assert len(store.turn_memories(uuid.UUID(turn_id), MemoryKind.MESSAGE)) == 1
 
+        # A Catch's error for a turn still under way fails it (a done turn stays done).
+        with store.connection() as conn:
+            conn.execute("UPDATE turns SET status = 'running' WHERE id = %s", (turn_id,))
         assert call("turn_finish_error.json") == finished
         error = store.turn(uuid.UUID(turn_id)).error
         assert error is not None and error.startswith("ModelRateLimited: ")
