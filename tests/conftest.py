@@ -34,14 +34,22 @@ TABLES = (
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tests' database; with CARRIER_TEST_PGBOUNCER=1, reached through PgBouncer in
+    transaction pooling mode, as RDS Proxy pools (set CARRIER_PREPARED_STATEMENTS=false)."""
     explicit = os.environ.get("CARRIER_TEST_DATABASE_URL")
     if explicit:
-        yield explicit
-        return
-    from carrier_core.store.database import embedded_database_url
+        url = explicit
+    else:
+        from carrier_core.store.database import embedded_database_url
 
-    home = tmp_path_factory.mktemp("carrier-home")
-    yield embedded_database_url(home)
+        url = embedded_database_url(tmp_path_factory.mktemp("carrier-home"))
+    if os.environ.get("CARRIER_TEST_PGBOUNCER") == "1":
+        from tests.pgbouncer import running_pgbouncer
+
+        with running_pgbouncer(url) as pooled:
+            yield pooled
+        return
+    yield url
 
 
 @pytest.fixture(scope="session")

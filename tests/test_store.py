@@ -7,6 +7,7 @@ import uuid
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from carrier_core import Character
 from carrier_core.memory import Content, Memory, MemoryKind
@@ -32,7 +33,7 @@ def test_migrations_race_safely_on_a_fresh_database(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP DATABASE IF EXISTS carrier_race")
         conn.execute("CREATE DATABASE carrier_race")
-    fresh = database_url.replace("/postgres?", "/carrier_race?")
+    fresh = make_conninfo(database_url, dbname="carrier_race")
     results: list[list[int]] = []
     threads = [threading.Thread(target=lambda: results.append(migrate(fresh))) for _ in range(3)]
     for t in threads:
@@ -240,3 +241,14 @@ def test_an_agent_id_cannot_be_taken_over_by_another_tenant(store: Store) -> Non
     store.save_agent(theirs.model_copy(update={"bio": ["updated"]}), acme.id)
     store.save_agent(theirs.model_copy(update={"bio": ["updated"]}), acme.id)
     assert store.character(theirs.agent_id).bio == ["updated"]
+
+
+def test_sessions_get_the_search_settings_from_the_database_not_their_startup(
+    session_store: Store,
+) -> None:
+    """RDS Proxy and PgBouncer refuse startup `options`: the settings a search needs are
+    the database's (migration 0005), so every pooled session has them anyway."""
+    with session_store.connection() as conn:
+        row = conn.execute("SELECT current_setting('hnsw.iterative_scan') AS mode").fetchone()
+        assert row is not None and row["mode"] == "relaxed_order"
+        assert conn.info.get_parameters().get("options") is None

@@ -148,8 +148,6 @@ def open_pool(
         kwargs={
             "autocommit": True,
             "row_factory": dict_row,
-            # Filtered HNSW searches keep scanning until enough rows pass the filter.
-            "options": "-c hnsw.iterative_scan=relaxed_order",
             # A statement run a few times is prepared on the server and not planned again;
             # behind RDS Proxy or PgBouncer (transaction mode) prepared statements must be off.
             "prepare_threshold": 3 if prepared_statements else None,
