@@ -5,6 +5,10 @@ Manager secret named by `CARRIER_DB_SECRET_ARN` (an RDS secret: username,
 password, host, port, dbname), read through Powertools Parameters so warm
 invocations reuse it; `CARRIER_DB_HOST` (an RDS Proxy endpoint) and
 `CARRIER_DB_NAME` override the secret's host and database. The URL is never logged.
+
+RDS rotates a managed master password (every 7 days by default): the pool asks for the
+URL again for every new connection, and after a failed attempt the secret is read anew,
+so a warm container follows the rotation instead of failing once its connections age out.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ class ConfigurationError(RuntimeError):
     """The function's environment does not say where the database is."""
 
 
-def database_url() -> str:
+def database_url(refresh: bool = False) -> str:
+    """The database's URL; `refresh` reads the secret anew rather than from the cache."""
     explicit = os.environ.get("DATABASE_URL")
     if explicit:
         return explicit
@@ -31,7 +36,7 @@ def database_url() -> str:
         raise ConfigurationError("set DATABASE_URL or CARRIER_DB_SECRET_ARN for the database")
     from aws_lambda_powertools.utilities import parameters
 
-    secret = parameters.get_secret(secret_arn, transform="json", max_age=300)
+    secret = parameters.get_secret(secret_arn, transform="json", max_age=300, force_fetch=refresh)
     if not isinstance(secret, dict) or not {"username", "password"} <= secret.keys():
         raise ConfigurationError(
             "the database secret must be JSON with at least username and password"
@@ -66,7 +71,8 @@ def runtime() -> Runtime:
 
             load_model_keys()  # model provider keys from Secrets Manager, if configured
             pool_size = int(os.environ.get("CARRIER_POOL_SIZE") or 1)
-            _runtime = Runtime.open(Settings(database_url=database_url(), pool_size=pool_size))
+            settings = Settings(database_url=database_url(), pool_size=pool_size)
+            _runtime = Runtime.open(settings, login=database_url)
         return _runtime
 
 

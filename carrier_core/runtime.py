@@ -18,6 +18,7 @@ from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
 from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugins, load_plugins
 from carrier_core.store import Store
+from carrier_core.store.database import Login
 from carrier_core.world import LOCAL_TENANT_ID
 
 
@@ -30,9 +31,16 @@ class Runtime:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, settings: Settings | None = None, models: ModelSet | None = None) -> Runtime:
+    def open(
+        cls,
+        settings: Settings | None = None,
+        models: ModelSet | None = None,
+        *,
+        login: Login | None = None,
+    ) -> Runtime:
+        """A runtime on the settings' database, or on the one `login` names (see `Login`)."""
         settings = settings or Settings()
-        return cls(Store.open(settings), settings, models)
+        return cls(Store.open(settings, login), settings, models)
 
     def close(self) -> None:
         self.store.close()

@@ -86,6 +86,14 @@ class PostgresProcess:
             timeout=60,
         )
 
+    def require_password(self, role: str) -> None:
+        """Make `role` log in with its password over TCP (the others keep trust), as a
+        managed database would, so a wrong or old password is refused."""
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
     @property
     def pid(self) -> int:
         """The postmaster's pid, as its lock file says (first line of postmaster.pid)."""

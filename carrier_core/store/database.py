@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,12 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 
 
+#: Where to connect, asked again for every new connection; its argument is true when the
+#: last attempt failed, so that a login kept in a cache (a secret whose password rotates)
+#: is read anew.
+Login = Callable[[bool], str]
+
+
 class PoolHealth:
     """When a pooled connection is worth a round trip to check before it is handed out.
 
@@ -112,7 +119,7 @@ RECONNECT_TIMEOUT_S = 8.0
 
 
 def open_pool(
-    url: str,
+    url: str | Login,
     *,
     size: int,
     round_trips: RoundTrips,
@@ -123,7 +130,8 @@ def open_pool(
     """A pool whose connections know the vector type and count what they send.
 
     A connection that may have died with the server is checked as it is handed out (see
-    `PoolHealth`) and replaced; a request waits at most `timeout_s` for a connection.
+    `PoolHealth`) and replaced; a request waits at most `timeout_s` for a connection. With
+    a `Login`, each new connection asks it where to connect.
     """
 
     class CountingCursor(psycopg.Cursor[DictRow]):
@@ -141,8 +149,21 @@ def open_pool(
         conn.cursor_factory = CountingCursor
         conn.commit()
 
+    conninfo: str | Callable[[], str]
+    if callable(url):
+        login, failures_seen = url, [0]
+
+        def current_login() -> str:
+            failures = pool.get_stats().get("connections_errors", 0)
+            failed, failures_seen[0] = failures > failures_seen[0], failures
+            return login(failed)
+
+        conninfo = current_login
+    else:
+        conninfo = url
+
     pool: ConnectionPool[psycopg.Connection[DictRow]] = ConnectionPool(
-        url,
+        conninfo,
         min_size=1,
         max_size=size,
         kwargs={

@@ -27,6 +27,7 @@ from carrier_core.config import Settings
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
 from carrier_core.store.database import (
     DatabaseUnavailable,
+    Login,
     PoolHealth,
     RoundTrips,
     database_url,
@@ -250,10 +251,11 @@ class Store:
         )
 
     @classmethod
-    def open(cls, settings: Settings) -> Store:
-        """Connect (starting the embedded Postgres if no URL is set) and migrate."""
-        url = database_url(settings)
-        migrate(url)
+    def open(cls, settings: Settings, login: Login | None = None) -> Store:
+        """Connect (starting the embedded Postgres if no URL is set) and migrate. A `login`
+        is asked where to connect for every new connection, instead of the settings."""
+        url: str | Login = login if login is not None else database_url(settings)
+        migrate(url(False) if callable(url) else url)
         round_trips = RoundTrips()
         health = PoolHealth()
         pool = open_pool(
