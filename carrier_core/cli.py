@@ -262,6 +262,20 @@ def reembed_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def migrate_command(args: argparse.Namespace) -> int:
+    """Bring the database's schema up to this code's (a deployed stack does it on deploy)."""
+    from carrier_core.store.database import database_url
+    from carrier_core.store.migrate import latest_version, migrate
+
+    try:
+        applied = migrate(database_url(read_settings()))
+    except DatabaseError as exc:
+        raise CommandError(str(exc), 1) from None
+    done = ", ".join(f"{v:04d}" for v in applied) or "none (already up to date)"
+    print(f"Migrations applied: {done}; the schema is at {latest_version():04d}.", file=sys.stderr)
+    return 0
+
+
 def keys_create(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
         tenant = ensure_tenant(runtime.store, args.tenant)
@@ -348,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     reembed_cmd.add_argument("--agent", help="only this agent (name or id)")
     reembed_cmd.add_argument("--batch", type=int, help="memories per embedding call")
     reembed_cmd.set_defaults(run=reembed_command)
+    migrate_cmd = commands.add_parser(
+        "migrate", help="bring the database's schema up to this version of Carrier"
+    )
+    migrate_cmd.set_defaults(run=migrate_command)
     # Other packages add commands (carrier_aws adds `dev`) without the core importing them.
     for command in entry_points(group="carrier.commands"):
         try:

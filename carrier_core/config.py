@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     #: Where the embedded Postgres keeps its data when no database URL is given.
     home: Path = Path("~/.carrier")
     pool_size: int = Field(default=4, ge=1)
+    #: Apply the migrations when the runtime opens (local runs). A deployed stack migrates
+    #: once per deploy and sets this false: its functions only check the schema's version.
+    migrate_on_start: bool = True
     #: How long a request waits for a database connection before it is answered 503
     #: (`DatabaseUnavailable`): an outage is told quickly, not after half a minute.
     pool_timeout_s: float = Field(default=5.0, gt=0)

@@ -404,6 +404,7 @@ EVENT_FUNCTIONS = {
     "webhook_sweep_schedule.json": "WebhookDeliverFunction",  # driven in tests/test_webhooks.py
     "api_get_turn.json": "ApiFunction",
     "turn_execution_input.json": "",  # the state machine's input, started below
+    "migrate_custom_resource.json": "MigrateFunction",  # driven in tests/test_migrations.py
     "turn_finish_error.json": "TurnFinishFunction",
     # Driven in tests/test_websocket.py.
     "websocket_connect.json": "WebSocketFunction",

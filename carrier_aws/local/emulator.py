@@ -15,6 +15,10 @@ and imports every function's handler from its own file. Then:
   unless reported failed; when the handler raises, the whole batch stays for
   redelivery after its visibility timeout, and a queue's redrive policy applies.
 - The HTTP API is the api function's FastAPI `app`, served by uvicorn or a TestClient.
+- Custom resources served by a template function (`ServiceToken: !GetAtt F.Arn`) are
+  created as CloudFormation would on a deploy, before anything else runs: the function
+  gets a Create request, and its answer, PUT to the request's URL (served here), must be
+  SUCCESS. The stack's `DatabaseMigrations` migrates the database this way.
 - Schedules (`Type: Schedule`, `rate(...)`) call their function with EventBridge's
   `Scheduled Event`, every `schedule_interval_s` (default: the template's rate), and once
   at start with `detail.every_lease` set: the emulated account is new, so no room runner
@@ -72,6 +76,7 @@ from unittest import mock
 from carrier_aws.local.template import (
     ACCOUNT_ID,
     REGION,
+    STACK,
     FunctionSpec,
     QueueSpec,
     SqsSource,
@@ -415,6 +420,39 @@ class _Poller:
             )
 
 
+class ResponseReceiver:
+    """The presigned URL a custom resource's function answers CloudFormation on: a local
+    HTTP server that takes one PUT."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        answers: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                answers.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.answers = answers
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/cloudformation-response"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 def scheduled_event(detail: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """EventBridge's event for a schedule's rule."""
     return {
@@ -633,6 +671,7 @@ class Emulator:
         stack.callback(self._forget_modules)
         for spec in self.template.functions.values():
             self.functions[spec.logical_id] = Function(spec, _import_handler(spec))
+        self._create_custom_resources()
         stack.callback(self._wait_for_executions)
         for function in self.functions.values():
             for source in function.spec.sqs_sources:
@@ -719,6 +758,33 @@ class Emulator:
         self._saved_env = {}
 
     # -- resources -----------------------------------------------------------------------
+
+    def _create_custom_resources(self) -> None:
+        """Each custom resource's Create request, answered SUCCESS or the start fails."""
+        for resource in self.template.custom_resources.values():
+            properties = {
+                name: self.template.resolve(value, self._refs)
+                for name, value in resource.properties.items()
+            }
+            receiver = ResponseReceiver()
+            try:
+                self.call(
+                    self.functions[resource.function],
+                    {
+                        "RequestType": "Create",
+                        "ResponseURL": receiver.url,
+                        "StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK}/0",
+                        "RequestId": str(uuid.uuid4()),
+                        "ResourceType": resource.resource_type,
+                        "LogicalResourceId": resource.logical_id,
+                        "ResourceProperties": properties,
+                    },
+                )
+            finally:
+                receiver.close()
+            [answer] = receiver.answers or [{"Reason": "the function sent no answer"}]
+            if answer.get("Status") != "SUCCESS":
+                raise TemplateError(f"{resource.logical_id} failed: {answer.get('Reason')}")
 
     def _refs(self, logical_id: str, attribute: str | None) -> Any:
         """`!Ref` and `!GetAtt` values of the emulated resources."""

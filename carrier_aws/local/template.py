@@ -230,6 +230,36 @@ def _ref_target(value: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CustomResourceSpec:
+    """A custom resource served by one of the template's functions (its ServiceToken)."""
+
+    logical_id: str
+    resource_type: str
+    function: str
+    #: Properties as written (values may be references), ServiceToken included.
+    properties: Mapping[str, Any]
+
+
+def _custom_resources(body: dict[str, Any]) -> dict[str, CustomResourceSpec]:
+    found: dict[str, CustomResourceSpec] = {}
+    resources = body.get("Resources") or {}
+    for logical_id, resource in resources.items():
+        kind = str((resource or {}).get("Type", ""))
+        if kind != "AWS::CloudFormation::CustomResource" and not kind.startswith("Custom::"):
+            continue
+        props = resource.get("Properties") or {}
+        function = _ref_target(props.get("ServiceToken"))
+        if function is None or (resources.get(function) or {}).get("Type") != (
+            "AWS::Serverless::Function"
+        ):
+            raise TemplateError(
+                f"{logical_id}: its ServiceToken names no function of this template"
+            )
+        found[logical_id] = CustomResourceSpec(logical_id, kind, function, dict(props))
+    return found
+
+
 @dataclass
 class Template:
     path: Path
@@ -238,6 +268,7 @@ class Template:
     queues: dict[str, QueueSpec]
     state_machines: dict[str, StateMachineSpec]
     websocket_apis: dict[str, WebSocketApiSpec] = field(default_factory=dict)
+    custom_resources: dict[str, CustomResourceSpec] = field(default_factory=dict)
     #: Parameter values given for this run (as `sam deploy --parameter-overrides`).
     overrides: dict[str, str] = field(default_factory=dict)
 
@@ -549,6 +580,7 @@ def read_template(path: Path) -> Template:
         queues=_queues(body),
         state_machines=_state_machines(body, path.parent),
         websocket_apis=_websocket_apis(body),
+        custom_resources=_custom_resources(body),
     )
     for function in template.functions.values():
         for source in function.sqs_sources:

@@ -1,7 +1,10 @@
-"""Versioned SQL migrations, applied on start and safe to run again or at once.
+"""Versioned SQL migrations, safe to run again or at once.
 
 Each file `NNNN_name.sql` runs in its own transaction; a transaction-scoped
-advisory lock keeps two processes that start together from racing.
+advisory lock keeps two processes that start together from racing. Local runs
+(`carrier chat`, `carrier dev`) migrate as they start; a deployed stack migrates once
+per deploy (its `DatabaseMigrations` resource), and its functions only check, at cold
+start, that the schema is not older than their code (`check_schema`).
 """
 
 from __future__ import annotations
@@ -55,3 +58,29 @@ def migrate(url: str) -> list[int]:
                 )
                 applied.append(version)
     return applied
+
+
+def latest_version() -> int:
+    """The newest bundled migration: the schema this code needs."""
+    return migrations()[-1][0]
+
+
+def check_schema(url: str) -> int:
+    """The database's schema version, after checking it is not older than this code's;
+    one cheap query, for a function's cold start. Raises `DatabaseError` naming both."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    except psycopg.errors.UndefinedTable:
+        row = None
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+    found = int(row[0]) if row is not None and row[0] is not None else 0
+    needed = latest_version()
+    if found < needed:
+        raise DatabaseError(
+            f"the database's schema is at migration {found} and this code needs {needed}:"
+            " run the migrations first (`carrier migrate`; a deployed stack runs them with"
+            " its DatabaseMigrations resource on every deploy)"
+        )
+    return found

@@ -33,7 +33,7 @@ from carrier_core.store.database import (
     database_url,
     open_pool,
 )
-from carrier_core.store.migrate import migrate
+from carrier_core.store.migrate import check_schema, migrate
 from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind
 
 EMBEDDING_DIMENSIONS = 384
@@ -252,10 +252,15 @@ class Store:
 
     @classmethod
     def open(cls, settings: Settings, login: Login | None = None) -> Store:
-        """Connect (starting the embedded Postgres if no URL is set) and migrate. A `login`
-        is asked where to connect for every new connection, instead of the settings."""
+        """Connect (starting the embedded Postgres if no URL is set) and migrate, or only
+        check the schema when `settings.migrate_on_start` is off. A `login` is asked where
+        to connect for every new connection, instead of the settings."""
         url: str | Login = login if login is not None else database_url(settings)
-        migrate(url(False) if callable(url) else url)
+        first = url(False) if callable(url) else url
+        if settings.migrate_on_start:
+            migrate(first)
+        else:
+            check_schema(first)
         round_trips = RoundTrips()
         health = PoolHealth()
         pool = open_pool(
