@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     #: 29 s timeout, leaving room for a cold start and the ingest before it.
     chat_completion_timeout_s: float = Field(default=20.0, gt=0)
     max_message_chars: int = Field(default=8000, ge=1)
+    #: Longer replies are cut to this many characters before they are stored: a model (or a
+    #: plugin) that runs on would otherwise be stored, embedded, pushed and delivered whole.
+    max_reply_chars: int = Field(default=8000, ge=1)
     provider_timeout_s: float = Field(default=2.0, gt=0)
     embed_batch_size: int = Field(default=64, ge=1)
 

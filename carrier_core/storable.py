@@ -25,9 +25,18 @@ def storable(text: str) -> str:
 StorableText = Annotated[str, AfterValidator(storable)]
 
 
-def check_storable_json(value: Any) -> None:
-    """Raise ValueError if any string (key or value) in a JSON document cannot be stored,
-    TypeError if the document is not JSON at all."""
+#: How deep client JSON may nest: far deeper than any real document, and well within
+#: what the stack and the serializer that stores it (pydantic's gives up near 255
+#: levels) can take, so a deeper one is a 422 naming the field rather than a 500.
+MAX_JSON_DEPTH = 64
+
+
+def check_storable_json(value: Any, depth: int = 0) -> None:
+    """Raise ValueError if any string (key or value) in a JSON document cannot be stored
+    or the document nests more than `MAX_JSON_DEPTH` levels deep, TypeError if the
+    document is not JSON at all."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
     if isinstance(value, str):
         storable(value)
     elif isinstance(value, dict):
@@ -35,9 +44,9 @@ def check_storable_json(value: Any) -> None:
             if not isinstance(key, str):
                 raise TypeError(f"keys must be strings, not {type(key).__name__}")
             storable(key)
-            check_storable_json(item)
+            check_storable_json(item, depth + 1)
     elif isinstance(value, list | tuple):
         for item in value:
-            check_storable_json(item)
+            check_storable_json(item, depth + 1)
     elif not (value is None or isinstance(value, bool | int | float)):
         raise TypeError(f"{type(value).__name__} is not JSON")

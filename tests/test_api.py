@@ -81,6 +81,52 @@ def test_a_client_message_id_makes_the_post_idempotent(
     assert field["turn_id"] == first["turn_id"]
 
 
+def test_a_key_used_again_for_another_message_is_409_and_takes_nothing(
+    client: TestClient, agent: uuid.UUID, runtime: Runtime, submitted: list[Ingested]
+) -> None:
+    body = {"text": "Hello", "sender": "u1"}
+    first = post(client, agent, body, **{"Idempotency-Key": "abc"})
+    assert first.status_code == 202
+
+    other_text = post(client, agent, {**body, "text": "Goodbye"}, **{"Idempotency-Key": "abc"})
+    assert other_text.status_code == 409
+    assert other_text.json()["error"] == {
+        "code": "conflict",
+        "message": "Idempotency-Key 'abc' was already used for a message from this sender"
+        " that differs in its text; a new message needs a new one",
+    }
+    in_body = post(client, agent, {**body, "text": "Bye", "client_message_id": "abc"})
+    assert in_body.status_code == 409
+    assert in_body.json()["error"]["message"].startswith("body.client_message_id 'abc' ")
+    attached = {**body, "attachments": [{"url": "https://example.com/a.png"}]}
+    other_attachments = post(client, agent, attached, **{"Idempotency-Key": "abc"})
+    assert other_attachments.status_code == 409
+    assert "differs in its attachments" in other_attachments.json()["error"]["message"]
+    assert len(submitted) == 1  # nothing was taken, no turn was started
+
+    # The same body again is still the first message.
+    again = post(client, agent, body, **{"Idempotency-Key": "abc"})
+    assert again.status_code == 202
+    assert again.json()["message_id"] == first.json()["message_id"]
+    assert again.json()["turn_id"] == first.json()["turn_id"]
+    # Another sender's key is their own: the same key is another message, not a conflict.
+    theirs = post(client, agent, {"text": "Goodbye", "sender": "u2"}, **{"Idempotency-Key": "abc"})
+    assert theirs.status_code == 202
+    assert theirs.json()["message_id"] != first.json()["message_id"]
+    texts = [
+        m["text"] for m in client.get(f"/v1/agents/{agent}/rooms/lobby/messages").json()["data"]
+    ]
+    assert texts.count("Hello") == 1 and texts.count("Goodbye") == 1 and "Bye" not in texts
+
+
+def nested(depth: int) -> list[object]:
+    """A list inside a list, `depth` levels deep."""
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code", "words"),
     [
@@ -93,6 +139,13 @@ def test_a_client_message_id_makes_the_post_idempotent(
             "text: Value error, must not be empty",
         ),
         ({"text": "x" * 9000, "sender": "u1"}, 422, "invalid_message", "9000 characters"),
+        (
+            # Deeper than the serializer that stores it goes: named, not a 500.
+            {"text": "hi", "sender": "u1", "attachments": [{"a": nested(300)}]},
+            422,
+            "invalid_message",
+            "attachments: Value error, nested more than 64 levels deep",
+        ),
     ],
 )
 def test_bad_posts_name_the_field(

@@ -287,6 +287,28 @@ def test_a_malformed_body_is_422_naming_the_field(
     assert words in refused.value.message
 
 
+def test_an_idempotency_key_is_one_message_and_refused_for_another_text(
+    client: openai.OpenAI, agent: uuid.UUID, store: Store
+) -> None:
+    key = {"Idempotency-Key": "chat-1"}
+    first = client.chat.completions.create(
+        model=str(agent), messages=[{"role": "user", "content": "Hello"}], extra_headers=key
+    )
+    again = client.chat.completions.create(
+        model=str(agent), messages=[{"role": "user", "content": "Hello"}], extra_headers=key
+    )
+    assert again.id == first.id  # the same turn
+    assert again.choices[0].message.content == first.choices[0].message.content
+    with pytest.raises(openai.ConflictError) as refused:
+        client.chat.completions.create(
+            model=str(agent), messages=[{"role": "user", "content": "Goodbye"}], extra_headers=key
+        )
+    assert refused.value.code == "conflict"
+    assert "Idempotency-Key 'chat-1' was already used" in refused.value.message
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert room_messages(store, agent, "openai:user")[::2] == ["Hello"]
+
+
 def test_text_parts_are_joined_by_lines_and_the_name_is_the_senders(
     client: openai.OpenAI, agent: uuid.UUID, store: Store
 ) -> None:

@@ -14,7 +14,15 @@ from carrier_core.decision import Decision, render_decision
 from carrier_core.memory import MemoryKind
 from carrier_core.models import Embeddings, HashEmbedding, ModelError, ModelSet, ScriptedModel
 from carrier_core.store import NotFound, Store
-from carrier_core.turn import SAFE_REPLY, act, decide, embed_pending, evaluate, ingest
+from carrier_core.turn import (
+    SAFE_REPLY,
+    MessageConflict,
+    act,
+    decide,
+    embed_pending,
+    evaluate,
+    ingest,
+)
 from carrier_core.world import entity_id_for
 from tests.conftest import make_runtime
 
@@ -79,6 +87,25 @@ def test_the_same_client_message_id_twice_gives_one_memory_and_one_reply(
     store = scripted_runtime.store
     assert count(store, "SELECT count(*) FROM memories WHERE content->>'text' = 'hi'") == 1
     assert count(store, "SELECT count(*) FROM turns") == 1
+
+
+def test_the_same_client_message_id_on_another_text_is_refused_and_stores_nothing(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="hi once"))
+    first = run_turn(scripted_runtime, message(agent, "hi", client_message_id="c-1"))
+    with pytest.raises(MessageConflict) as refused:
+        ingest(scripted_runtime, message(agent, "bye", client_message_id="c-1", sender_name="S"))
+    assert str(refused.value) == (
+        "client_message_id 'c-1' is already the id of a message from this sender"
+        " that differs in its text"
+    )
+    assert isinstance(refused.value, InvalidMessage)  # a queue drops it: retrying cannot help
+    store = scripted_runtime.store
+    assert count(store, "SELECT count(*) FROM memories WHERE content->>'text' = 'bye'") == 0
+    assert count(store, "SELECT count(*) FROM turns") == 1
+    room_id = store.memory(first.message_id).room_id
+    assert [e.name for e in store.participants(room_id)] == ["Sam"]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -212,6 +239,44 @@ def test_an_unknown_action_is_skipped_and_recorded(
     steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
     assert steps["act:LAUNCH_ROCKET"].status == "skipped"
     assert steps["act:LAUNCH_ROCKET"].detail["error"] == "no action named 'LAUNCH_ROCKET'"
+
+
+def test_a_reply_over_max_reply_chars_is_cut_and_the_cut_recorded_on_its_step(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    # A model that runs on: 2 MB of reply, asked for by REPLY when the decision has no text.
+    runaway = "blah " * 400_000
+    scripted.add(xml("REPLY"), runaway, xml("REPLY", text="short"))
+    result = run_turn(scripted_runtime, message(agent, "talk to me"))
+    [reply] = result.replies
+    assert scripted_runtime.settings.max_reply_chars == 8000
+    assert reply.content.text == runaway.strip()[:8000]
+    # What is embedded is the stored text, not the 2 MB.
+    [vector] = HashEmbedding().embed([reply.content.text]).vectors
+    embedded = "SELECT count(*) FROM memories WHERE id = %s AND embedding = %s::vector"
+    assert count(scripted_runtime.store, embedded, reply.id, str(vector)) == 1
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
+    assert steps["act:REPLY"].status == "ok"
+    assert steps["act:REPLY"].detail["replies_cut"] == [
+        {"reply": 0, "chars": len(runaway.strip()), "kept": 8000}
+    ]
+    # A reply within the limit is stored whole, and no cut is recorded.
+    short = run_turn(scripted_runtime, message(agent, "and now?"))
+    assert short.reply_texts == ["short"]
+    steps = {s.step: s for s in scripted_runtime.store.turn_steps(short.turn_id)}
+    assert "replies_cut" not in steps["act:REPLY"].detail
+
+
+def test_max_reply_chars_is_a_setting(
+    store: Store, scripted: ScriptedModel, ada: Character, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CARRIER_MAX_REPLY_CHARS", "12")
+    runtime = make_runtime(
+        store, ModelSet(small=scripted, large=scripted, embedding=HashEmbedding())
+    )
+    scripted.add(xml("REPLY", text="Twelve chars, then some more"))
+    result = run_turn(runtime, message(runtime.register_agent(ada), "hi"))
+    assert result.reply_texts == ["Twelve chars"]
 
 
 def test_continue_asks_for_another_decide_step_bounded_by_max_steps(

@@ -13,6 +13,7 @@ import ipaddress
 import itertools
 import json
 import random
+import re
 import socket
 import ssl
 import threading
@@ -25,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -53,8 +55,9 @@ from carrier_core.webhooks import (
     stale_deliveries,
 )
 from carrier_core.webhooks.delivery import MAX_BACKOFF_S
-from carrier_core.webhooks.targets import refused_target
+from carrier_core.webhooks.targets import refused_target, resolve_target
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
+from tests.dev_server import carrier_dev, offline_environment
 
 MAX_ATTEMPTS = 4
 
@@ -467,6 +470,16 @@ def test_another_tenant_sees_no_webhook_of_ours(
         "http://[2002:a00:1::1]/hook",
         "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
         "http://[::a00:1]/hook",
+        # IPv4 addresses in the other forms the resolver (inet_aton) reads: one number,
+        # hex, octal, parts left out.
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://0251.0376.0251.0376/",
+        "http://169.254.43518/",
+        "http://0x7f.1/hook",
+        "http://127.1/",
+        "http://127.1./",
+        "http://0/",
     ],
 )
 def test_urls_that_are_refused(url: str) -> None:
@@ -486,11 +499,28 @@ def test_urls_that_are_taken() -> None:
         check_url("ftp://127.0.0.1/", allow_private=True)
 
 
-def test_a_name_for_a_private_address_is_refused_before_sending() -> None:
-    # 2130706433 is 127.0.0.1 written as one number: not an address to the URL check,
-    # but what the resolver makes of it is checked before each delivery.
-    assert check_url("http://2130706433/hook", allow_private=False)
-    assert refused_target("http://2130706433/hook") is not None
+def test_a_public_address_in_a_numeric_form_is_taken_and_a_delivery_goes_to_it() -> None:
+    # 1572394766 is 93.184.215.14 written as one number (and 08 is no number at all).
+    assert check_url("http://1572394766/hook", allow_private=False)
+    assert refused_target("http://1572394766/hook") is None
+    assert check_url("http://08/hook", allow_private=False)
+    target = resolve_target("http://0x5db8d70e:8080/hook", allow_private=False, timeout=1)
+    assert (target.host, target.port, target.addresses) == ("0x5db8d70e", 8080, ("93.184.215.14",))
+
+
+def test_a_name_for_a_private_address_is_refused_before_sending(
+    dns: dict[str, list[list[str]]],
+) -> None:
+    # A name is not an address to the URL check, but what it resolves to is checked
+    # before each delivery.
+    dns["private.example.test"] = [["10.0.0.7"]]
+    assert check_url("http://private.example.test/hook", allow_private=False)
+    assert refused_target("http://private.example.test/hook") == (
+        "private.example.test resolves to 10.0.0.7, which is not a public address"
+    )
+    assert refused_target("http://2130706433/hook") == (
+        "2130706433 is 127.0.0.1, which is not a public address"
+    )
     assert refused_target("http://93.184.215.14/hook") is None
 
 
@@ -498,6 +528,43 @@ def test_the_api_refuses_a_bad_url(client: TestClient, store: Store, agent: uuid
     response = client.post(f"/v1/agents/{agent}/webhooks", json={"url": "ftp://example.com"})
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_webhook_url"
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("2852039166", "169.254.169.254"),
+        ("0xa9fea9fe", "169.254.169.254"),
+        ("0251.0376.0251.0376", "169.254.169.254"),
+        ("127.1", "127.0.0.1"),
+        ("0", "0.0.0.0"),
+    ],
+)
+def test_the_api_refuses_a_private_address_in_a_numeric_form_as_it_refuses_a_dotted_one(
+    store: Store, acme: TenantKey, ada: Character, host: str, address: str
+) -> None:
+    strict = make_runtime(store, offline_models())
+    agent = strict.register_agent(ada, acme.tenant_id)
+    hooks = f"/v1/agents/{agent}/webhooks"
+    with TestClient(
+        create_app(lambda: strict, run_inline(strict)), headers=acme.headers
+    ) as strict_client:
+        dotted = strict_client.post(hooks, json={"url": f"http://{address}/hook"})
+        numeric = strict_client.post(hooks, json={"url": f"http://{host}/hook"})
+        assert strict_client.get(hooks).json() == []
+    assert (dotted.status_code, numeric.status_code) == (422, 422)
+    assert dotted.json()["error"]["code"] == numeric.json()["error"]["code"]
+    assert numeric.json()["error"] == {
+        "code": "invalid_webhook_url",
+        "message": f"body.url: a webhook URL must point at a public address ({host} is {address},"
+        " which is not a public address)",
+    }
+
+
+def test_the_api_takes_a_numeric_private_address_when_private_urls_are_allowed(
+    client: TestClient, agent: uuid.UUID
+) -> None:
+    assert register(client, agent, "http://127.1:9/hook")["url"] == "http://127.1:9/hook"
 
 
 def test_backoff_grows_until_its_cap() -> None:
@@ -543,6 +610,50 @@ def test_the_bundle_delivers_a_signed_reply_through_its_queue_and_retries_by_vis
     with store.connection() as conn:
         [row] = conn.execute("SELECT status, attempts FROM webhook_deliveries").fetchall()
     assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+NOT_LOOPBACK_NOTICE = (
+    "carrier: serving on 0.0.0.0, which is not a loopback address:"
+    " webhook URLs on private addresses are refused"
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "notice"),
+    [
+        ((), 201, False),
+        (("--no-private-webhooks",), 422, False),
+        (("--host", "0.0.0.0"), 422, True),
+    ],
+)
+def test_carrier_dev_takes_private_webhooks_only_on_a_loopback_host_unless_told_not_to(
+    database_url: str,
+    store: Store,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    status: int,
+    notice: bool,
+) -> None:
+    """Even with the developer's shell allowing private URLs: the flag and the host decide."""
+    env = offline_environment(
+        DATABASE_URL=database_url,
+        CARRIER_HOME=str(tmp_path),
+        CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS="true",
+    )
+    ada = str(ROOT / "characters" / "ada.json")
+    with carrier_dev(env, tmp_path / "dev.log", "--character", ada, *args) as dev:
+        found = re.search(r"agent Ada: (\S+)", dev.log.read_text())
+        assert found is not None, dev.log.read_text()
+        response = httpx.post(
+            f"{dev.base}/v1/agents/{found[1]}/webhooks",
+            json={"url": "http://127.0.0.1:9/hook"},
+            headers={"Authorization": f"Bearer {(tmp_path / 'dev-api-key').read_text().strip()}"},
+        )
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["error"]["code"] == "invalid_webhook_url"
+    lines = dev.log.read_text().splitlines()
+    assert (NOT_LOOPBACK_NOTICE in lines) is notice
 
 
 @pytest.mark.parametrize(

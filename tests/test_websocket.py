@@ -234,6 +234,36 @@ def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_usable(
     assert frames[0]["type"] == "accepted" and frames[-1]["type"] == "turn.done"
 
 
+def test_a_frame_nested_too_deeply_gets_an_error_frame_and_the_connection_stays_open(
+    server: str, agent_id: uuid.UUID, tenant: TenantKey
+) -> None:
+    """5,000 `[` are too deep for Python's JSON reader (a RecursionError, not a ValueError),
+    and 300 levels inside a message's attachments too deep to store: each is a bad frame."""
+    message = (
+        '{"action": "sendMessage", "text": "x", "sender": "grace", "client_message_id": "deep"'
+    )
+    deep = [
+        ("[" * 5000, "invalid_request", "nested too deeply"),
+        ("[" * 5000 + "]" * 5000, "invalid_request", "nested too deeply"),
+        (message + ', "attachments": [' + "[" * 5000 + "]" * 5000 + "]}", "invalid_request", ""),
+        (
+            message + ', "attachments": [{"a": ' + "[" * 300 + "]" * 300 + "}]}",
+            "invalid_message",
+            "attachments: Value error, nested more than 64 levels deep",
+        ),
+    ]
+    with connect(url(server, agent_id, "r1", tenant.key)) as socket:
+        for frame, code, words in deep:
+            socket.send(frame)
+            error = json.loads(socket.recv(timeout=WAIT_S))
+            assert error["type"] == "error" and error["code"] == code, (frame[:80], error)
+            assert words in error["message"]
+        assert error["client_message_id"] == "deep"
+        socket.send(json.dumps({"action": "sendMessage", "text": "Hello", "sender": "grace"}))
+        frames = frames_until_done(socket)
+    assert frames[0]["type"] == "accepted" and frames[-1]["type"] == "turn.done"
+
+
 def test_closing_the_socket_removes_its_connection_row(
     server: str, agent_id: uuid.UUID, tenant: TenantKey, store: Store
 ) -> None:

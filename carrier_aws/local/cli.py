@@ -5,11 +5,16 @@ Postgres); the functions in `functions/` run in this process on the queues and
 the state machine of `template.yaml`, emulated by moto. Talk to it with
 `carrier chat --character PATH --api http://127.0.0.1:8000`, or with curl; listen
 and talk on the WebSocket API at `ws://127.0.0.1:8000/v1/ws?agent=...&room=...&token=...`.
+
+Webhooks may point at private addresses (a receiver on this machine) while the API is
+served on a loopback address only; with `--no-private-webhooks`, or a `--host` other
+machines reach, they are refused as in a deployment.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -66,6 +71,13 @@ def register(subparsers: Any) -> None:
         help="a template parameter's value, e.g. ModelProvider=openai (may be repeated)",
     )
     dev_cmd.add_argument(
+        "--no-private-webhooks",
+        dest="private_webhooks",
+        action="store_false",
+        help="refuse webhook URLs on private addresses, as a deployment does (always, when"
+        " --host is not a loopback address)",
+    )
+    dev_cmd.add_argument(
         "--quiet",
         action="store_true",
         help="no metrics and only warnings from the functions (they log JSON lines, as in Lambda)",
@@ -78,6 +90,31 @@ def _parameter(text: str) -> tuple[str, str]:
     if not equals or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     return name, value
+
+
+def _loopback(host: str) -> bool:
+    """Whether an API served on `host` is reachable from this machine only."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name (or nothing: every address) may be reached from elsewhere
+
+
+def private_webhooks(host: str, wanted: bool) -> bool:
+    """Whether the functions take webhook URLs on private addresses. On your own machine a
+    webhook may point at your own machine (a receiver on localhost); but an API others
+    can reach would let them make Carrier send requests into your network, so then the
+    allowance is refused, with a notice."""
+    if wanted and not _loopback(host):
+        print(
+            f"carrier: serving on {host}, which is not a loopback address:"
+            " webhook URLs on private addresses are refused",
+            file=sys.stderr,
+        )
+        return False
+    return wanted
 
 
 def dev(args: argparse.Namespace) -> int:
@@ -104,9 +141,12 @@ def dev(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), 1) from None
     template = args.template or default_template()
     quiet = {"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING"}
-    # On your own machine, webhooks may point at your own machine (a receiver on localhost);
-    # the deployed functions refuse private addresses.
-    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true", **(quiet if args.quiet else {})}
+    # Set either way: a refusal holds whatever the shell's environment says.
+    allow_private = private_webhooks(args.host, args.private_webhooks)
+    environment = {
+        "CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true" if allow_private else "false",
+        **(quiet if args.quiet else {}),
+    }
     try:
         emulator = Emulator(
             url,

@@ -143,7 +143,7 @@ class WebSocketGateway:
         """The route a message takes: its selection field's route, else `$default`."""
         try:
             body = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deeply to read: no route names it
             body = None
         chosen = body.get(self.spec.selection_field) if isinstance(body, dict) else None
         if isinstance(chosen, str) and chosen in self.spec.routes and not chosen.startswith("$"):

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from carrier_core.api.deps import Caller, RuntimeDep, agent_of, services
 from carrier_core.api.errors import ApiError, ErrorBody, error_response
-from carrier_core.api.rooms import MessagePost, post
+from carrier_core.api.rooms import CONFLICT_RESPONSE, MessagePost, post
 from carrier_core.api.turns import Usage, turn_view
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
@@ -164,7 +164,7 @@ _TURN_ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {}}}, **_TURN_ERRORS},
+    responses={200: {"content": {"text/event-stream": {}}}, **CONFLICT_RESPONSE, **_TURN_ERRORS},
 )
 def create_chat_completion(
     runtime: RuntimeDep,
@@ -184,7 +184,13 @@ def create_chat_completion(
     submit = services(request).submit
     try:
         accepted = post(runtime, submit, principal, agent.id, room, message, idempotency_key)
-    except (ApiError, NotFound, Forbidden, DatabaseUnavailable):
+    except ApiError as exc:
+        if exc.status != 409:
+            raise  # answered 4xx: nothing was taken
+        # The Idempotency-Key was used for another message: the SDKs retry a 409 (to OpenAI,
+        # a lock timeout), and would only be refused again.
+        return _no_retry(error_response(exc.status, exc.code, exc.message))
+    except (NotFound, Forbidden, DatabaseUnavailable):
         raise  # answered 4xx, or 503 with the database away: nothing was taken
     except Exception:
         # The message may be in (stored, then queueing failed): a retry would post it again.

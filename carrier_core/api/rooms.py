@@ -19,14 +19,14 @@ from carrier_core.api.deps import (
     room_key,
     services,
 )
-from carrier_core.api.errors import ApiError
+from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, id_cursor, seq_cursor
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, RoomRecord
-from carrier_core.turn import InvalidMessage, ingest
+from carrier_core.turn import InvalidMessage, MessageConflict, ingest
 from carrier_core.world import RoomKind, room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
@@ -130,11 +130,25 @@ def post(
     data.update(agent_id=agent_id, room=room_key(principal, room), source=CLIENT_SOURCE)
     try:
         ingested = ingest(runtime, data)
+    except MessageConflict as exc:
+        raise _conflict(exc, from_header=body.client_message_id is None) from None
     except InvalidMessage as exc:
         raise ApiError(422, "invalid_message", str(exc)) from None
     submit(ingested)
     return Accepted(
         message_id=ingested.message_id, turn_id=ingested.turn_id, status=ingested.status
+    )
+
+
+def _conflict(exc: MessageConflict, *, from_header: bool) -> ApiError:
+    """409: the client's id for a message was used before for a different one. Named as
+    the client gave it (the Idempotency-Key header or body.client_message_id)."""
+    where = "Idempotency-Key" if from_header else "body.client_message_id"
+    return ApiError(
+        409,
+        "conflict",
+        f"{where} {exc.client_message_id!r} was already used for a message from this"
+        f" sender that differs in its {exc.what}; a new message needs a new one",
     )
 
 
@@ -196,7 +210,19 @@ def delete_room(
     return Response(status_code=204)
 
 
-@router.post("/{room}/messages", status_code=202, response_model=Accepted)
+#: The answer to a client message id (or Idempotency-Key) used again for another message.
+CONFLICT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": ErrorBody,
+        "description": "the Idempotency-Key (or client_message_id) was used before for a"
+        " message with another text (`conflict`)",
+    }
+}
+
+
+@router.post(
+    "/{room}/messages", status_code=202, response_model=Accepted, responses=CONFLICT_RESPONSE
+)
 def post_message(
     runtime: RuntimeDep,
     request: Request,
@@ -206,7 +232,10 @@ def post_message(
     body: MessagePost,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Accepted:
-    """Take a message in and start its turn; read the turn at `/v1/turns/{turn_id}`."""
+    """Take a message in and start its turn; read the turn at `/v1/turns/{turn_id}`.
+
+    With an `Idempotency-Key` header (or `client_message_id`), posting again is the same
+    message (202 with its first ids); the same key on another text is 409 `conflict`."""
     return post(runtime, services(request).submit, principal, agent_id, room, body, idempotency_key)
 
 

@@ -25,7 +25,8 @@ Client → server, one JSON object per text frame:
 `sender` is required with an API key; with an end-user token the sender is always the
 token's subject. The message goes to the connection's room exactly as
 `POST /v1/agents/{agent}/rooms/{room}/messages` takes it: same checks, same error
-codes, and posting a `client_message_id` twice is one message.
+codes, and posting a `client_message_id` twice is one message (the same id on another
+text is a `conflict` error).
 
 Server → client, one JSON object per text frame, told apart by `type`:
 
@@ -40,7 +41,7 @@ Server → client, one JSON object per text frame, told apart by `type`:
   texts: that turn's replies answered this message too);
 - `{"type": "error", "code", "message", "client_message_id"?}`: a frame that was not
   taken (codes as REST: invalid_request, invalid_message, unauthorized, forbidden,
-  not_found, unavailable, internal); the connection stays open.
+  not_found, conflict, unavailable, internal); the connection stays open.
 
 Turn frames are pushed at least once (a retried step pushes again): drop replies
 whose `id` you have seen. A push never holds a turn up; a client that missed one
@@ -53,6 +54,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -164,13 +166,25 @@ def connect(
     )
 
 
-def _message(body: str | None) -> MessagePost:
+def _frame(body: str | None) -> dict[str, Any]:
+    """A client frame read as JSON, or `ApiError`. JSON nested deeper than Python's
+    recursion limit (a few KiB of `[`) raises RecursionError, not ValueError: it is a bad
+    frame like any other, and must not end the connection."""
     try:
         frame = json.loads(body or "")
     except ValueError:
         raise ApiError(422, "invalid_request", "a frame is one JSON object") from None
+    except RecursionError:
+        raise ApiError(
+            422, "invalid_request", "a frame is one JSON object; this one is nested too deeply"
+        ) from None
     if not isinstance(frame, dict):
         raise ApiError(422, "invalid_request", "a frame is one JSON object")
+    return frame
+
+
+def _message(body: str | None) -> MessagePost:
+    frame = _frame(body)
     action = frame.pop("action", None)
     if action != SEND_MESSAGE:
         raise ApiError(
@@ -182,10 +196,9 @@ def _message(body: str | None) -> MessagePost:
 def _client_message_id(body: str | None) -> str | None:
     """The frame's client message id, if it has a readable one, to tag an error with."""
     try:
-        frame = json.loads(body or "")
-    except ValueError:
+        found = _frame(body).get("client_message_id")
+    except ApiError:
         return None
-    found = frame.get("client_message_id") if isinstance(frame, dict) else None
     return found if isinstance(found, str) else None
 
 

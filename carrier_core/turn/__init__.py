@@ -9,7 +9,13 @@ from carrier_core.turn.context import State, TurnContext
 from carrier_core.turn.decide import SAFE_REPLY, Decided, decide
 from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
-from carrier_core.turn.ingest import IncomingMessage, Ingested, InvalidMessage, ingest
+from carrier_core.turn.ingest import (
+    IncomingMessage,
+    Ingested,
+    InvalidMessage,
+    MessageConflict,
+    ingest,
+)
 from carrier_core.turn.run import (
     TurnResult,
     finish_turn,
@@ -27,6 +33,7 @@ __all__ = [
     "IncomingMessage",
     "Ingested",
     "InvalidMessage",
+    "MessageConflict",
     "NextTurn",
     "Runner",
     "State",

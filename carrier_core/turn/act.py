@@ -29,13 +29,25 @@ class Acted:
     error: str | None = None
 
 
+def _capped(ctx: TurnContext, texts: list[str]) -> list[str]:
+    """The replies cut to `max_reply_chars`, each cut noted on the step (which reply, and
+    how long it was): a model that runs on must not become a reply of megabytes."""
+    limit = ctx.runtime.settings.max_reply_chars
+    cuts = [
+        {"reply": n, "chars": len(t), "kept": limit} for n, t in enumerate(texts) if len(t) > limit
+    ]
+    if cuts:
+        ctx.usage.detail["replies_cut"] = cuts
+    return [t[:limit] for t in texts]
+
+
 def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid.UUID]:
     """Store what an action says, embedded at once so recall never waits for it.
 
     If the embedding model fails, the replies are stored all the same (the embed
     step embeds them later) and the failure is noted on the step.
     """
-    texts = [t for t in texts if t.strip()]
+    texts = _capped(ctx, [t for t in texts if t.strip()])
     if not texts:
         return []
     vectors: list[list[float] | None] = [None] * len(texts)

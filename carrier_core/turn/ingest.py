@@ -2,10 +2,15 @@
 
 Ingest is idempotent by the client's message id: a message delivered twice
 (a retried HTTP post, a redelivered queue message) finds the memory and turn
-the first delivery made, so it is answered once. Once ingest returns, the message
-and its turn are in Postgres: that is what acknowledging a message means. In the
-same transaction it claims the room's runner if none holds it
-(`carrier_core.turn.schedule`); the caller starts the runner it was given.
+the first delivery made, so it is answered once. The id is the sender's: another
+sender's message with the same id is another message. The same sender's id on a
+message with another text (or attachments) is refused (`MessageConflict`): the
+client reused an id, and answering with the first message would hide that.
+
+Once ingest returns, the message and its turn are in Postgres: that is what
+acknowledging a message means. In the same transaction it claims the room's runner
+if none holds it (`carrier_core.turn.schedule`); the caller starts the runner it
+was given.
 """
 
 from __future__ import annotations
@@ -34,6 +39,25 @@ from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_fo
 
 class InvalidMessage(ValueError):
     """A message that cannot be taken in; the text names the field and the problem."""
+
+
+class MessageConflict(InvalidMessage):
+    """The client message id names a message already taken from this sender whose
+    content differs: sending it again cannot make it fit."""
+
+    def __init__(self, client_message_id: str, differs: list[str]):
+        self.client_message_id = client_message_id
+        #: The fields that differ from the stored message's (text, attachments).
+        self.differs = differs
+        super().__init__(
+            f"client_message_id {client_message_id!r} is already the id of a message from"
+            f" this sender that differs in its {self.what}"
+        )
+
+    @property
+    def what(self) -> str:
+        """What differs, for a sentence: "text", or "text and attachments"."""
+        return " and ".join(self.differs)
 
 
 class IncomingMessage(BaseModel):
@@ -103,6 +127,22 @@ def validate_message(data: IncomingMessage | dict[str, Any], max_chars: int) -> 
     return message
 
 
+def _check_same(stored: Memory, message: IncomingMessage) -> None:
+    """Raise `MessageConflict` unless `message` says what the stored message of its client
+    id says (`stored` is found by that id, which is scoped to the sender)."""
+    differs = [
+        field
+        for field, before, now in (
+            ("text", stored.content.text, message.text),
+            ("attachments", stored.content.attachments, message.attachments),
+        )
+        if before != now
+    ]
+    if differs:
+        assert message.client_message_id is not None  # only a client id finds a stored one
+        raise MessageConflict(message.client_message_id, differs)
+
+
 def ingest(
     runtime: Runtime, data: IncomingMessage | dict[str, Any], *, take_expired: bool = False
 ) -> Ingested:
@@ -131,7 +171,7 @@ def ingest(
             store.ensure_conversation(entity, room, message.world)
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"no agent with id {agent_id}") from None
-        memory, _ = store.add_memory(
+        memory, created = store.add_memory(
             Memory(
                 agent_id=agent_id,
                 entity_id=entity.id,
@@ -149,6 +189,8 @@ def ingest(
                 ),
             )
         )
+        if not created:
+            _check_same(memory, message)
         turn_id, turn_created, status = store.start_turn(uuid.uuid4(), memory)
         if turn_created:
             usage = StepUsage(detail={"message_id": str(memory.id)})

@@ -11,6 +11,9 @@ requests where the tenant itself cannot reach. The rules:
   private, link-local, shared or otherwise non-public address: refused when the URL
   is registered if it names one (or `localhost`), and checked again against what the
   host name resolves to before each delivery (`resolve_target`);
+- a host is read as the resolver reads it: `2852039166`, `0xa9fea9fe`,
+  `0251.0376.0251.0376` and `169.254.43518` are all 169.254.169.254 to `inet_aton`, and
+  `127.1` and `0` are loopback and "this host", so they are judged as those addresses;
 - an IPv6 address that carries an IPv4 one (IPv4-mapped or -compatible, 6to4, Teredo,
   NAT64) is judged by that IPv4 address too: a NAT64 gateway would turn
   `64:ff9b::a00:1` into 10.0.0.1;
@@ -26,6 +29,7 @@ the internet (through a NAT gateway) and only the internal services they need.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import threading
 import urllib.parse
@@ -47,6 +51,12 @@ _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 _IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 #: Deprecated site-local addresses: private in all but name.
 _SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+#: What an IPv4 address in one of `inet_aton`'s numeric forms is written with (URL host
+#: names are lower case). Anything else is a name, left to the resolver: glibc's
+#: `inet_aton` also reads "127.0.0.1 anything", which `getaddrinfo` does not.
+_NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class InvalidWebhookUrl(ValueError):
@@ -71,7 +81,9 @@ class Target:
     addresses: tuple[str, ...]
 
 
-def _non_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _non_public_ip(ip: Address) -> bool:
+    """Whether a delivery must not connect to `ip`: the one place that decides, for the
+    URL check and for the addresses a name resolves to alike."""
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return _non_public_ip(ip.ipv4_mapped)
@@ -93,14 +105,40 @@ def _non_public(address: str) -> bool:
     return _non_public_ip(ipaddress.ip_address(address.split("%", 1)[0]))
 
 
-def _named_private(host: str) -> bool:
+def _host_address(host: str) -> Address | None:
+    """The address a URL's host is by itself, as the resolver reads it; None for a name.
+
+    Besides the usual forms, `getaddrinfo` reads an IPv4 address the way `inet_aton` does:
+    as one number (2852039166), in hex (0xa9fea9fe) or octal (0251.0376.0251.0376) parts,
+    or with parts left out (127.1), so a check that knew only dotted quads would take
+    these for names and let the metadata service or loopback through.
+    """
     host = host.lower().rstrip(".")
-    if host in _LOCAL_NAMES or host.endswith(_LOCAL_SUFFIXES):
-        return True
     try:
-        return _non_public(host)
+        return ipaddress.ip_address(host)  # an IPv6 zone (fe80::1%eth0) is kept
     except ValueError:
-        return False  # a name: its addresses are checked before each delivery
+        pass
+    if not _NUMERIC_HOST.fullmatch(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None  # not a number after all (08, 1.2.3.4.5, 0x): a name to look up
+
+
+def _named_private(host: str) -> str | None:
+    """Why `host`, by its name alone, is not a public address (a local name, or a
+    non-public address in any form the resolver reads); None if it is one, or a name
+    whose addresses are checked before each delivery."""
+    name = host.lower().rstrip(".")
+    if name in _LOCAL_NAMES or name.endswith(_LOCAL_SUFFIXES):
+        return f"{host} is a local name"
+    address = _host_address(host)
+    if address is None or not _non_public_ip(address):
+        return None
+    if isinstance(address, ipaddress.IPv4Address) and str(address) != name:
+        return f"{host} is {address}, which is not a public address"
+    return f"{host} is not a public address"
 
 
 def check_url(url: str, *, allow_private: bool) -> str:
@@ -121,8 +159,9 @@ def check_url(url: str, *, allow_private: bool) -> str:
         raise InvalidWebhookUrl(
             "a webhook URL must not carry credentials; check the signature instead"
         )
-    if not allow_private and _named_private(parts.hostname):
-        raise InvalidWebhookUrl("a webhook URL must point at a public address")
+    refusal = None if allow_private else _named_private(parts.hostname)
+    if refusal is not None:
+        raise InvalidWebhookUrl(f"a webhook URL must point at a public address ({refusal})")
     return url
 
 
@@ -158,14 +197,13 @@ def resolve_target(url: str, *, allow_private: bool, timeout: float) -> Target:
     `TimeoutError` after `timeout`) if the name cannot be resolved now."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
-    if not allow_private and _named_private(host):
-        raise RefusedTarget(f"{host} is not a public address")
+    refusal = None if allow_private else _named_private(host)
+    if refusal is not None:
+        raise RefusedTarget(refusal)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        addresses = _resolve(host, port, timeout)
+    literal = _host_address(host)
+    addresses = [str(literal)] if literal is not None else _resolve(host, port, timeout)
     if not addresses:
         raise OSError(f"{host} has no address")
     if not allow_private:
