@@ -86,3 +86,36 @@ def test_nothing_polls_describe_execution() -> None:
                 if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
             }
             assert "_running" not in called, f"{where}: a while loop asks for executions"
+
+
+def test_every_lambda_task_retries_lambda_s_own_transient_errors() -> None:
+    """Lambda's service errors, throttling and client-side timeouts are retried wherever the
+    state machine invokes a function; the execution as a whole has a deadline."""
+    import json
+
+    machine = json.loads((ROOT / "statemachine" / "turn.asl.json").read_text())
+    assert machine["TimeoutSeconds"] > 0
+    transient = {
+        "Lambda.ServiceException",
+        "Lambda.AWSLambdaException",
+        "Lambda.SdkClientException",
+        "Lambda.TooManyRequestsException",
+        "Lambda.ClientExecutionTimeoutException",
+    }
+
+    def tasks(states: dict[str, dict[str, object]]) -> list[tuple[str, dict[str, object]]]:
+        found = []
+        for name, state in states.items():
+            if state.get("Resource") == "arn:aws:states:::lambda:invoke":
+                found.append((name, state))
+            processor = state.get("ItemProcessor")
+            if isinstance(processor, dict):
+                found += tasks(processor["States"])
+        return found
+
+    found = tasks(machine["States"])
+    assert len(found) >= 5
+    for name, state in found:
+        retried = {e for rule in state["Retry"] for e in rule["ErrorEquals"]}  # type: ignore[attr-defined]
+        assert transient <= retried, f"{name} does not retry {sorted(transient - retried)}"
+        assert "DatabaseUnavailable" in retried, f"{name} does not retry DatabaseUnavailable"
