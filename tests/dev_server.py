@@ -32,6 +32,21 @@ def offline_environment(**overrides: str) -> dict[str, str]:
     return env
 
 
+def carrier_chat(env: dict[str, str], *args: str, said: str) -> list[str]:
+    """`carrier chat` with `said` piped in, as a script would: its reply lines."""
+    chat = subprocess.run(
+        [*CARRIER, "chat", *args],
+        input=said,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert chat.returncode == 0, chat.stderr
+    return chat.stdout.splitlines()
+
+
 @dataclass(frozen=True)
 class DevServer:
     base: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
 from tests.conftest import ROOT
-from tests.dev_server import CARRIER, carrier_dev, offline_environment
+from tests.dev_server import carrier_chat, carrier_dev, offline_environment
 from tests.test_webhooks import Receiver, assert_signed, register, serving
 
 pytestmark = pytest.mark.skipif(
@@ -494,19 +493,9 @@ def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
     # CARRIER_HOME: where `carrier dev` saves its key for `carrier chat`.
     env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
     with carrier_dev(env, tmp_path / "dev.log", "--character", ada) as dev:
-        chat = subprocess.run(
-            [*CARRIER, "chat", "--character", ada, "--api", dev.base, "--user", "grace"],
-            input="My name is Grace\n",
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        assert chat.returncode == 0, chat.stderr
-        assert chat.stdout.splitlines() == [
-            "Nice to meet you, Grace. What would you like to talk about?"
-        ]
+        args = ("--character", ada, "--api", dev.base, "--user", "grace")
+        replies = carrier_chat(env, *args, said="My name is Grace\n")
+        assert replies == ["Nice to meet you, Grace. What would you like to talk about?"]
     output = dev.log.read_text()
     assert "agent Ada: " in output
     assert f"API: {dev.base}" in output

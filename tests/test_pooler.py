@@ -8,7 +8,6 @@ and keeps no session between transactions, as RDS Proxy does: turns, `carrier ch
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ from carrier_core import Character, Runtime, Settings, run_turn
 from carrier_core.models import offline_models
 from carrier_core.store import Store
 from tests.conftest import CHARACTERS
-from tests.dev_server import CARRIER, carrier_dev, offline_environment
+from tests.dev_server import carrier_chat, carrier_dev, offline_environment
 from tests.pgbouncer import pgbouncer_binary, running_pgbouncer
 
 FINISHED = ("done", "failed")
@@ -91,19 +90,8 @@ def test_carrier_chat_and_carrier_dev_run_through_the_pooler(
         DATABASE_URL=pooled_url, CARRIER_PREPARED_STATEMENTS="false", CARRIER_HOME=str(tmp_path)
     )
     ada = str(CHARACTERS / "ada.json")
-    chat = subprocess.run(
-        [*CARRIER, "chat", "--character", ada, "--user", "grace"],
-        input="My name is Grace\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert chat.returncode == 0, chat.stderr
-    assert chat.stdout.splitlines() == [
-        "Nice to meet you, Grace. What would you like to talk about?"
-    ]
+    replies = carrier_chat(env, "--character", ada, "--user", "grace", said="My name is Grace\n")
+    assert replies == ["Nice to meet you, Grace. What would you like to talk about?"]
 
     with carrier_dev(env, tmp_path / "dev.log", "--character", ada) as dev:
         key = (tmp_path / "dev-api-key").read_text().strip()
