@@ -19,7 +19,7 @@ from typing import Any
 
 from carrier_core.runtime import Runtime
 from carrier_core.turn import Runner, hand_off, next_turn
-from carrier_core.turn.schedule import extend_lease, stalled_rooms, take_over
+from carrier_core.turn.schedule import Stalled, extend_lease, stalled_rooms, take_over
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,22 @@ def sweep_rooms(
     (a new emulated account knows no execution from before it)."""
     counts: Counter[str] = Counter()
     for stalled in stalled_rooms(runtime, every_lease=every_lease):
-        runner = stalled.runner
-        if runner is not None and _running(sfn, machine_arn, runner):
-            extend_lease(runtime, runner)
-            counts["alive"] += 1
-            continue
-        successor = take_over(runtime, stalled)
-        if successor is not None:
-            log.warning("room %s: runner stopped; starting %s", stalled.room_id, successor.name)
-            start_runner(sfn, machine_arn, successor)
-            counts["restarted"] += 1
+        try:
+            counts[_sweep_room(runtime, sfn, machine_arn, stalled)] += 1
+        except Exception:  # a throttled call for one room must not leave the others
+            log.exception("room %s not swept; the next sweep tries again", stalled.room_id)
+            counts["failed"] += 1
     return counts
+
+
+def _sweep_room(runtime: Runtime, sfn: Any, machine_arn: str, stalled: Stalled) -> str:
+    runner = stalled.runner
+    if runner is not None and _running(sfn, machine_arn, runner):
+        extend_lease(runtime, runner)
+        return "alive"
+    successor = take_over(runtime, stalled)
+    if successor is None:
+        return "changed"  # renewed or taken over since it was read
+    log.warning("room %s: runner stopped; starting %s", stalled.room_id, successor.name)
+    start_runner(sfn, machine_arn, successor)
+    return "restarted"

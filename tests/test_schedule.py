@@ -53,7 +53,8 @@ def test_a_room_s_turns_are_taken_in_arrival_order_then_the_lease_is_given_back(
     runtime = scripted_runtime
     first, second, third = (ingest(runtime, message(agent, f"m{n}")) for n in range(3))
     # The first delivery found the room free and claimed its runner; the others queue.
-    assert first.runner == Runner(runtime.store.turn(first.turn_id).room_id, 1)
+    assert first.runner is not None
+    assert first.runner.room_id == runtime.store.turn(first.turn_id).room_id
     assert (second.runner, third.runner) == (None, None)
     assert {first.status, second.status, third.status} == {"queued"}
 
@@ -66,7 +67,9 @@ def test_a_room_s_turns_are_taken_in_arrival_order_then_the_lease_is_given_back(
     assert taken == [first.turn_id, second.turn_id, third.turn_id]
     assert room_row(runtime.store, runner.room_id)["runner_until"] is None
     # Free again: the next message claims a new runner.
-    assert ingest(runtime, message(agent, "m3")).runner == Runner(runner.room_id, 2)
+    following = ingest(runtime, message(agent, "m3")).runner
+    assert following is not None and following.room_id == runner.room_id
+    assert following.generation > runner.generation
 
 
 def test_messages_racing_a_runner_that_gives_the_room_back_are_never_stranded(
@@ -180,7 +183,7 @@ def test_a_superseded_runner_stops_and_leaves_the_room_to_its_successor(
     [stalled] = stalled_rooms(runtime)
     assert stalled.runner == old
     new = take_over(runtime, stalled)
-    assert new == Runner(old.room_id, 2)
+    assert new is not None and new.room_id == old.room_id and new.generation > old.generation
     # Taking over again from the same reading does nothing: someone already did.
     assert take_over(runtime, stalled) is None
     assert next_turn(runtime, old) is None
@@ -200,9 +203,10 @@ def test_the_sweep_finds_lapsed_leases_and_waiting_turns_with_no_runner(
     with runtime.store.connection() as conn:  # a lease lost some other way
         conn.execute("UPDATE rooms SET runner_until = NULL")
     [orphan] = stalled_rooms(runtime)
-    assert orphan == Stalled(held.runner.room_id, 1, None) and orphan.runner is None
+    assert orphan == Stalled(held.runner.room_id, held.runner.generation, None)
+    assert orphan.runner is None
     successor = take_over(runtime, orphan)
-    assert successor == Runner(held.runner.room_id, 2)
+    assert successor is not None and successor.generation > held.runner.generation
 
 
 def test_a_retriable_model_error_shows_the_turn_as_retrying_with_the_error(
@@ -232,11 +236,12 @@ def test_a_long_lived_room_is_handed_to_a_fresh_execution(
     state = next_state(runtime, runner, 5, started.append, limit=5)
     assert state == {
         "room_id": str(runner.room_id),
-        "generation": 1,
+        "generation": runner.generation,
         "turns": 5,
         "turn_id": None,
     }
-    assert started == [Runner(runner.room_id, 2)]
+    [successor] = started
+    assert successor.room_id == runner.room_id and successor.generation > runner.generation
     assert room_row(runtime.store, runner.room_id)["runner_until"] is not None
     # The old runner is done; the new one takes the room's turns up in order.
     assert next_turn(runtime, runner) is None
@@ -267,7 +272,8 @@ def test_a_message_stored_while_the_runner_gives_the_room_back_claims_it_after(
         conn.execute("UPDATE rooms SET runner_until = NULL WHERE id = %s", (first.runner.room_id,))
     late.join(timeout=10)
     [ingested] = results
-    assert ingested.runner == Runner(first.runner.room_id, 2)
+    assert ingested.runner is not None and ingested.runner.room_id == first.runner.room_id
+    assert ingested.runner.generation > first.runner.generation
 
 
 def test_a_done_turn_stays_done_when_a_failure_is_reported_after_it_ended(
@@ -282,3 +288,47 @@ def test_a_done_turn_stays_done_when_a_failure_is_reported_after_it_ended(
     finish_turn(runtime, ingested.turn_id, error="DatabaseUnavailable: the database went away")
     turn = runtime.store.turn(ingested.turn_id)
     assert (turn.status, turn.error) == ("done", None)
+
+
+def test_a_room_made_again_never_reuses_a_runner_s_name(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    """Execution names are kept for 90 days: a room deleted and made again (the same id,
+    from the same key) must not name a runner that already ran."""
+    runtime = scripted_runtime
+    first = ingest(runtime, message(agent, "hello"))
+    assert first.runner is not None
+    finish_turn(runtime, first.turn_id)
+    assert next_turn(runtime, first.runner) is None
+    runtime.store.delete_room(first.runner.room_id)
+    again = ingest(runtime, message(agent, "hello again"))
+    assert again.runner is not None and again.runner.room_id == first.runner.room_id
+    assert again.runner.name != first.runner.name
+
+
+def test_a_runner_asking_again_for_its_turn_is_not_another_attempt(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    """A finish step retried after its answer was lost asks for the next turn again: the
+    same runner taking the same turn up is one attempt, not a stopped runner."""
+    runtime = scripted_runtime
+    ingested = ingest(runtime, message(agent, "hello"))
+    assert ingested.runner is not None
+    attempts = [next_turn(runtime, ingested.runner) for _ in range(5)]
+    assert {(t.turn_id, t.attempt, t.give_up) for t in attempts if t} == {
+        (ingested.turn_id, 1, None)
+    }
+
+
+def test_a_late_step_does_not_reopen_an_ended_turn(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    """A step that outlived its execution (its runner replaced, the turn ended since)
+    writes its decision late: the turn stays as it ended."""
+    runtime = scripted_runtime
+    ingested = ingest(runtime, message(agent, "hello"))
+    finish_turn(runtime, ingested.turn_id, error="TurnAbandoned: given up")
+    scripted.add(xml("REPLY", text="too late"))
+    decide(runtime, ingested.turn_id, 1)
+    turn = runtime.store.turn(ingested.turn_id)
+    assert (turn.status, turn.error) == ("failed", "TurnAbandoned: given up")

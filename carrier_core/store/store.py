@@ -536,6 +536,8 @@ class Store:
                     " ON CONFLICT (id) DO NOTHING",
                     (room.world_id, room.agent_id, world_name or str(room.world_id)),
                 )
+            # ON CONFLICT DO UPDATE locks the room row even when nothing changes: ingest
+            # relies on it to number a room's messages in the order they commit.
             conn.execute(
                 "WITH r AS (INSERT INTO rooms (id, agent_id, world_id, name, kind, source)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
@@ -937,13 +939,14 @@ class Store:
     def update_turn(self, turn_id: uuid.UUID, *, status: str, error: str | None = None) -> None:
         """Move a turn on; the error is set with a failed status and cleared otherwise.
 
-        A done turn is final: a failure reported after it ended (its runner failing to
-        move on to the next turn, say) is not the turn's, and leaves it done.
+        An ended turn (done, failed, coalesced) is not moved: a failure reported after it
+        ended (its runner failing to move on to the next turn) is not the turn's, and a
+        late write from a step that outlived its execution must not reopen it.
         """
         with self.connection() as conn:
             conn.execute(
                 "UPDATE turns SET status = %s, error = %s, updated_at = now()"
-                " WHERE id = %s AND status <> 'done'",
+                " WHERE id = %s AND status IN ('queued', 'running', 'retrying')",
                 (status, error, turn_id),
             )
 
@@ -971,8 +974,8 @@ class Store:
                 "WITH m AS (UPDATE memories SET embedding = %s WHERE id = %s"
                 " AND embedding IS NULL AND %s::vector IS NOT NULL),"
                 " t AS (UPDATE turns SET status = %s, decision = %s, state = %s,"
-                " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s), "
-                + _INSERT_STEP,
+                " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s"
+                " AND status IN ('queued', 'running', 'retrying')), " + _INSERT_STEP,
                 (
                     embedding,
                     message.id,

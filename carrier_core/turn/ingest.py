@@ -167,6 +167,9 @@ def ingest(
     )
     store = runtime.store
     with store.atomic():
+        # Its room upsert locks the room row until this commits, before the message takes
+        # its place in line (seq): messages of one room commit in the order they are
+        # numbered, and the runner answers them in that order.
         try:
             store.ensure_conversation(entity, room, message.world)
         except psycopg.errors.ForeignKeyViolation:

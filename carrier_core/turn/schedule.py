@@ -40,7 +40,8 @@ _UNFINISHED_SQL = "('queued', 'running', 'retrying')"
 
 @dataclass(frozen=True)
 class Runner:
-    """A room's runner, by its generation: each claim of the room's lease makes a new one."""
+    """A room's runner, by its generation: each claim of the room's lease makes a new one,
+    drawn from one database sequence, so no two runners ever share a name."""
 
     room_id: uuid.UUID
     generation: int
@@ -79,7 +80,7 @@ def claim_room(
     """
     row = conn.execute(
         "WITH old AS (SELECT id, runner_until FROM rooms WHERE id = %s FOR UPDATE)"
-        " UPDATE rooms r SET runner_generation = r.runner_generation + 1,"
+        " UPDATE rooms r SET runner_generation = nextval('runner_generations'),"
         " runner_until = now() + %s * interval '1 second' FROM old WHERE r.id = old.id"
         " AND (old.runner_until IS NULL OR (%s AND old.runner_until < now()))"
         " RETURNING r.runner_generation",
@@ -126,10 +127,11 @@ def hand_off(runtime: Runtime, runner: Runner) -> Runner | None:
 def _new_runner(
     runtime: Runtime, room_id: uuid.UUID, condition: str, *params: Any
 ) -> Runner | None:
-    """The room's next generation, with a fresh lease, if `condition` holds on its row."""
+    """A new generation for the room, with a fresh lease, if `condition` holds on its row.
+    Generations come from one sequence: never reused, even by a room made again."""
     with runtime.store.connection() as conn:
         row = conn.execute(
-            "UPDATE rooms SET runner_generation = runner_generation + 1,"
+            "UPDATE rooms SET runner_generation = nextval('runner_generations'),"
             " runner_until = now() + %s * interval '1 second'"
             f" WHERE id = %s AND {condition} RETURNING runner_generation",
             (_lease(runtime), room_id, *params),

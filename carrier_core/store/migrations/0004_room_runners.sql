@@ -2,17 +2,22 @@
 -- The lease lives on the room row: whoever stores a message claims it when it is free,
 -- the runner renews it as it goes and gives it back in the transaction that finds nothing
 -- left, and a sweep takes over rooms whose runner stopped renewing.
+-- Runner generations are drawn from one sequence, never reused: a room deleted and made
+-- again (same id) must not name an execution that already ran (names are kept 90 days).
+CREATE SEQUENCE runner_generations;
 ALTER TABLE rooms
-    -- Bumped at every claim: names the runner (its execution is room-<id>-g<generation>),
-    -- so a repeated start is harmless and a superseded runner can tell.
+    -- Set at every claim: names the runner (its execution is room-<id>-g<generation>), so
+    -- a repeated start is harmless and a superseded runner can tell.
     ADD COLUMN runner_generation bigint NOT NULL DEFAULT 0,
     -- NULL: no runner. Otherwise the lease's end; past it, the sweep looks at the runner.
     ADD COLUMN runner_until timestamptz;
 CREATE INDEX rooms_runner_until ON rooms (runner_until) WHERE runner_until IS NOT NULL;
 
 ALTER TABLE turns
-    -- How many times a runner took the turn up (more than once: its last runner stopped).
+    -- How many runners took the turn up (more than one: a runner stopped in it), and the
+    -- last one's generation (a runner asking again for the same turn is no new attempt).
     ADD COLUMN attempts integer NOT NULL DEFAULT 0,
+    ADD COLUMN runner_generation bigint,
     -- Coalesced double texts: the later turn of the room that answered this message too.
     ADD COLUMN answered_by uuid REFERENCES turns(id) ON DELETE SET NULL;
 
@@ -63,7 +68,8 @@ BEGIN
                     AND t.status IN ('queued', 'running', 'retrying'))
         AND (SELECT a.character -> 'settings' ->> 'double_texting' FROM agents a
              WHERE a.id = v_first.agent_id) = 'coalesce' THEN
-        -- Nothing of the room is under way: every waiting turn is queued; the newest answers.
+        -- The oldest waiting turn is queued, so nothing of the room is under way (a failed
+        -- turn queued again while a later one runs aside): the newest answers them all.
         SELECT array_agg(t.id ORDER BY m.seq) INTO v_coalesced
             FROM turns t JOIN memories m ON m.id = t.message_id
             WHERE t.room_id = p_room AND t.status IN ('queued', 'running', 'retrying');
@@ -74,8 +80,9 @@ BEGIN
     END IF;
     UPDATE rooms r SET runner_until = now() + p_lease_s * interval '1 second'
         WHERE r.id = p_room;
-    RETURN QUERY UPDATE turns t SET status = 'running', attempts = t.attempts + 1,
-        updated_at = now() WHERE t.id = v_chosen
+    RETURN QUERY UPDATE turns t SET status = 'running',
+        attempts = t.attempts + (t.runner_generation IS DISTINCT FROM p_generation)::int,
+        runner_generation = p_generation, updated_at = now() WHERE t.id = v_chosen
         RETURNING t.id, t.agent_id, t.attempts, t.error;
 END
 $$;
