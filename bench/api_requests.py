@@ -120,7 +120,8 @@ def main() -> None:
                 algorithm="RS256",
                 headers={"kid": "k1"},
             )
-            app = create_app(lambda: runtime, lambda message, record: None)
+            # Posts are stored and would start the room's runner: here nothing runs the turns.
+            app = create_app(lambda: runtime, lambda ingested: None)
             keyed = {"Authorization": f"Bearer {key}"}
             user = {"Authorization": f"Bearer {token}"}
             messages = f"/v1/agents/{agent}/rooms/r/messages"
