@@ -56,11 +56,13 @@ def running_pgbouncer(target_url: str) -> Iterator[str]:
         "max_client_conn = 500\ndefault_pool_size = 20\n"
         f"logfile = {folder / 'pgbouncer.log'}\npidfile = {folder / 'pgbouncer.pid'}\n"
     )
-    command = [binary, str(config)]
     if USER is not None:
         shutil.chown(folder, USER)
-        command = ["runuser", "-u", USER, "--", *command]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # Started as that user directly (not through runuser), so the signal that stops it
+    # reaches PgBouncer itself.
+    process = subprocess.Popen(
+        [binary, str(config)], user=USER, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     url = f"postgresql://{target.get('user', 'postgres')}@127.0.0.1:{port}/{target['dbname']}"
     try:
         deadline = time.monotonic() + 15
