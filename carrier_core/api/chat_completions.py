@@ -336,18 +336,11 @@ class _Backoff:
         return True
 
 
-def _answering(runtime: Runtime, turn_id: uuid.UUID) -> TurnRecord:
-    """The turn whose replies answer this message: its own, or the later one that answered
-    it together with others (an agent that coalesces double texts)."""
-    turn = runtime.store.turn(turn_id)
-    return turn if turn.answered_by is None else runtime.store.turn(turn.answered_by)
-
-
 def _finished(runtime: Runtime, completion: _Completion) -> TurnRecord:
     """The answering turn once it is done or failed, or as it stands at the deadline."""
     backoff = _Backoff(completion.timeout_s)
     while True:
-        turn = _answering(runtime, completion.turn_id)
+        turn = runtime.store.answering(runtime.store.turn(completion.turn_id))
         if turn.status in _ENDED or not backoff.wait():
             return turn
 
@@ -386,7 +379,7 @@ def _chunks(runtime: Runtime, completion: _Completion, *, include_usage: bool) -
     backoff = _Backoff(completion.timeout_s)
     while True:
         # The status first: once it reads done, every reply is already stored.
-        turn = _answering(runtime, completion.turn_id)
+        turn = runtime.store.answering(runtime.store.turn(completion.turn_id))
         replies = runtime.store.turn_memories(turn.id, MemoryKind.MESSAGE)
         for reply in replies[sent:]:
             yield chunk({"content": ("\n\n" if sent else "") + reply.content.text})

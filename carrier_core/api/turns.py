@@ -57,7 +57,7 @@ class StepView(BaseModel):
 
 def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
     store = runtime.store
-    answering = turn if turn.answered_by is None else store.turn(turn.answered_by)
+    answering = store.answering(turn)
     turn_id = answering.id
     calls = store.model_calls(turn_id)
     return TurnView(

@@ -3,6 +3,8 @@
 from carrier_core.store.database import DatabaseError, DatabaseUnavailable, RoundTrips
 from carrier_core.store.store import (
     EMBEDDING_DIMENSIONS,
+    UNFINISHED,
+    UNFINISHED_SQL,
     AgentConflict,
     AgentRecord,
     EmbeddingSizeError,
@@ -21,6 +23,8 @@ from carrier_core.store.store import (
 
 __all__ = [
     "EMBEDDING_DIMENSIONS",
+    "UNFINISHED",
+    "UNFINISHED_SQL",
     "AgentConflict",
     "AgentRecord",
     "DatabaseError",

@@ -38,6 +38,11 @@ from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, Room
 
 EMBEDDING_DIMENSIONS = 384
 
+#: Turn statuses of a turn its room still owes an answer (see `carrier_core.turn.schedule`).
+UNFINISHED = ("queued", "running", "retrying")
+#: The same as SQL, written out so the planner can use the index on unfinished turns.
+UNFINISHED_SQL = "('queued', 'running', 'retrying')"
+
 
 class NotFound(LookupError):
     """A row the caller named by id does not exist."""
@@ -928,6 +933,11 @@ class Store:
             raise NotFound(f"no turn with id {turn_id}")
         return TurnRecord(**row)
 
+    def answering(self, turn: TurnRecord) -> TurnRecord:
+        """The turn whose replies answer `turn`'s message: itself, or for a coalesced turn
+        the later one that answered it together with others."""
+        return turn if turn.answered_by is None else self.turn(turn.answered_by)
+
     def coalesced_into(self, turn_id: uuid.UUID) -> list[uuid.UUID]:
         """The turns this one answered together with its own (coalesced double texts)."""
         with self.connection() as conn:
@@ -946,7 +956,7 @@ class Store:
         with self.connection() as conn:
             conn.execute(
                 "UPDATE turns SET status = %s, error = %s, updated_at = now()"
-                " WHERE id = %s AND status IN ('queued', 'running', 'retrying')",
+                f" WHERE id = %s AND status IN {UNFINISHED_SQL}",
                 (status, error, turn_id),
             )
 
@@ -975,7 +985,7 @@ class Store:
                 " AND embedding IS NULL AND %s::vector IS NOT NULL),"
                 " t AS (UPDATE turns SET status = %s, decision = %s, state = %s,"
                 " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s"
-                " AND status IN ('queued', 'running', 'retrying')), " + _INSERT_STEP,
+                f" AND status IN {UNFINISHED_SQL}), " + _INSERT_STEP,
                 (
                     embedding,
                     message.id,

@@ -32,8 +32,8 @@ from pydantic import (
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
-from carrier_core.store import NotFound, StepRecord, StepUsage
-from carrier_core.turn.schedule import UNFINISHED, Runner, claim_room
+from carrier_core.store import UNFINISHED, NotFound, StepRecord, StepUsage
+from carrier_core.turn.schedule import Runner, claim_room
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
 

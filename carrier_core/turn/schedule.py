@@ -31,11 +31,7 @@ from typing import Any
 import psycopg
 
 from carrier_core.runtime import Runtime
-
-#: Turn statuses of a turn its room still owes an answer.
-UNFINISHED = ("queued", "running", "retrying")
-#: The same as SQL, written out so the planner can use the index on unfinished turns.
-_UNFINISHED_SQL = "('queued', 'running', 'retrying')"
+from carrier_core.store import UNFINISHED_SQL
 
 
 @dataclass(frozen=True)
@@ -169,7 +165,7 @@ def stalled_rooms(
             " WHERE runner_until < now() OR (%s AND runner_until IS NOT NULL)"
             " UNION SELECT r.id, r.runner_generation, r.runner_until FROM turns t"
             " JOIN rooms r ON r.id = t.room_id"
-            f" WHERE t.status IN {_UNFINISHED_SQL} AND r.runner_until IS NULL"
+            f" WHERE t.status IN {UNFINISHED_SQL} AND r.runner_until IS NULL"
             " LIMIT %s",
             (every_lease, limit),
         ).fetchall()
