@@ -6,6 +6,13 @@ updates it), and the function answers with a PUT to the request's presigned URL.
 other functions depend on the resource, so they are updated only once the schema is; at
 their cold start they merely check it (`carrier_core.store.migrate.check_schema`).
 Deleting the stack leaves the database as it is.
+
+The migrations run as the tables' owner, the only login the migrate function may read. The
+other functions connect with the app's secret (made by the stack), a login of the group
+role `carrier_app` (migration 0006) that may read and write Carrier's rows and nothing else.
+After migrating, `provide_app_login` gives that login the secret's password, and copies into
+the secret where the database is (host, port, dbname) when only the owner's secret says so:
+the functions then need the app's secret alone.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from carrier_core.store.roles import ensure_app_login
+
 log = logging.getLogger(__name__)
+
+#: What the app's secret borrows from the owner's when it lacks them: where the database is.
+LOCATION_KEYS = ("host", "port", "dbname")
 
 #: The resource's physical id: one schema per database, whatever the stack.
 PHYSICAL_ID = "carrier-schema"
@@ -53,3 +65,43 @@ def respond(url: str, response: dict[str, Any], timeout_s: float = 30.0) -> None
     )
     with urllib.request.urlopen(request, timeout=timeout_s) as sent:
         sent.read()
+
+
+def provide_app_login(
+    owner_url: str, app_secret_arn: str, owner_secret_arn: str | None, client: Any = None
+) -> str:
+    """Make the app secret's login exist with the secret's password (as the owner, at
+    `owner_url`), then fill the secret's missing host, port and dbname from the owner's
+    secret, if any. Returns the login's name. Safe to run on every deploy: the password is
+    set again to the same one, and the secret is written only when something was missing.
+    """
+    if client is None:
+        import boto3
+
+        client = boto3.client("secretsmanager")
+    app = _secret(client, app_secret_arn, "the app's database secret")
+    ensure_app_login(owner_url, app["username"], app["password"])
+    if owner_secret_arn:
+        owner = _secret(client, owner_secret_arn, "the owner's database secret")
+        missing = {k: owner[k] for k in LOCATION_KEYS if owner.get(k) and not app.get(k)}
+        if missing:
+            client.put_secret_value(
+                SecretId=app_secret_arn, SecretString=json.dumps({**app, **missing})
+            )
+            log.info("app secret given %s from the owner's", ", ".join(sorted(missing)))
+    return str(app["username"])
+
+
+def _secret(client: Any, arn: str, what: str) -> dict[str, Any]:
+    """A database secret's JSON; its values never appear in an error."""
+    try:
+        value = json.loads(client.get_secret_value(SecretId=arn)["SecretString"])
+    except (KeyError, ValueError):
+        value = None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("username"), str)
+        or not isinstance(value.get("password"), str)
+    ):
+        raise ValueError(f"{what} must be JSON with a username and a password")
+    return value

@@ -95,6 +95,7 @@ def next_state(
         **state,
         "turn_id": str(turn.turn_id),
         "agent_id": str(turn.agent_id),
+        "message_id": str(turn.message_id),
         "step": 1,
         "max_steps": runtime.settings.max_steps,
         "give_up": turn.give_up,

@@ -1,4 +1,5 @@
-"""Webhook deliveries on SQS: one message `{"delivery_id"}` per delivery.
+"""Webhook deliveries on SQS: one message `{"delivery_id"}` per delivery (with the turn's
+`turn_id` and `message_id`, for the logs, when the finish step queued it).
 
 The queue does the waiting between attempts. When an attempt fails and another is
 due later, the message's visibility timeout is set to the backoff and the record is
@@ -18,10 +19,11 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from carrier_core.runtime import Runtime
+from carrier_core.store import TurnEnd
 from carrier_core.turn import finish_turn
 from carrier_core.webhooks import Outcome, deliver, plan_deliveries, stale_deliveries
 
@@ -59,14 +61,23 @@ def is_scheduled(event: Any) -> bool:
     )
 
 
-def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]) -> None:
-    """Queue each delivery (ten to a request); raises if SQS refuses any of them."""
+def queue_deliveries(
+    sqs: Any,
+    queue_url: str,
+    delivery_ids: Sequence[uuid.UUID],
+    ids: Mapping[str, str] | None = None,
+) -> None:
+    """Queue each delivery (ten to a request); raises if SQS refuses any of them. `ids`,
+    the turn's correlation ids, ride along for the delivering function's log lines."""
     for start in range(0, len(delivery_ids), 10):
         chunk = delivery_ids[start : start + 10]
         sent = sqs.send_message_batch(
             QueueUrl=queue_url,
             Entries=[
-                {"Id": str(n), "MessageBody": json.dumps({"delivery_id": str(delivery_id)})}
+                {
+                    "Id": str(n),
+                    "MessageBody": json.dumps({"delivery_id": str(delivery_id), **(ids or {})}),
+                }
                 for n, delivery_id in enumerate(chunk)
             ],
         )
@@ -77,14 +88,15 @@ def queue_deliveries(sqs: Any, queue_url: str, delivery_ids: Sequence[uuid.UUID]
 
 def finish_turn_and_plan_deliveries(
     runtime: Runtime, turn_id: uuid.UUID, error: str | None
-) -> list[uuid.UUID]:
+) -> tuple[TurnEnd | None, list[uuid.UUID]]:
     """Finish the turn and plan its replies' webhook deliveries in one transaction, so no
     delivery is ever left unplanned: the sweep can find a planned delivery whose message
     was lost, never one that was not planned. None are planned where `WEBHOOK_QUEUE_URL`
-    is unset. Failed or not, the replies a turn stored were said, so they are sent."""
+    is unset. Failed or not, the replies a turn stored were said, so they are sent.
+    Returns the turn's end (None if it had ended already) and the deliveries planned."""
     with runtime.store.atomic():
-        finish_turn(runtime, turn_id, error=error)
-        return plan_deliveries(runtime, turn_id) if webhook_queue_url() else []
+        end = finish_turn(runtime, turn_id, error=error)
+        return end, plan_deliveries(runtime, turn_id) if webhook_queue_url() else []
 
 
 def webhook_queue_url() -> str | None:

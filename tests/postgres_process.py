@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,20 +49,43 @@ def steady_port() -> int:
     raise AssertionError("no free port below the ephemeral range")
 
 
+def postgres_with_tls() -> Path | None:
+    """The binaries of a PostgreSQL built with OpenSSL, or None. pgserver's are built
+    without it; Debian's `postgresql` package has one (without pgvector)."""
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda folder: [int(n) for n in folder.parent.name.split(".") if n.isdigit()],
+    )
+    for folder in [_pgserver_bin(), *reversed(debian)]:
+        try:
+            configure = subprocess.run(
+                [folder / "pg_config", "--configure"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if "--with-openssl" in configure or "--with-ssl=openssl" in configure:
+            return folder
+    return None
+
+
 #: Postgres refuses to run as root; as root, the servers run as pgserver's own user.
 SYSTEM_USER = "pgserver" if os.geteuid() == 0 else None
 
 
 class PostgresProcess:
     """A new database folder: `start()`, `kill()` (SIGKILL to the postmaster), `start()`
-    again (crash recovery), `stop()`."""
+    again (crash recovery), `stop()`. `binaries`: another PostgreSQL's (default: pgserver's)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, binaries: Path | None = None):
         self.data = root / "pgdata"
         self.log = root / "postgres.log"
         self.port = steady_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._bin = _pgserver_bin()
+        self._bin = binaries or _pgserver_bin()
         self._server: subprocess.Popen[bytes] | None = None
         self._initdb()
 
@@ -93,6 +117,19 @@ class PostgresProcess:
         hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
+
+    def serve_tls(self, certificate: bytes, key: bytes) -> None:
+        """Before `start()`: accept TLS, with this certificate (chain) and key, PEM. They go
+        in the data folder as server.crt and server.key (Postgres's defaults), owned by the
+        server's user with mode 0600: Postgres refuses a key others may read."""
+        for name, content in (("server.crt", certificate), ("server.key", key)):
+            path = self.data / name
+            path.write_bytes(content)
+            path.chmod(0o600)
+            if SYSTEM_USER is not None:
+                shutil.chown(path, user=SYSTEM_USER)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("ssl = on\n")
 
     @property
     def pid(self) -> int:

@@ -3,24 +3,44 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import boto3
 import psycopg
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from moto import mock_aws
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from carrier_aws.runtime import ConfigurationError, close_runtime, database_url, runtime
+from carrier_aws.runtime import (
+    CA_FILES,
+    ConfigurationError,
+    close_runtime,
+    database_url,
+    runtime,
+)
 from carrier_core import load_character, run_turn
 from tests.conftest import CHARACTERS
-from tests.postgres_process import running_postgres
+from tests.postgres_process import PostgresProcess, postgres_with_tls, running_postgres
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("DATABASE_URL", "CARRIER_DB_SECRET_ARN", "CARRIER_DB_HOST", "CARRIER_DB_NAME"):
+    for name in (
+        "DATABASE_URL",
+        "CARRIER_DB_SECRET_ARN",
+        "CARRIER_DB_HOST",
+        "CARRIER_DB_NAME",
+        "CARRIER_DB_SSLMODE",
+        "CARRIER_DB_SSLROOTCERT",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -50,7 +70,7 @@ def test_the_rds_secret_gives_the_url_and_the_proxy_endpoint_overrides_its_host(
     monkeypatch.setenv("CARRIER_DB_SECRET_ARN", arn)
     url = database_url()
     assert "host=db.internal" in url and "user=carrier" in url and "dbname=carrier" in url
-    assert "password='p@ss word'" in url and "sslmode=require" in url
+    assert "password='p@ss word'" in url and "sslmode=verify-full" in url
     monkeypatch.setenv("CARRIER_DB_HOST", "proxy.example")
     monkeypatch.setenv("CARRIER_DB_NAME", "agents")
     url = database_url()
@@ -120,3 +140,182 @@ def test_a_warm_runtime_follows_a_rotated_database_password(
             assert runtime() is warm
         finally:
             close_runtime()
+
+
+def test_the_url_from_the_secret_verifies_the_server_against_the_bundled_cas(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify-full against the RDS CAs and Amazon's roots (RDS Proxy) by default, in one file
+    (libpq reads one); CARRIER_DB_SSLMODE and CARRIER_DB_SSLROOTCERT override them."""
+    monkeypatch.setenv(
+        "CARRIER_DB_SECRET_ARN", _secret({"username": "u", "password": "p", "host": "db"})
+    )
+    package = resources.files("carrier_aws")
+    bundled = b"".join((package / name).read_bytes() for name in CA_FILES)
+    params = conninfo_to_dict(database_url())
+    assert params["sslmode"] == "verify-full"
+    assert Path(str(params["sslrootcert"])).read_bytes() == bundled
+    Path(str(params["sslrootcert"])).unlink()  # the temporary folder was cleaned up
+    again = conninfo_to_dict(database_url())["sslrootcert"]
+    assert Path(str(again)).read_bytes() == bundled
+
+    monkeypatch.setenv("CARRIER_DB_SSLROOTCERT", "/etc/our-ca.pem")
+    params = conninfo_to_dict(database_url())
+    assert (params["sslmode"], params["sslrootcert"]) == ("verify-full", "/etc/our-ca.pem")
+    monkeypatch.delenv("CARRIER_DB_SSLROOTCERT")
+    # Under `require`, libpq would verify the chain all the same if given a CA file.
+    monkeypatch.setenv("CARRIER_DB_SSLMODE", "require")
+    params = conninfo_to_dict(database_url())
+    assert params["sslmode"] == "require" and "sslrootcert" not in params
+
+
+def _certificates(name: str) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates((resources.files("carrier_aws") / name).read_bytes())
+
+
+def test_the_bundled_cas_are_amazon_s() -> None:
+    """What a refreshed bundle must still hold: AWS's RDS CAs (among them the G1 roots, valid
+    for decades, of the Regions), and Amazon Trust Services' four roots (RDS Proxy)."""
+
+    def common_name(certificate: x509.Certificate) -> str:
+        return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+    rds = _certificates("rds-ca-bundle.pem")
+    assert len(rds) > 100
+    for certificate in rds:
+        assert common_name(certificate).startswith("Amazon RDS ")
+        issuer = certificate.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        assert str(issuer).startswith("Amazon RDS ")
+    roots = {
+        common_name(c): c.not_valid_after_utc
+        for c in rds
+        if common_name(c).endswith(" Root CA RSA2048 G1") and c.subject == c.issuer
+    }
+    for region in ("us-east-1", "eu-west-1", "ap-southeast-2", "il-central-1"):
+        assert roots[f"Amazon RDS {region} Root CA RSA2048 G1"].year > 2060
+    amazon = _certificates("amazon-root-ca.pem")
+    assert [common_name(c) for c in amazon] == [f"Amazon Root CA {n}" for n in range(1, 5)]
+    assert all(c.subject == c.issuer for c in amazon)
+
+
+def _throwaway_tls(folder: Path) -> tuple[Path, bytes, bytes]:
+    """A CA of the test's own (its certificate's file) and, signed by it, a server
+    certificate for `localhost` and its key (PEM)."""
+    now = datetime.now(UTC)
+
+    def named(name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+
+    def certificate(
+        subject: str, key: ec.EllipticCurvePrivateKey, ca: bool
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(named(subject))
+            .issuer_name(named("Carrier test CA"))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        certificate("Carrier test CA", ca_key, ca=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        certificate("localhost", server_key, ca=False)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = folder / "test-ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    key = server_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return ca_file, server.public_bytes(serialization.Encoding.PEM), key
+
+
+@pytest.fixture(scope="module")
+def tls_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """One Postgres serving TLS for the module: its port, and the throwaway CA that signed
+    its certificate (for `localhost` only)."""
+    binaries = postgres_with_tls()
+    if binaries is None:
+        # CI installs one (.ci/run): there, a missing one fails rather than skips.
+        if os.environ.get("CI") == "true":
+            pytest.fail("no PostgreSQL built with OpenSSL (.ci/run installs Debian's postgresql)")
+        pytest.skip("no PostgreSQL built with OpenSSL here (apt-get install postgresql)")
+    root = tmp_path_factory.mktemp("tls-postgres")
+    ca_file, certificate, key = _throwaway_tls(root)
+    postgres = PostgresProcess(root, binaries)
+    postgres.serve_tls(certificate, key)
+    postgres.start()
+    try:
+        yield postgres.port, ca_file
+    finally:
+        postgres.stop()
+
+
+def _connect_with_the_secret(host: str, port: int, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Connect with the URL made from an RDS-shaped secret; whether the session is TLS."""
+    login = {"username": "postgres", "password": "unused", "host": host, "port": port}
+    monkeypatch.setenv("CARRIER_DB_SECRET_ARN", _secret({**login, "dbname": "postgres"}))
+    with psycopg.connect(database_url(), connect_timeout=5) as conn:
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def test_verify_full_connects_to_a_server_whose_certificate_names_the_host(
+    aws: None, tls_postgres: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, ca_file = tls_postgres
+    monkeypatch.setenv("CARRIER_DB_SSLROOTCERT", str(ca_file))
+    assert _connect_with_the_secret("localhost", port, monkeypatch) is True
+
+
+def test_verify_full_refuses_a_certificate_no_bundled_ca_signed(
+    aws: None, tls_postgres: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default only Amazon's CAs are trusted: the throwaway CA's certificate is refused."""
+    port, _ = tls_postgres
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        _connect_with_the_secret("localhost", port, monkeypatch)
+
+
+def test_verify_full_refuses_a_certificate_for_another_host(
+    aws: None, tls_postgres: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trusted CA is not enough: the certificate must name the host connected to."""
+    port, ca_file = tls_postgres
+    monkeypatch.setenv("CARRIER_DB_SSLROOTCERT", str(ca_file))
+    with pytest.raises(psycopg.OperationalError, match=r'does not match host name "127\.0\.0\.1"'):
+        _connect_with_the_secret("127.0.0.1", port, monkeypatch)

@@ -386,6 +386,8 @@ def test_the_poller_keeps_only_the_records_a_batch_reports_failed(
 
 #: The turn id the example events carry; replaced by the id of the turn they drive here.
 EVENT_TURN_ID = "0b6d2d4e-5c8f-4a51-9f0e-6c3a2b1d7e90"
+#: The message id the example events carry beside it (only logged: the correlation id).
+EVENT_MESSAGE_ID = "5a1f3c2e-8d4b-4f6a-9e7c-2b0d1a3c5e71"
 #: The API key the example API events carry; replaced by a real key of the local tenant.
 EVENT_KEY = "carrier_EXAMPLE_KEY_replace_with_yours"
 #: The example events, in the order a turn meets them, and the function each is for.
@@ -442,14 +444,14 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert count(store, "SELECT count(*) FROM turns") == 1
         # Nothing left in the room: its runner has nothing next, and the sweep nothing to do.
         assert call("turn_next.json")["turn_id"] is None
-        assert call("turn_sweep_schedule.json") == {}
+        assert call("turn_sweep_schedule.json") == {"oldest_unfinished_s": 0}
 
         # Each step again, as a retried invocation would: the stored results come back.
         decided = call("llm_step_decide.json")
         assert decided == {
             "respond": True,
             "step": 1,
-            "actions": [{"turn_id": turn_id, "index": 0}],
+            "actions": [{"turn_id": turn_id, "message_id": EVENT_MESSAGE_ID, "index": 0}],
         }
         assert call("action_exec.json") == {
             "action": "REPLY",

@@ -31,7 +31,10 @@ def migrations() -> list[tuple[int, str, str]]:
 def migrate(url: str) -> list[int]:
     """Apply what is missing; returns the versions applied by this call."""
     try:
-        conn = psycopg.connect(url, autocommit=False)
+        # Never prepared: each migration runs the same bookkeeping queries, and psycopg would
+        # prepare them from the fifth on, which a transaction-mode pooler (PgBouncer, RDS
+        # Proxy) hands to another server connection ("prepared statement already exists").
+        conn = psycopg.connect(url, autocommit=False, prepare_threshold=None)
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
     applied: list[int] = []

@@ -195,6 +195,20 @@ class ModelCall:
 
 
 @dataclass(frozen=True)
+class TurnEnd:
+    """A turn that has just ended, as its metrics report it."""
+
+    message_id: uuid.UUID
+    status: str
+    #: From the message's arrival (the turn was stored with it) to the turn's end.
+    seconds: float
+    model_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
 class UsageRow:
     """Totals of one agent on one day (UTC)."""
 
@@ -959,6 +973,33 @@ class Store:
                 f" WHERE id = %s AND status IN {UNFINISHED_SQL}",
                 (status, error, turn_id),
             )
+
+    def end_turn(self, turn_id: uuid.UUID, *, error: str | None = None) -> TurnEnd | None:
+        """End a turn, done or failed with its reason, and sum up its model calls in the
+        same statement; None if it had ended already (see `update_turn`)."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "UPDATE turns t SET status = %s, error = %s, updated_at = now()"
+                " FROM (SELECT count(*) AS calls, coalesce(sum(input_tokens), 0) AS input_tokens,"
+                " coalesce(sum(output_tokens), 0) AS output_tokens,"
+                " coalesce(sum(cost_usd), 0) AS cost_usd FROM model_calls WHERE turn_id = %s) c"
+                f" WHERE t.id = %s AND t.status IN {UNFINISHED_SQL}"
+                " RETURNING t.message_id, t.status,"
+                " extract(epoch FROM now() - t.created_at)::float8 AS seconds, c.calls,"
+                " c.input_tokens, c.output_tokens, c.cost_usd",
+                ("failed" if error else "done", error, turn_id, turn_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return TurnEnd(
+            message_id=row["message_id"],
+            status=row["status"],
+            seconds=float(row["seconds"]),
+            model_calls=int(row["calls"]),
+            input_tokens=int(row["input_tokens"]),
+            output_tokens=int(row["output_tokens"]),
+            cost_usd=float(row["cost_usd"]),
+        )
 
     def record_step(self, turn_id: uuid.UUID, record: StepRecord) -> None:
         """Add a step to the turn's history; a keyed step is recorded once, the first time."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage
+from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage, TurnEnd
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.embed import embed_pending
@@ -45,9 +45,9 @@ class TurnResult:
         return [m.content.text for m in self.replies]
 
 
-def finish_turn(runtime: Runtime, turn_id: uuid.UUID, error: str | None = None) -> None:
-    """Mark a turn done, or failed with its reason."""
-    runtime.store.update_turn(turn_id, status="failed" if error else "done", error=error)
+def finish_turn(runtime: Runtime, turn_id: uuid.UUID, error: str | None = None) -> TurnEnd | None:
+    """Mark a turn done, or failed with its reason; None if it had ended already."""
+    return runtime.store.end_turn(turn_id, error=error)
 
 
 def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False) -> TurnResult:

@@ -54,6 +54,7 @@ class NextTurn:
 
     turn_id: uuid.UUID
     agent_id: uuid.UUID
+    message_id: uuid.UUID
     #: Runners that took it up, this one included (more than 1: a runner stopped in it).
     attempt: int
     #: Set when the turn has used up its attempts: record it failed with this reason.
@@ -94,7 +95,8 @@ def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
     """
     with runtime.store.connection() as conn:
         row = conn.execute(
-            "SELECT turn_id, agent_id, attempt, error FROM carrier_next_turn(%s, %s, %s)",
+            "SELECT turn_id, agent_id, message_id, attempt, error"
+            " FROM carrier_next_turn(%s, %s, %s)",
             (runner.room_id, runner.generation, _lease(runtime)),
         ).fetchone()
     if row is None:
@@ -108,6 +110,7 @@ def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
     return NextTurn(
         turn_id=row["turn_id"],
         agent_id=row["agent_id"],
+        message_id=row["message_id"],
         attempt=attempt,
         give_up=give_up,
     )
@@ -170,6 +173,17 @@ def stalled_rooms(
             (every_lease, limit),
         ).fetchall()
     return [Stalled(r["id"], int(r["runner_generation"]), r["runner_until"]) for r in rows]
+
+
+def oldest_unfinished_s(runtime: Runtime) -> float:
+    """Seconds since the oldest unfinished turn's message arrived, 0 when none is left:
+    how far behind the runners are (the sweep reports it; an alarm watches it)."""
+    with runtime.store.connection() as conn:
+        row = conn.execute(
+            "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age"
+            f" FROM turns WHERE status IN {UNFINISHED_SQL}"
+        ).fetchone()
+    return float(row["age"]) if row else 0.0
 
 
 def extend_lease(runtime: Runtime, runner: Runner) -> None:

@@ -2,23 +2,20 @@
 
 import uuid
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
 from carrier_core.frames import acted_frames
 from carrier_core.turn import act
 
-logger = Logger()
-metrics = Metrics()
 
-
-@logger.inject_lambda_context
-@metrics.log_metrics
+@function_handler
 def handler(event: dict, context: object) -> dict:
     turn_id = uuid.UUID(event["turn_id"])
-    acted = act(runtime(), turn_id, int(event["index"]))
-    push_turn(runtime(), turn_id, lambda: acted_frames(runtime(), turn_id, acted))
-    metrics.add_metric(name="Actions", unit=MetricUnit.Count, value=1)
-    return {"action": acted.action, "continue_turn": acted.continue_turn, "error": acted.error}
+    with correlated(turn_id, event.get("message_id")) as ids:
+        acted = act(runtime(), turn_id, int(event["index"]))
+        push_turn(runtime(), turn_id, lambda: acted_frames(runtime(), turn_id, acted))
+        send_metrics({"Actions": (MetricUnit.Count, 1)}, ids)
+        return {"action": acted.action, "continue_turn": acted.continue_turn, "error": acted.error}

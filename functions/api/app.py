@@ -2,19 +2,19 @@
 the room's runner if the room is idle, and answers 202."""
 
 import boto3
-from aws_lambda_powertools import Logger
 from mangum import Mangum
 
+from carrier_aws.observability import accepted, function_handler
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api import create_app
 from carrier_core.turn import Ingested
 
-logger = Logger()
 sfn = boto3.client("stepfunctions")
 
 
 def submit(ingested: Ingested) -> None:
+    accepted(ingested)
     start_claimed(sfn, state_machine_arn(), ingested.runner)
 
 
@@ -22,6 +22,6 @@ app = create_app(runtime, submit)
 _mangum = Mangum(app, lifespan="off")
 
 
-@logger.inject_lambda_context
+@function_handler
 def handler(event: dict, context: object) -> dict:
     return _mangum(event, context)

@@ -2,7 +2,6 @@
 
 import uuid
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -11,21 +10,22 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.runtime import runtime
 from carrier_core.turn import embed_pending
 
-logger = Logger()
-metrics = Metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> None:
-    embedded = embed_pending(runtime(), uuid.UUID(record.json_body["agent_id"]))
-    metrics.add_metric(name="MemoriesEmbedded", unit=MetricUnit.Count, value=embedded)
+    # {"agent_id", "turn_id", "message_id"}: the turn whose end asked for it.
+    body = record.json_body
+    with correlated(body.get("turn_id"), body.get("message_id")) as ids:
+        embedded = embed_pending(runtime(), uuid.UUID(body["agent_id"]))
+        send_metrics({"MemoriesEmbedded": (MetricUnit.Count, embedded)}, ids)
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+@function_handler
 def handler(event: dict, context: object) -> dict:
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -1,24 +1,32 @@
 """Migrate function: the stack's DatabaseMigrations custom resource (once per deploy).
 
-Applies what is missing of `carrier_core/store/migrations`, then answers CloudFormation.
-The other functions only check the schema's version at cold start.
+Applies what is missing of `carrier_core/store/migrations` as the tables' owner (the secret in
+CARRIER_DB_OWNER_SECRET_ARN, which no other function may read), gives the app's login (the
+secret in CARRIER_DB_SECRET_ARN, which every function reads) its password and membership of
+`carrier_app`, then answers CloudFormation. The other functions only check the schema's
+version at cold start. With DATABASE_URL set (a database of your own, `sam local`), only the
+migrations run: the secrets are not used.
 """
 
-from aws_lambda_powertools import Logger
+import os
 
-from carrier_aws.migrations import answer, respond
-from carrier_aws.runtime import database_url
+from carrier_aws.migrations import answer, provide_app_login, respond
+from carrier_aws.observability import function_handler, logger
+from carrier_aws.runtime import OWNER_SECRET_VARIABLE, SECRET_VARIABLE, database_url
 from carrier_core.store.migrate import latest_version, migrate
-
-logger = Logger()
 
 
 def apply() -> int:
-    migrate(database_url())
+    owner_url = database_url(secret_variable=OWNER_SECRET_VARIABLE)
+    migrate(owner_url)
+    app_secret = os.environ.get(SECRET_VARIABLE)
+    if app_secret and not os.environ.get("DATABASE_URL"):
+        login = provide_app_login(owner_url, app_secret, os.environ.get(OWNER_SECRET_VARIABLE))
+        logger.info("app login ready", extra={"login": login})
     return latest_version()
 
 
-@logger.inject_lambda_context
+@function_handler
 def handler(event: dict, context: object) -> dict:
     response = answer(event, apply)
     logger.info("custom resource answered", extra={"status": response["Status"]})

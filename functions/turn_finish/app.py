@@ -2,17 +2,20 @@
 give the room's runner its next turn.
 
 The state machine is a room's runner: it starts here with `{"op": "next"}` and comes back
-after every turn with `{"op": "finish", "turn_id", "error"?}`; both answer the state of the
-next turn, whose `turn_id` is null when the runner is done.
+after every turn with `{"op": "finish", "turn_id", "message_id", "error"?}`; both answer
+the state of the next turn, whose `turn_id` is null when the runner is done. The turn's
+metrics (outcome, latency from the message's arrival, model calls, tokens, cost) are sent
+here, once, when it ends.
 """
 
 import os
 import uuid
+from collections.abc import Mapping
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from carrier_aws.observability import correlated, function_handler, logger, send_metrics
 from carrier_aws.push import push_turn
 from carrier_aws.runners import (
     TURN_LIMIT,
@@ -28,47 +31,64 @@ from carrier_aws.webhooks import (
     webhook_queue_url,
 )
 from carrier_core.frames import finished_frames
+from carrier_core.store import TurnEnd
 from carrier_core.turn import Runner
 
-logger = Logger()
-metrics = Metrics()
 sqs = boto3.client("sqs")
 sfn = boto3.client("stepfunctions")
 
 
-def finish(turn_id: uuid.UUID, failure: dict | None) -> None:
+def finish(turn_id: uuid.UUID, ids: Mapping[str, str], failure: dict | None) -> None:
     error = None
     if failure:
-        logger.error("turn failed", extra={"turn_id": str(turn_id), "failure": failure})
+        logger.error("turn failed", extra={"failure": failure})
         error = failure_reason(failure)
-    delivery_ids = finish_turn_and_plan_deliveries(runtime(), turn_id, error)
+    end, delivery_ids = finish_turn_and_plan_deliveries(runtime(), turn_id, error)
     push_turn(runtime(), turn_id, lambda: finished_frames(runtime(), turn_id))
+    values: dict[str, tuple[MetricUnit, float]] = {}
     queue_url = webhook_queue_url()
     if delivery_ids and queue_url:
         try:
-            queue_deliveries(sqs, queue_url, delivery_ids)
+            queue_deliveries(sqs, queue_url, delivery_ids, ids)
         except Exception:  # raising would fail the turn; the sweep queues what was planned
-            logger.exception("webhook deliveries not queued", extra={"turn_id": str(turn_id)})
-            metrics.add_metric(name="WebhooksNotQueued", unit=MetricUnit.Count, value=1)
+            logger.exception("webhook deliveries not queued")
+            values["WebhooksNotQueued"] = (MetricUnit.Count, 1)
         else:
-            metrics.add_metric(
-                name="WebhooksQueued", unit=MetricUnit.Count, value=len(delivery_ids)
-            )
-    metrics.add_metric(name="TurnsFailed" if error else "TurnsDone", unit=MetricUnit.Count, value=1)
+            values["WebhooksQueued"] = (MetricUnit.Count, len(delivery_ids))
+    if end is not None:
+        values.update(ended(end))
+    send_metrics(values, ids)
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+def ended(end: TurnEnd) -> dict[str, tuple[MetricUnit, float]]:
+    """The metrics of a turn that has just ended (the dashboard's turns, latency and cost)."""
+    return {
+        "TurnsFailed" if end.status == "failed" else "TurnsDone": (MetricUnit.Count, 1),
+        "TurnLatency": (MetricUnit.Milliseconds, round(end.seconds * 1000)),
+        "ModelCalls": (MetricUnit.Count, end.model_calls),
+        "InputTokens": (MetricUnit.Count, end.input_tokens),
+        "OutputTokens": (MetricUnit.Count, end.output_tokens),
+        "ModelCostUSD": (MetricUnit.NoUnit, end.cost_usd),
+    }
+
+
+@function_handler
 def handler(event: dict, context: object) -> dict:
     runner = Runner(uuid.UUID(event["room_id"]), int(event["generation"]))
     turns = int(event.get("turns", 0))
     if event.get("op") == "finish":
-        finish(uuid.UUID(event["turn_id"]), event.get("error"))
+        turn_id = uuid.UUID(event["turn_id"])
+        with correlated(turn_id, event.get("message_id")) as ids:
+            finish(turn_id, ids, event.get("error"))
         turns += 1
-    return next_state(
+    state = next_state(
         runtime(),
         runner,
         turns,
         lambda successor: start_runner(sfn, state_machine_arn(), successor),
         limit=int(os.environ.get("CARRIER_RUNNER_TURN_LIMIT", TURN_LIMIT)),
     )
+    if state["turn_id"]:
+        with correlated(state["turn_id"], state["message_id"]):
+            logger.info("turn taken up", extra={"runner": runner.name})
+    return state

@@ -3,10 +3,10 @@ reported failed with its message delayed to then, and one it has no time left fo
 handed back at once (see carrier_aws.webhooks). On its schedule (an EventBridge
 "Scheduled Event") it sweeps instead: deliveries whose message was lost are queued again."""
 
+import json
 import os
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.runtime import runtime
 from carrier_aws.webhooks import (
     NoTimeLeft,
@@ -25,8 +26,6 @@ from carrier_aws.webhooks import (
     sweep_deliveries,
 )
 
-logger = Logger()
-metrics = Metrics()
 # A batch whose every record waits for a retry is not an error of the function.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 sqs = boto3.client("sqs")
@@ -35,31 +34,43 @@ METRICS = {"delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    with correlated(*turn_of(record.body)) as ids:
+        try:
+            outcome = deliver_message(
+                runtime(),
+                sqs,
+                os.environ["WEBHOOK_QUEUE_URL"],
+                record.receipt_handle,
+                record.body,
+                remaining_ms=lambda_context.get_remaining_time_in_millis(),
+            )
+        except RetryLater:
+            send_metrics({"WebhookRetries": (MetricUnit.Count, 1)}, ids)
+            raise
+        except NoTimeLeft:
+            send_metrics({"WebhooksHandedBack": (MetricUnit.Count, 1)}, ids)
+            raise
+        if outcome is not None and outcome.status in METRICS:
+            send_metrics({METRICS[outcome.status]: (MetricUnit.Count, 1)}, ids)
+
+
+def turn_of(body: str) -> tuple[str | None, str | None]:
+    """The turn and message ids a delivery's message carries (none if it is not JSON:
+    `deliver_message` says what is wrong with it)."""
     try:
-        outcome = deliver_message(
-            runtime(),
-            sqs,
-            os.environ["WEBHOOK_QUEUE_URL"],
-            record.receipt_handle,
-            record.body,
-            remaining_ms=lambda_context.get_remaining_time_in_millis(),
-        )
-    except RetryLater:
-        metrics.add_metric(name="WebhookRetries", unit=MetricUnit.Count, value=1)
-        raise
-    except NoTimeLeft:
-        metrics.add_metric(name="WebhooksHandedBack", unit=MetricUnit.Count, value=1)
-        raise
-    if outcome is not None and outcome.status in METRICS:
-        metrics.add_metric(name=METRICS[outcome.status], unit=MetricUnit.Count, value=1)
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    return data.get("turn_id"), data.get("message_id")
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
+@function_handler
 def handler(event: dict, context: LambdaContext) -> dict:
     if is_scheduled(event):
         queued = sweep_deliveries(runtime(), sqs, os.environ["WEBHOOK_QUEUE_URL"])
-        metrics.add_metric(name="WebhooksRequeued", unit=MetricUnit.Count, value=queued)
+        send_metrics({"WebhooksRequeued": (MetricUnit.Count, queued)})
         return {"queued": queued}
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context

@@ -10,8 +10,8 @@ connection, and the turn's own frames are pushed by the steps that run it.
 from functools import cache
 
 import boto3
-from aws_lambda_powertools import Logger
 
+from carrier_aws.observability import accepted, function_handler, logger
 from carrier_aws.push import connection_endpoint, pusher
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
@@ -21,7 +21,6 @@ from carrier_core.connections import remove_connection
 from carrier_core.frames import Frame
 from carrier_core.turn import Ingested
 
-logger = Logger()
 sfn = boto3.client("stepfunctions")
 
 
@@ -33,10 +32,11 @@ def authenticator() -> Authenticator:
 
 
 def submit(ingested: Ingested) -> None:
+    accepted(ingested)
     start_claimed(sfn, state_machine_arn(), ingested.runner)
 
 
-@logger.inject_lambda_context
+@function_handler
 def handler(event: dict, context: object) -> dict:
     request = event["requestContext"]
     route, connection_id = request["routeKey"], request["connectionId"]

@@ -6,6 +6,9 @@
 --   filter (pgvector 0.8), instead of returning fewer rows than asked.
 DO $$
 BEGIN
+    -- Only a superuser may set a parameter of a library not yet loaded in the session (as
+    -- on a deploy whose first migration is this one): using the vector type loads pgvector.
+    PERFORM '[1]'::vector;
     EXECUTE format('ALTER DATABASE %I SET hnsw.iterative_scan = relaxed_order',
                    current_database());
 EXCEPTION WHEN insufficient_privilege THEN
