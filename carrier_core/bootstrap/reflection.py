@@ -14,6 +14,7 @@ from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.model_output import UnparsableOutput, as_list, parse_structured
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.plugin import Evaluator
+from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import Relationship
 
@@ -57,15 +58,30 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
     people = {e.name: e.id for e in store.participants(ctx.room.id)}
     people[ctx.agent_name] = ctx.message.agent_id
     known = store.facts_about(ctx.message.agent_id, ctx.message.entity_id)
+    known_text = "\n".join(f"- {f.content.text}" for f in known) or "(none)"
+    template = ctx.character.templates.get(templates.REFLECT)
+    unknown: tuple[str, ...] = ()
+    if template:
+        rendered = templates.render(
+            template,
+            {
+                **templates.character_values(ctx.character),
+                "senderName": ctx.sender,
+                "recentMessages": conversation,
+                "knownFacts": known_text,
+                "entitiesInRoom": "\n".join(f"- {name} ({id_})" for name, id_ in people.items()),
+            },
+        )
+        templates.report_unknown(ctx.agent_name, templates.REFLECT, rendered.unknown)
+        prompt, unknown = rendered.text, rendered.unknown
+    else:
+        prompt = _PROMPT.format(conversation=conversation, known=known_text)
     generation = ctx.generate(
         ModelRequest(
             role=ModelRole.SMALL,
             task="reflect",
             system=f"You help {ctx.agent_name} remember people.",
-            prompt=_PROMPT.format(
-                conversation=conversation,
-                known="\n".join(f"- {f.content.text}" for f in known) or "(none)",
-            ),
+            prompt=prompt,
             hints={"conversation": conversation, "agent": ctx.agent_name},
         )
     )
@@ -81,6 +97,8 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
         raise
     claims = []
     for fact in facts:
+        if fact.get("already_known") is True or fact.get("in_bio") is True:
+            continue  # ElizaOS's template marks what needs no storing
         claim, about = str(fact.get("claim", "")).strip(), str(fact.get("about") or "")
         # A fact about someone not in the room cannot be filed under anyone we know.
         entity_id = people.get(about) if about else ctx.message.entity_id
@@ -104,8 +122,13 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
                 turn_id=ctx.turn.id,
             )
     linked = 0
+    # ElizaOS's own template names people by entity id (sourceEntityId, targetEntityId).
+    by_id = {str(id_): id_ for id_ in people.values()}
     for rel in relationships:
-        source, target = people.get(str(rel.get("source"))), people.get(str(rel.get("target")))
+        source, target = (
+            people.get(str(rel.get(name))) or by_id.get(str(rel.get(f"{name}EntityId")))
+            for name in ("source", "target")
+        )
         if source is None or target is None or source == target:
             continue
         store.save_relationship(
@@ -118,7 +141,12 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
         )
         linked += 1
     store.mark_reflected(ctx.room.id, newest)
-    return {"facts_found": len(claims), "facts_stored": stored, "relationships": linked}
+    result = {"facts_found": len(claims), "facts_stored": stored, "relationships": linked}
+    if template:
+        result["template"] = templates.REFLECT
+    if unknown:
+        result["template_unknown"] = list(unknown)
+    return result
 
 
 REFLECTION = Evaluator(

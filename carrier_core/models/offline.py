@@ -6,13 +6,18 @@ provider. It is not a language model: it matches patterns in the latest
 message, reflects pronouns, notes simple facts ("my name is …", "I like …")
 when reflecting, and answers "what do you remember about me?" from the facts
 the turn's providers recalled. Its replies are plain; real models replace it.
+
+It still sounds like the character: asked who it is, it answers with its name and the
+first line of its bio; a message close to one of its `messageExamples` (two or more
+words in common besides the most common ones) gets that example's answer, names filled
+in. Everything is chosen deterministically, so tests stay exact.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
 
 from carrier_core.decision import Decision, render_decision
@@ -57,6 +62,20 @@ _LIKE = re.compile(r"\bi (?:really )?(like|love|enjoy)\s+([^.!?,;]+)", re.IGNORE
 _LIVE = re.compile(r"\bi live in\s+([^.!?,;]+)", re.IGNORECASE)
 _WORK = re.compile(r"\bi work (?:as|at|on|for)\s+([^.!?,;]+)", re.IGNORECASE)
 _FEEL = re.compile(r"\bi(?: am|'m| feel)\s+([^.!?,;]+)", re.IGNORECASE)
+_IDENTITY = re.compile(
+    r"\b(who are you|what are you|what(?:'s| is) your name|introduce yourself"
+    r"|tell me about yourself)\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[a-z']+")
+#: Words too common to tell one example from another.
+_COMMON = frozenset(
+    _WORD.findall(
+        "a an and are as at be but by can did do does for from had has have how i i'm if in"
+        " is it its just me my no not of on or so that the their then there they this to too"
+        " very was we what when where which who why will with would you your"
+    )
+)
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
 
 _Rule = tuple[re.Pattern[str], Callable[[re.Match[str], str], str]]
@@ -93,6 +112,28 @@ def _fact_claims(speaker: str, text: str) -> list[str]:
     return claims
 
 
+def _addressed(hints: Mapping[str, str]) -> bool:
+    """In a group, the offline model answers only messages that name the agent."""
+    agent = hints.get("agent", "")
+    return hints.get("room_kind") != "group" or agent.lower() in hints.get("message", "").lower()
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower())) - _COMMON
+
+
+def _closest_example(message: str, examples: Sequence[Sequence[str]]) -> str | None:
+    """The answer of the example whose prompt shares the most words with the message
+    (two at least; the first such example on a tie)."""
+    said = _words(message)
+    best, best_score = None, 1
+    for prompt, answer in examples:
+        score = len(said & _words(prompt))
+        if score > best_score:
+            best, best_score = answer, score
+    return best
+
+
 class OfflineModel:
     """Answers the `decide` and `reflect` tasks; anything else gets a plain reply."""
 
@@ -104,6 +145,9 @@ class OfflineModel:
             text = self._reflect(request)
         elif request.task == "decide":
             text = render_decision(self._decide(request))
+        elif request.task == "should_respond":
+            action = "RESPOND" if _addressed(request.hints) else "IGNORE"
+            text = f"<response><reasoning>-</reasoning><action>{action}</action></response>"
         else:
             text = self._reply(request.hints.get("message", request.prompt), "friend")
         return Generation(
@@ -117,7 +161,7 @@ class OfflineModel:
         message = hints.get("message", "")
         sender = hints.get("sender", "friend")
         agent = hints.get("agent", "")
-        if hints.get("room_kind") == "group" and agent.lower() not in message.lower():
+        if not _addressed(hints):
             return Decision(thought="Not addressed to me; staying quiet.", actions=["IGNORE"])
         if _RECALL.search(message):
             facts = [
@@ -134,6 +178,14 @@ class OfflineModel:
         if message.rstrip().endswith("?") and knowledge:
             text = "Here is something I know: " + knowledge[0].removeprefix("- ").strip()
             return Decision(thought="My knowledge covers this.", actions=["REPLY"], text=text)
+        if _IDENTITY.search(message):
+            bio = hints.get("bio", "").strip().splitlines()
+            text = f"I'm {agent}." + (f" {bio[0].strip()}" if bio else "")
+            return Decision(thought="They asked who I am.", actions=["REPLY"], text=text)
+        example = _closest_example(message, json.loads(hints.get("examples") or "[]"))
+        if example is not None:
+            text = example.replace("{{user1}}", sender).replace("{{agentName}}", agent)
+            return Decision(thought="As I would say it.", actions=["REPLY"], text=text)
         return Decision(
             thought="Answering in the manner of ELIZA.",
             actions=["REPLY"],

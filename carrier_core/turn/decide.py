@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 from carrier_core.decision import Decision, parse_decision
 from carrier_core.model_output import UnparsableOutput
-from carrier_core.models import ModelRateLimited, ModelUnavailable
+from carrier_core.models import ModelRateLimited, ModelRequest, ModelRole, ModelUnavailable
 from carrier_core.plugin import Plugins
 from carrier_core.runtime import Runtime
+from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext, json_safe
-from carrier_core.turn.prompt import decide_request
+from carrier_core.turn.prompt import decide_request, template_values
 from carrier_core.turn.state import compose_state
+from carrier_core.turn.templates import ShouldRespond
 from carrier_core.world import RoomKind
 
 SAFE_REPLY = "Sorry, I lost my train of thought there. Could you say that again?"
@@ -61,6 +63,31 @@ def settle(decision: Decision, room_kind: RoomKind, plugins: Plugins) -> Decisio
     return decision.model_copy(update={"actions": actions})
 
 
+def should_respond(ctx: TurnContext, decide: ModelRequest) -> ShouldRespond | None:
+    """In a group room whose character has a `shouldRespondTemplate`: ask the small model
+    first whether to answer at all (ElizaOS's separate call). None where there is no
+    such template, or not in a group (a direct message is always answered). A misread
+    answer answers the message: the decide step may still choose IGNORE."""
+    template = ctx.character.templates.get(templates.SHOULD_RESPOND)
+    if not template or ctx.room.kind is not RoomKind.GROUP:
+        return None
+    rendered = templates.render(template, {**template_values(ctx), "providers": decide.prompt})
+    templates.report_unknown(ctx.agent_name, templates.SHOULD_RESPOND, rendered.unknown)
+    generation = ctx.generate(
+        ModelRequest(
+            role=ModelRole.SMALL,
+            task="should_respond",
+            system=decide.system,
+            prompt=rendered.text,
+            hints={**decide.hints},
+        )
+    )
+    try:
+        return templates.read_should_respond(generation.text)
+    except UnparsableOutput:
+        return templates.ShouldRespond(True, "RESPOND", "(unparsable answer: responding)")
+
+
 def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Decided:
     """Run decide step number `step` (default: the next one) of a turn.
 
@@ -75,18 +102,27 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     ctx.query_embedding()
     ctx.state = compose_state(ctx)
     request, composed = decide_request(ctx)
+    status, detail = "ok", {}
     try:
-        generation = ctx.generate(request)
+        gate = should_respond(ctx, request)
+        if gate is not None:
+            detail["should_respond"] = gate.action
+        if gate is not None and not gate.respond:
+            decision, model = Decision(thought=gate.reasoning, actions=["IGNORE"]), "(none)"
+        else:
+            generation = ctx.generate(request)
+            model = generation.model
+            try:
+                decision = parse_decision(generation.text)
+            except UnparsableOutput as exc:
+                decision = Decision(
+                    thought="(unparsable model output)", actions=["REPLY"], text=SAFE_REPLY
+                )
+                status, detail = "error", {**detail, "error": str(exc)}
     except (ModelRateLimited, ModelUnavailable) as exc:
         # The step fails and is tried again (the state machine's Retry): the turn says so.
         runtime.store.update_turn(turn_id, status="retrying", error=f"{type(exc).__name__}: {exc}")
         raise
-    status, detail = "ok", {}
-    try:
-        decision = parse_decision(generation.text)
-    except UnparsableOutput as exc:
-        decision = Decision(thought="(unparsable model output)", actions=["REPLY"], text=SAFE_REPLY)
-        status, detail = "error", {"error": str(exc)}
     decision = settle(decision, ctx.room.kind, ctx.plugins)
     respond = decision.actions != ["IGNORE"]
     ctx.query_embedding()  # made before the providers ran; stored with the decision
@@ -102,11 +138,9 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             status,
             key=f"decide:{number}",
             actions=decision.actions,
-            model=generation.model,
+            model=model,
             prompt_chars=len(request.system) + len(request.prompt),
-            prompt_tokens=composed.tokens,
-            prompt_budget=composed.budget,
-            **({"prompt_cut": composed.cut} if composed.cut else {}),
+            **composed.record(),
             provider_errors=ctx.state.errors,
             **detail,
         ),

@@ -7,14 +7,21 @@ do not fit, they are cut by priority, never arbitrarily: recalled older messages
 the conversation from its oldest message (the latest always stays), and last the
 character's description. The task and the answer format are never cut. What was cut
 is recorded with the decide step.
+
+A character's `messageHandlerTemplate` replaces the task and the layout: the provider
+sections, composed within what the template leaves of the budget, go where it says
+`{{providers}}` (see `carrier_core.turn.templates`).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import dataclass, field
 
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.models.tokens import context_window, count_tokens
+from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import RoomKind
 
@@ -51,6 +58,20 @@ class Composed:
     budget: int
     #: What was cut, by section: how many lines, or "all".
     cut: dict[str, int | str] = field(default_factory=dict)
+    #: The character's template the prompt was rendered from, if any, and the placeholders
+    #: it names that had no value.
+    template: str | None = None
+    unknown: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, object]:
+        """What the decide step's history keeps of it."""
+        return {
+            "prompt_tokens": self.tokens,
+            "prompt_budget": self.budget,
+            **({"prompt_cut": self.cut} if self.cut else {}),
+            **({"template": self.template} if self.template else {}),
+            **({"template_unknown": list(self.unknown)} if self.unknown else {}),
+        }
 
 
 def prompt_budget(ctx: TurnContext) -> int:
@@ -109,28 +130,86 @@ def compose(sections: list[tuple[str, str, str]], tail: str, budget: int, model:
     return Composed("\n\n".join([*parts, tail]), total, budget, cut)
 
 
+def example_exchanges(ctx: TurnContext) -> list[tuple[str, str]]:
+    """The character's example dialogues as (what someone said, what it answered) pairs."""
+    pairs = []
+    for exchange in ctx.character.message_examples:
+        for said, answer in itertools.pairwise(exchange):
+            ours = answer.speaker == ctx.agent_name and said.speaker != ctx.agent_name
+            if ours and said.content.text and answer.content.text:
+                pairs.append((said.content.text, answer.content.text))
+    return pairs
+
+
+def template_values(ctx: TurnContext) -> dict[str, str]:
+    """Values of ElizaOS's placeholders in this turn: the character's, the sender's, and
+    each provider's text under its own name and ElizaOS's."""
+    texts = ctx.state.texts
+    actions = ctx.state.values.get("actions")
+    return {
+        **templates.character_values(ctx.character),
+        **texts,
+        "senderName": ctx.sender,
+        "recentMessages": texts.get("recent_messages", ""),
+        "actionNames": ", ".join(actions) if isinstance(actions, list) else "",
+        "actionsWithDescriptions": texts.get("actions", ""),
+        "entitiesInRoom": texts.get("entities", ""),
+        "knowledge": texts.get("knowledge", ""),
+        "roomType": ctx.room.kind.value,
+    }
+
+
+def compose_template(
+    template: str,
+    values: dict[str, str],
+    sections: list[tuple[str, str, str]],
+    budget: int,
+    model: str,
+) -> Composed:
+    """A character's template, its `{{providers}}` composed within what the rest leaves."""
+    fixed = templates.render(template, {**values, "providers": ""})
+    providers = compose(sections, "", max(budget - count_tokens(model, fixed.text), 1), model)
+    rendered = templates.render(template, {**values, "providers": providers.prompt.strip()})
+    return Composed(
+        rendered.text,
+        count_tokens(model, rendered.text),
+        budget,
+        providers.cut,
+        templates.DECIDE,
+        rendered.unknown,
+    )
+
+
 def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
     """The decide step's request, and how its prompt was composed (recorded with the step)."""
     titles = {p.name: p.title or p.name for p in ctx.plugins.providers}
     sections = [(name, titles.get(name, name), text) for name, text in ctx.state.texts.items()]
-    if ctx.room.kind is RoomKind.GROUP:
-        task = (
-            f"Several people talk here. Decide whether {ctx.agent_name} should answer "
-            f"{ctx.sender}'s latest message. If it is not for {ctx.agent_name}, or adds nothing, "
-            "choose IGNORE and write no text. Otherwise choose REPLY and write the answer."
-        )
-    else:
-        task = (
-            f"Write {ctx.agent_name}'s answer to {ctx.sender}'s latest message and choose REPLY, "
-            "adding other actions if they help."
-        )
-    tail = f"# Task\n{task}\n\n{_FORMAT}"
     system = ctx.character.system or f"You are {ctx.agent_name}. Stay in character."
     model = ctx.models.large.name
     budget = prompt_budget(ctx) - count_tokens(model, system)
-    composed = compose(sections, tail, budget, model)
-    # Composed again at half the budget, for one retry if the provider says it is too long.
-    shorter = compose(sections, tail, max(budget // 2, 1), model)
+    template = ctx.character.templates.get(templates.DECIDE)
+    if template:
+        values = template_values(ctx)
+        composed = compose_template(template, values, sections, budget, model)
+        shorter = compose_template(template, values, sections, max(budget // 2, 1), model)
+        templates.report_unknown(ctx.agent_name, templates.DECIDE, composed.unknown)
+    else:
+        if ctx.room.kind is RoomKind.GROUP:
+            task = (
+                f"Several people talk here. Decide whether {ctx.agent_name} should answer "
+                f"{ctx.sender}'s latest message. If it is not for {ctx.agent_name}, or adds "
+                "nothing, choose IGNORE and write no text. Otherwise choose REPLY and write "
+                "the answer."
+            )
+        else:
+            task = (
+                f"Write {ctx.agent_name}'s answer to {ctx.sender}'s latest message and choose "
+                "REPLY, adding other actions if they help."
+            )
+        tail = f"# Task\n{task}\n\n{_FORMAT}"
+        composed = compose(sections, tail, budget, model)
+        # Composed again at half the budget, for one retry if the provider says it is too long.
+        shorter = compose(sections, tail, max(budget // 2, 1), model)
     request = ModelRequest(
         role=ModelRole.LARGE,
         task="decide",
@@ -143,6 +222,9 @@ def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
             "room_kind": ctx.room.kind.value,
             "facts": ctx.state.texts.get("facts", ""),
             "knowledge": ctx.state.texts.get("knowledge", ""),
+            # For the offline model, which answers as the character without a language model.
+            "bio": "\n".join(ctx.character.bio),
+            "examples": json.dumps(example_exchanges(ctx)),
         },
         shorter_prompt=shorter.prompt,
     )
