@@ -47,6 +47,10 @@ class Entity(BaseModel):
 
     @property
     def name(self) -> str:
+        """The name they asked to be called in conversation, else their newest display name."""
+        asked = self.metadata.get("name")
+        if isinstance(asked, str) and asked:
+            return asked
         return self.names[0] if self.names else "someone"
 
 

@@ -46,6 +46,15 @@ def _entities(ctx: TurnContext) -> ProviderResult:
     return ProviderResult(text, {"participants": names})
 
 
+def _relationships(ctx: TurnContext) -> ProviderResult:
+    """What reflection learned of how the sender relates to others (newest first)."""
+    found = ctx.runtime.store.relationships_of(ctx.message.agent_id, ctx.message.entity_id)
+    lines = [
+        f"- {source} and {target}: {', '.join(tags) or 'known'}" for source, target, tags in found
+    ]
+    return ProviderResult("\n".join(lines), {"relationships": len(lines)})
+
+
 def _facts(ctx: TurnContext) -> ProviderResult:
     """Facts about the sender, most relevant to the message first (semantic recall)."""
     found = ctx.runtime.store.search_memories(
@@ -118,6 +127,13 @@ PROVIDERS = [
         _facts,
         "What you know about the sender",
         40,
+    ),
+    Provider(
+        "relationships",
+        "How the sender relates to others, as reflection learned.",
+        _relationships,
+        "Relationships",
+        42,
     ),
     Provider(
         "knowledge", "Character knowledge relevant to the message.", _knowledge, "Knowledge", 45

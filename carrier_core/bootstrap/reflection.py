@@ -28,8 +28,10 @@ Known facts already (do not repeat them):
 Answer with one JSON object and nothing else:
 {{"thought": "...",
   "facts": [{{"claim": "a short sentence naming the person", "about": "person's name"}}],
-  "relationships": [{{"source": "name", "target": "name", "tags": ["friend", ...]}}]}}
-Only include facts that are stated, lasting, and about a person in the conversation."""
+  "relationships": [{{"source": "name", "target": "name", "tags": ["friend", ...]}}],
+  "names": [{{"about": "name as shown in the conversation", "name": "name they asked for"}}]}}
+Only include facts that are stated, lasting, and about a person in the conversation. List in
+"names" only people who said what they are called ("my name is ...", "call me ...")."""
 
 
 class ReflectionError(ValueError):
@@ -86,10 +88,14 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
         )
     )
     try:
-        result = parse_structured(
-            generation.text, ("thought", "facts", "relationships"), what="reflection", prefer="json"
+        answer = parse_structured(
+            generation.text,
+            ("thought", "facts", "relationships", "names"),
+            what="reflection",
+            prefer="json",
         )
-        facts, relationships = _items(result, "facts"), _items(result, "relationships")
+        facts, relationships = _items(answer, "facts"), _items(answer, "relationships")
+        names = _items(answer, "names")
     except (UnparsableOutput, ReflectionError):
         # The model was asked and answered badly: retrying these messages every turn
         # would cost a call each time, so they count as read.
@@ -140,8 +146,20 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
             )
         )
         linked += 1
+    named = 0
+    for entry in names:
+        entity_id, name = people.get(str(entry.get("about"))), str(entry.get("name") or "").strip()
+        if entity_id is not None and entity_id != ctx.message.agent_id and 0 < len(name) <= 100:
+            store.name_entity(entity_id, name)
+            named += 1
     store.mark_reflected(ctx.room.id, newest)
-    result = {"facts_found": len(claims), "facts_stored": stored, "relationships": linked}
+    result: dict[str, Any] = {
+        "facts_found": len(claims),
+        "facts_stored": stored,
+        "relationships": linked,
+    }
+    if named:
+        result["names"] = named
     if template:
         result["template"] = templates.REFLECT
     if unknown:

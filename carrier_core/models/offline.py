@@ -215,10 +215,16 @@ class OfflineModel:
             {"source": speaker, "target": agent, "tags": ["conversation"]}
             for speaker in sorted(speakers)
         ]
+        names = {}
+        for line in request.hints.get("conversation", "").splitlines():
+            speaker, sep, text = line.partition(": ")
+            if sep and speaker != agent and (m := _NAME.search(text)):
+                names[speaker] = m.group(1)
         return json.dumps(
             {
                 "thought": f"Noted {len(facts)} fact(s).",
                 "facts": facts,
                 "relationships": relationships,
+                "names": [{"about": who, "name": name} for who, name in names.items()],
             }
         )

@@ -221,6 +221,12 @@ class UsageRow:
     cost_usd: float
 
 
+def entity_name(alias: str) -> str:
+    """SQL for what the entity row `alias` is called: the name it asked for in conversation
+    (stored by reflection in its metadata), else its newest display name (`Entity.name`)."""
+    return f"coalesce({alias}.metadata->>'name', {alias}.names[1])"
+
+
 def where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
     """The AND of the conditions whose value is given (not None), with those values: for
     the optional filters of a page query. Each condition holds one `%s`."""
@@ -641,6 +647,34 @@ class Store:
                 ),
             )
 
+    def name_entity(self, entity_id: uuid.UUID, name: str) -> None:
+        """Call someone by the name they gave in conversation ("my name is Grace"), whatever
+        display name their messages come with."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE entities SET metadata = metadata || jsonb_build_object('name', %s::text)"
+                " WHERE id = %s",
+                (name, entity_id),
+            )
+
+    def relationships_of(
+        self, agent_id: uuid.UUID, entity_id: uuid.UUID, limit: int = 10
+    ) -> list[tuple[str, str, list[str]]]:
+        """The agent's known relationships of one person, newest first: (source's name,
+        target's name, tags)."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {entity_name('s')} AS source,"
+                f" coalesce({entity_name('t')}, a.name) AS target, r.tags"
+                " FROM relationships r JOIN entities s ON s.id = r.source_entity_id"
+                " LEFT JOIN entities t ON t.id = r.target_entity_id"
+                " LEFT JOIN agents a ON a.id = r.target_entity_id"
+                " WHERE r.agent_id = %s AND %s IN (r.source_entity_id, r.target_entity_id)"
+                " ORDER BY r.updated_at DESC LIMIT %s",
+                (agent_id, entity_id, limit),
+            ).fetchall()
+        return [(row["source"], row["target"] or "someone", list(row["tags"])) for row in rows]
+
     def relationships(self, agent_id: uuid.UUID) -> list[Relationship]:
         with self.connection() as conn:
             rows = conn.execute(
@@ -793,7 +827,7 @@ class Store:
         with self.connection() as conn:
             rows = conn.execute(
                 f"SELECT * FROM (SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS.split(', '))},"
-                " coalesce(e.names[1], a.name, 'someone') AS speaker"
+                f" coalesce({entity_name('e')}, a.name, 'someone') AS speaker"
                 " FROM memories m LEFT JOIN entities e ON e.id = m.entity_id"
                 " LEFT JOIN agents a ON a.id = m.entity_id"
                 f" WHERE m.room_id = %s AND m.kind = 'message'{cutoff}"
@@ -1071,7 +1105,7 @@ class Store:
                 " m.dedupe_key, m.metadata, m.created_at, a.character,"
                 " r.world_id AS r_world_id, r.name AS r_name, r.kind AS r_kind,"
                 " r.source AS r_source, r.metadata AS r_metadata,"
-                " coalesce(e.names[1], 'someone') AS sender"
+                f" coalesce({entity_name('e')}, 'someone') AS sender"
                 " FROM turns t JOIN memories m ON m.id = t.message_id"
                 " JOIN agents a ON a.id = t.agent_id JOIN rooms r ON r.id = t.room_id"
                 " LEFT JOIN entities e ON e.id = m.entity_id WHERE t.id = %s",

@@ -3,7 +3,8 @@
 The prompt is composed within a token budget for the large model (the `context_tokens`
 setting, else its context window less room for the answer). When the providers' texts
 do not fit, they are cut by priority, never arbitrarily: recalled older messages first
-(least similar first), then knowledge, then other plugins' sections, then facts, then
+(least similar first), then knowledge, then other plugins' sections, then relationships
+(oldest first), then facts, then
 the conversation from its oldest message (the latest always stays), and last the
 character's description. The task and the answer format are never cut. What was cut
 is recorded with the decide step.
@@ -40,6 +41,7 @@ CUT_ORDER: tuple[tuple[str, str], ...] = (
     ("recall", "tail"),
     ("knowledge", "tail"),
     ("*", "whole"),
+    ("relationships", "tail"),
     ("facts", "tail"),
     ("recent_messages", "head"),
     ("entities", "tail"),
