@@ -29,12 +29,15 @@ def _say(runtime: Runtime, agent: uuid.UUID, text: str, **extra: str):  # type: 
 
 def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
     plugins = load_plugins(())
-    assert {"REPLY", "IGNORE", "NONE", "CONTINUE"} <= set(plugins.actions)
+    assert {"REPLY", "IGNORE", "NONE", "CONTINUE", "UPDATE_ROLE", "UPDATE_ENTITY"} <= set(
+        plugins.actions
+    )
     assert [p.name for p in plugins.providers] == [
         "character",
         "time",
         "entities",
         "facts",
+        "relationships",
         "knowledge",
         "recall",
         "recent_messages",

@@ -3,14 +3,18 @@
 from carrier_core.bootstrap.actions import ACTIONS
 from carrier_core.bootstrap.providers import PROVIDERS
 from carrier_core.bootstrap.reflection import REFLECTION
+from carrier_core.bootstrap.roles import ROLE_ACTIONS
 from carrier_core.models import offline_models
 from carrier_core.models.select import anthropic_models, openai_models
 from carrier_core.plugin import Plugin
 
 plugin = Plugin(
     name="bootstrap",
-    description="Core conversation: reply, ignore, continue; context providers; reflection.",
-    actions=ACTIONS,
+    description=(
+        "Core conversation: reply, ignore, continue; roles and what is known of people;"
+        " context providers; reflection."
+    ),
+    actions=[*ACTIONS, *ROLE_ACTIONS],
     providers=PROVIDERS,
     evaluators=[REFLECTION],
     models={

@@ -76,6 +76,11 @@ _COMMON = frozenset(
         " very was we what when where which who why will with would you your"
     )
 )
+_ROLE = re.compile(
+    r"\b(?:make|set|promote|demote)\s+([A-Za-z][\w'-]*)\s+(?:to\s+|as\s+)?(?:an?\s+)?"
+    r"(owner|admin|none)\b",
+    re.IGNORECASE,
+)
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (?:morning|afternoon|evening))\b", re.IGNORECASE)
 
 _Rule = tuple[re.Pattern[str], Callable[[re.Match[str], str], str]]
@@ -145,6 +150,12 @@ class OfflineModel:
             text = self._reflect(request)
         elif request.task == "decide":
             text = render_decision(self._decide(request))
+        elif request.task == "update_role":
+            assignments = [
+                {"entity": m.group(1), "role": m.group(2).upper()}
+                for m in _ROLE.finditer(request.hints.get("message", ""))
+            ]
+            text = json.dumps({"assignments": assignments})
         elif request.task == "should_respond":
             action = "RESPOND" if _addressed(request.hints) else "IGNORE"
             text = f"<response><reasoning>-</reasoning><action>{action}</action></response>"
@@ -163,6 +174,8 @@ class OfflineModel:
         agent = hints.get("agent", "")
         if not _addressed(hints):
             return Decision(thought="Not addressed to me; staying quiet.", actions=["IGNORE"])
+        if _ROLE.search(message):
+            return Decision(thought="A role change was asked for.", actions=["UPDATE_ROLE"])
         if _RECALL.search(message):
             facts = [
                 line.removeprefix("- ").strip() for line in hints.get("facts", "").splitlines()

@@ -34,7 +34,7 @@ from carrier_core.store.database import (
     open_pool,
 )
 from carrier_core.store.migrate import check_schema, migrate
-from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind
+from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind, World
 
 EMBEDDING_DIMENSIONS = 384
 
@@ -556,10 +556,20 @@ class Store:
                 (entity.id, entity.agent_id, entity.names[:1]),
             )
             if room.world_id is not None:
+                # Whoever speaks first in a world owns it (ElizaOS's world metadata:
+                # ownership.ownerId, and roles by entity id).
                 conn.execute(
-                    "INSERT INTO worlds (id, agent_id, name) VALUES (%s, %s, %s)"
+                    "INSERT INTO worlds (id, agent_id, name, metadata) VALUES (%s, %s, %s,"
+                    " jsonb_build_object('ownership', jsonb_build_object('ownerId', %s::text),"
+                    " 'roles', jsonb_build_object(%s::text, 'OWNER')))"
                     " ON CONFLICT (id) DO NOTHING",
-                    (room.world_id, room.agent_id, world_name or str(room.world_id)),
+                    (
+                        room.world_id,
+                        room.agent_id,
+                        world_name or str(room.world_id),
+                        str(entity.id),
+                        str(entity.id),
+                    ),
                 )
             # ON CONFLICT DO UPDATE locks the room row even when nothing changes: ingest
             # relies on it to number a room's messages in the order they commit.
@@ -645,6 +655,32 @@ class Store:
                     relationship.tags,
                     Jsonb(relationship.metadata),
                 ),
+            )
+
+    def world(self, world_id: uuid.UUID) -> World:
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT id, agent_id, name, metadata FROM worlds WHERE id = %s", (world_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no world with id {world_id}")
+        return World(**row)
+
+    def set_world_role(self, world_id: uuid.UUID, entity_id: uuid.UUID, role: str) -> None:
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE worlds SET metadata = jsonb_set(metadata, '{roles}',"
+                " coalesce(metadata->'roles', '{}') || jsonb_build_object(%s::text, %s::text))"
+                " WHERE id = %s",
+                (str(entity_id), role, world_id),
+            )
+
+    def update_entity_metadata(self, entity_id: uuid.UUID, fields: dict[str, Any]) -> None:
+        """Merge fields into what the agent knows of someone (ElizaOS's UPDATE_ENTITY)."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE entities SET metadata = metadata || %s WHERE id = %s",
+                (Jsonb(fields), entity_id),
             )
 
     def name_entity(self, entity_id: uuid.UUID, name: str) -> None:
@@ -904,6 +940,15 @@ class Store:
                 (agent_id, limit),
             ).fetchall()
         return [_memory(row) for row in rows]
+
+    def count_unembedded(self, agent_id: uuid.UUID) -> int:
+        """How many of the agent's memories wait for an embedding (a progress bar's total)."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) AS n FROM memories WHERE agent_id = %s AND embedding IS NULL",
+                (agent_id,),
+            ).fetchone()
+        return int(row["n"]) if row else 0
 
     def turn_memories(self, turn_id: uuid.UUID, kind: MemoryKind) -> list[Memory]:
         with self.connection() as conn:
