@@ -7,6 +7,10 @@ Bedrock); other models answer in the prompt's XML form. botocore does the retryi
 access errors); Bedrock sends no Retry-After. Errors come out as Carrier's
 `ModelError` classes. Credentials are the usual AWS chain (the Lambda's role).
 
+Images go to Converse as bytes (png, jpeg, gif, webp). Converse cannot fetch a URL and
+Carrier fetches none for a model, so an image given by URL is named in the prompt as
+one that cannot be seen (`takes_image_urls` is false: attachments are described so).
+
 Settings: `model_provider: bedrock`, `large_model`/`small_model` (model or inference
 profile ids), `embedding_model` (e.g. amazon.titan-embed-text-v2:0 with
 `embedding_dimensions` 256, 512 or 1024, then `carrier reembed`; unset, the offline
@@ -32,6 +36,7 @@ from carrier_core.models import (
     ModelBadRequest,
     ModelContextTooLong,
     ModelError,
+    ModelImage,
     ModelRateLimited,
     ModelRequest,
     ModelSet,
@@ -101,7 +106,32 @@ def _supports_tool_choice(model: str) -> bool:
     return "anthropic." in model or "mistral.mistral-large" in model
 
 
+#: Converse's image formats, by media type.
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+
+
+def image_block(image: ModelImage, where: str) -> dict[str, Any]:
+    """A Converse content block for an image. Converse takes images only as bytes, and
+    Carrier fetches no URL for a model (see the webhooks' URL checks for what that would
+    take): an image given by URL becomes a text block saying it cannot be seen, so the
+    model says so rather than guessing."""
+    if image.data is None:
+        return {
+            "text": f"[An image at {image.url} cannot be shown to this model: Bedrock takes"
+            " images only as bytes, and Carrier does not fetch URLs.]"
+        }
+    image_format = IMAGE_FORMATS.get(image.media_type)
+    if image_format is None:
+        raise ModelBadRequest(
+            f"{where}: takes images as {', '.join(IMAGE_FORMATS)}, not {image.media_type}"
+        )
+    return {"image": {"format": image_format, "source": {"bytes": image.data}}}
+
+
 class BedrockModel:
+    #: Converse needs an image's bytes: an image given by URL cannot be seen.
+    takes_image_urls = False
+
     def __init__(self, client: Any, model: str, *, max_output_tokens: int = 1024):
         self.client = client
         self.name = model
@@ -112,7 +142,15 @@ class BedrockModel:
         where = f"bedrock {self.name}"
         params: dict[str, Any] = {
             "modelId": self.name,
-            "messages": [{"role": "user", "content": [{"text": request.prompt}]}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"text": request.prompt},
+                        *(image_block(image, where) for image in request.images),
+                    ],
+                }
+            ],
             "inferenceConfig": {"maxTokens": self.max_output_tokens},
         }
         if request.system:

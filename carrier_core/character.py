@@ -9,8 +9,11 @@ and the few fields we read are normalised on the way in.
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
 )
@@ -28,7 +32,68 @@ from pydantic import (
 CARRIER_NAMESPACE = uuid.UUID("6f1c2a1e-6c5b-4d8e-9a57-3c0f0c9d2b11")
 
 
-REDACTED = "(redacted)"
+#: What a stored character holds in place of a secret's value. The name stays, so the API
+#: shows which secrets an agent has, and a document sent back with the marker keeps the value
+#: kept in the secret store (`carrier_core.secrets`).
+SECRET = "(secret)"
+
+#: Setting names that hold credentials (case-insensitive): `*_API_KEY`, `*_TOKEN`,
+#: `*_SECRET` (the bare names and camelCase ones too: apiKey, discordToken, clientSecret)
+#: and anything with PASSWORD in it. A name taken for a credential by mistake costs little
+#: (its value is kept in the secret store, and read back as any other); one missed would
+#: be stored in plain text.
+_CREDENTIAL = re.compile(r"(?:API_?KEY|TOKEN|SECRET)$|PASSWORD", re.IGNORECASE)
+
+#: Where a secret sits in a character document: ("secrets", NAME), ("settings", NAME),
+#: ("settings", "secrets", NAME), or deeper in `settings` (("settings", "discord", NAME)).
+SecretPath = tuple[str, ...]
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether a setting of this name holds a credential, wherever it is written."""
+    return bool(_CREDENTIAL.search(name))
+
+
+def _holds_value(value: Any) -> bool:
+    """Null and the empty string (placeholders in many character files) hide nothing."""
+    return value is not None and value != ""
+
+
+def _secrets_in(document: dict[str, Any]) -> Iterator[tuple[SecretPath, Any]]:
+    """Every secret of a character document: all of `secrets` and `settings.secrets`, and
+    credential-named keys anywhere in `settings`."""
+    for name, value in (document.get("secrets") or {}).items():
+        yield ("secrets", name), value
+    settings = document.get("settings") or {}
+    for name, value in (settings.get("secrets") or {}).items():
+        yield ("settings", "secrets", name), value
+    pending: list[tuple[SecretPath, dict[str, Any]]] = [(("settings",), settings)]
+    while pending:
+        where, holder = pending.pop()
+        for name, value in holder.items():
+            if where == ("settings",) and name == "secrets":
+                continue
+            if is_credential_name(name):
+                yield (*where, name), value
+            elif isinstance(value, dict):
+                pending.append(((*where, name), value))
+
+
+def _redact(document: dict[str, Any]) -> dict[str, Any]:
+    """Put `SECRET` in place of every secret's value in this document (changed in place)."""
+    for path, value in list(_secrets_in(document)):
+        if _holds_value(value):
+            *where, name = path
+            holder = document
+            for key in where:
+                holder = holder[key]
+            holder[name] = SECRET
+    return document
+
+
+def secret_location(path: SecretPath) -> str:
+    """A secret's place as people write it: `settings.secrets.X_TOKEN`."""
+    return ".".join(path)
 
 
 class CharacterError(ValueError):
@@ -98,54 +163,77 @@ class Character(_Open):
     plugins: list[str] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)
     templates: dict[str, str] = Field(default_factory=dict)
+    #: ElizaOS v1 keeps secrets here; v0 files keep them in `settings.secrets`.
+    secrets: dict[str, Any] | None = None
 
     _bio_as_list = field_validator("bio", "lore", mode="before")(_as_list)
+
+    #: The folder of the file this character was read from (None: it came from elsewhere,
+    #: an API body or the database). Never stored: it says where knowledge files are on
+    #: this machine, for this load only.
+    _folder: Path | None = PrivateAttr(default=None)
+
+    @property
+    def folder(self) -> Path | None:
+        """Where the character's knowledge `path` and `directory` items are read from; None
+        for a character not read from a file, whose file items are not read (a server must
+        not open paths a client names)."""
+        return self._folder
+
+    @field_validator("settings")
+    @classmethod
+    def _secrets_are_an_object(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Secrets are named: a bare value could be neither found nor kept out of storage."""
+        found = settings.get("secrets")
+        if found is not None and not isinstance(found, dict):
+            raise ValueError(
+                f"settings.secrets must be an object of names to values, got {type(found).__name__}"
+            )
+        return settings
 
     @property
     def agent_id(self) -> uuid.UUID:
         """The character's own id when it has one, else one derived from its name."""
         return self.id or uuid.uuid5(CARRIER_NAMESPACE, f"agent:{self.name}")
 
-    @property
-    def secrets(self) -> dict[str, Any]:
-        """Secrets from `settings.secrets` and the top-level `secrets` (both forms exist)."""
-        merged: dict[str, Any] = {}
-        for found in (
-            self.model_extra and self.model_extra.get("secrets"),
-            self.settings.get("secrets"),
-        ):
-            if isinstance(found, dict):
-                merged.update(found)
-        return merged
-
-    def to_document(self, *, with_secrets: bool = False) -> dict[str, Any]:
-        """The JSON form, with ElizaOS field names and unknown fields included.
-
-        Secrets keep their names but not their values unless asked for: the
-        database never holds keys, which come from the environment or a secret store.
-        """
+    def secret_values(self) -> dict[SecretPath, Any]:
+        """The character's secrets by where they sit, with their values: a value already
+        stored (`SECRET`) stays the marker; empty ones are left out, as they hide nothing."""
         document = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if not with_secrets:
-            for holder in (document, document.get("settings", {})):
-                if isinstance(holder.get("secrets"), dict):
-                    holder["secrets"] = dict.fromkeys(holder["secrets"], REDACTED)
-        return document
+        return {path: value for path, value in _secrets_in(document) if _holds_value(value)}
+
+    def to_document(self) -> dict[str, Any]:
+        """The JSON form, with ElizaOS field names and unknown fields included, and `SECRET`
+        in place of every secret's value: this is what is stored and what the API shows,
+        so no value reaches the database or a client (they go to `carrier_core.secrets`)."""
+        return _redact(self.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    @property
+    def stored_settings(self) -> dict[str, Any]:
+        """`settings` as `to_document` has them, without the rest of the character."""
+        settings: dict[str, Any] = _redact({"settings": copy.deepcopy(self.settings)})["settings"]
+        return settings
 
 
-def parse_character(data: Any, *, source: str = "character") -> Character:
-    """Validate an already-decoded character document."""
+def parse_character(
+    data: Any, *, source: str = "character", folder: Path | None = None
+) -> Character:
+    """Validate an already-decoded character document; `folder` is where it was read from
+    (its knowledge files are relative to it)."""
     if not isinstance(data, dict):
         raise CharacterError(
             f"{source}: a character must be a JSON object, got {type(data).__name__}"
         )
     try:
-        return Character.model_validate(data)
+        character = Character.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in err['loc']) or '(root)'}': {err['msg']}"
             for err in exc.errors()
         )
         raise CharacterError(f"{source}: {problems}") from None
+    character._folder = folder
+    return character
 
 
 def load_character(path: str | Path) -> Character:
@@ -163,4 +251,4 @@ def load_character(path: str | Path) -> Character:
         raise CharacterError(
             f"{file}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-    return parse_character(data, source=str(file))
+    return parse_character(data, source=str(file), folder=file.resolve().parent)

@@ -19,14 +19,17 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import Any, TextIO
 
 from carrier_core.character import Character, CharacterError, load_character
 from carrier_core.config import Settings
+from carrier_core.knowledge import DocumentError
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
+from carrier_core.secrets import SecretStoreError
 from carrier_core.store import AgentConflict, DatabaseError
 from carrier_core.tenants import (
     Tenant,
@@ -139,7 +142,7 @@ def read_settings() -> Settings:
 def open_runtime(settings: Settings) -> Runtime:
     try:
         return Runtime.open(settings)
-    except DatabaseError as exc:
+    except (DatabaseError, SecretStoreError) as exc:
         raise CommandError(str(exc), 1) from None
 
 
@@ -169,8 +172,10 @@ def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = s
             raise CommandError(str(exc), 2) from None
         try:
             agent_id = runtime.register_agent(character)
-        except AgentConflict as exc:
+        except (AgentConflict, CharacterError, DocumentError) as exc:
             raise CommandError(f"{args.character}: {exc}", 2) from None
+        except SecretStoreError as exc:
+            raise CommandError(str(exc), 1) from None
         for name, reason in runtime.plugins_for(character).skipped:
             print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
@@ -232,15 +237,17 @@ def usage(args: argparse.Namespace, stdout: TextIO = sys.stdout) -> int:
     return 0
 
 
-def _progress_bar(stream: TextIO) -> Callable[[int, int], None]:
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // total if total else width
-        end = "\n" if done >= total else ""
-        bar = "#" * filled + "-" * (width - filled)
-        print(f"\rre-embedding [{bar}] {done}/{total} memories", end=end, file=stream, flush=True)
+@contextmanager
+def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (rich), while the block runs; yields `show(done, total)`.
+    Not in a terminal, only its last state is printed, once."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    return show
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def reembed_command(args: argparse.Namespace) -> int:
@@ -249,12 +256,11 @@ def reembed_command(args: argparse.Namespace) -> int:
     from carrier_core.reembed import reembed
 
     with open_runtime(read_settings()) as runtime:
-        try:
-            done = reembed(
-                runtime, agent=args.agent, batch_size=args.batch, progress=_progress_bar(sys.stderr)
-            )
-        except (LookupError, ModelError) as exc:
-            raise CommandError(str(exc), 1) from None
+        with progress_bar("re-embedding", "memories") as show:
+            try:
+                done = reembed(runtime, agent=args.agent, batch_size=args.batch, progress=show)
+            except (LookupError, ModelError) as exc:
+                raise CommandError(str(exc), 1) from None
         print(
             f"Re-embedded {done} memories ({runtime.store.embedding_dimensions} dimensions).",
             file=sys.stderr,
@@ -366,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate", help="bring the database's schema up to this version of Carrier"
     )
     migrate_cmd.set_defaults(run=migrate_command)
+    # Imported here: its commands use this module's helpers.
+    from carrier_core.knowledge.commands import register as register_knowledge
+
+    register_knowledge(commands)
     # Other packages add commands (carrier_aws adds `dev`) without the core importing them.
     for command in entry_points(group="carrier.commands"):
         try:
@@ -383,4 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As `python -m carrier_core.cli` this file runs as __main__, a module apart from
+    # carrier_core.cli, whose CommandError the commands of other modules raise: run that
+    # module's main, which catches them.
+    from carrier_core.cli import main as package_main
+
+    sys.exit(package_main())

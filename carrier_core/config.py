@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     #: Server-side prepared statements: faster, but turn them off behind RDS Proxy or
     #: PgBouncer in transaction mode, which cannot keep them.
     prepared_statements: bool = True
+    #: Where agents' secrets are kept (`carrier_core.secrets`): `file`, a JSON file per agent
+    #: under the data folder readable by its user only; or another entry point of the group
+    #: `carrier.secret_stores`, such as `secretsmanager` (AWS Secrets Manager; template.yaml).
+    secret_store: str = "file"
 
     #: The model set to use, by the name a plugin registers it under (offline, openai,
     #: anthropic, openai-compatible, bedrock, ...). Unset: openai when OPENAI_API_KEY is
@@ -83,6 +87,11 @@ class Settings(BaseSettings):
     fact_count: int = Field(default=6, ge=0)
     recall_count: int = Field(default=4, ge=0)
     knowledge_count: int = Field(default=4, ge=0)
+    #: Knowledge documents are cut into fragments of about this many tokens (as the
+    #: embedding model counts them), each starting with the last `knowledge_chunk_overlap`
+    #: tokens of the one before, so a fact across a cut is still found whole.
+    knowledge_chunk_tokens: int = Field(default=500, ge=16, le=8000)
+    knowledge_chunk_overlap: int = Field(default=100, ge=0)
     #: Least cosine similarity for a memory to be recalled at all.
     recall_threshold: float = Field(default=0.2, ge=-1, le=1)
     #: A new fact this similar to a stored one about the same entity is not stored again.
@@ -123,6 +132,16 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """The template passes empty parameters as empty strings: they mean unset."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _overlap_within_a_fragment(self) -> Settings:
+        """An overlap as long as a fragment would repeat fragments instead of moving on."""
+        if self.knowledge_chunk_overlap >= self.knowledge_chunk_tokens:
+            raise ValueError(
+                f"knowledge_chunk_overlap ({self.knowledge_chunk_overlap}) must be less than"
+                f" knowledge_chunk_tokens ({self.knowledge_chunk_tokens})"
+            )
+        return self
 
     #: Webhooks: a failed delivery is tried again after about base * 2^(attempt-1) seconds
     #: (capped at 15 minutes, with jitter), up to `webhook_max_attempts` tries in all; then

@@ -71,6 +71,7 @@ def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Fra
                 "id": str(memory.id),
                 "text": memory.content.text,
                 "actions": memory.content.actions,
+                "attachments": memory.content.attachments,
             }
         )
     progress: Frame = {

@@ -40,6 +40,9 @@ class ActionResult:
     #: Ask for another decide step in this turn (bounded by `max_steps`).
     continue_turn: bool = False
     data: dict[str, Any] = field(default_factory=dict)
+    #: Media sent with the replies, in ElizaOS's `Media` shape (`url`, `title`,
+    #: `contentType`, ...), stored on the last reply: attachments need a reply to go with.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,32 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 
-from carrier_core.character import Character
+from carrier_core.character import SECRET, Character, CharacterError, SecretPath, secret_location
 from carrier_core.config import Settings
 from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
 from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugins, load_plugins
+from carrier_core.secrets import SecretStore, open_secret_store
 from carrier_core.store import Store
 from carrier_core.store.database import Login
 from carrier_core.world import LOCAL_TENANT_ID
 
 
 class Runtime:
-    def __init__(self, store: Store, settings: Settings, models: ModelSet | None = None):
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        models: ModelSet | None = None,
+        secrets: SecretStore | None = None,
+    ):
         self.store = store
         self.settings = settings
+        #: Agents' secrets: the one the settings name (`secret_store`) unless one is given.
+        self.secrets = secrets if secrets is not None else open_secret_store(settings)
         self._models = models
         self._model_sets: dict[tuple[uuid.UUID, str], ModelSet] = {}
         self._lock = threading.Lock()
@@ -40,7 +50,8 @@ class Runtime:
     ) -> Runtime:
         """A runtime on the settings' database, or on the one `login` names (see `Login`)."""
         settings = settings or Settings()
-        return cls(Store.open(settings, login), settings, models)
+        secrets = open_secret_store(settings)  # first: a bad store name leaves nothing open
+        return cls(Store.open(settings, login), settings, models, secrets)
 
     def close(self) -> None:
         self.store.close()
@@ -68,7 +79,10 @@ class Runtime:
         """
         if self._models is not None:
             return self._models
-        key = (character.agent_id, json.dumps(character.settings, sort_keys=True, default=str))
+        # Keyed by the settings as stored (secrets replaced by their marker): no secret is
+        # kept in the key, and a character read back from the store finds the same set.
+        stored = json.dumps(character.stored_settings, sort_keys=True, default=str)
+        key = (character.agent_id, stored)
         with self._lock:
             models = self._model_sets.get(key)
         if models is None:
@@ -98,13 +112,60 @@ class Runtime:
         return models
 
     def register_agent(
-        self, character: Character, tenant_id: uuid.UUID = LOCAL_TENANT_ID
+        self,
+        character: Character,
+        tenant_id: uuid.UUID = LOCAL_TENANT_ID,
+        *,
+        embed: Callable[[uuid.UUID], None] | None = None,
     ) -> uuid.UUID:
         """Store (or update) an agent of a tenant and its knowledge; safe to call on every
-        start. Raises `AgentConflict` when the character's id is another tenant's."""
-        # Imported here: storing knowledge runs the embed step, and the steps import Runtime.
-        from carrier_core.knowledge import store_knowledge
+        start. Raises `AgentConflict` when the character's id is another tenant's.
 
-        agent_id = self.store.save_agent(character, tenant_id)
-        store_knowledge(self, character)
+        Knowledge items become documents (`carrier_core.knowledge`); a `path` item that is
+        missing or of a type not read raises `DocumentError` naming it before anything is
+        stored, one that cannot be read (a damaged PDF) when it is read. Their fragments are
+        then embedded by `embed` (the API's queue in the cloud), or at once when none is given.
+
+        The character's secrets go to the secret store, its document keeps their names
+        (`SECRET`), in one transaction: a secret that cannot be kept stores no agent. A
+        secret given as `SECRET` keeps the value stored before (a document read from the API
+        and sent back); `CharacterError` if there is none."""
+        # Imported here: the steps import Runtime.
+        from carrier_core.knowledge import import_knowledge, plan_knowledge
+        from carrier_core.turn.embed import embed_pending
+
+        knowledge = plan_knowledge(character)
+        given = character.secret_values()
+        with self.store.atomic():
+            # First the agent: its row is locked, and another tenant's id is refused before
+            # that agent's secrets are read or written.
+            agent_id = self.store.save_agent(character, tenant_id)
+            self.secrets.put(agent_id, self._secrets_to_keep(agent_id, given))
+        import_knowledge(self, agent_id, knowledge)
+        if embed is not None:
+            embed(agent_id)
+        else:
+            embed_pending(self, agent_id, max_batches=None)
         return agent_id
+
+    def _secrets_to_keep(
+        self, agent_id: uuid.UUID, given: dict[SecretPath, object]
+    ) -> dict[SecretPath, object]:
+        """The values to store: those given, and the stored ones that `SECRET` stands for."""
+        kept = [path for path, value in given.items() if value == SECRET]
+        stored = self.secrets.get(agent_id) if kept else {}
+        missing = [secret_location(path) for path in kept if path not in stored]
+        if missing:
+            raise CharacterError(
+                f"{', '.join(missing)}: {SECRET!r} stands for a value stored before, but agent"
+                f" {agent_id} has none there; give the value itself"
+            )
+        return {path: stored[path] if value == SECRET else value for path, value in given.items()}
+
+    def delete_agent(self, agent_id: uuid.UUID) -> bool:
+        """Delete an agent with everything it remembers (`Store.delete_agent`) and its
+        secrets, in one transaction: if the secrets cannot be deleted, the agent stays."""
+        with self.store.atomic():
+            deleted = self.store.delete_agent(agent_id)
+            self.secrets.delete(agent_id)
+        return deleted

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from carrier_core.decision import Decision
+from carrier_core.decision import Decision, render_decision
 from carrier_core.models import (
     Generation,
     HashEmbedding,
@@ -17,6 +17,7 @@ from carrier_core.models import (
     OfflineModel,
 )
 from carrier_core.models import base as models_base
+from carrier_core.models.base import Usage
 from carrier_core.plugin import (
     Action,
     ActionResult,
@@ -180,3 +181,108 @@ def _sluggish_models(character: object) -> ModelSet:
 
 
 sluggish = Plugin(name="sluggish", models={"sluggish": _sluggish_models})
+
+
+# -- a plugin that reads the agent's settings and secrets in a turn (tests/test_secrets.py) --
+
+#: The names the `keyed` plugin looks up with `get_setting`.
+SETTING_NAMES = ("OPENAI_API_KEY", "X_TOKEN", "SHARED", "MODE", "FLAG", "ENV_ONLY", "NOWHERE")
+#: What its provider (decide step) and its action (act step) found, by step. Handlers run in
+#: the test's process, under the emulator too, so the test reads what they saw here.
+SEEN: dict[str, dict[str, Any]] = {}
+
+
+def _read_settings(ctx: TurnContext) -> dict[str, Any]:
+    return {name: ctx.get_setting(name) for name in SETTING_NAMES}
+
+
+def _keyed_provider(ctx: TurnContext) -> ProviderResult:
+    SEEN["provider"] = _read_settings(ctx)
+    return ProviderResult()
+
+
+def _use_keys(ctx: TurnContext, decision: Decision) -> ActionResult:
+    SEEN["action"] = _read_settings(ctx)
+    return ActionResult(replies=["keys checked"])
+
+
+class UseKeysModel:
+    """Decides USE_KEYS at every decide step; any other task is the offline model's."""
+
+    name = "use-keys"
+
+    def __init__(self) -> None:
+        self._offline = OfflineModel()
+
+    def generate(self, request: ModelRequest) -> Generation:
+        if request.task != "decide":
+            return self._offline.generate(request)
+        text = render_decision(Decision(actions=["USE_KEYS"]))
+        return Generation(text=text, usage=Usage(0, 0), model=self.name)
+
+
+def _keyed_models(character: object) -> ModelSet:
+    return ModelSet(small=OfflineModel(), large=UseKeysModel(), embedding=HashEmbedding())
+
+
+keyed = Plugin(
+    name="keyed",
+    providers=[Provider("keyed", "Reads the agent's settings.", _keyed_provider)],
+    actions=[Action("USE_KEYS", "Use the agent's keys.", _use_keys)],
+    models={"keyed": _keyed_models},
+)
+
+
+# -- an action that sends a file with its reply (tests/test_attachments.py) --
+
+#: What SEND_CHART attaches to its reply (ElizaOS's Media shape).
+CHART: dict[str, Any] = {
+    "id": "chart-1",
+    "url": "https://example.com/charts/sales.png",
+    "title": "Sales by month",
+    "source": "charts",
+    "contentType": "image/png",
+    "description": "A bar chart of sales by month.",
+}
+
+
+def _send_chart(ctx: TurnContext, decision: Decision) -> ActionResult:
+    return ActionResult(replies=["Here is the chart."], attachments=[dict(CHART)])
+
+
+class SendChartModel:
+    """Decides SEND_CHART at every decide step; any other task is the offline model's."""
+
+    name = "send-chart"
+
+    def __init__(self) -> None:
+        self._offline = OfflineModel()
+
+    def generate(self, request: ModelRequest) -> Generation:
+        if request.task != "decide":
+            return self._offline.generate(request)
+        text = render_decision(Decision(actions=["SEND_CHART"]))
+        return Generation(text=text, usage=Usage(0, 0), model=self.name)
+
+
+def _charting_models(character: object) -> ModelSet:
+    return ModelSet(small=OfflineModel(), large=SendChartModel(), embedding=HashEmbedding())
+
+
+def _chart_without_words(ctx: TurnContext, decision: Decision) -> ActionResult:
+    return ActionResult(attachments=[dict(CHART)])
+
+
+def _chart_with_a_numeric_url(ctx: TurnContext, decision: Decision) -> ActionResult:
+    return ActionResult(replies=["Here."], attachments=[{**CHART, "url": 7}])
+
+
+charting = Plugin(
+    name="charting",
+    actions=[
+        Action("SEND_CHART", "Send a chart of the sales.", _send_chart),
+        Action("SEND_CHART_SILENTLY", "Attaches without a reply.", _chart_without_words),
+        Action("SEND_BAD_CHART", "Attaches a numeric url.", _chart_with_a_numeric_url),
+    ],
+    models={"charting": _charting_models},
+)

@@ -52,6 +52,7 @@ class World:
     turn_id: str
     memory_id: str
     webhook_id: str
+    document_id: str
 
     def params(self) -> dict[str, str]:
         return {
@@ -59,10 +60,15 @@ class World:
             "room": "lobby",
             "turn_id": self.turn_id,
             "memory_id": self.memory_id,
+            "document_id": self.document_id,
             "key_id": str(self.key_id),
             "webhook_id": self.webhook_id,
             "model": self.agent_id,  # OpenAI's name for an agent
         }
+
+
+#: A file, sent as multipart/form-data (document uploads).
+UPLOAD = {"file": ("probe.txt", b"A probe.", "text/plain")}
 
 
 def body_for(method: str, path: str, world: World) -> Any:
@@ -74,6 +80,7 @@ def body_for(method: str, path: str, world: World) -> Any:
         ("POST", "/v1/agents/{agent_id}/memories/search"): {"query": "sailing"},
         ("POST", "/v1/keys"): {"name": "probe"},
         ("POST", "/v1/agents/{agent_id}/webhooks"): {"url": "https://hooks.example.com/hook"},
+        ("POST", "/v1/agents/{agent_id}/documents"): UPLOAD,
         ("POST", "/v1/chat/completions"): {
             "model": world.agent_id,
             "messages": [{"role": "user", "content": "hi"}],
@@ -107,6 +114,8 @@ def fill(path: str, params: dict[str, str]) -> str:
 def call(client: TestClient, method: str, path: str, world: World, **headers: str) -> Any:
     url = fill(path, world.params())
     body = body_for(method, path, world)
+    if body is UPLOAD:
+        return client.request(method, url, files=UPLOAD, headers=headers)
     return client.request(method, url, json=body, headers=headers)
 
 
@@ -140,8 +149,20 @@ def build_world(
         assert hook.status_code == 201, hook.text
         webhook_id = hook.json()["id"]
     key_id = next(k["id"] for k in client.get("/v1/keys", headers=auth).json())
+    document = client.post(
+        f"/v1/agents/{agent_id}/documents",
+        files={"file": ("sea.md", b"The sea is wide.", "text/markdown")},
+        headers=auth,
+    )
+    assert document.status_code == 201, document.text
     return World(
-        tenant, uuid.UUID(key_id), agent_id, posted["turn_id"], posted["message_id"], webhook_id
+        tenant,
+        uuid.UUID(key_id),
+        agent_id,
+        posted["turn_id"],
+        posted["message_id"],
+        webhook_id,
+        document.json()["id"],
     )
 
 
@@ -157,6 +178,7 @@ def snapshot(client: TestClient, world: World) -> dict[str, Any]:
         "memories": sorted(m["id"] for m in memories.json()["data"]),
         "turn": turn.json(),
         "rooms": client.get(f"/v1/agents/{world.agent_id}/rooms", headers=auth).json(),
+        "documents": client.get(f"/v1/agents/{world.agent_id}/documents", headers=auth).json(),
     }
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -13,9 +12,7 @@ import boto3
 import psycopg
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -27,6 +24,7 @@ from carrier_aws.runtime import (
     runtime,
 )
 from carrier_core import load_character, run_turn
+from tests.certificates import throwaway_tls
 from tests.conftest import CHARACTERS
 from tests.postgres_process import PostgresProcess, postgres_with_tls, running_postgres
 
@@ -198,71 +196,6 @@ def test_the_bundled_cas_are_amazon_s() -> None:
     assert all(c.subject == c.issuer for c in amazon)
 
 
-def _throwaway_tls(folder: Path) -> tuple[Path, bytes, bytes]:
-    """A CA of the test's own (its certificate's file) and, signed by it, a server
-    certificate for `localhost` and its key (PEM)."""
-    now = datetime.now(UTC)
-
-    def named(name: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-
-    def certificate(
-        subject: str, key: ec.EllipticCurvePrivateKey, ca: bool
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(named(subject))
-            .issuer_name(named("Carrier test CA"))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        certificate("Carrier test CA", ca_key, ca=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        certificate("localhost", server_key, ca=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = folder / "test-ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    key = server_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return ca_file, server.public_bytes(serialization.Encoding.PEM), key
-
-
 @pytest.fixture(scope="module")
 def tls_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """One Postgres serving TLS for the module: its port, and the throwaway CA that signed
@@ -274,7 +207,8 @@ def tls_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int
             pytest.fail("no PostgreSQL built with OpenSSL (.ci/run installs Debian's postgresql)")
         pytest.skip("no PostgreSQL built with OpenSSL here (apt-get install postgresql)")
     root = tmp_path_factory.mktemp("tls-postgres")
-    ca_file, certificate, key = _throwaway_tls(root)
+    tls = throwaway_tls(root, "localhost")
+    ca_file, certificate, key = tls.ca_file, tls.certificate, tls.key
     postgres = PostgresProcess(root, binaries)
     postgres.serve_tls(certificate, key)
     postgres.start()

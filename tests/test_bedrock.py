@@ -177,7 +177,11 @@ def test_model_keys_come_from_secrets_manager(monkeypatch: pytest.MonkeyPatch) -
     from carrier_aws.keys import load_model_keys
 
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+        # Set, then deleted: monkeypatch records the variable's state before the test (a
+        # bare delenv of an unset one records nothing), so what load_model_keys sets is
+        # undone after it, rather than left for later tests.
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

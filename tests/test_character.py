@@ -9,6 +9,7 @@ import pytest
 
 from carrier_core import CharacterError, load_character, parse_character, run_turn
 from carrier_core.runtime import Runtime
+from carrier_core.secrets import FileSecretStore
 from tests.conftest import CHARACTERS, ELIZA_CHARACTERS, eliza_character_files
 
 needs_corpus = pytest.mark.skipif(
@@ -28,8 +29,9 @@ def test_elizaos_files_load_and_keep_every_field(path: Path) -> None:
     assert set(raw) <= set(stored)
     for key in set(raw) - {"messageExamples", "bio", "lore"}:
         assert stored[key] == raw[key], key
-    # And the stored form loads back to the same character.
-    assert parse_character(stored) == character
+    # And the stored form loads back to the same character (which, read from a file, also
+    # knows the file's folder: its knowledge files are there).
+    assert parse_character(stored, folder=path.resolve().parent) == character
 
 
 @needs_corpus
@@ -58,7 +60,7 @@ def test_v1_speaker_field_name_and_string_bio(tmp_path: Path) -> None:
     character = load_character(path)
     assert character.bio == ["One line of bio."]
     assert character.message_examples[0][0].speaker == "{{user1}}"
-    assert character.secrets == {"API_KEY": "x"}
+    assert character.secret_values() == {("settings", "secrets", "API_KEY"): "x"}
     assert character.to_document()["somethingNew"] == {"kept": True}
 
 
@@ -122,7 +124,8 @@ def test_agent_id_is_stable_for_a_name_and_honours_an_explicit_id() -> None:
     assert str(parse_character({"name": "A", "id": explicit}).agent_id) == explicit
 
 
-def test_secrets_never_reach_the_database(runtime: Runtime) -> None:
+def test_secrets_never_reach_the_database(runtime: Runtime, tmp_path: Path) -> None:
+    runtime.secrets = FileSecretStore(tmp_path)
     character = parse_character(
         {
             "name": "Keyholder",
@@ -130,14 +133,18 @@ def test_secrets_never_reach_the_database(runtime: Runtime) -> None:
             "secrets": {"ANTHROPIC_API_KEY": "sk-ant-456"},
         }
     )
-    assert character.secrets == {"OPENAI_API_KEY": "sk-live-123", "ANTHROPIC_API_KEY": "sk-ant-456"}
+    assert character.secret_values() == {
+        ("settings", "secrets", "OPENAI_API_KEY"): "sk-live-123",
+        ("secrets", "ANTHROPIC_API_KEY"): "sk-ant-456",
+    }
     agent_id = runtime.register_agent(character)
     with runtime.store._pool.connection() as conn:
         row = conn.execute("SELECT character::text AS doc FROM agents WHERE id = %s", (agent_id,))
         stored = row.fetchone()
     assert stored is not None
     assert "sk-live-123" not in stored["doc"] and "sk-ant-456" not in stored["doc"]
-    assert runtime.store.character(agent_id).secrets == {
-        "OPENAI_API_KEY": "(redacted)",
-        "ANTHROPIC_API_KEY": "(redacted)",
+    assert runtime.store.character(agent_id).secret_values() == {
+        ("settings", "secrets", "OPENAI_API_KEY"): "(secret)",
+        ("secrets", "ANTHROPIC_API_KEY"): "(secret)",
     }
+    assert runtime.secrets.get(agent_id) == character.secret_values()

@@ -41,6 +41,7 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "knowledge",
         "recall",
         "recent_messages",
+        "attachments",
         "actions",
     ]
     assert [e.name for e in plugins.evaluators] == ["reflection"]

@@ -70,6 +70,8 @@ def test_the_readme_client_api_walkthrough_works_as_written(
         "verified ",
         "404",
         '{"data":[],"next_cursor":null}',
+        "document ready",
+        "Here is something I know: The harbour ferry leaves at seven each morning.",
     ]:
         assert seen in out, f"{seen!r} not in:\n{out}\n{run.stderr}"
     assert "BAD SIGNATURE" not in out

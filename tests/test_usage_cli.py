@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -126,6 +127,7 @@ def test_reembed_command_shows_progress(store: Store, database_url: str, ada: Ch
     runtime.register_agent(ada)
     result = carrier(database_url, "reembed", "--batch", "3", CARRIER_MODEL_PROVIDER="offline")
     assert result.returncode == 0, result.stderr
-    assert "re-embedding [" in result.stderr and "(384 dimensions)" in result.stderr
+    assert re.search(r"^re-embedding .* (\d+)/\1 memories$", result.stderr, re.MULTILINE)
+    assert "(384 dimensions)" in result.stderr
     missing = carrier(database_url, "reembed", "--agent", "nobody")
     assert missing.returncode == 1 and "no agent named 'nobody'" in missing.stderr

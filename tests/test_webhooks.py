@@ -28,10 +28,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
@@ -56,6 +52,7 @@ from carrier_core.webhooks import (
 )
 from carrier_core.webhooks.delivery import MAX_BACKOFF_S
 from carrier_core.webhooks.targets import refused_target, resolve_target
+from tests.certificates import throwaway_tls
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
 from tests.dev_server import carrier_dev, offline_environment
 
@@ -266,7 +263,12 @@ def test_a_reply_is_posted_signed_with_its_turn_and_the_secret_is_shown_once(
         "room": "lobby",
         "turn_id": str(turn_id),
         "message_id": turn["message_id"],
-        "reply": {"id": reply["id"], "text": reply["text"], "actions": reply["actions"]},
+        "reply": {
+            "id": reply["id"],
+            "text": reply["text"],
+            "actions": reply["actions"],
+            "attachments": [],
+        },
         "created_at": payload["created_at"],
     }
     # Delivered: a repeat of its message sends nothing, and a finish run again queues nothing.
@@ -763,59 +765,13 @@ def test_a_delivery_tries_the_next_address_and_names_its_host(
 
 def tls_context_for(tmp_path: Path, host: str) -> tuple[ssl.SSLContext, Path]:
     """A server context whose certificate names `host`, and the file of the CA that signed it."""
-    now = dt.datetime.now(dt.UTC)
-
-    def certificate(
-        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any, ca: bool
-    ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-        else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = certificate("Test CA", ca_key, "Test CA", ca_key, ca=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = certificate(host, key, "Test CA", ca_key, ca=False)
-    ca_file, cert_file, key_file = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    tls = throwaway_tls(tmp_path, host)
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(tls.certificate)
+    key_file.write_bytes(tls.key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
-    return context, ca_file
+    return context, tls.ca_file
 
 
 def test_https_is_sent_to_the_checked_address_and_verified_against_the_hosts_name(

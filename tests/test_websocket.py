@@ -152,6 +152,7 @@ def test_a_sent_message_comes_back_as_accepted_progress_reply_and_done_on_the_ro
         "id": str(stored.id),
         "text": "Nice to meet you, Grace. What would you like to talk about?",
         "actions": ["REPLY"],
+        "attachments": [],
     }
     assert stored.content.text == reply["text"]
     assert acted == {

@@ -20,8 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from carrier_core.character import CharacterError
 from carrier_core.cli import CommandError, open_runtime, read_character, read_settings
+from carrier_core.knowledge import DocumentError
 from carrier_core.plugin import PluginError
+from carrier_core.secrets import SecretStoreError
 from carrier_core.store import AgentConflict, DatabaseError
 from carrier_core.tenants import dev_key_file, local_dev_key
 
@@ -174,7 +177,14 @@ def dev(args: argparse.Namespace) -> int:
                     for name, reason in runtime.plugins_for(character).skipped:
                         print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
                 key, made = local_dev_key(runtime.store, settings.data_dir)
-        except (DatabaseError, PluginError, AgentConflict) as exc:
+        except (
+            DatabaseError,
+            PluginError,
+            AgentConflict,
+            CharacterError,
+            SecretStoreError,
+            DocumentError,
+        ) as exc:
             raise CommandError(str(exc), 1) from None
         base = f"http://{args.host}:{args.port}"
         agent = str(characters[0].agent_id) if characters else "AGENT_ID"

@@ -3,7 +3,9 @@
 Posting a message runs only the ingest step (the message and its turn are stored: it is
 accepted), so the caller gets the message and turn ids at once, and hands the result to
 `submit`, which starts the room's runner if the post claimed it: a state machine
-execution in the cloud and under `carrier dev`, a direct call in tests.
+execution in the cloud and under `carrier dev`, a direct call in tests. Uploading a document
+(or creating an agent with knowledge) likewise stores it and hands the agent to
+`request_embedding`: a message on the embed queue in the cloud, embedding at once otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi import FastAPI
 from carrier_core.api import (
     agents,
     chat_completions,
+    documents,
     health,
     keys,
     memories,
@@ -25,6 +28,7 @@ from carrier_core.api import (
 from carrier_core.api.deps import Services, Submit
 from carrier_core.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
 from carrier_core.runtime import Runtime
+from carrier_core.turn.embed import RequestEmbedding
 
 DESCRIPTION = """\
 Talk to Carrier agents and manage them.
@@ -35,13 +39,20 @@ Every error is `{"error": {"code", "message"}}`.
 """
 
 
-def create_app(runtime: Callable[[], Runtime], submit: Submit) -> FastAPI:
-    """The API over a runtime (made on first use) and a way to start a room's runner."""
+def create_app(
+    runtime: Callable[[], Runtime],
+    submit: Submit,
+    request_embedding: RequestEmbedding | None = None,
+) -> FastAPI:
+    """The API over a runtime (made on first use), a way to start a room's runner, and one
+    to have new knowledge embedded (None: at once, within the request)."""
     app = FastAPI(title="Carrier", version="1.0.0", description=DESCRIPTION)
-    app.state.services = Services(runtime=runtime, submit=submit)
+    app.state.services = Services(
+        runtime=runtime, submit=submit, request_embedding=request_embedding
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.include_router(health.router)
-    for module in (agents, rooms, turns, memories, keys, chat_completions, webhooks):
+    for module in (agents, rooms, turns, memories, documents, keys, chat_completions, webhooks):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

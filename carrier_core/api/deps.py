@@ -20,6 +20,7 @@ from carrier_core.auth import Authenticator, Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
 from carrier_core.turn import Ingested
+from carrier_core.turn.embed import RequestEmbedding, embed_pending
 from carrier_core.world import entity_id_for
 
 #: Called once a message is stored: starts the room's runner if the delivery claimed it
@@ -37,6 +38,9 @@ class Services:
 
     runtime: Callable[[], Runtime]
     submit: Submit
+    #: Asks for an agent's new knowledge fragments to be embedded; None: at once, in the
+    #: request (local runs and tests). The cloud's API queues a request instead.
+    request_embedding: RequestEmbedding | None = None
     _authenticator: Authenticator | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -70,8 +74,21 @@ def caller(
     return services(request).authenticator().principal(token)
 
 
+def embedding(request: Request) -> RequestEmbedding:
+    """How this app has an agent's new knowledge embedded (see `Services.request_embedding`)."""
+    found = services(request)
+    if found.request_embedding is not None:
+        return found.request_embedding
+
+    def at_once(agent_id: uuid.UUID) -> None:
+        embed_pending(found.runtime(), agent_id, max_batches=None)
+
+    return at_once
+
+
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 Caller = Annotated[Principal, Depends(caller)]
+EmbedDep = Annotated[RequestEmbedding, Depends(embedding)]
 
 
 def agent_of(runtime: Runtime, principal: Principal, agent_id: uuid.UUID) -> AgentRecord:

@@ -22,6 +22,10 @@ from carrier_core.store import DatabaseUnavailable, NotFound
 #: whole conversation each time) are allowed more.
 MAX_BODY_BYTES = 64 * 1024
 MAX_LARGE_BODY_BYTES = 1024 * 1024
+#: Document uploads (POST /v1/agents/{id}/documents). API Gateway hands Lambda a multipart
+#: body base64-encoded, a third larger, and Lambda takes events of at most 6 MB: 4 MiB of
+#: upload is about 5.6 MB of event.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 
 
 class ApiError(Exception):
@@ -128,7 +132,7 @@ class BodyLimit:
     """Answer 413 to a body over its limit, whether or not it declared its length.
 
     Character uploads (POST /v1/agents, PUT /v1/agents/{id}) and chat completions get the
-    larger limit.
+    larger limit, document uploads (POST /v1/agents/{id}/documents) the largest.
     """
 
     def __init__(self, app: ASGIApp):
@@ -139,6 +143,9 @@ class BodyLimit:
         parts = path.strip("/").split("/")
         is_agent = parts[:2] == ["v1", "agents"] and len(parts) <= 3
         is_chat = parts == ["v1", "chat", "completions"]
+        is_documents = len(parts) == 4 and parts[:2] == ["v1", "agents"] and parts[3] == "documents"
+        if is_documents and method == "POST":
+            return MAX_DOCUMENT_BYTES
         large = (is_agent or is_chat) and method in {"POST", "PUT"}
         return MAX_LARGE_BODY_BYTES if large else MAX_BODY_BYTES
 

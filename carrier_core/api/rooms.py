@@ -81,6 +81,9 @@ class MessageView(BaseModel):
     from_agent: bool
     text: str
     actions: list[str]
+    #: Media the message carries (ElizaOS's `Media` shape); an image's `description` may
+    #: be one Carrier made.
+    attachments: list[dict[str, Any]]
     created_at: datetime | None
 
 
@@ -91,6 +94,7 @@ def message_view(memory: Memory) -> MessageView:
         from_agent=memory.entity_id == memory.agent_id,
         text=memory.content.text,
         actions=memory.content.actions,
+        attachments=memory.content.attachments,
         created_at=memory.created_at,
     )
 

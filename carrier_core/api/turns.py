@@ -20,6 +20,8 @@ class Reply(BaseModel):
     id: uuid.UUID
     text: str
     actions: list[str]
+    #: Media the reply carries (ElizaOS's `Media` shape), as the action gave them.
+    attachments: list[dict[str, Any]]
 
 
 class Usage(BaseModel):
@@ -68,7 +70,12 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
         error=answering.error,
         answered_by=turn.answered_by,
         replies=[
-            Reply(id=m.id, text=m.content.text, actions=m.content.actions)
+            Reply(
+                id=m.id,
+                text=m.content.text,
+                actions=m.content.actions,
+                attachments=m.content.attachments,
+            )
             for m in store.turn_memories(turn_id, MemoryKind.MESSAGE)
         ],
         usage=Usage(

@@ -34,7 +34,8 @@ Server → client, one JSON object per text frame, told apart by `type`:
   once the message is stored and before its room's runner is started, so it comes before
   any frame of that turn;
 - `{"type": "turn.progress", "turn_id", "step": "decided", "decide_step", "respond", "actions"}`;
-- `{"type": "reply", "turn_id", "id", "text", "actions"}`: one per reply;
+- `{"type": "reply", "turn_id", "id", "text", "actions", "attachments"}`: one per reply
+  (`attachments` as the turn's replies have them: ElizaOS's `Media` objects);
 - `{"type": "turn.progress", "turn_id", "step": "action", "action", "error"?}`;
 - `{"type": "turn.done", "turn_id"}` or `{"type": "turn.failed", "turn_id", "error"}`;
   with `"answered_by"` for a turn another turn answered (an agent that coalesces double

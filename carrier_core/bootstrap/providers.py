@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+from carrier_core.attachments import prompt_lines
 from carrier_core.memory import MemoryKind
 from carrier_core.plugin import Provider, ProviderResult
 from carrier_core.turn.context import TurnContext
@@ -111,6 +112,25 @@ def _recent_messages(ctx: TurnContext) -> ProviderResult:
     return ProviderResult("\n".join(lines), {"conversation": "\n".join(lines)})
 
 
+def _attachments(ctx: TurnContext) -> ProviderResult:
+    """The attachments of the conversation's recent messages, oldest first: who sent
+    each, its title, URL, description and text (images are described in the decide
+    step before the providers run: `carrier_core.turn.describe`)."""
+    found = ctx.runtime.store.recent_messages(
+        ctx.room.id,
+        ctx.runtime.settings.recent_messages,
+        through=ctx.message,
+        with_attachments=True,
+    )
+    lines: list[str] = []
+    shown: list[dict[str, object]] = []
+    for named in found:
+        for index, attachment in enumerate(named.memory.content.attachments):
+            lines += prompt_lines(named.speaker, attachment)
+            shown.append({"message_id": str(named.memory.id), "index": index})
+    return ProviderResult("\n".join(lines), {"attachments": shown})
+
+
 def _actions(ctx: TurnContext) -> ProviderResult:
     available = [a for a in ctx.plugins.actions.values() if a.validate(ctx)]
     text = "\n".join(f"- {a.name}: {a.description}" for a in available)
@@ -142,5 +162,12 @@ PROVIDERS = [
         "recall", "Older messages like the latest one.", _recall, "Earlier in this conversation", 50
     ),
     Provider("recent_messages", "The conversation so far.", _recent_messages, "Conversation", 60),
+    Provider(
+        "attachments",
+        "What the recent messages carry: files, images and links.",
+        _attachments,
+        "Attachments",
+        65,
+    ),
     Provider("actions", "The actions the agent can take.", _actions, "Actions you can take", 70),
 ]

@@ -1,7 +1,8 @@
 """Anthropic's Messages API through the official `anthropic` SDK.
 
 Structured tasks (decide, reflect) are answered through a forced tool use whose input
-is the answer; other tasks as text. Anthropic has no embeddings API: a character using
+is the answer; other tasks as text. Images go before the prompt as `image` blocks (a `url`
+source, or `base64` bytes). Anthropic has no embeddings API: a character using
 Anthropic embeds with the embedding model its settings name (OpenAI when a key is set,
 else the offline embedding).
 
@@ -14,7 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from carrier_core.models.base import Generation, ModelRequest, ModelUnavailable, Usage
+from carrier_core.models.base import (
+    IMAGE_TYPES,
+    Generation,
+    ModelBadRequest,
+    ModelRequest,
+    ModelUnavailable,
+    Usage,
+)
 from carrier_core.models.errors import classify_sdk_error
 from carrier_core.models.schemas import task_tool
 
@@ -37,6 +45,26 @@ def make_client(
     )
 
 
+def user_content(request: ModelRequest, where: str) -> str | list[dict[str, Any]]:
+    """The user message's content: the prompt, or with images one `image` block per image
+    (a `url` source, or `base64` of its bytes) before the prompt, as Anthropic advises.
+    Raises `ModelBadRequest` for an image type the API does not take."""
+    if not request.images:
+        return request.prompt
+    blocks: list[dict[str, Any]] = []
+    for image in request.images:
+        if image.url is not None:
+            source = {"type": "url", "url": image.url}
+        elif image.media_type not in IMAGE_TYPES:
+            raise ModelBadRequest(
+                f"{where}: takes images as {', '.join(IMAGE_TYPES)}, not {image.media_type}"
+            )
+        else:
+            source = {"type": "base64", "media_type": image.media_type, "data": image.base64()}
+        blocks.append({"type": "image", "source": source})
+    return [*blocks, {"type": "text", "text": request.prompt}]
+
+
 class AnthropicModel:
     def __init__(self, client: Any, model: str, *, max_output_tokens: int = 1024):
         self.client = client
@@ -50,7 +78,7 @@ class AnthropicModel:
             "model": self.name,
             "max_tokens": self.max_output_tokens,
             "system": request.system,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": [{"role": "user", "content": user_content(request, where)}],
         }
         tool = task_tool(request.task)
         if tool is not None:

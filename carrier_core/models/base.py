@@ -7,6 +7,7 @@ token usage, which the turn records with the step that made it.
 
 from __future__ import annotations
 
+from base64 import b64encode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -69,12 +70,50 @@ class Usage:
     output_tokens: int = 0
 
 
+#: The image types every vision API Carrier speaks takes (OpenAI, Anthropic, Bedrock).
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+@dataclass(frozen=True)
+class ModelImage:
+    """An image shown to the model with the prompt: a URL the provider fetches itself, or
+    the image's bytes. Carrier never fetches a URL for the model: an image given inline
+    (a data: URL, base64) is sent as bytes, one given by URL is passed on as that URL.
+    """
+
+    #: An http(s) URL, for providers that fetch images themselves.
+    url: str | None = None
+    data: bytes | None = None
+    #: The image's type (image/png, ...): required with `data`, optional with a URL.
+    media_type: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("a ModelImage is a url or data (bytes), exactly one of them")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"a ModelImage url must be http(s), not {self.url[:40]!r}")
+        if self.data is not None and not self.media_type.startswith("image/"):
+            raise ValueError(f"image bytes need an image/* media type, not {self.media_type!r}")
+
+    def base64(self) -> str:
+        """The bytes as base64 text (for an image given by URL: an error)."""
+        if self.data is None:
+            raise ValueError("an image given by URL has no bytes to encode")
+        return b64encode(self.data).decode("ascii")
+
+    def data_url(self) -> str:
+        """The image as a URL: its own, or a data: URL of its bytes."""
+        if self.url is not None:
+            return self.url
+        return f"data:{self.media_type};base64,{self.base64()}"
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     """A prompt, plus the inputs it was built from.
 
-    Real models read `system` and `prompt`. `hints` repeats the prompt's key inputs
-    by name (the latest message, who sent it, the facts shown) for models that
+    Real models read `system`, `prompt` and `images`. `hints` repeats the prompt's key
+    inputs by name (the latest message, who sent it, the facts shown) for models that
     cannot read prose: the offline model and test doubles.
     """
 
@@ -83,6 +122,8 @@ class ModelRequest:
     system: str
     prompt: str
     hints: Mapping[str, str] = field(default_factory=dict)
+    #: Images shown with the prompt, for vision-capable models.
+    images: tuple[ModelImage, ...] = ()
     #: The prompt cut further, to retry with once when the model says it is too long.
     #: Unset: the latest half of the prompt is kept.
     shorter_prompt: str | None = None
@@ -121,6 +162,9 @@ class Embeddings:
 
 @runtime_checkable
 class TextModel(Protocol):
+    """A language model. One that cannot take an image by URL (it needs the bytes) says so
+    with a false `takes_image_urls` attribute; without it, URLs are taken."""
+
     #: The model's name, as the provider knows it (e.g. gpt-4o-mini).
     name: str
 

@@ -139,8 +139,26 @@ def _closest_example(message: str, examples: Sequence[Sequence[str]]) -> str | N
     return best
 
 
+#: The task of describing an image attachment (`carrier_core.turn.describe`).
+DESCRIBE_IMAGE = "describe_image"
+
+
+def describe_image(request: ModelRequest) -> str:
+    """What the offline model says of an image: only what its metadata tells (its title,
+    type and size, as far as they are known), since it cannot see. Always the same for
+    the same image, so tests can expect it word for word."""
+    image = request.images[0] if request.images else None
+    kind = (image.media_type if image else "") or request.hints.get("content_type", "")
+    facts = [kind or "type unknown"]
+    facts.append(f"{len(image.data)} bytes" if image and image.data is not None else "size unknown")
+    title = request.hints.get("title", "").strip()
+    named = f' titled "{title}"' if title else ""
+    return f"An image{named} ({', '.join(facts)}), described from its details alone."
+
+
 class OfflineModel:
-    """Answers the `decide` and `reflect` tasks; anything else gets a plain reply."""
+    """Answers the `decide` and `reflect` tasks, and describes images from their details;
+    anything else gets a plain reply."""
 
     name = NAME
     offline = True
@@ -156,6 +174,8 @@ class OfflineModel:
                 for m in _ROLE.finditer(request.hints.get("message", ""))
             ]
             text = json.dumps({"assignments": assignments})
+        elif request.task == DESCRIBE_IMAGE:
+            text = describe_image(request)
         elif request.task == "should_respond":
             action = "RESPOND" if _addressed(request.hints) else "IGNORE"
             text = f"<response><reasoning>-</reasoning><action>{action}</action></response>"

@@ -5,7 +5,8 @@ Structured tasks (decide, reflect) are answered through a forced tool call whose
 arguments are the answer; other tasks as plain text. Servers that speak the API but
 not tool calls can be asked for plain text (`tools=False`); the prompt's XML form is
 then what the model follows. Embeddings ask for the stored column's size where the
-model allows it (text-embedding-3-*).
+model allows it (text-embedding-3-*). Images go with the prompt as `image_url` parts: an
+image's own URL, or its bytes as a data: URL.
 
 The SDK does the retrying: exponential backoff with jitter, `Retry-After` honoured on
 429 and 5xx, nothing retried on 401. Errors come out as `ModelError` subclasses.
@@ -68,6 +69,20 @@ def make_client(
         raise classify_sdk_error(exc, "openai") from None
 
 
+def user_content(request: ModelRequest) -> str | list[dict[str, Any]]:
+    """The user message's content: the prompt, or with images the prompt and one
+    `image_url` part per image (its URL, or its bytes as a data: URL)."""
+    if not request.images:
+        return request.prompt
+    return [
+        {"type": "text", "text": request.prompt},
+        *(
+            {"type": "image_url", "image_url": {"url": image.data_url()}}
+            for image in request.images
+        ),
+    ]
+
+
 class OpenAIChatModel:
     """A chat-completions model."""
 
@@ -90,7 +105,7 @@ class OpenAIChatModel:
         where = f"{self.provider} {self.name}"
         messages = [
             {"role": "system", "content": request.system},
-            {"role": "user", "content": request.prompt},
+            {"role": "user", "content": user_content(request)},
         ]
         params: dict[str, Any] = {"model": self.name, "messages": messages}
         # OpenAI's own API renamed the limit; compatible servers know the old name.

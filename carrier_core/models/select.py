@@ -5,7 +5,7 @@ The provider comes from the character's `settings.model_provider`, else the
 ANTHROPIC_API_KEY, then OPENAI_BASE_URL), else the offline model. Each role (small,
 large, embedding) may name its own model, and its own provider as `provider:model`.
 Keys are read from the environment by the SDKs, never from settings or stored
-characters (their secrets are redacted before storage).
+characters (whose secrets are kept in the secret store: `carrier_core.secrets`).
 """
 
 from __future__ import annotations
@@ -206,6 +206,8 @@ class FallbackModel:
         self.name = first.name
         self.provider = chain[0][0]
         self.offline = bool(getattr(first, "offline", False))
+        #: As the first provider has it (Bedrock's needs image bytes, not URLs).
+        self.takes_image_urls = bool(getattr(first, "takes_image_urls", True))
 
     def _model(self, index: int) -> TextModel | None:
         provider, build = self._chain[index]

@@ -22,6 +22,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from carrier_core.attachments import DESCRIBED
 from carrier_core.character import Character, parse_character
 from carrier_core.config import Settings
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
@@ -846,13 +847,25 @@ class Store:
             )
 
     def recent_messages(
-        self, room_id: uuid.UUID, count: int, *, through: Memory | None = None
+        self,
+        room_id: uuid.UUID,
+        count: int,
+        *,
+        through: Memory | None = None,
+        with_attachments: bool = False,
     ) -> list[NamedMessage]:
         """The room's last `count` messages, oldest first, with speaker names.
 
         With `through`, the conversation as it stood for that message: nothing that
-        arrived after it, except the replies of the turn answering it.
+        arrived after it, except the replies of the turn answering it. With
+        `with_attachments`, only those of the same messages that carry attachments.
         """
+        chosen = (
+            " WHERE content->'attachments' <> '[]'::jsonb"
+            " AND jsonb_typeof(content->'attachments') = 'array'"
+            if with_attachments
+            else ""
+        )
         cutoff = ""
         params: list[Any] = [room_id]
         if through is not None:
@@ -867,10 +880,39 @@ class Store:
                 " FROM memories m LEFT JOIN entities e ON e.id = m.entity_id"
                 " LEFT JOIN agents a ON a.id = m.entity_id"
                 f" WHERE m.room_id = %s AND m.kind = 'message'{cutoff}"
-                " ORDER BY m.seq DESC LIMIT %s) recent ORDER BY seq".encode(),
+                f" ORDER BY m.seq DESC LIMIT %s) recent{chosen} ORDER BY seq".encode(),
                 [*params, count],
             ).fetchall()
         return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
+
+    def describe_attachment(
+        self, memory_id: uuid.UUID, index: int, description: str, *, made_by: str
+    ) -> bool:
+        """Store a description Carrier made for attachment `index` of a message, and name
+        it in the message's metadata (`carrier_core.attachments.DESCRIBED`). Only an
+        attachment still without a description gets one: False when it had one already."""
+        with self.connection() as conn:
+            return (
+                conn.execute(
+                    "UPDATE memories SET content = jsonb_set(content, ARRAY['attachments',"
+                    " %(index)s::text, 'description'], to_jsonb(%(text)s::text)),"
+                    " metadata = jsonb_set(metadata, ARRAY[%(key)s],"
+                    " coalesce(metadata->%(key)s, '{}'::jsonb)"
+                    " || jsonb_build_object(%(index)s::text, %(by)s::text))"
+                    " WHERE id = %(id)s"
+                    " AND jsonb_typeof(content->'attachments'->%(index)s::int) = 'object'"
+                    " AND coalesce(content->'attachments'->%(index)s::int->>'description',"
+                    " '') = ''",
+                    {
+                        "id": memory_id,
+                        "index": index,
+                        "text": description,
+                        "key": DESCRIBED,
+                        "by": made_by,
+                    },
+                ).rowcount
+                > 0
+            )
 
     def search_memories(
         self,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+from carrier_core.attachments import check_attachments
 from carrier_core.decision import Decision
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.plugin import ActionResult
 from carrier_core.runtime import Runtime
+from carrier_core.storable import check_storable_json
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import RoomKind
 
@@ -41,8 +44,30 @@ def _capped(ctx: TurnContext, texts: list[str]) -> list[str]:
     return [t[:limit] for t in texts]
 
 
-def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid.UUID]:
-    """Store what an action says, embedded at once so recall never waits for it.
+def _check_attachments(result: ActionResult) -> None:
+    """Raise, naming what is wrong, unless the handler's attachments are storable
+    `Media` objects with a reply to go with."""
+    attachments = result.attachments
+    if not isinstance(attachments, list) or not all(isinstance(a, dict) for a in attachments):
+        raise TypeError("handler's attachments must be a list of objects (ElizaOS's Media)")
+    try:
+        check_storable_json(attachments)
+        check_attachments(attachments)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"handler's attachments: {exc}") from None
+    if attachments and not any(r.strip() for r in result.replies):
+        raise ValueError("handler's attachments need a reply (a non-empty text) to go with")
+
+
+def _say(
+    ctx: TurnContext,
+    texts: list[str],
+    action: str,
+    key: str,
+    attachments: list[dict[str, Any]] | None = None,
+) -> list[uuid.UUID]:
+    """Store what an action says, embedded at once so recall never waits for it; its
+    attachments go with the last reply.
 
     If the embedding model fails, the replies are stored all the same (the embed
     step embeds them later) and the failure is noted on the step.
@@ -50,6 +75,7 @@ def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid
     texts = _capped(ctx, [t for t in texts if t.strip()])
     if not texts:
         return []
+    last = len(texts) - 1
     vectors: list[list[float] | None] = [None] * len(texts)
     try:
         vectors = list(ctx.embed(texts).vectors)
@@ -65,7 +91,11 @@ def _say(ctx: TurnContext, texts: list[str], action: str, key: str) -> list[uuid
                 world_id=ctx.room.world_id,
                 kind=MemoryKind.MESSAGE,
                 content=Content(
-                    text=text, actions=[action], source="agent", in_reply_to=ctx.message.id
+                    text=text,
+                    actions=[action],
+                    source="agent",
+                    in_reply_to=ctx.message.id,
+                    attachments=(attachments or []) if n == last else [],
                 ),
                 embedding=vector,
                 dedupe_key=f"reply:{ctx.turn.id}:{key}:{n}",
@@ -131,6 +161,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             raise TypeError(f"handler returned {type(result).__name__}, not an ActionResult")
         if isinstance(result.replies, str) or not all(isinstance(r, str) for r in result.replies):
             raise TypeError("handler's replies must be a list of strings")
+        _check_attachments(result)
     except Exception as exc:
         if isinstance(exc, ModelError) and exc.retryable:
             # A provider that is down or rate limited: the caller retries the action (the
@@ -138,6 +169,6 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             raise
         return _failed(ctx, runtime, action.name, key, f"{type(exc).__name__}: {exc}")
     with runtime.store.atomic():
-        reply_ids = _say(ctx, result.replies, action.name, key)
+        reply_ids = _say(ctx, result.replies, action.name, key, result.attachments)
         acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
         return _finish(ctx, key, "ok", acted, data=result.data)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from carrier_core.agent_settings import get_setting
 from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
 from carrier_core.store import ModelCall, StepRecord, StepUsage, TurnRecord
@@ -81,6 +82,14 @@ class TurnContext:
     def agent_name(self) -> str:
         return self.character.name
 
+    def get_setting(self, key: str) -> Any:
+        """The agent's setting `key` as ElizaOS's `runtime.getSetting` finds it: the
+        character's `secrets`, then `settings`, then `settings.secrets`, then the process
+        environment (`carrier_core.agent_settings`). A secret's value is read from the
+        secret store; None when the key is nowhere."""
+        agent_id = self.turn.agent_id
+        return get_setting(self.character, key, lambda: self.runtime.secrets.get(agent_id))
+
     def generate(self, request: ModelRequest) -> Generation:
         """Call a text model for this step, counting the call and its tokens for the step
         and the usage ledger. Over the agent's daily budget, no call is made."""
@@ -135,6 +144,15 @@ class TurnContext:
         with self._usage_lock:
             self.calls.extend(rows)
         return result
+
+    def write_calls(self) -> None:
+        """Write the ledger rows of the step's calls so far now, not with its record: for
+        calls whose result is stored before the step ends (an image's description), which
+        a retried step does not make again, so their cost is never lost with the step."""
+        with self._usage_lock:
+            calls, self.calls = self.calls, []
+        if calls:
+            self.runtime.store.record_model_calls(calls)
 
     def query_embedding(self) -> list[float]:
         """The latest message's embedding, made once per turn. The decide step stores

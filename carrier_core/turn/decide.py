@@ -18,6 +18,7 @@ from carrier_core.plugin import Plugins
 from carrier_core.runtime import Runtime
 from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext, json_safe
+from carrier_core.turn.describe import describe_images
 from carrier_core.turn.prompt import decide_request, template_values
 from carrier_core.turn.state import compose_state
 from carrier_core.turn.templates import ShouldRespond
@@ -100,6 +101,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         stored = Decision.model_validate(ctx.turn.decision)
         return Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
     ctx.query_embedding()
+    describe_images(ctx)  # before the providers, which show the descriptions
     ctx.state = compose_state(ctx)
     request, composed = decide_request(ctx)
     status, detail = "ok", {}

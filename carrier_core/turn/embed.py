@@ -2,14 +2,18 @@
 
 Turns embed their own message and replies as they store them; this step
 catches what is left: memories stored while an embedding model was down,
-memories written by plugins, knowledge.
+memories written by plugins, knowledge. It is also where a knowledge document
+becomes `ready` (its fragments all embedded) or `failed` (embedding them failed).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from carrier_core.knowledge.records import mark_embedded, mark_failed
+from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_recorded
 
 if TYPE_CHECKING:
@@ -18,25 +22,50 @@ if TYPE_CHECKING:
 #: Longer texts are cut before embedding: embedding models take a few thousand tokens at most.
 EMBED_CHARS = 8000
 
+#: Asks for an agent's unembedded memories (a new document's fragments) to be embedded:
+#: at once (`embed_pending`), or in the cloud through the embed queue, so that no API request
+#: waits for an embedding model.
+RequestEmbedding = Callable[[uuid.UUID], None]
 
-def embed_pending(runtime: Runtime, agent_id: uuid.UUID, *, max_batches: int | None = 10) -> int:
+
+def embed_pending(
+    runtime: Runtime,
+    agent_id: uuid.UUID,
+    *,
+    max_batches: int | None = 10,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Embed the agent's unembedded memories, oldest first, `embed_batch_size` a call and
-    at most `max_batches` calls (None: until none are left); returns how many."""
+    at most `max_batches` calls (None: until none are left); returns how many. `progress`
+    is told the number embedded so far after each call.
+
+    Then the agent's documents whose fragments are all embedded are marked ready; when the
+    embedding model fails, its waiting documents are marked failed with the reason (and
+    the error is raised): the next run tries them again."""
     size = runtime.settings.embed_batch_size
     done = batches = 0
     embedder = None
-    while max_batches is None or batches < max_batches:
-        pending = runtime.store.unembedded(agent_id, size)
-        if not pending:
-            break
-        if embedder is None:
-            embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
-        texts = [m.content.text[:EMBED_CHARS] for m in pending]
-        embeddings = embed_recorded(runtime, agent_id, embedder, texts, step="embed")
-        vectors = embeddings.vectors
-        runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
-        done += len(pending)
-        batches += 1
-        if len(pending) < size:
-            break
+    try:
+        while max_batches is None or batches < max_batches:
+            pending = runtime.store.unembedded(agent_id, size)
+            if not pending:
+                break
+            if embedder is None:
+                embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
+            texts = [m.content.text[:EMBED_CHARS] for m in pending]
+            embeddings = embed_recorded(runtime, agent_id, embedder, texts, step="embed")
+            vectors = embeddings.vectors
+            runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
+            done += len(pending)
+            batches += 1
+            if progress is not None:
+                progress(done)
+            if len(pending) < size:
+                break
+    except ModelError as exc:
+        mark_failed(runtime.store, agent_id, f"embedding failed: {exc}")
+        raise
+    # Also when nothing was embedded now: a run that stopped after embedding a document's
+    # last fragments, before this, left it waiting.
+    mark_embedded(runtime.store, agent_id)
     return done

@@ -29,6 +29,7 @@ from pydantic import (
     field_validator,
 )
 
+from carrier_core.attachments import as_sent, check_attachments
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
@@ -94,6 +95,7 @@ class IncomingMessage(BaseModel):
             check_storable_json(attachments)
         except TypeError as exc:
             raise ValueError(f"must be JSON: {exc}") from None
+        check_attachments(attachments)
         return attachments
 
 
@@ -134,7 +136,8 @@ def _check_same(stored: Memory, message: IncomingMessage) -> None:
         field
         for field, before, now in (
             ("text", stored.content.text, message.text),
-            ("attachments", stored.content.attachments, message.attachments),
+            # Descriptions Carrier made since are not the sender's: they do not differ.
+            ("attachments", as_sent(stored), message.attachments),
         )
         if before != now
     ]

@@ -130,7 +130,12 @@ def _payload(row: DictRow) -> dict[str, Any]:
         "room": row["room"],
         "turn_id": str(row["turn_id"]),
         "message_id": str(row["message_id"]),
-        "reply": {"id": str(row["id"]), "text": content.text, "actions": content.actions},
+        "reply": {
+            "id": str(row["id"]),
+            "text": content.text,
+            "actions": content.actions,
+            "attachments": content.attachments,
+        },
         "created_at": row["created_at"].isoformat(),
     }
 

@@ -1,9 +1,11 @@
 """HTTP API function: FastAPI behind Mangum. A post stores the message and its turn, starts
-the room's runner if the room is idle, and answers 202."""
+the room's runner if the room is idle, and answers 202. A document upload stores the
+document and its fragments, and queues their embedding for the embed function."""
 
 import boto3
 from mangum import Mangum
 
+from carrier_aws.embedding import embedding_requester
 from carrier_aws.observability import accepted, function_handler
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
@@ -11,6 +13,7 @@ from carrier_core.api import create_app
 from carrier_core.turn import Ingested
 
 sfn = boto3.client("stepfunctions")
+sqs = boto3.client("sqs")
 
 
 def submit(ingested: Ingested) -> None:
@@ -18,7 +21,7 @@ def submit(ingested: Ingested) -> None:
     start_claimed(sfn, state_machine_arn(), ingested.runner)
 
 
-app = create_app(runtime, submit)
+app = create_app(runtime, submit, embedding_requester(sqs))
 _mangum = Mangum(app, lifespan="off")
 
 
