@@ -6,6 +6,7 @@ own, as the queue's consumer would run them, so the endpoint really waits for th
 
 from __future__ import annotations
 
+import base64
 import re
 import socket
 import threading
@@ -272,8 +273,21 @@ def test_a_bad_key_is_refused(server: str, agent: uuid.UUID) -> None:
         ),
         ([{"role": "user", "content": "  "}], "body.messages.0.content: must not be empty"),
         (
+            [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+            "body.messages.0.content.0: only text and image_url parts are supported",
+        ),
+        (
             [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
-            "body.messages.0.content.0: only text parts are supported",
+            "body.messages.0.content.0.image_url.url: must be an http(s) or data: URL",
+        ),
+        (
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:image/png"}}],
+                }
+            ],
+            "body.messages.0.content.0.image_url.url:",
         ),
         ([{"content": "hi"}], "body.messages.0.role: Field required"),
     ],
@@ -324,6 +338,37 @@ def test_text_parts_are_joined_by_lines_and_the_name_is_the_senders(
     )
     assert completion.choices[0].message.content == "Hello, Grace. How are you today?"
     assert room_messages(store, agent, "openai:user")[0] == "Hello\nagain"
+
+
+def test_image_parts_become_attachments_that_the_agent_sees(
+    client: openai.OpenAI, agent: uuid.UUID, store: Store
+) -> None:
+    pixel = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n-tiny").decode()
+    completion = client.chat.completions.create(
+        model=str(agent),
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Look at this"},
+                    {"type": "image_url", "image_url": {"url": pixel}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/boat.jpg"}},
+                ],
+            }
+        ],
+    )
+    assert completion.choices[0].message.content
+    with store._pool.connection() as conn:
+        row = conn.execute(
+            "SELECT content FROM memories WHERE agent_id = %s AND kind = 'message'"
+            " AND content->>'text' = 'Look at this'",
+            (agent,),
+        ).fetchone()
+    assert row is not None
+    attachments = row["content"]["attachments"]
+    assert [a["url"] for a in attachments] == [pixel, "https://example.com/boat.jpg"]
+    # The offline model described both, once, when the turn was decided.
+    assert all(a.get("description") for a in attachments)
 
 
 @contextmanager

@@ -41,6 +41,7 @@ from carrier_core.api.deps import Caller, RuntimeDep, agent_of, services
 from carrier_core.api.errors import ApiError, ErrorBody, error_response
 from carrier_core.api.rooms import CONFLICT_RESPONSE, MessagePost, post
 from carrier_core.api.turns import Usage, turn_view
+from carrier_core.attachments import check_attachments
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
@@ -175,12 +176,14 @@ def create_chat_completion(
 ) -> ChatCompletion | JSONResponse | StreamingResponse:
     """Send the last message to the agent named by `model` and answer with its replies."""
     agent = _agent(runtime, principal, body.model)
-    text, sender_name = _new_message(body.messages)
+    new = _new_message(body.messages)
     # An end user is always the sender (a chat UI's `user` field does not change that); the
     # room they name is one of their own (`rooms.post` scopes it to them).
     user = principal.user or body.user or DEFAULT_USER
     room = body.room or (body.metadata or {}).get("room") or f"{ROOM_PREFIX}{user}"
-    message = MessagePost(text=text, sender=user, sender_name=sender_name)
+    message = MessagePost(
+        text=new.text, sender=user, sender_name=new.sender_name, attachments=new.attachments
+    )
     submit = services(request).submit
     try:
         accepted = post(runtime, submit, principal, agent.id, room, message, idempotency_key)
@@ -284,27 +287,65 @@ def _agent(runtime: Runtime, principal: Principal, model: str) -> AgentRecord:
         ) from None
 
 
-def _new_message(messages: list[ChatMessage]) -> tuple[str, str | None]:
-    """The last message's text and sender name; it must be the user's, and text only."""
+@dataclass(frozen=True)
+class _NewMessage:
+    text: str
+    sender_name: str | None
+    #: The message's `image_url` parts, as attachments (ElizaOS's Media shape).
+    attachments: list[dict[str, Any]]
+
+
+def _new_message(messages: list[ChatMessage]) -> _NewMessage:
+    """The last message's text, sender name and images; it must be the user's. Its parts
+    may be text and `image_url` (a URL or a data: URL): images become attachments."""
     index = len(messages) - 1
     last = messages[index]
     where = f"body.messages.{index}"
     if last.role != "user":
         raise ApiError(422, "invalid_request", f"{where}.role: the last message must be the user's")
+    attachments: list[dict[str, Any]] = []
     if isinstance(last.content, list):
+        texts = []
         for n, part in enumerate(last.content):
-            if part.type != "text" or part.text is None:
+            if part.type == "text" and part.text is not None:
+                texts.append(part.text)
+            elif part.type == "image_url":
+                attachments.append(
+                    _image_attachment(part, f"{where}.content.{n}", len(attachments))
+                )
+            else:
                 raise ApiError(
                     422,
                     "invalid_request",
-                    f"{where}.content.{n}: only text parts are supported, not {part.type!r}",
+                    f"{where}.content.{n}: only text and image_url parts are supported,"
+                    f" not {part.type!r}",
                 )
-        text = "\n".join(part.text or "" for part in last.content)
+        text = "\n".join(texts)
     else:
         text = last.content or ""
-    if not text.strip():
+    if not text.strip() and not attachments:
         raise ApiError(422, "invalid_request", f"{where}.content: must not be empty")
-    return text, last.name
+    # A message of images only still says something a conversation can show.
+    return _NewMessage(text if text.strip() else "(an image)", last.name, attachments)
+
+
+def _image_attachment(part: ContentPart, where: str, number: int) -> dict[str, Any]:
+    image = (part.model_extra or {}).get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url.strip():
+        raise ApiError(422, "invalid_request", f"{where}.image_url.url: a URL is required")
+    url = url.strip()
+    if not url.startswith(("https://", "http://", "data:")):
+        raise ApiError(
+            422, "invalid_request", f"{where}.image_url.url: must be an http(s) or data: URL"
+        )
+    attachment = {"id": f"image-{number + 1}", "url": url, "contentType": "image"}
+    try:
+        check_attachments([attachment])
+    except ValueError as exc:  # "0.url: why"
+        why = str(exc).partition(": ")[2]
+        raise ApiError(422, "invalid_request", f"{where}.image_url.url: {why}") from None
+    return attachment
 
 
 @dataclass(frozen=True)
