@@ -76,3 +76,28 @@ def test_the_readme_client_api_walkthrough_works_as_written(
         assert seen in out, f"{seen!r} not in:\n{out}\n{run.stderr}"
     assert "BAD SIGNATURE" not in out
     assert "lives in Lisbon" in out
+
+
+def test_the_readme_handler_snippet_runs_as_written(tmp_path: Path) -> None:
+    """ "Try a handler, without Docker": the shell block as the README shows it, with the
+    embedded Postgres under a home of the test's own, and no Powertools variable set."""
+    text = README.read_text()
+    section = text[text.index("**Without Docker**") :]
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None, "the README lost its handler snippet"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = offline_environment(HOME=str(home), PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin")
+    for name in list(env):
+        if name.startswith(("POWERTOOLS_", "DATABASE_URL")):
+            del env[name]
+    done = subprocess.run(
+        ["bash", "-c", block.group(1)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "{'batchItemFailures': []}" in done.stdout
