@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import logging
 import os
@@ -65,7 +66,17 @@ def _converse(name: str, send: Send, stdin: TextIO, stdout: TextIO) -> None:
     interactive = stdin.isatty()
     if interactive:
         print("Type /quit or press Ctrl-D to leave.", file=sys.stderr)
-    for line in _lines(stdin, interactive):
+    try:
+        _exchange(name, send, _lines(stdin, interactive), stdout, interactive)
+    except KeyboardInterrupt:
+        # Ctrl-C leaves as /quit does: the caller still reflects on what was said.
+        print(file=sys.stderr)
+
+
+def _exchange(
+    name: str, send: Send, lines: Iterator[str], stdout: TextIO, interactive: bool
+) -> None:
+    for line in lines:
         if line.strip() in QUIT:
             break
         if not line.strip():
@@ -326,6 +337,7 @@ def keys_revoke(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="carrier", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"carrier {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     chat_cmd = commands.add_parser("chat", help="chat with a local agent in the terminal")
     chat_cmd.add_argument("--character", required=True, help="path to an ElizaOS character file")
@@ -389,7 +401,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"carrier: {exc}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a chat: no traceback
+        print("carrier: interrupted", file=sys.stderr)
+        return 130
     return code
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("carrier")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 if __name__ == "__main__":

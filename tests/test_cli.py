@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,44 @@ def test_keys_are_made_listed_and_revoked_from_the_command_line(
     other = store.save_agent(Character(name="Bea"))  # the local tenant's
     assert main(["keys", "create", "--tenant", "acme", "--agent", str(other)]) == 2
     assert f"tenant acme has no agent {other}" in capsys.readouterr().err
+
+
+def test_ctrl_c_leaves_the_chat_cleanly_and_what_was_said_is_remembered(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"}
+    }
+    env["CARRIER_HOME"] = str(tmp_path)
+    args = ["--character", str(CHARACTERS / "ada.json"), "--user", "grace"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "carrier_core.cli", "chat", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write("I live in Lisbon\n")
+    process.stdin.flush()
+    # The reply is out: the chat now waits for the next line, where Ctrl-C finds it.
+    assert process.stdout.readline().strip() == "What is it like to live in Lisbon?"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    # The end-of-session reflection ran (one message is below reflection_interval).
+    recalled = chat(tmp_path, "What do you remember about me?\n", *args)
+    assert "grace lives in Lisbon" in recalled.stdout
+
+
+def test_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "carrier_core.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("carrier ") and done.stdout.strip() != "carrier"
