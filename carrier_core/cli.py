@@ -108,6 +108,9 @@ def _over_http(base_url: str, key: str, agent_id: uuid.UUID, room: str, user: st
                 return answer
         except urllib.error.HTTPError as exc:
             detail = json.load(exc).get("error", {}).get("message", exc.reason)
+            if exc.code in (401, 403, 404):
+                # A wrong key or an agent the API does not know: no line will do better.
+                raise CommandError(f"{base_url}: {exc.code}: {detail}", 1) from None
             raise InvalidMessage(f"{exc.code}: {detail}") from None
 
     def send(text: str) -> tuple[list[str], str | None]:
@@ -157,7 +160,11 @@ def open_runtime(settings: Settings) -> Runtime:
         raise CommandError(str(exc), 1) from None
 
 
-def chat(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def chat(
+    args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None
+) -> int:
+    # Looked up when called, not when defined: whoever redirected them since is heard.
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     character = read_character(args.character)
     user = args.user or getpass.getuser()
     room = args.room or f"chat-{user}"
@@ -338,7 +345,7 @@ def keys_revoke(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="carrier", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"carrier {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chat_cmd = commands.add_parser("chat", help="chat with a local agent in the terminal")
     chat_cmd.add_argument("--character", required=True, help="path to an ElizaOS character file")
     chat_cmd.add_argument("--user", help="your name in the conversation (default: login name)")
@@ -355,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     chat_cmd.set_defaults(run=chat)
     keys_cmd = commands.add_parser("keys", help="make, list and revoke a tenant's API keys")
-    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create_cmd = keys_sub.add_parser("create", help="make a key (the tenant is made if new)")
     create_cmd.add_argument("--tenant", required=True, help="tenant name, e.g. acme")
     create_cmd.add_argument("--name", default="", help="a label for the key")

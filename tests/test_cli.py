@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from carrier_core import Character
+from carrier_core.api import create_app
 from carrier_core.cli import main
 from carrier_core.store import Store
 from carrier_core.tenants import key_for_secret, tenant_named
-from tests.conftest import CHARACTERS
+from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
+from tests.test_chat_completions import serving
 
 
 def chat(home: Path, lines: str, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
@@ -186,3 +191,26 @@ def test_version() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("carrier ") and done.stdout.strip() != "carrier"
+
+
+def test_chat_over_the_api_exits_1_on_a_wrong_key_or_an_unknown_agent(
+    store: Store,
+    make_tenant: Callable[[str], TenantKey],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    runtime = make_runtime(store)
+    tenant = make_tenant("cli")
+    stranger = tmp_path / "stranger.json"
+    stranger.write_text(json.dumps({"name": "Nobody Registered"}))
+    with serving(create_app(lambda: runtime, run_inline(runtime))) as url:
+        for key, character, words in (
+            ("carrier_not-a-key", CHARACTERS / "ada.json", "401"),
+            (tenant.key, stranger, "404"),
+        ):
+            monkeypatch.setattr(sys, "stdin", io.StringIO("Hello\nAgain\n"))
+            code = main(["chat", "--character", str(character), "--api", url, "--key", key])
+            err = capsys.readouterr().err
+            assert code == 1, err
+            assert words in err and "Traceback" not in err

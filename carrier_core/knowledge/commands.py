@@ -143,7 +143,7 @@ def register(commands: Any) -> None:
     knowledge = commands.add_parser(
         "knowledge", help="add, list and remove an agent's knowledge documents"
     )
-    sub = knowledge.add_subparsers(dest="knowledge_command", required=True)
+    sub = knowledge.add_subparsers(dest="knowledge_command", required=True, metavar="ACTION")
     add_cmd = sub.add_parser(
         "add", help="import a file or a folder's files (.txt, .md, .pdf) and embed them"
     )
