@@ -22,7 +22,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, TextIO
+
+from dotenv import load_dotenv
 
 from carrier_core.character import Character, CharacterError, load_character
 from carrier_core.config import Settings
@@ -403,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(__name__).debug("command %s unavailable: %s", command.name, exc)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="carrier: %(message)s")
+    # As ElizaOS does: a `.env` file in the working folder (model keys, CARRIER_* settings).
+    # What the environment already says wins over it.
+    load_dotenv(Path.cwd() / ".env", override=False)
     try:
         code: int = args.run(args)
     except CommandError as exc:

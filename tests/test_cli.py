@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,39 @@ def test_chat_over_the_api_exits_1_on_a_wrong_key_or_an_unknown_agent(
             err = capsys.readouterr().err
             assert code == 1, err
             assert words in err and "Traceback" not in err
+
+
+def test_a_dotenv_file_in_the_working_folder_is_read_and_the_environment_wins(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "from-dotenv"
+    (tmp_path / ".env").write_text(f"CARRIER_HOME={home}\nCARRIER_RECENT_MESSAGES=not-a-number\n")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"}
+        and not k.startswith("CARRIER_")
+    }
+    run = partial(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "carrier_core.cli",
+            "chat",
+            "--character",
+            str(CHARACTERS / "ada.json"),
+        ],
+        input="Hello\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    refused = run(env=env)
+    # The .env's bad value is read, and named.
+    assert refused.returncode == 2 and "recent_messages" in refused.stderr
+    chatted = run(env={**env, "CARRIER_RECENT_MESSAGES": "12"})
+    assert chatted.returncode == 0, chatted.stderr
+    assert (home / "pg").is_dir()  # CARRIER_HOME came from the .env
