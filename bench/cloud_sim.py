@@ -68,7 +68,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from machine import TEXTS, cpu_model
+from machine import TEXTS, cpu_model, percentile
 from psycopg.rows import dict_row
 
 from carrier_core.character import Character
@@ -435,14 +435,6 @@ def read_histories(emulator: Any, room_ids: set[uuid.UUID]) -> Histories:
 
 
 # -- summaries -------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    if not values:
-        return float("nan")
-    if len(values) < 2:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def p50_p95(values: Sequence[float]) -> str:

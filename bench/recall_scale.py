@@ -75,7 +75,7 @@ from typing import Any
 
 import pgserver
 import psycopg
-from machine import cpu_model
+from machine import cpu_model, mean, percentile
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg.types.json import Jsonb
@@ -457,16 +457,6 @@ def message_cases(
 
 
 # -- report -------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
 
 
 def load_line() -> str:

@@ -36,7 +36,6 @@ import platform
 import pstats
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from machine import cpu_model
+from machine import cpu_model, mean, percentile
 from pgvector import Vector
 from pgvector.psycopg import register_vector
 from psycopg import sql
@@ -526,16 +525,6 @@ def open_bench(url: str, home: Path) -> Iterator[Bench]:
 
 
 # -- summaries ----------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
 
 
 @dataclass(frozen=True)
