@@ -60,7 +60,7 @@ def carrier_dev(env: dict[str, str], log: Path, *args: str) -> Iterator[DevServe
     port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [*CARRIER, "dev", "--port", str(port), "--quiet", *args],
+            [*CARRIER, "dev", "--port", str(port), *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

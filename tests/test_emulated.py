@@ -502,6 +502,20 @@ def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
     output = dev.log.read_text()
     assert "agent Ada: " in output
     assert f"API: {dev.base}" in output
+    # Quiet by default: none of the functions' info lines nor metric documents.
+    assert '"_aws"' not in output and '"level":"INFO"' not in output, output[-2000:]
+
+
+def test_carrier_dev_verbose_shows_the_functions_json_logs_and_metrics(
+    database_url: str, store: Store, tmp_path: Path
+) -> None:
+    ada = str(ROOT / "characters" / "ada.json")
+    env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
+    with carrier_dev(env, tmp_path / "dev.log", "--character", ada, "--verbose") as dev:
+        args = ("--character", ada, "--api", dev.base, "--user", "grace")
+        carrier_chat(env, *args, said="Hello\n")
+    output = dev.log.read_text()
+    assert '"_aws"' in output and '"turn_id"' in output
 
 
 def test_a_failed_turn_is_tried_again_by_a_new_runner_when_its_message_comes_again(

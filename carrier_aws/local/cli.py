@@ -81,9 +81,10 @@ def register(subparsers: Any) -> None:
         " --host is not a loopback address)",
     )
     dev_cmd.add_argument(
-        "--quiet",
+        "--verbose",
         action="store_true",
-        help="no metrics and only warnings from the functions (they log JSON lines, as in Lambda)",
+        help="the functions' JSON log lines (info and up) and metric documents, as Lambda"
+        " writes them; without it only their warnings and errors show",
     )
     dev_cmd.set_defaults(run=dev)
 
@@ -148,7 +149,7 @@ def dev(args: argparse.Namespace) -> int:
     allow_private = private_webhooks(args.host, args.private_webhooks)
     environment = {
         "CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true" if allow_private else "false",
-        **(quiet if args.quiet else {}),
+        **({} if args.verbose else quiet),
     }
     try:
         emulator = Emulator(
