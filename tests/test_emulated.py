@@ -12,11 +12,12 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,8 +28,9 @@ from carrier_core.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TenantKey
 from tests.dev_server import carrier_chat, carrier_dev, offline_environment
+from tests.jwks import AUDIENCE, ISSUER, Issuer
 from tests.test_webhooks import Receiver, assert_signed, register, serving
 
 pytestmark = pytest.mark.skipif(
@@ -596,3 +598,33 @@ def test_a_runner_stopped_mid_turn_is_replaced_by_the_sweep_which_finishes_the_t
     assert payload["type"] == "reply" and payload["turn_id"] == str(turn_id)
     assert payload["reply"]["id"] == str(reply.id)
     assert len(receiver.requests) == 1  # said once, sent once
+
+
+def test_carrier_dev_lets_the_shell_set_end_user_tokens_over_the_template(
+    database_url: str,
+    store: Store,
+    tmp_path: Path,
+    issuer: Issuer,
+    make_tenant: Callable[[str], TenantKey],
+) -> None:
+    """The template declares CARRIER_JWT_* empty (a deployment's default); a developer who
+    exports them gets them under `carrier dev`, not silently the template's."""
+    tenant = make_tenant("dev-tokens")
+    env = offline_environment(
+        DATABASE_URL=database_url,
+        CARRIER_HOME=str(tmp_path),
+        CARRIER_JWT_JWKS_URL=issuer.url,
+        CARRIER_JWT_ISSUER=ISSUER,
+        CARRIER_JWT_AUDIENCE=AUDIENCE,
+    )
+    ada = json.loads((ROOT / "characters" / "ada.json").read_text())
+    with carrier_dev(env, tmp_path / "dev.log") as dev:
+        made = httpx.post(f"{dev.base}/v1/agents", json=ada, headers=tenant.headers)
+        assert made.status_code == 201, made.text
+        token = issuer.token({"sub": "grace", "tenant_id": str(tenant.tenant_id)})
+        posted = httpx.post(
+            f"{dev.base}/v1/agents/{made.json()['id']}/rooms/r1/messages",
+            json={"text": "Hello"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert posted.status_code == 202, posted.text

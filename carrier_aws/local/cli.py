@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,17 @@ def register(subparsers: Any) -> None:
     dev_cmd.set_defaults(run=dev)
 
 
+#: The template's variables that your shell's environment overrides under `carrier dev`:
+#: the model's, the end-user tokens' and the webhooks' timing are a deployment's defaults,
+#: which a developer tunes; the rest (queues, ARNs, the database) are the emulator's own.
+SHELL_SETTINGS = ("CARRIER_MODEL_", "CARRIER_JWT_", "CARRIER_WEBHOOK_")
+
+
+def shell_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `environ` that win over the template's (see `SHELL_SETTINGS`)."""
+    return {name: value for name, value in environ.items() if name.startswith(SHELL_SETTINGS)}
+
+
 def _parameter(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not equals or not name:
@@ -148,6 +161,7 @@ def dev(args: argparse.Namespace) -> int:
     # Set either way: a refusal holds whatever the shell's environment says.
     allow_private = private_webhooks(args.host, args.private_webhooks)
     environment = {
+        **shell_settings(os.environ),
         "CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true" if allow_private else "false",
         **({} if args.verbose else quiet),
     }
