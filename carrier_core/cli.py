@@ -28,9 +28,10 @@ from typing import Any, TextIO
 from dotenv import load_dotenv
 
 from carrier_core.character import Character, CharacterError, load_character
-from carrier_core.config import Settings
+from carrier_core.config import Settings, unknown_config_keys
 from carrier_core.knowledge import DocumentError
 from carrier_core.models import ModelError
+from carrier_core.models.select import primary_provider
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.secrets import SecretStoreError
@@ -151,9 +152,32 @@ def read_character(path: str) -> Character:
 
 def read_settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
+        unknown = unknown_config_keys()
     except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
         raise CommandError(f"bad configuration: {exc}", 2) from None
+    for key in unknown:
+        print(f"carrier: configuration: unknown setting {key!r} ignored", file=sys.stderr)
+    return settings
+
+
+def ignored_character_fields(character: Character, settings: Settings) -> list[str]:
+    """What an ElizaOS character file says that this run does not follow, in a sentence each."""
+    extra = character.model_extra or {}
+    notes = []
+    named = extra.get("modelProvider")
+    if named and primary_provider(settings, character) != str(named).lower():
+        notes.append(
+            f"modelProvider {named!r} (ElizaOS v0) is not used: Carrier follows it for"
+            " openai and anthropic when their key (OPENAI_API_KEY, ANTHROPIC_API_KEY) is set;"
+            " settings.model_provider or CARRIER_MODEL_PROVIDER choose otherwise"
+        )
+    if extra.get("clients"):
+        notes.append(
+            f"clients {extra['clients']!r} are ElizaOS connectors Carrier does not run:"
+            " ignored (talk to the agent through the API, the WebSocket or the ingest queue)"
+        )
+    return notes
 
 
 def open_runtime(settings: Settings) -> Runtime:
@@ -206,6 +230,8 @@ def chat(
             else f"model: {getattr(models.large, 'provider', '')} {models.large.name}"
         )
         print(f"Chatting with {character.name} ({model_note}). Memory: {where}.", file=sys.stderr)
+        for note in ignored_character_fields(character, settings):
+            print(f"carrier: {args.character}: {note}", file=sys.stderr)
         turns: list[uuid.UUID] = []
 
         def send(text: str) -> tuple[list[str], str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -173,3 +174,20 @@ class Settings(BaseSettings):
         if config_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+def unknown_config_keys() -> list[str]:
+    """Keys of the YAML configuration file that name no setting: they are ignored, so the
+    command line says so (a misspelt key would otherwise change nothing, silently)."""
+    config_file = _config_file()
+    if config_file is None:
+        return []
+    document = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    if not isinstance(document, dict):
+        return []
+    known = set(Settings.model_fields)
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            known.update(str(choice) for choice in alias.choices)
+    return sorted(str(key) for key in document if str(key) not in known)

@@ -17,9 +17,12 @@ import pytest
 from carrier_core import Character
 from carrier_core.api import create_app
 from carrier_core.cli import main
+from carrier_core.config import Settings
+from carrier_core.models.select import primary_provider
 from carrier_core.store import Store
 from carrier_core.tenants import key_for_secret, tenant_named
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
+from tests.dev_server import CARRIER
 from tests.test_chat_completions import serving
 
 
@@ -251,3 +254,45 @@ def test_a_dotenv_file_in_the_working_folder_is_read_and_the_environment_wins(
     chatted = run(env={**env, "CARRIER_RECENT_MESSAGES": "12"})
     assert chatted.returncode == 0, chatted.stderr
     assert (home / "pg").is_dir()  # CARRIER_HOME came from the .env
+
+
+SHARED_CHARACTERS = CHARACTERS.parent.parent / "shared" / "elizaos-characters"
+
+
+def test_what_is_given_and_ignored_is_said(tmp_path: Path) -> None:
+    """A misspelt carrier.yaml key, a v0 character's modelProvider without its key, and
+    ElizaOS connectors (`clients`): each named, and the chat goes on."""
+    (tmp_path / "carrier.yaml").write_text("recent_mesages: 5\nreflection_interval: 2\n")
+    sol = SHARED_CHARACTERS / "sol.character.json"  # modelProvider openai, clients [twitter]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"}
+    }
+    done = subprocess.run(
+        [*CARRIER, "chat", "--character", str(sol)],
+        input="Hi, who are you?\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "CARRIER_HOME": str(tmp_path)},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "unknown setting 'recent_mesages' ignored" in done.stderr
+    assert "reflection_interval" not in done.stderr
+    assert "modelProvider 'openai' (ElizaOS v0) is not used" in done.stderr
+    assert "clients ['twitter']" in done.stderr
+    assert done.stdout.startswith("I'm Sol.")
+
+
+def test_a_v0_model_provider_is_followed_when_its_key_is_set() -> None:
+    c3po = Character.model_validate({"name": "C-3PO", "modelProvider": "anthropic"})
+    settings = Settings(database_url="postgresql://unused")
+    both = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a"}
+    assert primary_provider(settings, c3po, both) == "anthropic"  # the character's choice
+    assert primary_provider(settings, c3po, {"OPENAI_API_KEY": "sk-o"}) == "openai"
+    assert primary_provider(settings, c3po, {}) == "offline"
+    explicit = settings.model_copy(update={"model_provider": "offline"})
+    assert primary_provider(explicit, c3po, both) == "offline"  # a setting wins

@@ -1,7 +1,8 @@
 """Which models an agent uses: providers by name, models by role, and the fallback chain.
 
 The provider comes from the character's `settings.model_provider`, else the
-`model_provider` setting, else the environment (OPENAI_API_KEY, then
+`model_provider` setting, else an ElizaOS v0 character's top-level `modelProvider` when its
+key is set, else the environment (OPENAI_API_KEY, then
 ANTHROPIC_API_KEY, then OPENAI_BASE_URL), else the offline model. Each role (small,
 large, embedding) may name its own model, and its own provider as `provider:model`.
 Keys are read from the environment by the SDKs, never from settings or stored
@@ -49,6 +50,18 @@ def _setting(settings: Settings, character: Character | None, name: str) -> Any:
     return value if value not in (None, "") else getattr(settings, name)
 
 
+#: ElizaOS v0's top-level `modelProvider` names Carrier has a provider for, and the key
+#: that provider needs: the character's choice is followed when that key is set.
+V0_PROVIDERS = {"openai": (OPENAI, "OPENAI_API_KEY"), "anthropic": (ANTHROPIC, "ANTHROPIC_API_KEY")}
+
+
+def v0_provider(character: Character | None, env: Mapping[str, str]) -> str | None:
+    """The provider a v0 character's `modelProvider` asks for, if its key is set."""
+    named = (character.model_extra or {}).get("modelProvider") if character is not None else None
+    provider, key = V0_PROVIDERS.get(str(named).lower(), (None, ""))
+    return provider if provider and env.get(key) else None
+
+
 def primary_provider(
     settings: Settings, character: Character | None = None, env: Mapping[str, str] | None = None
 ) -> str:
@@ -56,6 +69,9 @@ def primary_provider(
     if explicit:
         return str(explicit)
     env = os.environ if env is None else env
+    chosen = v0_provider(character, env)
+    if chosen:
+        return chosen
     if env.get("OPENAI_API_KEY"):
         return OPENAI
     if env.get("ANTHROPIC_API_KEY"):
