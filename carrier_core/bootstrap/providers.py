@@ -116,12 +116,7 @@ def _attachments(ctx: TurnContext) -> ProviderResult:
     """The attachments of the conversation's recent messages, oldest first: who sent
     each, its title, URL, description and text (images are described in the decide
     step before the providers run: `carrier_core.turn.describe`)."""
-    found = ctx.runtime.store.recent_messages(
-        ctx.room.id,
-        ctx.runtime.settings.recent_messages,
-        through=ctx.message,
-        with_attachments=True,
-    )
+    found = ctx.attachment_messages()
     lines: list[str] = []
     shown: list[dict[str, object]] = []
     for named in found:

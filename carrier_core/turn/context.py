@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from carrier_core.agent_settings import get_setting
 from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
-from carrier_core.store import ModelCall, StepRecord, StepUsage, TurnRecord
+from carrier_core.store import ModelCall, NamedMessage, StepRecord, StepUsage, TurnRecord
 
 _R = TypeVar("_R", Generation, Embeddings)
 
@@ -61,6 +61,7 @@ class TurnContext:
     _usage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Ledger rows of the step's model calls, written with its record.
     calls: list[ModelCall] = field(default_factory=list)
+    _attachment_messages: list[NamedMessage] | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, runtime: Runtime, turn_id: Any, step: str = "") -> TurnContext:
@@ -160,6 +161,19 @@ class TurnContext:
         if self.message.embedding is None:
             self.message.embedding = self.embed([self.message.content.text]).vectors[0]
         return self.message.embedding
+
+    def attachment_messages(self) -> list[NamedMessage]:
+        """The conversation's recent messages that carry attachments, read once per step:
+        describing their images and showing them (the ATTACHMENTS provider) need the same
+        rows, and a description made in the step is kept on them."""
+        if self._attachment_messages is None:
+            self._attachment_messages = self.runtime.store.recent_messages(
+                self.room.id,
+                self.runtime.settings.recent_messages,
+                through=self.message,
+                with_attachments=True,
+            )
+        return self._attachment_messages
 
     def step_record(
         self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any

@@ -81,12 +81,7 @@ def describe_images(ctx: TurnContext) -> None:
     """Describe the recent messages' undescribed images (newest first), storing each
     description as it is made; what was done and what failed goes in the step's detail."""
     store = ctx.runtime.store
-    recent = store.recent_messages(
-        ctx.room.id,
-        ctx.runtime.settings.recent_messages,
-        through=ctx.message,
-        with_attachments=True,
-    )
+    recent = ctx.attachment_messages()
     wanted = [
         (named.memory.id, index, attachment)
         for named in reversed(recent)
@@ -113,6 +108,7 @@ def describe_images(ctx: TurnContext) -> None:
             errors.append({**where, "error": f"{type(exc).__name__}: {exc}"})
             continue
         store.describe_attachment(memory_id, index, description, made_by=made_by)
+        attachment["description"] = description  # what the ATTACHMENTS provider shows
         described.append({**where, "model": made_by})
     # Stored descriptions are not made again: their calls' cost must not wait for the step.
     ctx.write_calls()
