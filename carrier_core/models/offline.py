@@ -235,6 +235,7 @@ class OfflineModel:
     def _reflect(self, request: ModelRequest) -> str:
         facts: list[dict[str, str]] = []
         speakers: set[str] = set()
+        names: dict[str, str] = {}
         agent = request.hints.get("agent", "")
         for line in request.hints.get("conversation", "").splitlines():
             speaker, sep, text = line.partition(": ")
@@ -244,15 +245,12 @@ class OfflineModel:
             facts.extend(
                 {"claim": claim, "about": speaker} for claim in _fact_claims(speaker, text)
             )
+            if m := _NAME.search(text):
+                names[speaker] = m.group(1)
         relationships = [
             {"source": speaker, "target": agent, "tags": ["conversation"]}
             for speaker in sorted(speakers)
         ]
-        names = {}
-        for line in request.hints.get("conversation", "").splitlines():
-            speaker, sep, text = line.partition(": ")
-            if sep and speaker != agent and (m := _NAME.search(text)):
-                names[speaker] = m.group(1)
         return json.dumps(
             {
                 "thought": f"Noted {len(facts)} fact(s).",

@@ -1081,23 +1081,23 @@ class Store:
             ).fetchall()
         return [row["id"] for row in rows]
 
-    def update_turn(self, turn_id: uuid.UUID, *, status: str, error: str | None = None) -> None:
-        """Move a turn on; the error is set with a failed status and cleared otherwise.
+    def mark_retrying(self, turn_id: uuid.UUID, error: str) -> None:
+        """Say that a turn's step failed and is tried again, and why (`error`).
 
-        An ended turn (done, failed, coalesced) is not moved: a failure reported after it
-        ended (its runner failing to move on to the next turn) is not the turn's, and a
-        late write from a step that outlived its execution must not reopen it.
+        An ended turn (done, failed, coalesced) is not moved: a late write from a step
+        that outlived its execution must not reopen it (`end_turn` ends turns).
         """
         with self.connection() as conn:
             conn.execute(
-                "UPDATE turns SET status = %s, error = %s, updated_at = now()"
+                "UPDATE turns SET status = 'retrying', error = %s, updated_at = now()"
                 f" WHERE id = %s AND status IN {UNFINISHED_SQL}",
-                (status, error, turn_id),
+                (error, turn_id),
             )
 
     def end_turn(self, turn_id: uuid.UUID, *, error: str | None = None) -> TurnEnd | None:
         """End a turn, done or failed with its reason, and sum up its model calls in the
-        same statement; None if it had ended already (see `update_turn`)."""
+        same statement; None if it had ended already: a failure reported after the turn
+        ended (its runner failing to move on to the next turn) is not the turn's."""
         with self.connection() as conn:
             row = conn.execute(
                 "UPDATE turns t SET status = %s, error = %s, updated_at = now()"

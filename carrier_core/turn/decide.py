@@ -80,7 +80,7 @@ def should_respond(ctx: TurnContext, decide: ModelRequest) -> ShouldRespond | No
             task="should_respond",
             system=decide.system,
             prompt=rendered.text,
-            hints={**decide.hints},
+            hints=decide.hints,
         )
     )
     try:
@@ -123,7 +123,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
                 status, detail = "error", {**detail, "error": str(exc)}
     except (ModelRateLimited, ModelUnavailable) as exc:
         # The step fails and is tried again (the state machine's Retry): the turn says so.
-        runtime.store.update_turn(turn_id, status="retrying", error=f"{type(exc).__name__}: {exc}")
+        runtime.store.mark_retrying(turn_id, f"{type(exc).__name__}: {exc}")
         raise
     decision = settle(decision, ctx.room.kind, ctx.plugins)
     respond = decision.actions != ["IGNORE"]
