@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 ENDPOINT_VARIABLE = "WEBSOCKET_ENDPOINT"
 
 
+#: Where clients connect to the WebSocket API (`wss://{api}.execute-api.{region}.amazonaws.com/
+#: {stage}`), which the web console is told (`GET /v1/console-config`); set for the API
+#: function. Empty under `carrier dev`, which serves the WebSocket API beside the HTTP API.
+CLIENT_URL_VARIABLE = "CARRIER_WEBSOCKET_URL"
+
+
+def client_url() -> str | None:
+    """Where clients connect, or None: not set, or set empty (beside the HTTP API)."""
+    return os.environ.get(CLIENT_URL_VARIABLE, "").strip() or None
+
+
 def configured_endpoint() -> str | None:
     """The endpoint pushes are on for, or None: not set, or set empty."""
     return os.environ.get(ENDPOINT_VARIABLE, "").strip() or None

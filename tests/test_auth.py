@@ -29,7 +29,7 @@ from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
 from tests.jwks import Issuer
 
 #: Routes anyone may call.
-PUBLIC = {("GET", "/v1/health")}
+PUBLIC = {("GET", "/v1/health"), ("GET", "/v1/console-config")}
 #: Routes an end user (a JWT) may call: talking, and reading what they said and were told.
 END_USER = {
     ("POST", "/v1/agents/{agent_id}/rooms/{room}/messages"),

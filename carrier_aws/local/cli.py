@@ -3,8 +3,9 @@
 The database is the one `carrier chat` uses (DATABASE_URL, else the embedded
 Postgres); the functions in `functions/` run in this process on the queues and
 the state machine of `template.yaml`, emulated by moto. Talk to it with
-`carrier chat --character PATH --api http://127.0.0.1:8000`, or with curl; listen
-and talk on the WebSocket API at `ws://127.0.0.1:8000/v1/ws?agent=...&room=...&token=...`.
+`carrier chat --character PATH --api http://127.0.0.1:8000`, with curl, or in the web
+console (the `Console:` link it prints carries the local key); listen and talk on the
+WebSocket API at `ws://127.0.0.1:8000/v1/ws?agent=...&room=...&token=...`.
 
 Webhooks may point at private addresses (a receiver on this machine) while the API is
 served on a loopback address only; with `--no-private-webhooks`, or a `--host` other
@@ -17,10 +18,12 @@ import argparse
 import ipaddress
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from carrier_core.character import CharacterError
 from carrier_core.cli import CommandError, open_runtime, read_character, read_settings
@@ -134,6 +137,15 @@ def private_webhooks(host: str, wanted: bool) -> bool:
     return wanted
 
 
+def console_link(host: str, port: int, key: str) -> str:
+    """The web console's address with the local key in its fragment (`#key=...`), which
+    browsers never send to the server. A wildcard host is opened at the loopback address."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/#key={quote(key, safe='')}"
+
+
 def dev(args: argparse.Namespace) -> int:
     # Imported here: `carrier chat` should not pay for moto and uvicorn.
     try:
@@ -205,11 +217,15 @@ def dev(args: argparse.Namespace) -> int:
         agent = str(characters[0].agent_id) if characters else "AGENT_ID"
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
         key_note = "made now" if made else "saved earlier"
+        key_file = dev_key_file(settings.data_dir)
         print(
             f"Carrier on emulated AWS ({template}), database: {where}.\n"
             f"API: {base} (docs: {base}/docs)\n"
-            f"API key of the local tenant ({key_note}, in {dev_key_file(settings.data_dir)}):\n"
-            f"  export CARRIER_API_KEY={key}\n"
+            # The key once, in the fragment, which the browser keeps to itself: the page reads
+            # it and takes it out of the address bar.
+            f"Console: {console_link(args.host, args.port, key)}\n"
+            f"API key of the local tenant ({key_note}, in {key_file}):\n"
+            f"  export CARRIER_API_KEY=$(cat {shlex.quote(str(key_file))})\n"
             f"  curl -s -X POST {base}/v1/agents/{agent}/rooms/demo/messages \\\n"
             '    -H "Authorization: Bearer $CARRIER_API_KEY" \\\n'
             '    -H "content-type: application/json" \\\n'

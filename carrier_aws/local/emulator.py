@@ -888,6 +888,12 @@ class Emulator:
         env.setdefault("POWERTOOLS_SERVICE_NAME", "carrier")
         # One process runs what would be many containers at once, each with its connection.
         env.setdefault("CARRIER_POOL_SIZE", str(HANDLER_CONNECTIONS))
+        if self.template.websocket_apis:
+            from carrier_aws.push import CLIENT_URL_VARIABLE
+
+            # The WebSocket API is served by `app` itself, at /v1/ws: the web console
+            # connects beside its page, not to the template's execute-api URL.
+            env[CLIENT_URL_VARIABLE] = ""
         env.update(self.extra_environment)
         env["DATABASE_URL"] = self.database_url
         return env

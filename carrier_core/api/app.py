@@ -23,6 +23,7 @@ from carrier_core.api import (
     memories,
     rooms,
     turns,
+    webconsole,
     webhooks,
 )
 from carrier_core.api.deps import Services, Submit
@@ -43,16 +44,23 @@ def create_app(
     runtime: Callable[[], Runtime],
     submit: Submit,
     request_embedding: RequestEmbedding | None = None,
+    *,
+    websocket_url: str | None = None,
 ) -> FastAPI:
     """The API over a runtime (made on first use), a way to start a room's runner, and one
-    to have new knowledge embedded (None: at once, within the request)."""
+    to have new knowledge embedded (None: at once, within the request). `websocket_url` is
+    where the web console opens its WebSocket when the WebSocket API is served elsewhere
+    (None: at `/v1/ws` beside it)."""
     app = FastAPI(title="Carrier", version="1.0.0", description=DESCRIPTION)
     app.state.services = Services(
         runtime=runtime, submit=submit, request_embedding=request_embedding
     )
+    app.state.console_websocket_url = websocket_url
     install_error_handlers(app)
     app.add_middleware(BodyLimit)
     app.include_router(health.router)
+    app.include_router(webconsole.router)
+    app.include_router(webconsole.config_router)
     for module in (agents, rooms, turns, memories, documents, keys, chat_completions, webhooks):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

@@ -27,6 +27,7 @@ from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, RoomRecord
 from carrier_core.turn import InvalidMessage, MessageConflict, ingest
+from carrier_core.turn_history import message_turns
 from carrier_core.world import RoomKind, room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
@@ -85,9 +86,12 @@ class MessageView(BaseModel):
     #: be one Carrier made.
     attachments: list[dict[str, Any]]
     created_at: datetime | None
+    #: The message's turn (`/v1/turns/{turn_id}`): the one it started, or for the agent's
+    #: reply the one that said it; null for a message without one.
+    turn_id: uuid.UUID | None = None
 
 
-def message_view(memory: Memory) -> MessageView:
+def message_view(memory: Memory, turn_id: uuid.UUID | None = None) -> MessageView:
     return MessageView(
         id=memory.id,
         entity_id=memory.entity_id,
@@ -96,6 +100,7 @@ def message_view(memory: Memory) -> MessageView:
         actions=memory.content.actions,
         attachments=memory.content.attachments,
         created_at=memory.created_at,
+        turn_id=turn_id,
     )
 
 
@@ -262,7 +267,8 @@ def list_messages(
         limit=limit,
         before_seq=seq_cursor(cursor),
     )
+    turns = message_turns(runtime.store, [m.id for m in memories])
     return Page(
-        data=[message_view(m) for m in memories],
+        data=[message_view(m, turns.get(m.id)) for m in memories],
         next_cursor=str(memories[-1].seq) if len(memories) == limit else None,
     )

@@ -1,8 +1,9 @@
-"""Turns: what became of a message — its status, replies, steps and model usage."""
+"""Turns: what became of a message — its status, replies, steps, decision and model usage."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,6 +13,7 @@ from carrier_core.api.deps import Caller, RuntimeDep, turn_of
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import TurnRecord
+from carrier_core.turn_history import timed_steps
 
 router = APIRouter(prefix="/v1/turns", tags=["turns"])
 
@@ -51,10 +53,49 @@ class StepView(BaseModel):
     step: str
     key: str | None
     status: str
+    #: What the step did. A decide step's holds the prompt it sent (`prompt`: `system` and
+    #: `text`), its size in tokens (`prompt_tokens`, `prompt_budget`, `prompt_cut`), the
+    #: model and the actions chosen.
     detail: dict[str, Any]
     model_calls: int
     input_tokens: int
     output_tokens: int
+    started_at: datetime
+    finished_at: datetime
+    #: finished_at - started_at, in milliseconds.
+    duration_ms: int
+
+
+class ModelCallView(BaseModel):
+    """One row of the usage ledger: a model call the turn made."""
+
+    #: The step that made it: decide, act or evaluate.
+    step: str | None
+    provider: str
+    model: str
+    #: large, small or embedding.
+    role: str
+    #: What it was for (decide, reflect, describe_image, should_respond, ...), when said.
+    task: str | None
+    #: ok or error (then `error` says why).
+    status: str
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int
+    #: Estimated from list prices; 0 for models without a known price.
+    cost_usd: float
+
+
+class DecisionView(BaseModel):
+    #: Decide steps run so far.
+    steps_taken: int
+    #: The latest decide step's answer: `thought`, `actions`, `text`, `providers`; null
+    #: before the first decide step ends.
+    decision: dict[str, Any] | None
+    #: What the providers composed for that step's prompt (conversation, facts, people,
+    #: time, actions, ...), by name.
+    state: dict[str, Any]
 
 
 def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
@@ -99,5 +140,27 @@ def get_turn_steps(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -
     principal.require_key("reading a turn's steps")
     turn_of(runtime, principal, turn_id)
     return [
-        StepView.model_validate(s, from_attributes=True) for s in runtime.store.turn_steps(turn_id)
+        StepView.model_validate(s, from_attributes=True)
+        for s in timed_steps(runtime.store, turn_id)
     ]
+
+
+@router.get("/{turn_id}/calls", response_model=list[ModelCallView])
+def get_turn_calls(
+    runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID
+) -> list[ModelCallView]:
+    """The turn's model calls, in order: provider, model, tokens, latency, estimated cost."""
+    principal.require_key("reading a turn's model calls")
+    turn_of(runtime, principal, turn_id)
+    return [
+        ModelCallView.model_validate(c, from_attributes=True)
+        for c in runtime.store.model_calls(turn_id)
+    ]
+
+
+@router.get("/{turn_id}/decision", response_model=DecisionView)
+def get_turn_decision(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -> DecisionView:
+    """What the agent decided, and what its prompt was composed of."""
+    principal.require_key("reading a turn's decision")
+    turn = turn_of(runtime, principal, turn_id)
+    return DecisionView(steps_taken=turn.steps_taken, decision=turn.decision, state=turn.state)

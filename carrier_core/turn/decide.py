@@ -142,6 +142,13 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             actions=decision.actions,
             model=model,
             prompt_chars=len(request.system) + len(request.prompt),
+            # The prompt as sent (and how many images went with it), for the turn's
+            # history: the console's turn inspector shows it.
+            prompt={
+                "system": request.system,
+                "text": request.prompt,
+                **({"images": len(request.images)} if request.images else {}),
+            },
             **composed.record(),
             provider_errors=ctx.state.errors,
             **detail,

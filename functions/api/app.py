@@ -1,12 +1,14 @@
 """HTTP API function: FastAPI behind Mangum. A post stores the message and its turn, starts
 the room's runner if the room is idle, and answers 202. A document upload stores the
-document and its fragments, and queues their embedding for the embed function."""
+document and its fragments, and queues their embedding for the embed function. It also
+serves the web console at `/`, which it tells where the WebSocket API is."""
 
 import boto3
 from mangum import Mangum
 
 from carrier_aws.embedding import embedding_requester
 from carrier_aws.observability import accepted, function_handler
+from carrier_aws.push import client_url
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api import create_app
@@ -21,7 +23,7 @@ def submit(ingested: Ingested) -> None:
     start_claimed(sfn, state_machine_arn(), ingested.runner)
 
 
-app = create_app(runtime, submit, embedding_requester(sqs))
+app = create_app(runtime, submit, embedding_requester(sqs), websocket_url=client_url())
 _mangum = Mangum(app, lifespan="off")
 
 
