@@ -9,8 +9,10 @@ the desktop in light and dark, and a phone (390 px wide) in light and dark.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +82,25 @@ def console_link(dev: DevServer) -> str:
     return found.group(1)
 
 
+def api(dev: DevServer, key: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """A call to the API `carrier dev` serves, as any client makes it."""
+    request = urllib.request.Request(
+        dev.base + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def dev_agent(dev: DevServer, key: str) -> str:
+    """The id of the one agent `carrier dev` registered (Ada)."""
+    [agent] = api(dev, key, "/v1/agents")["data"]
+    found: str = agent["id"]
+    return found
+
+
 def watch_errors(page: Page) -> list[str]:
     """The page's uncaught exceptions and console errors (a refused policy shows there)."""
     errors: list[str] = []
@@ -106,6 +127,11 @@ def test_the_console_chats_live_and_inspects_the_turn(
     assert link == f"{dev.base}/#key={key}"
     # The key is printed once, in that link; the other lines read it from its file.
     assert dev.log.read_text().count(key) == 1
+
+    # A webhook to a port nothing listens on: its delivery stays pending, with the error.
+    agent = dev_agent(dev, key)
+    hook = api(dev, key, f"/v1/agents/{agent}/webhooks", {"url": "http://127.0.0.1:9/hook"})
+    assert hook["url"] == "http://127.0.0.1:9/hook"
 
     context = browser.new_context(
         viewport={"width": 1280, "height": 820}, color_scheme="light", reduced_motion="reduce"
@@ -169,10 +195,18 @@ def test_the_console_chats_live_and_inspects_the_turn(
     expect(page.locator("#search-results .result").first).to_be_visible()
     page.screenshot(path=tmp_path / "console-memory-dark.png")
 
-    # Webhooks (none yet) and back to the chat.
+    # The webhook and its delivery of the reply; the delivery opens its turn.
     page.click(".tab[data-view=webhooks]")
-    expect(page.locator("#webhook-list")).to_contain_text("No webhooks")
+    expect(page.locator(".webhook-url")).to_have_text("http://127.0.0.1:9/hook")
+    delivery = page.locator("#deliveries tbody tr")
+    expect(delivery).to_have_count(1)
+    expect(delivery).to_contain_text(re.compile("pending|failed"))
+    expect(delivery).to_contain_text("Nice to meet you, Grace.")
+    page.screenshot(path=tmp_path / "console-webhooks-dark.png")
+    delivery.click()
+    expect(inspector.locator(".decision-text")).to_have_text(ADA_FIRST_REPLY)
     page.click(".tab[data-view=chat]")
+    expect(inspector).to_be_hidden()
 
     # A phone: one column, nothing wider than the screen, the inspector as a sheet.
     page.emulate_media(color_scheme="light")

@@ -317,8 +317,8 @@ async function selectAgent(agentId) {
   forgetTurns();
   state.pending.clear();
   const agent = currentAgent();
-  $("message-input").placeholder = agent ? `Message ${agentLabel(agent)}…` : "Write a message…";
-  document.title = agent ? `${agentLabel(agent)} · Carrier console` : "Carrier console";
+  $("message-input").placeholder = agent ? `Message ${agent.name}…` : "Write a message…";
+  document.title = agent ? `${agent.name} · Carrier console` : "Carrier console";
   if (!agentId) {
     clear($("room-list"));
     closeSocket();
@@ -584,18 +584,28 @@ async function sendMessage(text) {
   const element = messageElement({ id: clientId, text, from_agent: false, created_at: new Date().toISOString() }, { sending: true });
   $("messages").append(element);
   scrollToEnd();
-  state.pending.set(clientId, { element, text });
-  const frame = { action: "sendMessage", text, sender, client_message_id: clientId };
+  const message = { text, sender, client_message_id: clientId };
+  state.pending.set(clientId, { element, room: state.room });
   if (state.socket && state.socket.readyState === WebSocket.OPEN) {
-    state.socket.send(JSON.stringify(frame));
+    state.socket.send(JSON.stringify({ action: "sendMessage", ...message }));
+    // Not accepted soon (the socket dropped?): post it again over REST. The client message
+    // id makes that the same message, never a second one.
+    setTimeout(() => {
+      const sent = state.pending.get(clientId);
+      if (sent && sent.room === state.room) postMessage(message);
+    }, 8000);
     return;
   }
   // No live connection: post over REST; the turn's block polls for the answer.
+  await postMessage(message);
+}
+
+async function postMessage(message) {
   try {
-    const accepted = await api(roomPath(state.room, "/messages"), { method: "POST", body: { text, sender, client_message_id: clientId } });
-    onFrame({ type: "accepted", ...accepted, client_message_id: clientId });
+    const accepted = await api(roomPath(state.room, "/messages"), { method: "POST", body: message });
+    onFrame({ type: "accepted", ...accepted, client_message_id: message.client_message_id });
   } catch (error) {
-    onFrame({ type: "error", code: error.code, message: error.message, client_message_id: clientId });
+    onFrame({ type: "error", code: error.code, message: error.message, client_message_id: message.client_message_id });
   }
 }
 
@@ -611,6 +621,7 @@ function onFrame(frame) {
         sent.element.dataset.turn = frame.turn_id;
         state.seenMessages.add(frame.message_id);
       }
+      if (!sent && state.turns.has(frame.turn_id)) break; // accepted twice (a retried post)
       const block = blockFor(frame.turn_id, anchor);
       block.step(frame.status === "queued" ? "Accepted" : `Accepted (${frame.status})`);
       if (frame.status === "done" || frame.status === "failed") block.poll();
@@ -1081,6 +1092,12 @@ async function loadWebhooks() {
   loadDeliveries(true);
 }
 
+/** The reply a delivery carries (its payload's `reply.text`), cut short for the table. */
+function replyText(payload) {
+  const text = (payload && payload.reply && payload.reply.text) || "";
+  return text.length > 90 ? `${text.slice(0, 89)}…` : text || "—";
+}
+
 function selectWebhook(id) {
   state.webhook = id;
   for (const button of document.querySelectorAll(".webhook")) {
@@ -1115,7 +1132,7 @@ async function loadDeliveries(reset) {
         h(
           "div",
           { class: "table-wrap" },
-          h("table", {}, h("thead", {}, h("tr", {}, ["Created", "Status", "Attempts", "HTTP", "Last error", "Next attempt", "Turn"].map((t, i) => h("th", { class: i === 2 || i === 3 ? "num" : null, text: t })))), tbody),
+          h("table", {}, h("thead", {}, h("tr", {}, ["Created", "Status", "Reply", "Attempts", "HTTP", "Last error", "Next attempt", "Turn"].map((t, i) => h("th", { class: i === 3 || i === 4 ? "num" : null, text: t })))), tbody),
         ),
       );
     }
@@ -1126,6 +1143,7 @@ async function loadDeliveries(reset) {
           { class: "clickable", title: "Inspect the turn", on: { click: () => openInspector(d.turn_id) } },
           h("td", { text: fmtDateTime(d.created_at) }),
           h("td", {}, badge(d.status)),
+          h("td", { class: "wrap excerpt", text: replyText(d.payload) }),
           h("td", { class: "num", text: fmtInt(d.attempts) }),
           h("td", { class: "num", text: d.last_status ?? "—" }),
           h("td", { class: "wrap", text: d.last_error || "—" }),
