@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,19 @@ _CREDENTIAL = re.compile(r"(?:API_?KEY|TOKEN|SECRET)$|PASSWORD", re.IGNORECASE)
 #: Where a secret sits in a character document: ("secrets", NAME), ("settings", NAME),
 #: ("settings", "secrets", NAME), or deeper in `settings` (("settings", "discord", NAME)).
 SecretPath = tuple[str, ...]
+
+
+#: A handle: lowercase letters, digits and inner hyphens, at most 48 characters.
+HANDLE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?")
+
+
+def handle_for(name: str) -> str:
+    """The slug of a name ("Dr. Zoë Hart" -> "dr-zoe-hart"): accents dropped, each run of
+    other characters one hyphen, "agent" if nothing is left. Migration 0010 gave agents
+    stored before it the same slug of their ASCII letters and digits."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug[:48].strip("-") or "agent"
 
 
 def is_credential_name(name: str) -> bool:
@@ -190,6 +204,11 @@ class Character(_Open):
                 f"settings.secrets must be an object of names to values, got {type(found).__name__}"
             )
         return settings
+
+    @property
+    def handle(self) -> str:
+        """How a tenant addresses this agent when it is stored: the slug of its name."""
+        return handle_for(self.name)
 
     @property
     def agent_id(self) -> uuid.UUID:

@@ -19,12 +19,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
 from dotenv import load_dotenv
 
 from carrier_core.character import Character, CharacterError, load_character
@@ -46,6 +48,7 @@ from carrier_core.tenants import (
     tenant_named,
 )
 from carrier_core.turn import InvalidMessage, evaluate, run_turn
+from carrier_core.turn_history import timed_steps
 
 QUIT = {"/quit", "/exit", "/q"}
 
@@ -96,7 +99,46 @@ def _exchange(
             print(f"{name}: {text}" if interactive else text, file=stdout, flush=True)
 
 
-def _over_http(base_url: str, key: str, agent_id: uuid.UUID, room: str, user: str) -> Send:
+def reply_lines(text: str, attachments: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A reply as the terminal shows it: its text, then a line per attachment."""
+    lines = [text] if text else []
+    for media in attachments:
+        title = media.get("title") or media.get("id") or "attachment"
+        lines.append(f"[{title}] {media.get('url', '')}".rstrip())
+    return lines
+
+
+def turn_trace(
+    steps: Sequence[Mapping[str, Any]],
+    decision: Mapping[str, Any] | None,
+    calls: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """What a turn did, for `carrier chat --verbose`: each step with its time, what the
+    agent decided, and each model call with its tokens and estimated cost."""
+    lines = []
+    for step in steps:
+        detail = step.get("detail") or {}
+        said = f"  {step['step']} {step['status']} {step.get('duration_ms', 0)} ms"
+        if step["step"] == "decide" and detail.get("actions") is not None:
+            said += f": actions {', '.join(detail['actions']) or '(none)'}"
+        if detail.get("error"):
+            said += f": {detail['error']}"
+        lines.append(said)
+    if decision and decision.get("thought"):
+        lines.append(f"  thought: {decision['thought']}")
+    for call in calls:
+        lines.append(
+            f"  model {call['role']} {call['provider']}/{call['model']}"
+            f" ({call.get('task') or call.get('step') or '-'}): {call['status']},"
+            f" {call['input_tokens']} tokens in, {call['output_tokens']} out,"
+            f" {call['latency_ms']} ms, ${call['cost_usd']:.4f}"
+        )
+    return lines
+
+
+def _over_http(
+    base_url: str, key: str, agent: str, room: str, user: str, *, verbose: bool = False
+) -> Send:
     """Each line goes through the HTTP API (for instance `carrier dev`), as a client would."""
 
     def call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -119,13 +161,19 @@ def _over_http(base_url: str, key: str, agent_id: uuid.UUID, room: str, user: st
 
     def send(text: str) -> tuple[list[str], str | None]:
         body = {"text": text, "sender": user, "sender_name": user}
-        turn_id = call("POST", f"/v1/agents/{agent_id}/rooms/{room}/messages", body)["turn_id"]
+        turn_id = call("POST", f"/v1/agents/{agent}/rooms/{room}/messages", body)["turn_id"]
         deadline = time.monotonic() + 120
         while True:
             turn = call("GET", f"/v1/turns/{turn_id}")
             if turn["status"] in ("done", "failed") or time.monotonic() > deadline:
-                return [r["text"] for r in turn["replies"]], turn["error"]
+                break
             time.sleep(0.1)
+        if verbose:
+            steps: Any = call("GET", f"/v1/turns/{turn_id}/steps")
+            for line in turn_trace(steps, None, []):
+                print(line, file=sys.stderr)
+        lines = [ln for r in turn["replies"] for ln in reply_lines(r["text"], r["attachments"])]
+        return lines, turn["error"]
 
     return send
 
@@ -154,7 +202,9 @@ def read_settings() -> Settings:
     try:
         settings = Settings()
         unknown = unknown_config_keys()
-    except (ValueError, OSError) as exc:  # pydantic and YAML errors are ValueErrors
+    except yaml.YAMLError as exc:  # a syntax error: where, in one line
+        raise CommandError(f"bad configuration: {' '.join(str(exc).split())}", 2) from None
+    except (ValueError, OSError) as exc:  # pydantic's errors are ValueErrors
         raise CommandError(f"bad configuration: {exc}", 2) from None
     for key in unknown:
         print(f"carrier: configuration: unknown setting {key!r} ignored", file=sys.stderr)
@@ -180,6 +230,20 @@ def ignored_character_fields(character: Character, settings: Settings) -> list[s
     return notes
 
 
+def distinct_handles(characters: Sequence[Character], paths: Sequence[str]) -> None:
+    """Refuse two character files that would be one agent (their names make one handle):
+    registered together, the second would silently replace the first."""
+    seen: dict[str, str] = {}
+    for character, path in zip(characters, paths, strict=True):
+        first = seen.setdefault(character.handle, path)
+        if first != path:
+            raise CommandError(
+                f"{first} and {path} are both agent {character.handle!r} (the slug of their"
+                " names): give one a different name",
+                2,
+            )
+
+
 def open_runtime(settings: Settings) -> Runtime:
     try:
         return Runtime.open(settings)
@@ -203,7 +267,7 @@ def chat(
                 2,
             )
         print(f"Chatting with {character.name} through {args.api}.", file=sys.stderr)
-        send = _over_http(args.api, key, character.agent_id, room, user)
+        send = _over_http(args.api, key, character.handle, room, user, verbose=args.verbose)
         try:
             _converse(character.name, send, stdin, stdout)
         except urllib.error.URLError as exc:
@@ -238,13 +302,28 @@ def chat(
             message = {"agent_id": agent_id, "room": room, "sender": user, "sender_name": user}
             result = run_turn(runtime, {**message, "text": text, "source": "cli"})
             turns.append(result.turn_id)
-            return result.reply_texts, result.error
+            if args.verbose:
+                _print_trace(runtime, result.turn_id)
+            lines = [
+                line
+                for reply in result.replies
+                for line in reply_lines(reply.content.text, reply.content.attachments)
+            ]
+            return lines, result.error
 
         _converse(character.name, send, stdin, stdout)
         if turns:
             # Reflect on what was said since the last reflection, so nothing told is forgotten.
             evaluate(runtime, turns[-1], force=True)
     return 0
+
+
+def _print_trace(runtime: Runtime, turn_id: uuid.UUID) -> None:
+    store = runtime.store
+    steps = [{**asdict(s), "duration_ms": s.duration_ms} for s in timed_steps(store, turn_id)]
+    calls = [asdict(c) for c in store.model_calls(turn_id)]
+    for line in turn_trace(steps, store.turn(turn_id).decision, calls):
+        print(line, file=sys.stderr)
 
 
 def usage(args: argparse.Namespace, stdout: TextIO = sys.stdout) -> int:
@@ -389,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("CARRIER_API_KEY"),
         help="API key for --api (default: $CARRIER_API_KEY, else the key `carrier dev` saved)",
     )
+    chat_cmd.add_argument(
+        "--verbose",
+        action="store_true",
+        help="after each reply, show the turn's steps, decision, model calls and tokens",
+    )
     chat_cmd.set_defaults(run=chat)
     keys_cmd = commands.add_parser("keys", help="make, list and revoke a tenant's API keys")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -420,9 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate", help="bring the database's schema up to this version of Carrier"
     )
     migrate_cmd.set_defaults(run=migrate_command)
-    # Imported here: its commands use this module's helpers.
+    # Imported here: their commands use this module's helpers.
+    from carrier_core.agent_commands import register as register_agents
     from carrier_core.knowledge.commands import register as register_knowledge
 
+    register_agents(commands)
     register_knowledge(commands)
     # Other packages add commands (carrier_aws adds `dev`) without the core importing them.
     for command in entry_points(group="carrier.commands"):

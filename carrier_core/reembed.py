@@ -31,9 +31,9 @@ def reembed(
     many. Resizes the column when the embedding model's size differs from it."""
     store = runtime.store
     agents = [
-        (agent_id, name)
-        for agent_id, name in store.agents()
-        if agent is None or agent in (name, str(agent_id))
+        (record.id, record.name)
+        for record in store.agents()
+        if agent is None or agent in (record.handle, record.name, str(record.id))
     ]
     if agent is not None and not agents:
         raise LookupError(f"no agent named {agent!r}")
@@ -58,7 +58,7 @@ def reembed(
                 )
             store.resize_embeddings(size)
     size_per_call = batch_size or runtime.settings.embed_batch_size
-    total = sum(store.count_memories(agent_id) for agent_id, _ in agents)
+    total = sum(sum(store.count_memories(agent_id).values()) for agent_id, _ in agents)
     done = 0
     if progress:
         progress(0, total)

@@ -116,10 +116,13 @@ class Runtime:
         character: Character,
         tenant_id: uuid.UUID = LOCAL_TENANT_ID,
         *,
+        handle: str | None = None,
         embed: Callable[[uuid.UUID], None] | None = None,
     ) -> uuid.UUID:
         """Store (or update) an agent of a tenant and its knowledge; safe to call on every
-        start. Raises `AgentConflict` when the character's id is another tenant's.
+        start. The agent is the tenant's of this handle (default: the slug of the character's
+        name) if there is one. Raises `AgentConflict` when the character's id is another
+        tenant's, or another agent's of this handle.
 
         Knowledge items become documents (`carrier_core.knowledge`); a `path` item that is
         missing or of a type not read raises `DocumentError` naming it before anything is
@@ -139,7 +142,7 @@ class Runtime:
         with self.store.atomic():
             # First the agent: its row is locked, and another tenant's id is refused before
             # that agent's secrets are read or written.
-            agent_id = self.store.save_agent(character, tenant_id)
+            agent_id = self.store.save_agent(character, tenant_id, handle=handle)
             self.secrets.put(agent_id, self._secrets_to_keep(agent_id, given))
         import_knowledge(self, agent_id, knowledge)
         if embed is not None:

@@ -77,6 +77,11 @@ def tenant_named(store: Store, name: str) -> Tenant | None:
     return None if row is None else Tenant(row["id"], name)
 
 
+def tenant_names(store: Store) -> dict[uuid.UUID, str]:
+    with store.connection() as conn:
+        return {row["id"]: row["name"] for row in conn.execute("SELECT id, name FROM tenants")}
+
+
 def tenant_exists(store: Store, tenant_id: uuid.UUID) -> bool:
     with store.connection() as conn:
         return (

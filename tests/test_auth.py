@@ -32,9 +32,9 @@ from tests.jwks import Issuer
 PUBLIC = {("GET", "/v1/health"), ("GET", "/v1/console-config")}
 #: Routes an end user (a JWT) may call: talking, and reading what they said and were told.
 END_USER = {
-    ("POST", "/v1/agents/{agent_id}/rooms/{room}/messages"),
-    ("GET", "/v1/agents/{agent_id}/rooms/{room}/messages"),
-    ("GET", "/v1/agents/{agent_id}/rooms/{room}"),
+    ("POST", "/v1/agents/{agent}/rooms/{room}/messages"),
+    ("GET", "/v1/agents/{agent}/rooms/{room}/messages"),
+    ("GET", "/v1/agents/{agent}/rooms/{room}"),
     ("GET", "/v1/turns/{turn_id}"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
@@ -56,7 +56,7 @@ class World:
 
     def params(self) -> dict[str, str]:
         return {
-            "agent_id": self.agent_id,
+            "agent": self.agent_id,
             "room": "lobby",
             "turn_id": self.turn_id,
             "memory_id": self.memory_id,
@@ -75,12 +75,12 @@ def body_for(method: str, path: str, world: World) -> Any:
     """A valid body for each route that takes one (None: no body)."""
     bodies: dict[tuple[str, str], Any] = {
         ("POST", "/v1/agents"): {"name": "Probe"},
-        ("PUT", "/v1/agents/{agent_id}"): {"name": "Probe"},
-        ("POST", "/v1/agents/{agent_id}/rooms/{room}/messages"): {"text": "hi", "sender": "eve"},
-        ("POST", "/v1/agents/{agent_id}/memories/search"): {"query": "sailing"},
+        ("PUT", "/v1/agents/{agent}"): {"name": "Probe"},
+        ("POST", "/v1/agents/{agent}/rooms/{room}/messages"): {"text": "hi", "sender": "eve"},
+        ("POST", "/v1/agents/{agent}/memories/search"): {"query": "sailing"},
         ("POST", "/v1/keys"): {"name": "probe"},
-        ("POST", "/v1/agents/{agent_id}/webhooks"): {"url": "https://hooks.example.com/hook"},
-        ("POST", "/v1/agents/{agent_id}/documents"): UPLOAD,
+        ("POST", "/v1/agents/{agent}/webhooks"): {"url": "https://hooks.example.com/hook"},
+        ("POST", "/v1/agents/{agent}/documents"): UPLOAD,
         ("POST", "/v1/chat/completions"): {
             "model": world.agent_id,
             "messages": [{"role": "user", "content": "hi"}],
@@ -140,7 +140,7 @@ def build_world(
         headers=auth,
     ).json()
     webhook_id = str(uuid.uuid4())
-    if "/v1/agents/{agent_id}/webhooks" in client.app.openapi()["paths"]:  # type: ignore[attr-defined]
+    if "/v1/agents/{agent}/webhooks" in client.app.openapi()["paths"]:  # type: ignore[attr-defined]
         hook = client.post(
             f"/v1/agents/{agent_id}/webhooks",
             json={"url": "https://hooks.example.com/h"},

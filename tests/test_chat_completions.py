@@ -241,9 +241,11 @@ def test_models_are_the_callers_agents(
     other = make_tenant("other")
     theirs = runtime.register_agent(ada.model_copy(update={"id": uuid.uuid4()}), other.tenant_id)
 
-    assert [(m.id, m.owned_by) for m in client.models.list()] == [(str(agent), "carrier")]
-    assert client.models.retrieve(str(agent)).model_extra == {"name": "Ada"}
-    assert [m.id for m in sdk(server, other.key).models.list()] == [str(theirs)]
+    # A model is an agent's handle; its id names it too. Each tenant has its own "ada".
+    assert [(m.id, m.owned_by) for m in client.models.list()] == [("ada", "carrier")]
+    assert client.models.retrieve("ada").model_extra == {"name": "Ada"}
+    assert client.models.retrieve(str(agent)).id == "ada"
+    assert [m.id for m in sdk(server, other.key).models.list()] == ["ada"]
     for model in (str(theirs), "gpt-4o"):
         with pytest.raises(openai.NotFoundError) as found:
             client.chat.completions.create(
@@ -482,7 +484,7 @@ def test_an_end_user_speaks_as_their_subject_in_their_own_room(
     with serving(create_app(lambda: runtime, in_background)) as url:
         client = sdk(url, token)
         assert say(client, agent, "Hello") == "Hello, grace. How are you today?"
-        assert [m.id for m in client.models.list()] == [str(agent)]
+        assert [m.id for m in client.models.list()] == ["ada"]
         # A chat UI's `user` field changes neither the sender nor the room.
         assert say(client, agent, "I like tea", user="bo") == "What do you like most about tea?"
         # A room she names is hers: not the tenant's room of that key.

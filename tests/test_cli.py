@@ -296,3 +296,59 @@ def test_a_v0_model_provider_is_followed_when_its_key_is_set() -> None:
     assert primary_provider(settings, c3po, {}) == "offline"
     explicit = settings.model_copy(update={"model_provider": "offline"})
     assert primary_provider(explicit, c3po, both) == "offline"  # a setting wins
+
+
+def test_verbose_chat_shows_each_turns_steps_decision_and_model_calls(tmp_path: Path) -> None:
+    result = chat(
+        tmp_path, "I like sailing\n", "--character", str(CHARACTERS / "ada.json"), "--verbose"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["What do you like most about sailing?"]
+    trace = result.stderr.splitlines()
+    assert any(line.startswith("  ingest ok ") for line in trace), result.stderr
+    assert any(line.startswith("  decide ok ") and line.endswith("actions REPLY") for line in trace)
+    [decide_call] = [line for line in trace if "(decide): ok" in line and "model large" in line]
+    assert "offline/carrier-offline-eliza" in decide_call and " tokens in, " in decide_call
+    assert "$0.0000" in decide_call
+    quiet = chat(tmp_path, "I like tea\n", "--character", str(CHARACTERS / "ada.json"))
+    assert "model large" not in quiet.stderr and "decide ok" not in quiet.stderr
+
+
+def test_a_reply_shows_its_attachments() -> None:
+    from carrier_core.cli import reply_lines
+
+    assert reply_lines(
+        "Here it is", [{"id": "a1", "title": "Chart", "url": "https://x/c.png"}]
+    ) == [
+        "Here it is",
+        "[Chart] https://x/c.png",
+    ]
+    assert reply_lines("", [{"id": "a2", "url": "https://x/d.pdf"}]) == ["[a2] https://x/d.pdf"]
+
+
+ADA = CHARACTERS / "ada.json"
+
+
+def test_a_carrier_yaml_with_a_syntax_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "carrier.yaml").write_text("model:\n  provider: [openai\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "carrier_core.cli",
+            "chat",
+            "--character",
+            str(CHARACTERS / "ada.json"),
+        ],
+        input="Hello\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "CARRIER_HOME": str(tmp_path / "home")},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("carrier: bad configuration: while parsing a flow sequence")
+    assert 'in "carrier.yaml", line 2' in line

@@ -502,7 +502,7 @@ def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(
         replies = carrier_chat(env, *args, said="My name is Grace\n")
         assert replies == ["Nice to meet you, Grace. What would you like to talk about?"]
     output = dev.log.read_text()
-    assert "agent Ada: " in output
+    assert "agent ada (Ada): " in output
     assert f"API: {dev.base}" in output
     # Quiet by default: none of the functions' info lines nor metric documents.
     assert '"_aws"' not in output and '"level":"INFO"' not in output, output[-2000:]

@@ -404,7 +404,9 @@ def test_carrier_chat_keeps_a_files_secrets_in_a_0600_file(
     monkeypatch.setenv("DATABASE_URL", database_url)
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
-    args = argparse.Namespace(character=str(path), user="grace", room=None, api=None, key=None)
+    args = argparse.Namespace(
+        character=str(path), user="grace", room=None, api=None, key=None, verbose=False
+    )
     out = io.StringIO()
     assert chat(args, io.StringIO("use your keys\n"), out) == 0
     assert out.getvalue().splitlines() == ["keys checked"]

@@ -56,6 +56,17 @@ def test_the_embedding_index_is_hnsw(store: Store) -> None:
     assert row is not None and "USING hnsw" in row["indexdef"]
 
 
+def test_knowledge_has_an_hnsw_index_of_its_own(store: Store) -> None:
+    """An agent's fragments are too small a share of all memories for a walk of the global
+    index to find them (bench/recall_scale.py): they have their own."""
+    with store._pool.connection() as conn:
+        row = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'memories_fragment_embedding'"
+        ).fetchone()
+    assert row is not None and "USING hnsw" in row["indexdef"]
+    assert "WHERE (kind = 'fragment'::text)" in row["indexdef"]
+
+
 def _agent(store: Store, name: str) -> uuid.UUID:
     return store.save_agent(Character(name=name))
 
@@ -143,6 +154,35 @@ def test_search_orders_by_similarity_and_applies_count_and_threshold(store: Stor
         threshold=0.5,
     )
     assert "tax returns" not in {f.memory.content.text for f in strict}
+
+
+def test_knowledge_search_finds_the_same_fragments_read_whole_or_through_its_index(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small knowledge base is read whole and sorted; a larger one (here: over 2
+    fragments) walks the fragments' index. Either way: the agent's nearest fragments only."""
+    ada, bob = _agent(store, "Ada"), _agent(store, "Bob")
+    room, sam = _room(store, ada, "r")
+    for text in ["sailing boats", "tax returns", "sailing boats in the harbour", "bread"]:
+        _remember(store, ada, None, ada, text, MemoryKind.FRAGMENT)
+    _remember(store, bob, None, bob, "sailing boats", MemoryKind.FRAGMENT)
+    _remember(store, ada, room, sam, "sailing boats", MemoryKind.MESSAGE)
+
+    def search() -> list[str]:
+        found = store.search_memories(
+            EMBED.embed_one("sailing boats"),
+            agent_id=ada,
+            room_id=None,
+            kinds=[MemoryKind.FRAGMENT],
+            count=2,
+            threshold=-1.0,
+        )
+        assert found[0].similarity == pytest.approx(1.0)
+        return [f.memory.content.text for f in found]
+
+    assert search() == ["sailing boats", "sailing boats in the harbour"]
+    monkeypatch.setattr("carrier_core.store.store.EXACT_KNOWLEDGE_UP_TO", 2)
+    assert search() == ["sailing boats", "sailing boats in the harbour"]
 
 
 def test_recall_looks_back_from_a_message_past_its_recent_window(store: Store) -> None:

@@ -100,7 +100,7 @@ def test_reembed_resizes_the_column_and_embeds_every_memory(
     try:
         done = reembed(tiny, batch_size=2, progress=lambda d, t: seen.append((d, t)))
         assert store.embedding_dimensions == 8
-        total = store.count_memories(agent)
+        total = sum(store.count_memories(agent).values())
         assert done == total and seen[0] == (0, total) and seen[-1] == (total, total)
         with store._pool.connection() as conn:
             row = conn.execute(

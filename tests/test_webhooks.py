@@ -644,7 +644,7 @@ def test_carrier_dev_takes_private_webhooks_only_on_a_loopback_host_unless_told_
     )
     ada = str(ROOT / "characters" / "ada.json")
     with carrier_dev(env, tmp_path / "dev.log", "--character", ada, *args) as dev:
-        found = re.search(r"agent Ada: (\S+)", dev.log.read_text())
+        found = re.search(r"agent ada \(Ada\): (\S+)", dev.log.read_text())
         assert found is not None, dev.log.read_text()
         response = httpx.post(
             f"{dev.base}/v1/agents/{found[1]}/webhooks",

@@ -176,6 +176,7 @@ def test_a_bad_token_or_another_tenants_agent_is_refused_and_nothing_is_stored(
     tenant: TenantKey,
     make_tenant: Callable[[str], TenantKey],
     store: Store,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     stranger = make_tenant("globex")
     refusals = {
@@ -183,7 +184,8 @@ def test_a_bad_token_or_another_tenants_agent_is_refused_and_nothing_is_stored(
         f"{server}?agent={agent_id}&room=r1": 401,
         url(server, agent_id, "r1", stranger.key): 404,
         url(server, uuid.uuid4(), "r1", tenant.key): 404,
-        url(server, "not-a-uuid", "r1", tenant.key): 422,
+        url(server, "no-such-handle", "r1", tenant.key): 404,
+        f"{server}?room=r1&token={tenant.key}": 422,
         f"{server}?agent={agent_id}&token={tenant.key}": 422,
         url(server, agent_id, "r%001", tenant.key): 422,  # a NUL in the room key
     }
@@ -196,6 +198,8 @@ def test_a_bad_token_or_another_tenants_agent_is_refused_and_nothing_is_stored(
             status, "invalid_request"
         )
     assert connections(store) == 0
+    # A refusal is an answer, not a server error: `carrier dev` logs none per refusal.
+    assert not [r for r in caplog.records if r.name == "uvicorn.error"], caplog.text
 
 
 def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_usable(

@@ -26,7 +26,13 @@ from typing import Any
 from urllib.parse import quote
 
 from carrier_core.character import CharacterError
-from carrier_core.cli import CommandError, open_runtime, read_character, read_settings
+from carrier_core.cli import (
+    CommandError,
+    distinct_handles,
+    open_runtime,
+    read_character,
+    read_settings,
+)
 from carrier_core.knowledge import DocumentError
 from carrier_core.plugin import PluginError
 from carrier_core.secrets import SecretStoreError
@@ -163,6 +169,7 @@ def dev(args: argparse.Namespace) -> int:
     from carrier_core.store.database import database_url
 
     characters = [read_character(path) for path in args.character]
+    distinct_handles(characters, args.character)
     settings = read_settings()
     try:
         url = database_url(settings)  # starts the embedded Postgres when none is configured
@@ -200,7 +207,8 @@ def dev(args: argparse.Namespace) -> int:
                 for character in characters:
                     runtime.models_for(character)  # a model set that does not exist fails here
                     agent_id = runtime.register_agent(character)
-                    print(f"agent {character.name}: {agent_id}", file=sys.stderr)
+                    named = f"{character.handle} ({character.name})"
+                    print(f"agent {named}: {agent_id}", file=sys.stderr)
                     for name, reason in runtime.plugins_for(character).skipped:
                         print(f"carrier: plugin {name!r} skipped: {reason}", file=sys.stderr)
                 key, made = local_dev_key(runtime.store, settings.data_dir)
@@ -214,7 +222,7 @@ def dev(args: argparse.Namespace) -> int:
         ) as exc:
             raise CommandError(str(exc), 1) from None
         base = f"http://{args.host}:{args.port}"
-        agent = str(characters[0].agent_id) if characters else "AGENT_ID"
+        agent = characters[0].handle if characters else "AGENT"
         where = (settings.database_url and "DATABASE_URL") or str(settings.data_dir / "pg")
         key_note = "made now" if made else "saved earlier"
         key_file = dev_key_file(settings.data_dir)

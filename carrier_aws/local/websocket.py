@@ -16,6 +16,7 @@ open here, as API Gateway does for a closed connection.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import secrets
@@ -49,6 +50,22 @@ PUSH_TIMEOUT_S = 10.0
 
 #: Sends one text frame on an open socket (a coroutine of the server's event loop).
 _Sender = Callable[[str], Coroutine[Any, Any, None]]
+
+
+#: Set in the task of a connection this API refused with a denial response.
+_denied: contextvars.ContextVar[bool] = contextvars.ContextVar("carrier_ws_denied", default=False)
+
+
+class _DenialIsNotAnError(logging.Filter):
+    """uvicorn's websockets-sansio server logs "ASGI callable returned without completing
+    handshake." after a denial response, which is a complete handshake (uvicorn 0.54): one
+    error line per refused connection. Dropped for connections this API denied only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_denied.get() and "without completing handshake" in record.getMessage())
+
+
+logging.getLogger("uvicorn.error").addFilter(_DenialIsNotAnError())
 
 
 class Gone(Exception):
@@ -246,6 +263,7 @@ class WebSocketGateway:
         """Refuse the handshake with the function's status and body, as API Gateway does
         (a server without the denial-response extension closes with 4000 + status)."""
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            _denied.set(True)
             await websocket.send_denial_response(
                 Response(body, status_code=status, media_type="application/json")
             )

@@ -9,19 +9,23 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel
 
-from carrier_core.api.deps import Caller, EmbedDep, RuntimeDep, agent_of
-from carrier_core.api.errors import ApiError
+from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_id_in, agent_of
+from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, id_cursor
-from carrier_core.character import Character, CharacterError, parse_character
+from carrier_core.character import HANDLE, Character, CharacterError, parse_character
 from carrier_core.knowledge import plan_knowledge
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
-from carrier_core.store import AgentRecord
+from carrier_core.store import AgentConflict, AgentRecord, NotFound
 from carrier_core.turn.embed import RequestEmbedding
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+CONFLICT_RESPONSE: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "the tenant has an agent of this handle (`conflict`)"}
+}
 
 CharacterBody = Annotated[
     dict[str, Any],
@@ -38,6 +42,8 @@ CharacterBody = Annotated[
 
 class AgentView(BaseModel):
     id: uuid.UUID
+    #: How the tenant addresses the agent in paths and as a chat completions `model`.
+    handle: str
     name: str
     created_at: datetime
     updated_at: datetime
@@ -68,39 +74,60 @@ def _detail(runtime: Runtime, record: AgentRecord) -> AgentDetail:
     )
 
 
-def _save(
-    runtime: Runtime,
-    tenant_id: uuid.UUID,
-    document: dict[str, Any],
-    agent_id: uuid.UUID,
-    embed: RequestEmbedding,
-) -> None:
-    """Validate and store a character as this agent (its own `id` field is replaced). Its
-    knowledge texts are stored as documents, embedded by `embed` (queued in the cloud); its
-    knowledge files are not read (see `carrier_core.knowledge.items`): upload them."""
+def _parse(document: dict[str, Any], agent_id: uuid.UUID) -> Character:
+    """The character posted, as this agent (its own `id` field is replaced)."""
     try:
         check_storable_json(document)
     except ValueError as exc:
         raise ApiError(422, "invalid_character", f"body: {exc}") from None
     try:
-        character: Character = parse_character({**document, "id": str(agent_id)}, source="body")
+        return parse_character({**document, "id": str(agent_id)}, source="body")
+    except CharacterError as exc:
+        raise ApiError(422, "invalid_character", str(exc)) from None
+
+
+def _save(
+    runtime: Runtime,
+    tenant_id: uuid.UUID,
+    character: Character,
+    handle: str,
+    embed: RequestEmbedding,
+) -> AgentRecord:
+    """Store the character as the tenant's agent `handle`. Its knowledge texts are stored
+    as documents, embedded by `embed` (queued in the cloud); its knowledge files are not
+    read (see `carrier_core.knowledge.items`): upload them."""
+    try:
         runtime.models_for(character)  # an unknown model set is named now, not at the first turn
-        runtime.register_agent(character, tenant_id, embed=embed)
+        agent_id = runtime.register_agent(character, tenant_id, handle=handle, embed=embed)
     except CharacterError as exc:
         raise ApiError(422, "invalid_character", str(exc)) from None
     except (PluginError, ModelError) as exc:
         raise ApiError(422, "invalid_character", f"body: {exc}") from None
+    except AgentConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return runtime.store.agent_record(agent_id)
 
 
-@router.post("", status_code=201, response_model=AgentDetail)
+@router.post("", status_code=201, response_model=AgentDetail, responses=CONFLICT_RESPONSE)
 def create_agent(
     runtime: RuntimeDep, principal: Caller, embed: EmbedDep, character: CharacterBody
 ) -> AgentDetail:
-    """Create an agent from a character. Each call makes a new agent with a new id."""
+    """Create an agent from a character; its handle is the slug of its name (`Ada` -> `ada`).
+    409 if the tenant has an agent of that handle: `PUT /v1/agents/{handle}` replaces it."""
     principal.require_full_key("creating agents")
-    agent_id = uuid.uuid4()
-    _save(runtime, principal.tenant_id, character, agent_id, embed)
-    return _detail(runtime, runtime.store.agent_record(agent_id))
+    parsed = _parse(character, uuid.uuid4())
+    try:
+        taken = runtime.store.agent_by_handle(principal.tenant_id, parsed.handle)
+    except NotFound:
+        taken = None
+    if taken is not None:
+        raise ApiError(
+            409,
+            "conflict",
+            f"an agent with handle {parsed.handle!r} exists (id {taken.id}):"
+            f" PUT /v1/agents/{parsed.handle} replaces its character",
+        )
+    return _detail(runtime, _save(runtime, principal.tenant_id, parsed, parsed.handle, embed))
 
 
 @router.get("", response_model=Page[AgentView])
@@ -115,31 +142,53 @@ def list_agents(
     return Page(data=[_view(r) for r in records], next_cursor=next_cursor)
 
 
-@router.get("/{agent_id}", response_model=AgentDetail)
-def get_agent(runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID) -> AgentDetail:
+@router.get("/{agent}", response_model=AgentDetail)
+def get_agent(runtime: RuntimeDep, principal: Caller, agent: AgentRef) -> AgentDetail:
     principal.require_key("reading an agent")
-    return _detail(runtime, agent_of(runtime, principal, agent_id))
+    return _detail(runtime, agent_of(runtime, principal, agent))
 
 
-@router.put("/{agent_id}", response_model=AgentDetail)
-def update_agent(
+@router.put(
+    "/{agent}",
+    response_model=AgentDetail,
+    responses={201: {"model": AgentDetail, "description": "made: no agent had the handle"}},
+)
+def put_agent(
     runtime: RuntimeDep,
     principal: Caller,
     embed: EmbedDep,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     character: CharacterBody,
+    response: Response,
 ) -> AgentDetail:
-    """Replace the agent's character; its memories, documents and rooms stay."""
+    """Replace the character of the agent with this id or handle (its memories, documents
+    and rooms stay, and so does its handle), or make an agent with this handle (201).
+    Safe to repeat: the way to keep one agent per character from a script."""
     principal.require_key("updating an agent")
-    agent_of(runtime, principal, agent_id)
-    _save(runtime, principal.tenant_id, character, agent_id, embed)
-    return _detail(runtime, runtime.store.agent_record(agent_id))
+    try:
+        found: AgentRecord | None = agent_of(runtime, principal, agent)
+    except NotFound:
+        if agent_id_in(agent) is not None:
+            raise
+        if not HANDLE.fullmatch(agent):
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"handle {agent!r}: lowercase letters, digits and inner hyphens, at most 48",
+            ) from None
+        principal.require_full_key("creating agents")
+        found = None
+    if found is None:
+        response.status_code = 201
+    agent_id, handle = (uuid.uuid4(), agent) if found is None else (found.id, found.handle)
+    record = _save(runtime, principal.tenant_id, _parse(character, agent_id), handle, embed)
+    return _detail(runtime, record)
 
 
-@router.delete("/{agent_id}", status_code=204, response_class=Response)
-def delete_agent(runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID) -> Response:
+@router.delete("/{agent}", status_code=204, response_class=Response)
+def delete_agent(runtime: RuntimeDep, principal: Caller, agent: AgentRef) -> Response:
     """Delete the agent with everything it remembers, its rooms, turns, webhooks and secrets."""
     principal.require_key("deleting an agent")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     runtime.delete_agent(agent_id)
     return Response(status_code=204)

@@ -274,16 +274,19 @@ def get_model(runtime: RuntimeDep, principal: Caller, model: str) -> ModelView:
 
 
 def _model_view(agent: AgentRecord) -> ModelView:
-    return ModelView(id=str(agent.id), created=int(agent.created_at.timestamp()), name=agent.name)
+    return ModelView(id=agent.handle, created=int(agent.created_at.timestamp()), name=agent.name)
 
 
 def _agent(runtime: Runtime, principal: Principal, model: str) -> AgentRecord:
-    """The agent a model name means; OpenAI's `model_not_found` for anything else."""
+    """The agent a model name means (its handle, or its id); OpenAI's `model_not_found`
+    for anything else."""
     try:
-        return agent_of(runtime, principal, uuid.UUID(model))
-    except (ValueError, NotFound):
+        return agent_of(runtime, principal, model)
+    except NotFound:
         raise ApiError(
-            404, "model_not_found", f"no model {model!r}: a model is an agent id (GET /v1/models)"
+            404,
+            "model_not_found",
+            f"no model {model!r}: a model is an agent's handle or id (GET /v1/models)",
         ) from None
 
 

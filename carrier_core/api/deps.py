@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from carrier_core.auth import Authenticator, Principal
@@ -91,14 +91,36 @@ Caller = Annotated[Principal, Depends(caller)]
 EmbedDep = Annotated[RequestEmbedding, Depends(embedding)]
 
 
-def agent_of(runtime: Runtime, principal: Principal, agent_id: uuid.UUID) -> AgentRecord:
-    """The agent, if this caller's tenant owns it and the caller may use it; else 404."""
+#: An agent in a path: its id, or its handle within the caller's tenant (`ada`).
+AgentRef = Annotated[
+    str, Path(min_length=1, max_length=64, description="the agent's id or handle (e.g. `ada`)")
+]
+
+
+def agent_id_in(ref: str | uuid.UUID) -> uuid.UUID | None:
+    """The id `ref` spells, or None if it is a handle (a handle is never a UUID)."""
+    if isinstance(ref, uuid.UUID):
+        return ref
     try:
-        agent = runtime.store.agent_record(agent_id)
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+def agent_of(runtime: Runtime, principal: Principal, ref: str | uuid.UUID) -> AgentRecord:
+    """The agent with this id or handle, if the caller's tenant owns it and the caller may
+    use it; else 404."""
+    agent_id = agent_id_in(ref)
+    try:
+        if agent_id is None:
+            agent = runtime.store.agent_by_handle(principal.tenant_id, str(ref))
+        else:
+            agent = runtime.store.agent_record(agent_id)
     except NotFound:
         agent = None
-    if agent is None or agent.tenant_id != principal.tenant_id or not principal.may_use(agent_id):
-        raise NotFound(f"no agent with id {agent_id}")
+    if agent is None or agent.tenant_id != principal.tenant_id or not principal.may_use(agent.id):
+        what = f"id {agent_id}" if agent_id is not None else f"handle {str(ref)!r}"
+        raise NotFound(f"no agent with {what}")
     return agent
 
 

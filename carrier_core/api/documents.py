@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
-from carrier_core.api.deps import Caller, EmbedDep, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_of
 from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
 from carrier_core.knowledge import (
@@ -36,7 +36,7 @@ from carrier_core.knowledge.documents import MAX_TITLE_CHARS
 from carrier_core.models import ModelError
 from carrier_core.store import NotFound
 
-router = APIRouter(prefix="/v1/agents/{agent_id}/documents", tags=["documents"])
+router = APIRouter(prefix="/v1/agents/{agent}/documents", tags=["documents"])
 
 
 class DocumentView(BaseModel):
@@ -80,7 +80,7 @@ def upload(
     runtime: RuntimeDep,
     principal: Caller,
     embed: EmbedDep,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     response: Response,
     file: Annotated[
         UploadFile, File(description="plain text (.txt), Markdown (.md) or PDF (.pdf)")
@@ -94,7 +94,7 @@ def upload(
     fragments; the same content again changes nothing. Answers at once: poll the document
     until its `status` is `ready`."""
     principal.require_key("adding documents")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     try:
         given = upload_document(file.filename or "", file.file.read(), file.content_type, title)
         record, outcome = add_document(runtime, agent_id, given)
@@ -118,13 +118,13 @@ def upload(
 def list_documents(
     runtime: RuntimeDep,
     principal: Caller,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[DocumentView]:
     """Newest first."""
     principal.require_key("reading documents")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     records = documents_page(runtime.store, agent_id, limit=limit, before_seq=seq_cursor(cursor))
     return Page(
         data=[_view(r) for r in records],
@@ -134,20 +134,20 @@ def list_documents(
 
 @router.get("/{document_id}", response_model=DocumentView)
 def get_document(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, document_id: uuid.UUID
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, document_id: uuid.UUID
 ) -> DocumentView:
     principal.require_key("reading documents")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     return _view(document(runtime.store, agent_id, document_id))
 
 
 @router.delete("/{document_id}", status_code=204, response_class=Response)
 def remove_document(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, document_id: uuid.UUID
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, document_id: uuid.UUID
 ) -> Response:
     """Remove a document and its fragments: the agent no longer recalls it."""
     principal.require_key("removing documents")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     if not delete_document(runtime.store, agent_id, document_id):
         raise NotFound(f"no document with id {document_id}")
     return Response(status_code=204)

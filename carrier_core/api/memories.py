@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import CLIENT_SOURCE, Caller, RuntimeDep, agent_of
+from carrier_core.api.deps import CLIENT_SOURCE, AgentRef, Caller, RuntimeDep, agent_of
 from carrier_core.api.errors import ApiError
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
 from carrier_core.memory import Memory, MemoryKind
@@ -19,7 +19,7 @@ from carrier_core.storable import StorableText
 from carrier_core.store import NotFound
 from carrier_core.world import room_id_for
 
-router = APIRouter(prefix="/v1/agents/{agent_id}/memories", tags=["memories"])
+router = APIRouter(prefix="/v1/agents/{agent}/memories", tags=["memories"])
 
 
 class MemoryView(BaseModel):
@@ -64,7 +64,7 @@ def _view(memory: Memory) -> MemoryView:
 def list_memories(
     runtime: RuntimeDep,
     principal: Caller,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     kind: list[MemoryKind] | None = Query(default=None),  # noqa: B008
     room: str | None = Query(default=None, min_length=1, max_length=200),
     limit: Limit = 20,
@@ -72,7 +72,7 @@ def list_memories(
 ) -> Page[MemoryView]:
     """Newest first; filter by kind (repeatable) and room key."""
     principal.require_key("reading memories")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     memories = runtime.store.memories_page(
         agent_id,
         kinds=kind or list(MemoryKind),
@@ -88,11 +88,11 @@ def list_memories(
 
 @router.post("/search", response_model=list[ScoredMemoryView])
 def search_memories(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, search: SearchQuery
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, search: SearchQuery
 ) -> list[ScoredMemoryView]:
     """Semantic search: the query is embedded with the agent's model and compared in pgvector."""
     principal.require_key("searching memories")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     character = runtime.store.character(agent_id)
     try:
         model = runtime.models_for(character).embedding
@@ -114,10 +114,10 @@ def search_memories(
 
 @router.get("/{memory_id}", response_model=MemoryView)
 def get_memory(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, memory_id: uuid.UUID
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, memory_id: uuid.UUID
 ) -> MemoryView:
     principal.require_key("reading memories")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     memory = runtime.store.memory(memory_id)
     if memory.agent_id != agent_id:
         raise NotFound(f"no memory with id {memory_id}")
@@ -126,11 +126,11 @@ def get_memory(
 
 @router.delete("/{memory_id}", status_code=204, response_class=Response)
 def delete_memory(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, memory_id: uuid.UUID
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, memory_id: uuid.UUID
 ) -> Response:
     """Forget one memory (a fact, a message, a knowledge fragment)."""
     principal.require_key("deleting memories")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     if not runtime.store.delete_memory(agent_id, memory_id):
         raise NotFound(f"no memory with id {memory_id}")
     return Response(status_code=204)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from carrier_core.api.deps import (
     CLIENT_SOURCE,
+    AgentRef,
     Caller,
     RuntimeDep,
     Submit,
@@ -30,7 +31,7 @@ from carrier_core.turn import InvalidMessage, MessageConflict, ingest
 from carrier_core.turn_history import message_turns
 from carrier_core.world import RoomKind, room_id_for
 
-router = APIRouter(prefix="/v1/agents/{agent_id}/rooms", tags=["rooms"])
+router = APIRouter(prefix="/v1/agents/{agent}/rooms", tags=["rooms"])
 
 #: The longest room key a client may name.
 MAX_ROOM_CHARS = 200
@@ -119,7 +120,7 @@ def post(
     runtime: Runtime,
     submit: Submit,
     principal: Principal,
-    agent_id: uuid.UUID,
+    agent: str | uuid.UUID,
     room: str,
     body: MessagePost,
     idempotency_key: str | None = None,
@@ -127,7 +128,7 @@ def post(
     """Store a message and its turn, then hand them to `submit` to start the room's
     runner: shared by every client surface. Stored means accepted: whatever happens
     next, the turn ends answered or failed."""
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     if not 1 <= len(room) <= MAX_ROOM_CHARS:
         raise ApiError(422, "invalid_request", f"room: 1 to {MAX_ROOM_CHARS} characters")
     data = body.model_dump()
@@ -175,12 +176,12 @@ def _room(runtime: Runtime, agent_id: uuid.UUID, key: str, room: str) -> uuid.UU
 def list_rooms(
     runtime: RuntimeDep,
     principal: Caller,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[RoomView]:
     principal.require_key("listing rooms")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     rooms = runtime.store.agent_rooms(agent_id, limit=limit, after=id_cursor(cursor))
     return Page(
         data=[_room_view(r) for r in rooms],
@@ -189,10 +190,8 @@ def list_rooms(
 
 
 @router.get("/{room}", response_model=RoomView)
-def get_room(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, room: RoomKey
-) -> RoomView:
-    agent_of(runtime, principal, agent_id)
+def get_room(runtime: RuntimeDep, principal: Caller, agent: AgentRef, room: RoomKey) -> RoomView:
+    agent_id = agent_of(runtime, principal, agent).id
     room_id = _room(runtime, agent_id, room_key(principal, room), room)
     [record] = runtime.store.agent_rooms(agent_id, limit=1, room_id=room_id)
     return _room_view(record).model_copy(update={"room": room})  # the key as the caller named it
@@ -209,12 +208,10 @@ def _room_view(record: RoomRecord) -> RoomView:
 
 
 @router.delete("/{room}", status_code=204, response_class=Response)
-def delete_room(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, room: RoomKey
-) -> Response:
+def delete_room(runtime: RuntimeDep, principal: Caller, agent: AgentRef, room: RoomKey) -> Response:
     """Forget a room: its messages and turns are deleted (facts learned about people stay)."""
     principal.require_key("deleting a room")
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     runtime.store.delete_room(_room(runtime, agent_id, room, room))
     return Response(status_code=204)
 
@@ -236,7 +233,7 @@ def post_message(
     runtime: RuntimeDep,
     request: Request,
     principal: Caller,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     room: RoomKey,
     body: MessagePost,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -245,20 +242,20 @@ def post_message(
 
     With an `Idempotency-Key` header (or `client_message_id`), posting again is the same
     message (202 with its first ids); the same key on another text is 409 `conflict`."""
-    return post(runtime, services(request).submit, principal, agent_id, room, body, idempotency_key)
+    return post(runtime, services(request).submit, principal, agent, room, body, idempotency_key)
 
 
 @router.get("/{room}/messages", response_model=Page[MessageView])
 def list_messages(
     runtime: RuntimeDep,
     principal: Caller,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     room: RoomKey,
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> Page[MessageView]:
     """The room's messages, newest first."""
-    agent_of(runtime, principal, agent_id)
+    agent_id = agent_of(runtime, principal, agent).id
     room_id = _room(runtime, agent_id, room_key(principal, room), room)
     memories = runtime.store.memories_page(
         agent_id,

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import Caller, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, RuntimeDep, agent_of
 from carrier_core.api.errors import ApiError
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
 from carrier_core.auth import Principal
@@ -33,7 +33,7 @@ from carrier_core.webhooks import (
 )
 from carrier_core.webhooks.targets import MAX_URL_CHARS
 
-router = APIRouter(prefix="/v1/agents/{agent_id}/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/agents/{agent}/webhooks", tags=["webhooks"])
 
 
 class WebhookRequest(BaseModel):
@@ -103,18 +103,18 @@ def _delivery_view(found: Delivery) -> DeliveryView:
     )
 
 
-def _allowed(runtime: Runtime, principal: Principal, agent_id: uuid.UUID) -> None:
+def _allowed(runtime: Runtime, principal: Principal, agent: str) -> uuid.UUID:
     principal.require_key("managing webhooks")
-    agent_of(runtime, principal, agent_id)
+    return agent_of(runtime, principal, agent).id
 
 
 @router.post("", status_code=201, response_model=NewWebhookView)
 def create(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, request: WebhookRequest
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, request: WebhookRequest
 ) -> NewWebhookView:
     """Send the agent's replies (in one room, or all) to a URL. Each request carries
     `webhook-id`, `webhook-timestamp` and `webhook-signature` (Standard Webhooks)."""
-    _allowed(runtime, principal, agent_id)
+    agent_id = _allowed(runtime, principal, agent)
     try:
         made = create_webhook(runtime, agent_id, request.url, request.room)
     except InvalidWebhookUrl as exc:
@@ -125,25 +125,25 @@ def create(
 
 
 @router.get("", response_model=list[WebhookView])
-def list_webhooks(runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID) -> list[WebhookView]:
-    _allowed(runtime, principal, agent_id)
+def list_webhooks(runtime: RuntimeDep, principal: Caller, agent: AgentRef) -> list[WebhookView]:
+    agent_id = _allowed(runtime, principal, agent)
     return [_view(hook) for hook in agent_webhooks(runtime.store, agent_id)]
 
 
 @router.get("/{webhook_id}", response_model=WebhookView)
 def get_webhook(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, webhook_id: uuid.UUID
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, webhook_id: uuid.UUID
 ) -> WebhookView:
-    _allowed(runtime, principal, agent_id)
+    agent_id = _allowed(runtime, principal, agent)
     return _view(webhook(runtime.store, agent_id, webhook_id))
 
 
 @router.delete("/{webhook_id}", status_code=204, response_class=Response)
 def delete(
-    runtime: RuntimeDep, principal: Caller, agent_id: uuid.UUID, webhook_id: uuid.UUID
+    runtime: RuntimeDep, principal: Caller, agent: AgentRef, webhook_id: uuid.UUID
 ) -> Response:
     """Delete a webhook and its deliveries; those not yet made are dropped."""
-    _allowed(runtime, principal, agent_id)
+    agent_id = _allowed(runtime, principal, agent)
     if not delete_webhook(runtime.store, agent_id, webhook_id):
         raise NotFound(f"no webhook with id {webhook_id}")
     return Response(status_code=204)
@@ -153,7 +153,7 @@ def delete(
 def list_deliveries(
     runtime: RuntimeDep,
     principal: Caller,
-    agent_id: uuid.UUID,
+    agent: AgentRef,
     webhook_id: uuid.UUID,
     status: Annotated[
         Literal["pending", "delivered", "failed"] | None, Query(description="only these")
@@ -162,7 +162,7 @@ def list_deliveries(
     cursor: Cursor = None,
 ) -> Page[DeliveryView]:
     """The webhook's deliveries, newest first; `status=failed` lists those given up on."""
-    _allowed(runtime, principal, agent_id)
+    agent_id = _allowed(runtime, principal, agent)
     webhook(runtime.store, agent_id, webhook_id)
     found = webhook_deliveries(
         runtime.store, webhook_id, limit=limit, status=status, before_seq=seq_cursor(cursor)

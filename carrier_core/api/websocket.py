@@ -5,11 +5,11 @@ Connect (browsers cannot set headers on a WebSocket, so everything is in the que
 
     wss://{api}.execute-api.{region}.amazonaws.com/{stage}?agent=AGENT&room=ROOM&token=TOKEN
 
-AGENT is the agent's id, ROOM the client's room key, TOKEN an API key or end-user JWT.
+AGENT is the agent's handle or id, ROOM the client's room key, TOKEN an API key or end-user JWT.
 
 The token is checked as a REST call's bearer token, and the agent as REST checks it
 (another tenant's agent does not exist). Refused connections fail the handshake with
-401 (credentials), 404 (no such agent) or 422 (no agent id or room key). An end user's
+401 (credentials), 404 (no such agent) or 422 (no agent or room key). An end user's
 rooms are their own, as in REST: the room key is scoped to their subject, so they can
 listen only to their own conversations. The connection listens to one room of one
 agent: every turn in that room is pushed to it, whoever sent the message. The token is
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,11 +114,10 @@ def describe(exc: Exception) -> tuple[int, str, str] | None:
     return None
 
 
-def _query(query: Mapping[str, str]) -> tuple[uuid.UUID, str]:
-    try:
-        agent_id = uuid.UUID(query.get("agent") or "")
-    except ValueError:
-        raise ApiError(422, "invalid_request", "query.agent: the agent's id (a UUID)") from None
+def _query(query: Mapping[str, str]) -> tuple[str, str]:
+    agent = query.get("agent") or ""
+    if not 1 <= len(agent) <= 64:
+        raise ApiError(422, "invalid_request", "query.agent: the agent's id or handle")
     room = query.get("room") or ""
     try:
         storable(room)
@@ -129,7 +127,7 @@ def _query(query: Mapping[str, str]) -> tuple[uuid.UUID, str]:
         raise ApiError(
             422, "invalid_request", f"query.room: a room key of 1 to {MAX_ROOM_CHARS} characters"
         )
-    return agent_id, room
+    return agent, room
 
 
 def connect(
@@ -143,8 +141,8 @@ def connect(
     """Check a new connection's token and agent, and store it; `Refused` if not allowed."""
     try:
         principal = authenticator.principal(query.get("token"))
-        agent_id, room = _query(query)
-        agent_of(runtime, principal, agent_id)
+        agent, room = _query(query)
+        agent_id = agent_of(runtime, principal, agent).id
         room_id = room_id_for(agent_id, CLIENT_SOURCE, room_key(principal, room))
     except Exception as exc:
         described = describe(exc)

@@ -1,7 +1,7 @@
 """`carrier knowledge add|list|remove`: an agent's documents from the command line.
 
 They work on the database the settings name (the embedded one by default) and find the
-agent by name or id among those registered (`carrier chat` and `carrier dev` register
+agent by handle, name or id among those registered (`carrier chat` and `carrier dev` register
 theirs). Adding embeds the new fragments at once, with a progress bar: locally nothing
 else would.
 """
@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from carrier_core.agent_commands import find_agent
 from carrier_core.cli import CommandError, open_runtime, progress_bar, read_settings
 from carrier_core.knowledge.documents import ImportReport, files_at, import_files
 from carrier_core.knowledge.extract import DocumentError
@@ -32,21 +33,6 @@ from carrier_core.turn.embed import embed_pending
 _PAGE = 100
 
 
-def find_agent(runtime: Runtime, agent: str) -> uuid.UUID:
-    """The one registered agent with this name or id; `CommandError` if none or several."""
-    found = [
-        agent_id for agent_id, name in runtime.store.agents() if agent in (name, str(agent_id))
-    ]
-    if not found:
-        raise CommandError(
-            f"no agent named {agent!r}: `carrier chat --character FILE` registers one", 2
-        )
-    if len(found) > 1:
-        ids = ", ".join(str(agent_id) for agent_id in found)
-        raise CommandError(f"{len(found)} agents are named {agent!r}: give one's id ({ids})", 2)
-    return found[0]
-
-
 def add(args: argparse.Namespace) -> int:
     """Import a file, or a folder's files, as documents of the agent, and embed them."""
     path = Path(args.path)
@@ -56,7 +42,7 @@ def add(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), 2) from None
     report = ImportReport(skipped=skipped)
     with open_runtime(read_settings()) as runtime:
-        agent_id = find_agent(runtime, args.agent)
+        agent_id = find_agent(runtime, args.agent).id
         try:
             with progress_bar("reading", "files") as show:
                 show(0, len(files))
@@ -105,7 +91,7 @@ def _embed(runtime: Runtime, agent_id: uuid.UUID) -> str | None:
 def list_documents(args: argparse.Namespace) -> int:
     """The agent's documents, newest first: id, status, fragments, when, title, source."""
     with open_runtime(read_settings()) as runtime:
-        agent_id = find_agent(runtime, args.agent)
+        agent_id = find_agent(runtime, args.agent).id
         records = []
         before: int | None = None
         while page := documents_page(runtime.store, agent_id, limit=_PAGE, before_seq=before):
@@ -131,7 +117,7 @@ def list_documents(args: argparse.Namespace) -> int:
 def remove(args: argparse.Namespace) -> int:
     """Remove a document and its fragments."""
     with open_runtime(read_settings()) as runtime:
-        agent_id = find_agent(runtime, args.agent)
+        agent_id = find_agent(runtime, args.agent).id
         if not delete_document(runtime.store, agent_id, args.document_id):
             raise CommandError(f"agent {args.agent} has no document {args.document_id}", 2)
     print(f"removed {args.document_id}", file=sys.stderr)

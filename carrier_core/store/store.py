@@ -50,7 +50,8 @@ class NotFound(LookupError):
 
 
 class AgentConflict(ValueError):
-    """An agent id that another tenant already uses."""
+    """An agent id that another tenant already uses, or a handle the tenant gave to an
+    agent of another id."""
 
 
 class EmbeddingSizeError(ValueError):
@@ -79,6 +80,7 @@ class TurnRecord:
 class AgentRecord:
     id: uuid.UUID
     tenant_id: uuid.UUID
+    handle: str
     name: str
     created_at: datetime
     updated_at: datetime
@@ -253,6 +255,14 @@ def _memory(row: DictRow) -> Memory:
     )
 
 
+#: Knowledge bases up to this many fragments are searched exactly (read whole and sorted);
+#: larger ones walk the fragments' HNSW index. At 1M memories on 2 cores, an exact search of
+#: 2,000 fragments takes a few milliseconds, and above it the walk's recall stays >= 0.95
+#: (bench/recall_scale.py).
+EXACT_KNOWLEDGE_UP_TO = 2000
+
+_AGENT_COLUMNS = "id, tenant_id, handle, name, created_at, updated_at"
+
 _MEMORY_COLUMNS = (
     "id, seq, agent_id, entity_id, room_id, world_id, kind, content, dedupe_key, metadata,"
     " created_at"
@@ -327,9 +337,10 @@ class Store:
 
     def resize_embeddings(self, dimensions: int) -> None:
         """Change the vector column's size. Every stored embedding is dropped (they
-        belong to the old model) and the HNSW index is rebuilt on the empty column."""
+        belong to the old model) and the HNSW indexes are rebuilt on the empty column."""
         with self.transaction() as conn:
             conn.execute("DROP INDEX IF EXISTS memories_embedding")
+            conn.execute("DROP INDEX IF EXISTS memories_fragment_embedding")
             conn.execute(
                 f"ALTER TABLE memories ALTER COLUMN embedding TYPE vector({int(dimensions)})"
                 " USING NULL".encode()
@@ -337,6 +348,10 @@ class Store:
             conn.execute(
                 "CREATE INDEX memories_embedding ON memories"
                 " USING hnsw (embedding vector_cosine_ops)"
+            )
+            conn.execute(
+                "CREATE INDEX memories_fragment_embedding ON memories"
+                " USING hnsw (embedding vector_cosine_ops) WHERE kind = 'fragment'"
             )
         self._dimensions = int(dimensions)
 
@@ -352,17 +367,38 @@ class Store:
             ).fetchall()
         return [(row["id"], row["seq"], row["text"] or "") for row in rows]
 
-    def count_memories(self, agent_id: uuid.UUID) -> int:
+    def count_memories(self, agent_id: uuid.UUID) -> dict[MemoryKind, int]:
+        """The agent's memories of each kind (kinds it has none of are left out)."""
         with self.connection() as conn:
-            row = conn.execute(
-                "SELECT count(*) AS n FROM memories WHERE agent_id = %s", (agent_id,)
-            ).fetchone()
-        return int(row["n"]) if row else 0
+            rows = conn.execute(
+                "SELECT kind, count(*) AS n FROM memories WHERE agent_id = %s GROUP BY kind",
+                (agent_id,),
+            ).fetchall()
+        return {MemoryKind(row["kind"]): int(row["n"]) for row in rows}
 
-    def agents(self) -> list[tuple[uuid.UUID, str]]:
+    def agents(self) -> list[AgentRecord]:
+        """Every tenant's agents (the command line's view of a database), by handle."""
         with self.connection() as conn:
-            rows = conn.execute("SELECT id, name FROM agents ORDER BY name").fetchall()
-        return [(row["id"], row["name"]) for row in rows]
+            rows = conn.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY handle, created_at".encode()
+            ).fetchall()
+        return [AgentRecord(**row) for row in rows]
+
+    def reset_memory(self, agent_id: uuid.UUID) -> int:
+        """Forget what the agent learned by talking: its rooms with their messages and turns,
+        its facts, relationships, the people and worlds it met. Its character, knowledge
+        documents, webhooks and keys stay. Returns the number of memories deleted."""
+        with self.transaction() as conn:
+            deleted = conn.execute(
+                "DELETE FROM memories WHERE agent_id = %s AND kind NOT IN ('document', 'fragment')",
+                (agent_id,),
+            ).rowcount
+            for table in ("rooms", "relationships", "worlds"):
+                conn.execute(f"DELETE FROM {table} WHERE agent_id = %s".encode(), (agent_id,))
+            conn.execute(
+                "DELETE FROM entities WHERE agent_id = %s AND id <> %s", (agent_id, agent_id)
+            )
+        return deleted
 
     # -- the usage ledger -----------------------------------------------------
 
@@ -395,12 +431,12 @@ class Store:
 
     def usage(self, *, agent: str | None = None, days: int = 7) -> list[UsageRow]:
         """Totals per agent and day (UTC) over the last `days` days, newest first.
-        `agent` is an agent's name or id."""
+        `agent` is an agent's handle, name or id."""
         filters = ["c.created_at >= now() - make_interval(days => %s)"]
         params: list[Any] = [days]
         if agent:
-            filters.append("(a.name = %s OR a.id::text = %s)")
-            params.extend([agent, agent])
+            filters.append("(a.handle = %s OR a.name = %s OR a.id::text = %s)")
+            params.extend([agent, agent, agent])
         with self.connection() as conn:
             rows = conn.execute(
                 "SELECT a.name AS agent, (c.created_at AT TIME ZONE 'UTC')::date AS day,"
@@ -473,19 +509,41 @@ class Store:
 
     # -- agents ---------------------------------------------------------------
 
-    def save_agent(self, character: Character, tenant_id: uuid.UUID = LOCAL_TENANT_ID) -> uuid.UUID:
-        """Store or update an agent of `tenant_id`; raises `AgentConflict` if its id is
-        another tenant's (a character file's `id` must not reach across tenants)."""
-        agent_id = character.agent_id
+    def save_agent(
+        self,
+        character: Character,
+        tenant_id: uuid.UUID = LOCAL_TENANT_ID,
+        *,
+        handle: str | None = None,
+    ) -> uuid.UUID:
+        """Store or update an agent of `tenant_id`, found by its handle (the character's
+        unless given), else by the character's id; a stored agent keeps its handle.
+
+        Raises `AgentConflict` if the id is another tenant's (a character file's `id` must
+        not reach across tenants), or if the handle is the tenant's agent of another id."""
+        handle = handle or character.handle
         with self.connection() as conn:
-            changed = conn.execute(
-                "INSERT INTO agents (id, tenant_id, name, character) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
-                " character = excluded.character, updated_at = now()"
-                " WHERE agents.tenant_id = excluded.tenant_id"
-                " AND agents.character IS DISTINCT FROM excluded.character",
-                (agent_id, tenant_id, character.name, Jsonb(character.to_document())),
-            ).rowcount
+            row = conn.execute(
+                "SELECT id FROM agents WHERE tenant_id = %s AND handle = %s", (tenant_id, handle)
+            ).fetchone()
+            agent_id = character.agent_id if row is None else row["id"]
+            if character.id is not None and character.id != agent_id:
+                raise AgentConflict(
+                    f"handle {handle!r} is agent {agent_id}, not the character's id {character.id}"
+                )
+            try:
+                changed = conn.execute(
+                    "INSERT INTO agents (id, tenant_id, handle, name, character)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                    " character = excluded.character, updated_at = now()"
+                    " WHERE agents.tenant_id = excluded.tenant_id"
+                    " AND agents.character IS DISTINCT FROM excluded.character",
+                    (agent_id, tenant_id, handle, character.name, Jsonb(character.to_document())),
+                ).rowcount
+            except psycopg.errors.UniqueViolation:
+                # Another writer gave the handle to a new agent since it was looked up.
+                raise AgentConflict(f"handle {handle!r} was just taken by another agent") from None
             if not changed:
                 row = conn.execute(
                     "SELECT tenant_id FROM agents WHERE id = %s", (agent_id,)
@@ -497,11 +555,21 @@ class Store:
     def agent_record(self, agent_id: uuid.UUID) -> AgentRecord:
         with self.connection() as conn:
             row = conn.execute(
-                "SELECT id, tenant_id, name, created_at, updated_at FROM agents WHERE id = %s",
-                (agent_id,),
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = %s".encode(), (agent_id,)
             ).fetchone()
         if row is None:
             raise NotFound(f"no agent with id {agent_id}")
+        return AgentRecord(**row)
+
+    def agent_by_handle(self, tenant_id: uuid.UUID, handle: str) -> AgentRecord:
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents"
+                " WHERE tenant_id = %s AND handle = %s".encode(),
+                (tenant_id, handle),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no agent with handle {handle!r}")
         return AgentRecord(**row)
 
     def tenant_agents(
@@ -520,7 +588,7 @@ class Store:
         )
         with self.connection() as conn:
             rows = conn.execute(
-                "SELECT id, tenant_id, name, created_at, updated_at FROM agents"
+                f"SELECT {_AGENT_COLUMNS} FROM agents"
                 f" WHERE {filters} ORDER BY id LIMIT %s".encode(),
                 [*params, limit],
             ).fetchall()
@@ -938,6 +1006,9 @@ class Store:
         if count <= 0:
             return []
         vector = self._vector(embedding)
+        knowledge = list(kinds) == [MemoryKind.FRAGMENT]
+        if knowledge and room_id is None and entity_id is None and before_recent is None:
+            return self._search_knowledge(vector, agent_id, count, threshold)
         filters = ["agent_id = %s", "kind = ANY(%s)", "embedding IS NOT NULL"]
         params: list[Any] = [agent_id, [k.value for k in kinds]]
         if room_id is not None:
@@ -959,6 +1030,45 @@ class Store:
         )
         with self.connection() as conn:
             rows = conn.execute(query.encode(), [vector, *params, vector, count]).fetchall()
+        return [
+            ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
+            for row in rows
+            if row["similarity"] >= threshold
+        ]
+
+    def _search_knowledge(
+        self, vector: Any, agent_id: uuid.UUID, count: int, threshold: float
+    ) -> list[ScoredMemory]:
+        """An agent's nearest fragments, in one statement that picks its way by the size of
+        the knowledge base, not by the planner's estimate: up to `EXACT_KNOWLEDGE_UP_TO`
+        fragments are read whole and sorted (exact; MATERIALIZED keeps any HNSW index out),
+        a larger base walks the fragments' own index (migration 0009). Left to the planner,
+        a walk of the global index, filtered afterwards, can miss most of a small base
+        (bench/recall_scale.py). The branch not taken costs nothing: its condition has no
+        column, so Postgres checks it once before scanning."""
+        fragment = "agent_id = %(agent)s AND kind = 'fragment' AND embedding IS NOT NULL"
+        scored = f"{_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s) AS similarity"
+        query = (
+            "WITH size AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories"
+            " WHERE agent_id = %(agent)s AND kind = 'fragment' LIMIT %(exact)s + 1) f),"
+            f" whole AS MATERIALIZED (SELECT {_MEMORY_COLUMNS}, embedding FROM memories"
+            f" WHERE {fragment} AND (SELECT n FROM size) <= %(exact)s)"
+            f" SELECT * FROM ((SELECT {scored} FROM whole"
+            " ORDER BY embedding <=> %(vector)s LIMIT %(count)s)"
+            f" UNION ALL (SELECT {scored} FROM memories"
+            f" WHERE {fragment} AND (SELECT n FROM size) > %(exact)s"
+            " ORDER BY embedding <=> %(vector)s LIMIT %(count)s)) found"
+            # The index walk may return near-ties out of order (iterative_scan relaxed_order).
+            " ORDER BY similarity DESC"
+        )
+        params = {
+            "agent": agent_id,
+            "vector": vector,
+            "count": count,
+            "exact": EXACT_KNOWLEDGE_UP_TO,
+        }
+        with self.connection() as conn:
+            rows = conn.execute(query.encode(), params).fetchall()
         return [
             ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
             for row in rows
