@@ -402,19 +402,18 @@ def _copy_memories(conn: psycopg.Connection[Any], rows: Iterator[MemoryRow]) -> 
     return count
 
 
-def _vector_index(conn: psycopg.Connection[Any]) -> str:
-    row = conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE tablename = 'memories'"
-        " AND indexname = 'memories_embedding'"
-    ).fetchone()
-    if row is None:
-        raise RuntimeError("the migrations made no memories_embedding index; update the bench")
-    return str(row[0])
+def _vector_indexes(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The HNSW indexes the migrations made on `memories` (name: definition)."""
+    rows = conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'memories'"
+        " AND indexdef LIKE '%USING hnsw%'"
+    ).fetchall()
+    return {str(name): str(sql) for name, sql in rows}
 
 
 def seed_memories(url: str, scene: Scene, size: int, seed: int) -> SeedTimes:
-    """Fill `memories` up to `size` rows: COPY with the HNSW index dropped, then rebuild
-    it with the migration's own definition, then VACUUM ANALYZE."""
+    """Fill `memories` up to `size` rows: COPY with the HNSW indexes dropped, then rebuild
+    them with the migrations' own definitions, then VACUUM ANALYZE."""
     rng = random.Random(seed)
     now = datetime.now(UTC) - timedelta(minutes=1)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -423,17 +422,19 @@ def seed_memories(url: str, scene: Scene, size: int, seed: int) -> SeedTimes:
         bulk = size - (existing[0] if existing else 0) - BENCH_HISTORY - BENCH_FACTS
         if bulk < 0:
             raise SystemExit(f"size {size} is too small: the benchmark room alone needs more")
-        index_sql = _vector_index(conn)
+        indexes = _vector_indexes(conn)
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute("DROP INDEX memories_embedding")
+            for name in indexes:
+                conn.execute(f"DROP INDEX {name}".encode())
             _create_conversations(conn, scene)
             # Oldest first, so that store order (a generated sequence) follows time.
             rows = _copy_memories(conn, bulk_rows(scene, bulk, rng, now - timedelta(hours=2)))
             rows += _copy_memories(conn, bench_rows(scene, rng, now))
         loaded = time.perf_counter()
         conn.execute("SET maintenance_work_mem = '512MB'")
-        conn.execute(index_sql.encode())
+        for index_sql in indexes.values():
+            conn.execute(index_sql.encode())
         conn.execute("RESET maintenance_work_mem")
         indexed = time.perf_counter()
         conn.execute("VACUUM ANALYZE")
@@ -446,6 +447,30 @@ def seed_memories(url: str, scene: Scene, size: int, seed: int) -> SeedTimes:
 # -- turns --------------------------------------------------------------------------------
 
 
+class WriteClock:
+    """Times the store's methods that write memories or their embeddings, on one store."""
+
+    METHODS = ("add_memory", "add_fact", "save_decision", "set_embeddings")
+
+    def __init__(self, store: Any) -> None:
+        self.seconds = 0.0
+        for name in self.METHODS:
+            setattr(store, name, self._timed(getattr(store, name)))
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        return timed
+
+
 @dataclass(frozen=True)
 class TurnSample:
     ms: float
@@ -455,6 +480,9 @@ class TurnSample:
     recorded_calls: int
     embed_calls: int
     embed_ms: float
+    #: Time in the statements that write memories and their embeddings (the message, the
+    #: reply, facts, the embed step): what index upkeep makes grow with the table.
+    write_ms: float
     prompt_chars: int
     #: Characters sent to the reflection evaluator's model call (0 when it did not run).
     reflect_chars: int
@@ -468,6 +496,7 @@ class Bench:
     model: InstantModel
     embedder: CountingEmbedding
     scene: Scene
+    writes: WriteClock
     texts: random.Random = field(default_factory=lambda: random.Random(7))
     turns_run: int = 0
 
@@ -486,6 +515,7 @@ def measure_turn(bench: Bench) -> TurnSample:
     message = bench.next_message()
     bench.model.reset()
     bench.embedder.reset()
+    bench.writes.reset()
     trips = store.round_trips.count
     started = time.perf_counter()
     result = run_turn(bench.runtime, message)
@@ -504,6 +534,7 @@ def measure_turn(bench: Bench) -> TurnSample:
         recorded_calls=sum(s.model_calls for s in steps),
         embed_calls=bench.embedder.calls,
         embed_ms=bench.embedder.seconds * 1000,
+        write_ms=bench.writes.seconds * 1000,
         prompt_chars=bench.model.prompt_chars.get("decide", 0),
         reflect_chars=bench.model.prompt_chars.get("reflect", 0),
         reflected="reflect" in bench.model.tasks,
@@ -521,7 +552,8 @@ def open_bench(url: str, home: Path) -> Iterator[Bench]:
     models = ModelSet(small=model, large=model, embedding=embedder)
     with Runtime.open(Settings(home=home, database_url=url), models=models) as runtime:
         agent_id = runtime.register_agent(load_character(CHARACTER))
-        yield Bench(runtime, model, embedder, Scene.for_agent(agent_id))
+        writes = WriteClock(runtime.store)
+        yield Bench(runtime, model, embedder, Scene.for_agent(agent_id), writes)
 
 
 # -- summaries ----------------------------------------------------------------------------
@@ -567,6 +599,7 @@ _COLUMNS = (
     ("p95 ms", 7),
     ("p50 no-eval/eval", 17),
     ("embed ms", 9),
+    ("write ms", 9),
     ("round trips", 12),
     ("model calls", 12),
     ("embed calls", 12),
@@ -585,6 +618,7 @@ def table_row(r: SizeResult) -> list[str]:
         f"{r.p(95):.1f}",
         _pair(r.p(50, quiet), r.p(50, busy)),
         f"{r.avg(lambda s: s.embed_ms, r.samples):.2f}",
+        f"{r.avg(lambda s: s.write_ms, r.samples):.2f}",
         _pair(r.avg(lambda s: s.round_trips, quiet), r.avg(lambda s: s.round_trips, busy)),
         _pair(r.avg(lambda s: s.model_calls, quiet), r.avg(lambda s: s.model_calls, busy), 2),
         f"{r.avg(lambda s: s.embed_calls, r.samples):.2f}",
@@ -600,9 +634,10 @@ def print_table(results: Sequence[SizeResult]) -> None:
     print(
         "\n  memories: rows seeded in `memories`, before warm-up (messages over "
         f"{ROOMS} rooms, 1 in {FACT_EVERY} a fact, plus the benchmark room and knowledge)."
-        "\n  load s: COPY of the rows with the HNSW index dropped; index s: rebuilding it."
+        "\n  load s: COPY of the rows with the HNSW indexes dropped; index s: rebuilding them."
         "\n  p50/p95 ms: wall time of run_turn, embedding included; embed ms: mean time in"
-        " HashEmbedding per turn."
+        " HashEmbedding per turn; write ms: mean time per turn in the statements that write"
+        " memories and embeddings (add_memory, add_fact, save_decision, set_embeddings)."
         "\n  no-eval/eval: turns where the reflection evaluator did not / did run"
         " (round trips, model calls: means)."
         "\n  prompt chars: system + prompt of the decide call."

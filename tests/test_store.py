@@ -48,23 +48,17 @@ def test_migrations_race_safely_on_a_fresh_database(database_url: str) -> None:
     assert recorded == applied
 
 
-def test_the_embedding_index_is_hnsw(store: Store) -> None:
+def test_only_knowledge_has_a_vector_index(store: Store) -> None:
+    """Fragments have an HNSW index of their own (an agent's are too small a share of all
+    memories for a walk of a global index to find them, bench/recall_scale.py); nothing
+    else has one, so writing a message or a fact keeps no graph up to date."""
     with store._pool.connection() as conn:
-        row = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'memories_embedding'"
-        ).fetchone()
-    assert row is not None and "USING hnsw" in row["indexdef"]
-
-
-def test_knowledge_has_an_hnsw_index_of_its_own(store: Store) -> None:
-    """An agent's fragments are too small a share of all memories for a walk of the global
-    index to find them (bench/recall_scale.py): they have their own."""
-    with store._pool.connection() as conn:
-        row = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'memories_fragment_embedding'"
-        ).fetchone()
-    assert row is not None and "USING hnsw" in row["indexdef"]
-    assert "WHERE (kind = 'fragment'::text)" in row["indexdef"]
+        rows = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'memories'"
+            " AND indexdef LIKE '%%USING hnsw%%'"
+        ).fetchall()
+    assert [r["indexname"] for r in rows] == ["memories_fragment_embedding"]
+    assert "WHERE (kind = 'fragment'::text)" in rows[0]["indexdef"]
 
 
 def _agent(store: Store, name: str) -> uuid.UUID:
@@ -200,6 +194,33 @@ def test_recall_looks_back_from_a_message_past_its_recent_window(store: Store) -
     )
     # Messages 2-4 are the window ending at message 4; message 5 came after it.
     assert {f.memory.content.text for f in found} == {"sailing story 0", "sailing story 1"}
+
+
+def test_room_recall_looks_among_the_newest_earlier_messages_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recall costs the same however long a room's history: it compares the message with
+    the newest `SEARCH_WINDOW` earlier ones (exactly), not with every message ever said."""
+    ada = _agent(store, "Ada")
+    room, sam = _room(store, ada, "r")
+    texts = ["sailing boats", "tax returns", "bread recipes", "train times", "hello", "now"]
+    stored = [_remember(store, ada, room, sam, text) for text in texts]
+
+    def recall() -> list[str]:
+        found = store.search_memories(
+            EMBED.embed_one("sailing boats"),
+            agent_id=ada,
+            room_id=room,
+            kinds=[MemoryKind.MESSAGE],
+            count=1,
+            threshold=-1.0,
+            before_recent=(stored[-1], 2),
+        )
+        return [f.memory.content.text for f in found]
+
+    assert recall() == ["sailing boats"]
+    monkeypatch.setattr("carrier_core.store.store.SEARCH_WINDOW", 3)
+    assert recall() != ["sailing boats"]  # the oldest message is past the window
 
 
 def test_recent_messages_keep_store_order_when_timestamps_tie(store: Store) -> None:

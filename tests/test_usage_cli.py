@@ -109,7 +109,7 @@ def test_reembed_resizes_the_column_and_embeds_every_memory(
             ).fetchone()
             assert row is not None and row["n"] == 0
             index = conn.execute(
-                "SELECT 1 FROM pg_indexes WHERE indexname = 'memories_embedding'"
+                "SELECT 1 FROM pg_indexes WHERE indexname = 'memories_fragment_embedding'"
             ).fetchone()
         assert index is not None
         rows = store.usage(days=1)

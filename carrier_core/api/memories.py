@@ -90,7 +90,9 @@ def list_memories(
 def search_memories(
     runtime: RuntimeDep, principal: Caller, agent: AgentRef, search: SearchQuery
 ) -> list[ScoredMemoryView]:
-    """Semantic search: the query is embedded with the agent's model and compared in pgvector."""
+    """Semantic search: the query is embedded with the agent's model and compared in pgvector
+    with the agent's newest 5,000 memories of the kinds asked for (with `kind=fragment` alone:
+    its whole knowledge), as `Store.search_memories` does."""
     principal.require_key("searching memories")
     agent_id = agent_of(runtime, principal, agent).id
     character = runtime.store.character(agent_id)

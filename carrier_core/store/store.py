@@ -261,6 +261,11 @@ def _memory(row: DictRow) -> Memory:
 #: (bench/recall_scale.py).
 EXACT_KNOWLEDGE_UP_TO = 2000
 
+#: Recall other than knowledge (facts about a person, a room's earlier messages, the API's
+#: search) compares the query with the newest this many memories its filter matches: exact
+#: within them, and a bounded cost however long a room's history grows.
+SEARCH_WINDOW = 5000
+
 _AGENT_COLUMNS = "id, tenant_id, handle, name, created_at, updated_at"
 
 _MEMORY_COLUMNS = (
@@ -336,18 +341,13 @@ class Store:
         return Vector([float(x) for x in embedding])
 
     def resize_embeddings(self, dimensions: int) -> None:
-        """Change the vector column's size. Every stored embedding is dropped (they
-        belong to the old model) and the HNSW indexes are rebuilt on the empty column."""
+        """Change the vector column's size. Every stored embedding is dropped (they belong
+        to the old model) and the fragments' HNSW index is rebuilt on the empty column."""
         with self.transaction() as conn:
-            conn.execute("DROP INDEX IF EXISTS memories_embedding")
             conn.execute("DROP INDEX IF EXISTS memories_fragment_embedding")
             conn.execute(
                 f"ALTER TABLE memories ALTER COLUMN embedding TYPE vector({int(dimensions)})"
                 " USING NULL".encode()
-            )
-            conn.execute(
-                "CREATE INDEX memories_embedding ON memories"
-                " USING hnsw (embedding vector_cosine_ops)"
             )
             conn.execute(
                 "CREATE INDEX memories_fragment_embedding ON memories"
@@ -1000,8 +1000,11 @@ class Store:
         of the message's room that end with it: the prompt shows those already, so
         recall looks further back (and never forward).
 
-        The threshold is applied to the top `count` rows after the index scan, so an
-        unmatched query costs one bounded scan rather than a walk of the whole index.
+        Exact, and bounded: knowledge has a way of its own (`_search_knowledge`); anything
+        else is sought among the newest `SEARCH_WINDOW` memories the filter matches, read
+        through a b-tree index and sorted by distance. No index over every memory's
+        embedding is kept (migration 0011): its upkeep was most of a write's cost at 1M
+        memories, and walking it, filtered afterwards, missed a small filter's rows.
         """
         if count <= 0:
             return []
@@ -1009,8 +1012,14 @@ class Store:
         knowledge = list(kinds) == [MemoryKind.FRAGMENT]
         if knowledge and room_id is None and entity_id is None and before_recent is None:
             return self._search_knowledge(vector, agent_id, count, threshold)
-        filters = ["agent_id = %s", "kind = ANY(%s)", "embedding IS NOT NULL"]
-        params: list[Any] = [agent_id, [k.value for k in kinds]]
+        filters = ["agent_id = %s", "embedding IS NOT NULL"]
+        params: list[Any] = [agent_id]
+        if len(kinds) == 1:  # `kind = %s` lets the room index give rows in seq order
+            filters.append("kind = %s")
+            params.append(kinds[0].value)
+        else:
+            filters.append("kind = ANY(%s)")
+            params.append([k.value for k in kinds])
         if room_id is not None:
             filters.append("room_id = %s")
             params.append(room_id)
@@ -1025,11 +1034,15 @@ class Store:
             )
             params.extend([message.room_id, message.seq, max(recent - 1, 0)])
         query = (
-            f"SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM memories"
-            f" WHERE {' AND '.join(filters)} ORDER BY embedding <=> %s LIMIT %s"
+            f"WITH candidates AS MATERIALIZED (SELECT {_MEMORY_COLUMNS}, embedding FROM memories"
+            f" WHERE {' AND '.join(filters)} ORDER BY seq DESC LIMIT %s)"
+            f" SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM candidates"
+            " ORDER BY embedding <=> %s LIMIT %s"
         )
         with self.connection() as conn:
-            rows = conn.execute(query.encode(), [vector, *params, vector, count]).fetchall()
+            rows = conn.execute(
+                query.encode(), [*params, SEARCH_WINDOW, vector, vector, count]
+            ).fetchall()
         return [
             ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
             for row in rows
