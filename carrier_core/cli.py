@@ -411,19 +411,34 @@ def migrate_command(args: argparse.Namespace) -> int:
 def keys_create(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
         tenant = ensure_tenant(runtime.store, args.tenant)
-        agents = None if not args.agent else frozenset(args.agent)
-        for agent_id in agents or ():
-            try:
-                owner = runtime.store.agent_record(agent_id).tenant_id
-            except LookupError:
-                owner = None
-            if owner != tenant.id:
-                raise CommandError(f"tenant {tenant.name} has no agent {agent_id}", 2)
+        agents = (
+            None
+            if not args.agent
+            else frozenset(_tenant_agent(runtime, tenant, a) for a in args.agent)
+        )
         made = create_key(runtime.store, tenant.id, name=args.name, agent_ids=agents)
     print(f"tenant {tenant.name}: {tenant.id}\nkey id: {made.key.id}", file=sys.stderr)
     print("The key (shown once; store it now):", file=sys.stderr)
     print(made.secret)
     return 0
+
+
+def _tenant_agent(runtime: Runtime, tenant: Tenant, agent: str) -> uuid.UUID:
+    """The id of the tenant's agent with this handle or id."""
+    try:
+        agent_id: uuid.UUID | None = uuid.UUID(agent)
+    except ValueError:
+        agent_id = None  # a handle
+    try:
+        if agent_id is None:
+            record = runtime.store.agent_by_handle(tenant.id, agent)
+        else:
+            record = runtime.store.agent_record(agent_id)
+    except LookupError:
+        record = None
+    if record is None or record.tenant_id != tenant.id:
+        raise CommandError(f"tenant {tenant.name} has no agent {agent}", 2)
+    return record.id
 
 
 def _tenant(runtime: Runtime, name: str) -> Tenant:
@@ -480,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     create_cmd.add_argument("--tenant", required=True, help="tenant name, e.g. acme")
     create_cmd.add_argument("--name", default="", help="a label for the key")
     create_cmd.add_argument(
-        "--agent", action="append", type=uuid.UUID, help="limit the key to this agent (repeatable)"
+        "--agent", action="append", help="limit the key to this agent, by handle or id (repeatable)"
     )
     create_cmd.set_defaults(run=keys_create)
     list_cmd = keys_sub.add_parser("list", help="a tenant's keys (never the keys themselves)")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -154,6 +155,11 @@ def test_keys_are_made_listed_and_revoked_from_the_command_line(
     other = store.save_agent(Character(name="Bea"))  # the local tenant's
     assert main(["keys", "create", "--tenant", "acme", "--agent", str(other)]) == 2
     assert f"tenant acme has no agent {other}" in capsys.readouterr().err
+    assert main(["keys", "create", "--tenant", "acme", "--agent", "bea"]) == 2
+    ours = store.save_agent(Character(name="Bea", id=uuid.uuid4()), acme.id)  # acme's "bea"
+    assert main(["keys", "create", "--tenant", "acme", "--agent", "bea"]) == 0
+    limited = key_for_secret(store, capsys.readouterr().out.strip())
+    assert limited is not None and limited.agent_ids == frozenset({ours})
 
 
 def test_ctrl_c_leaves_the_chat_cleanly_and_what_was_said_is_remembered(tmp_path: Path) -> None:
