@@ -479,6 +479,8 @@ class TurnSample:
     #: Model calls as the turn's history records them; should equal `model_calls`.
     recorded_calls: int
     embed_calls: int
+    #: Embedding calls made before the reply is stored (ingest, decide and act steps).
+    critical_embed_calls: int
     embed_ms: float
     #: Time in the statements that write memories and their embeddings (the message, the
     #: reply, facts, the embed step): what index upkeep makes grow with the table.
@@ -533,6 +535,11 @@ def measure_turn(bench: Bench) -> TurnSample:
         model_calls=len(bench.model.tasks),
         recorded_calls=sum(s.model_calls for s in steps),
         embed_calls=bench.embedder.calls,
+        critical_embed_calls=sum(
+            int(s.detail.get("embedding_calls", 0))
+            for s in steps
+            if s.step in ("ingest", "decide") or s.step.startswith("act:")
+        ),
         embed_ms=bench.embedder.seconds * 1000,
         write_ms=bench.writes.seconds * 1000,
         prompt_chars=bench.model.prompt_chars.get("decide", 0),
@@ -603,6 +610,7 @@ _COLUMNS = (
     ("round trips", 12),
     ("model calls", 12),
     ("embed calls", 12),
+    ("critical embed calls", 21),
     ("prompt chars", 13),
 )
 
@@ -622,6 +630,7 @@ def table_row(r: SizeResult) -> list[str]:
         _pair(r.avg(lambda s: s.round_trips, quiet), r.avg(lambda s: s.round_trips, busy)),
         _pair(r.avg(lambda s: s.model_calls, quiet), r.avg(lambda s: s.model_calls, busy), 2),
         f"{r.avg(lambda s: s.embed_calls, r.samples):.2f}",
+        f"{r.avg(lambda s: s.critical_embed_calls, r.samples):.2f}",
         f"{r.avg(lambda s: s.prompt_chars, r.samples):,.0f}",
     ]
 
@@ -640,6 +649,8 @@ def print_table(results: Sequence[SizeResult]) -> None:
         " memories and embeddings (add_memory, add_fact, save_decision, set_embeddings)."
         "\n  no-eval/eval: turns where the reflection evaluator did not / did run"
         " (round trips, model calls: means)."
+        "\n  critical embed calls: embedding calls before the reply is stored (ingest, decide"
+        " and act steps); the rest run after the turn (the embed step)."
         "\n  prompt chars: system + prompt of the decide call."
     )
     for r in results:

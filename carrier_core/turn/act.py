@@ -66,23 +66,18 @@ def _say(
     key: str,
     attachments: list[dict[str, Any]] | None = None,
 ) -> list[uuid.UUID]:
-    """Store what an action says, embedded at once so recall never waits for it; its
-    attachments go with the last reply.
+    """Store what an action says; its attachments go with the last reply.
 
-    If the embedding model fails, the replies are stored all the same (the embed
-    step embeds them later) and the failure is noted on the step.
+    Not embedded here: the reply is given first, and the embed step (the embed queue in
+    the cloud, batched across turns) embeds it after the turn, off its critical path. Recall
+    looks back past the recent messages, which the prompt shows whole, so it never waits.
     """
     texts = _capped(ctx, [t for t in texts if t.strip()])
     if not texts:
         return []
     last = len(texts) - 1
-    vectors: list[list[float] | None] = [None] * len(texts)
-    try:
-        vectors = list(ctx.embed(texts).vectors)
-    except Exception as exc:
-        ctx.usage.detail["embed_error"] = f"{type(exc).__name__}: {exc}"
     ids = []
-    for n, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
+    for n, text in enumerate(texts):
         memory, _ = ctx.runtime.store.add_memory(
             Memory(
                 agent_id=ctx.message.agent_id,
@@ -97,7 +92,6 @@ def _say(
                     in_reply_to=ctx.message.id,
                     attachments=(attachments or []) if n == last else [],
                 ),
-                embedding=vector,
                 dedupe_key=f"reply:{ctx.turn.id}:{key}:{n}",
             ),
             turn_id=ctx.turn.id,

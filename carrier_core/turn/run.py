@@ -92,20 +92,16 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None
 
 
 def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
-    """Embed what the turn left unembedded. The reply is already given: a failure here
-    is recorded in the turn's history and the memories wait for the next embed run."""
+    """Embed what the turn stored (its replies, facts), after the reply is given. A failure
+    is recorded in the turn's history and the memories wait for the next embed run; a
+    success only in the usage ledger (step `embed`), which costs the turn no statement."""
     started_at = datetime.now(UTC)
-    detail: dict[str, Any]
     try:
-        embedded = embed_pending(runtime, agent_id)
+        embed_pending(runtime, agent_id)
     except Exception as exc:
-        status, detail = "error", {"error": f"{type(exc).__name__}: {exc}"}
-    else:
-        if not embedded:
-            return  # the usual case: the turn embedded what it stored
-        status, detail = "ok", {"embedded": embedded}
-    record = StepRecord("embed", status, started_at, StepUsage(detail=detail))
-    runtime.store.record_step(turn_id, record)
+        detail = {"error": f"{type(exc).__name__}: {exc}"}
+        record = StepRecord("embed", "error", started_at, StepUsage(detail=detail))
+        runtime.store.record_step(turn_id, record)
 
 
 def run_room(runtime: Runtime, runner: Runner) -> None:
