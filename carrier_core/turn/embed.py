@@ -1,9 +1,11 @@
 """Embed: give memories that have none an embedding, in batches, for semantic recall.
 
-Turns embed their own message and replies as they store them; this step
-catches what is left: memories stored while an embedding model was down,
-memories written by plugins, knowledge. It is also where a knowledge document
-becomes `ready` (its fragments all embedded) or `failed` (embedding them failed).
+A turn embeds its message in the decide step (recall needs it) and reflection its new
+facts (to find near-duplicates); its replies are embedded here, after the reply is given:
+locally at the end of the turn, in the cloud from the embed queue, batched across turns.
+This step also catches what was left: memories stored while an embedding model was down,
+memories written by plugins, knowledge. It is where a knowledge document becomes `ready`
+(its fragments all embedded) or `failed` (embedding them failed).
 """
 
 from __future__ import annotations
