@@ -571,6 +571,8 @@ class SizeResult:
     size: int
     seed: SeedTimes
     samples: list[TurnSample]
+    #: Text-model calls per group-room message (reflection left out), by kind of message.
+    group_calls: dict[str, float] = field(default_factory=dict)
 
     def part(self, reflected: bool) -> list[TurnSample]:
         return [s for s in self.samples if s.reflected is reflected]
@@ -798,8 +800,42 @@ def run_size(server: str, home: Path, size: int, args: argparse.Namespace) -> Si
             result = SizeResult(size, seed, samples)
             print_profile(stats, size, args.turns)
         else:
-            result = SizeResult(size, seed, run_turns(bench, args.turns))
+            samples = run_turns(bench, args.turns)
+            result = SizeResult(size, seed, samples, measure_group(bench, GROUP_MESSAGES))
     return result
+
+
+#: Messages of each kind sent to a group room, after the timed turns.
+GROUP_MESSAGES = 12
+_GROUP_KINDS = {
+    "for someone else": "@bo {}",
+    "naming the agent": "Ada, {}",
+    "plain": "{}",
+}
+
+
+def measure_group(bench: Bench, count: int) -> dict[str, float]:
+    """Text-model calls per message in a group room the agent neither follows nor muted: a
+    message @mentioning someone else should make none (left unanswered by rule), others
+    one (the decide call, which may choose IGNORE)."""
+    calls = {}
+    for label, pattern in _GROUP_KINDS.items():
+        made = 0
+        for _ in range(count):
+            message = bench.next_message()
+            bench.model.reset()
+            run_turn(
+                bench.runtime,
+                {
+                    **message,
+                    "room": "bench-group",
+                    "room_kind": "group",
+                    "text": pattern.format(message["text"]),
+                },
+            )
+            made += sum(task != "reflect" for task in bench.model.tasks)
+        calls[label] = made / count
+    return calls
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -835,6 +871,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = [run_size(server, home, size, args) for size in args.sizes]
         print("\nTurn overhead per size (instant model)")
         print_table(results)
+        for r in results:
+            if r.group_calls:
+                shown = ", ".join(f"{k} {v:.2f}" for k, v in r.group_calls.items())
+                print(f"  {r.size:,}: text-model calls per group message: {shown}")
         print_goals(results)
     finally:
         stop_embedded(home)

@@ -661,6 +661,16 @@ class Store:
                 ),
             )
 
+    def set_room_metadata(self, room_id: uuid.UUID, key: str, value: Any) -> None:
+        """Set one key of a room's metadata (None removes it), leaving the others as they are."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE rooms SET metadata = CASE WHEN %(value)s::jsonb IS NULL"
+                " THEN metadata - %(key)s ELSE jsonb_set(metadata, ARRAY[%(key)s], %(value)s)"
+                " END WHERE id = %(id)s",
+                {"id": room_id, "key": key, "value": None if value is None else Jsonb(value)},
+            )
+
     def room(self, room_id: uuid.UUID) -> Room:
         with self.connection() as conn:
             row = conn.execute(

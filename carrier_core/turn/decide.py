@@ -1,7 +1,10 @@
 """Decide: compose state, make the one model call of the turn, and settle the decision.
 
 In a group room the should-respond choice is part of this same call (the
-model may pick IGNORE); in a direct conversation the agent always answers.
+model may pick IGNORE); in a direct conversation, or a group room the agent
+follows, it always answers. A message the room participation rules leave
+unanswered (`participation.py`: a muted room, a message for someone else) makes
+no model call at all.
 Output that cannot be parsed at all is answered with a safe reply and the
 error is recorded, so a confused model never silently drops a message.
 """
@@ -19,6 +22,7 @@ from carrier_core.runtime import Runtime
 from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext, json_safe
 from carrier_core.turn.describe import describe_images
+from carrier_core.turn.participation import always_answers, unanswered_by_rule
 from carrier_core.turn.prompt import decide_request, template_values
 from carrier_core.turn.state import compose_state
 from carrier_core.turn.templates import ShouldRespond
@@ -37,13 +41,13 @@ class Decided:
     step: int
 
 
-def settle(decision: Decision, room_kind: RoomKind, plugins: Plugins) -> Decision:
+def settle(decision: Decision, always_answer: bool, plugins: Plugins) -> Decision:
     """Apply the runtime's rules to what the model chose.
 
     Names and similes become the actions' own names, each once. Text with no
-    REPLY is still said (REPLY goes first). In a group, IGNORE wins. In a
-    direct conversation IGNORE is overruled, and unless a known action other
-    than NONE/CONTINUE will act, REPLY is added: someone spoke to the agent alone.
+    REPLY is still said (REPLY goes first). In a group, IGNORE wins. Where the agent
+    always answers (a direct conversation, a followed room) IGNORE is overruled, and
+    unless a known action other than NONE/CONTINUE will act, REPLY is added.
     """
     actions: list[str] = []
     for name in decision.actions:
@@ -51,13 +55,11 @@ def settle(decision: Decision, room_kind: RoomKind, plugins: Plugins) -> Decisio
         canonical = action.name if action else name.strip().upper()
         if canonical and canonical not in actions:
             actions.append(canonical)
-    if room_kind is RoomKind.GROUP and "IGNORE" in actions:
+    if not always_answer and "IGNORE" in actions:
         return decision.model_copy(update={"actions": ["IGNORE"], "text": ""})
     actions = [a for a in actions if a != "IGNORE"]
     acting = [a for a in actions if a not in _SILENT and plugins.action(a) is not None]
-    if "REPLY" not in actions and (
-        decision.text.strip() or (room_kind is RoomKind.DM and not acting)
-    ):
+    if "REPLY" not in actions and (decision.text.strip() or (always_answer and not acting)):
         actions.insert(0, "REPLY")
     if not actions:
         actions = ["IGNORE"]
@@ -100,6 +102,10 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
         stored = Decision.model_validate(ctx.turn.decision)
         return Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
+    names = {ctx.agent_name, ctx.character.username or "", ctx.character.handle}
+    skipped = unanswered_by_rule(ctx.room, ctx.message.content.text, names)
+    if skipped is not None:
+        return _unanswered(ctx, number, skipped)
     ctx.query_embedding()
     describe_images(ctx)  # before the providers, which show the descriptions
     ctx.state = compose_state(ctx)
@@ -125,7 +131,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         # The step fails and is tried again (the state machine's Retry): the turn says so.
         runtime.store.mark_retrying(turn_id, f"{type(exc).__name__}: {exc}")
         raise
-    decision = settle(decision, ctx.room.kind, ctx.plugins)
+    decision = settle(decision, always_answers(ctx.room), ctx.plugins)
     respond = decision.actions != ["IGNORE"]
     ctx.query_embedding()  # made before the providers ran; stored with the decision
     runtime.store.save_decision(
@@ -155,3 +161,21 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         ),
     )
     return Decided(decision=decision, respond=respond, step=number)
+
+
+def _unanswered(ctx: TurnContext, number: int, why: str) -> Decided:
+    """Leave the message unanswered by rule: no providers, no model call (its embedding is
+    made by the embed step, after the turn)."""
+    decision = Decision(thought=f"(not answered: {why})", actions=["IGNORE"])
+    ctx.runtime.store.save_decision(
+        ctx.turn.id,
+        message=ctx.message,
+        status="running",
+        decision=decision.model_dump(),
+        state={},
+        steps_taken=number,
+        record=ctx.step_record(
+            "decide", "ok", key=f"decide:{number}", actions=["IGNORE"], unanswered=why
+        ),
+    )
+    return Decided(decision=decision, respond=False, step=number)
