@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 
 from carrier_core.models import EmbeddingDimensionMismatch, EmbeddingModel
-from carrier_core.models.ledger import embed_recorded
+from carrier_core.models.ledger import embed_measured
 from carrier_core.runtime import Runtime
 from carrier_core.turn.embed import EMBED_CHARS
 
@@ -70,12 +70,13 @@ def reembed(
             if not batch:
                 break
             texts = [text[:EMBED_CHARS] for _, _, text in batch]
-            embeddings = embed_recorded(runtime, agent_id, model, texts, step="reembed")
+            embeddings, calls = embed_measured(runtime, agent_id, model, texts, step="reembed")
             store.set_embeddings(
                 [
                     (memory_id, v)
                     for (memory_id, _, _), v in zip(batch, embeddings.vectors, strict=True)
-                ]
+                ],
+                calls,
             )
             after = batch[-1][1]
             done += len(batch)

@@ -529,3 +529,22 @@ def test_an_embedding_outage_after_the_decision_does_not_cost_the_reply(
     assert embed_step.detail["error"] == "ModelError: embedding service down"
     embedder.working = True
     assert embed_pending(runtime, agent) == 1  # the reply waited and is embedded now
+
+
+def test_the_reply_is_embedded_after_the_turn_with_its_ledger_row(
+    runtime: Runtime, ada: Character
+) -> None:
+    """One embedding call before the reply (the message, for recall); the reply's comes
+    after, in the embed step, whose ledger row is written with the embeddings."""
+    agent = runtime.register_agent(ada)
+    result = run_turn(runtime, message(agent, "I like sailing"))
+    steps = runtime.store.turn_steps(result.turn_id)
+    before_reply = [s for s in steps if s.step == "decide" or s.step.startswith("act:")]
+    assert sum(int(s.detail.get("embedding_calls", 0)) for s in before_reply) == 1
+    assert runtime.store.unembedded(agent, 10) == []
+    with runtime.store.connection() as conn:
+        row = conn.execute(
+            "SELECT count(*) AS n FROM model_calls WHERE agent_id = %s AND step = 'embed'",
+            (agent,),
+        ).fetchone()
+    assert row is not None and row["n"] >= 1

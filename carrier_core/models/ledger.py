@@ -114,10 +114,15 @@ def ledger_rows(
 
 
 def record_call(runtime: Runtime, agent_id: uuid.UUID, **call: Any) -> None:
-    """Write one call's rows to the ledger now. A ledger that cannot be written is
-    logged, never allowed to fail the work that made the call."""
+    """Write one call's rows to the ledger now (see `record_call_rows`)."""
+    record_call_rows(runtime, ledger_rows(agent_id, **call))
+
+
+def record_call_rows(runtime: Runtime, calls: list[ModelCall]) -> None:
+    """Write ledger rows now. A ledger that cannot be written is logged, never allowed to
+    fail the work that made the call."""
     try:
-        runtime.store.record_model_calls(ledger_rows(agent_id, **call))
+        runtime.store.record_model_calls(calls)
     except Exception as exc:  # the ledger is bookkeeping: the turn goes on
         log.warning("usage ledger not written: %s: %s", type(exc).__name__, exc)
 
@@ -125,8 +130,18 @@ def record_call(runtime: Runtime, agent_id: uuid.UUID, **call: Any) -> None:
 def embed_recorded(
     runtime: Runtime, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
 ) -> Embeddings:
-    """Embed outside a turn (the embed step, knowledge, reembed), writing the ledger row
-    of the call whether it succeeds or fails."""
+    """Embed outside a turn (knowledge, reembed), writing the ledger row of the call whether
+    it succeeds or fails."""
+    embeddings, calls = embed_measured(runtime, agent_id, model, texts, step=step)
+    record_call_rows(runtime, calls)
+    return embeddings
+
+
+def embed_measured(
+    runtime: Runtime, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
+) -> tuple[Embeddings, list[ModelCall]]:
+    """Embed, and give back the call's ledger rows for the caller to write with what it
+    stores (`Store.set_embeddings`: one statement). A failed call's rows are written now."""
     started = time.monotonic()
     where = {"role": "embedding", "model": model, "started": started, "step": step}
     try:
@@ -134,5 +149,4 @@ def embed_recorded(
     except Exception as exc:
         record_call(runtime, agent_id, **where, error=exc)
         raise
-    record_call(runtime, agent_id, **where, result=embeddings)
-    return embeddings
+    return embeddings, ledger_rows(agent_id, **where, result=embeddings)

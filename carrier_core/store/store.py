@@ -1098,13 +1098,24 @@ class Store:
             if row["similarity"] >= threshold
         ]
 
-    def set_embeddings(self, embeddings: Sequence[tuple[uuid.UUID, Sequence[float]]]) -> None:
+    def set_embeddings(
+        self,
+        embeddings: Sequence[tuple[uuid.UUID, Sequence[float]]],
+        calls: Sequence[ModelCall] = (),
+    ) -> None:
+        """Store memories' embeddings, with the ledger rows of the call that made them, in
+        one statement."""
         if not embeddings:
             return
-        with self.connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE memories SET embedding = %s WHERE id = %s",
-                [(self._vector(vec), memory_id) for memory_id, vec in embeddings],
+        with self.connection() as conn:
+            conn.execute(
+                f"WITH c AS ({_INSERT_CALLS}) UPDATE memories m SET embedding = v.embedding"
+                " FROM unnest(%s::uuid[], %s::vector[]) AS v(id, embedding) WHERE m.id = v.id",
+                (
+                    _calls(calls),
+                    [memory_id for memory_id, _ in embeddings],
+                    [self._vector(vec) for _, vec in embeddings],
+                ),
             )
 
     def unembedded(self, agent_id: uuid.UUID, limit: int) -> list[Memory]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from carrier_core.knowledge.records import mark_embedded, mark_failed
 from carrier_core.models import ModelError
-from carrier_core.models.ledger import embed_recorded
+from carrier_core.models.ledger import embed_measured
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
@@ -55,9 +55,11 @@ def embed_pending(
             if embedder is None:
                 embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
             texts = [m.content.text[:EMBED_CHARS] for m in pending]
-            embeddings = embed_recorded(runtime, agent_id, embedder, texts, step="embed")
+            embeddings, calls = embed_measured(runtime, agent_id, embedder, texts, step="embed")
             vectors = embeddings.vectors
-            runtime.store.set_embeddings([(m.id, v) for m, v in zip(pending, vectors, strict=True)])
+            runtime.store.set_embeddings(
+                [(m.id, v) for m, v in zip(pending, vectors, strict=True)], calls
+            )
             done += len(pending)
             batches += 1
             if progress is not None:
