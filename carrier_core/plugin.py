@@ -118,6 +118,11 @@ class PluginError(LookupError):
     """A named action, plugin or model set that cannot be found."""
 
 
+def _action_key(name: str) -> str:
+    """An action name with case and everything but letters and digits set aside."""
+    return "".join(ch for ch in name.upper() if ch.isalnum())
+
+
 @dataclass(frozen=True)
 class Plugins:
     """The plugins of one agent, merged; later plugins override earlier names."""
@@ -140,13 +145,17 @@ class Plugins:
         return list({e.name: e for p in self.plugins for e in p.evaluators}.values())
 
     def action(self, name: str) -> Action | None:
-        """An action by its name or one of its similes, case-insensitively."""
-        wanted = name.strip().upper()
-        actions = self.actions
-        if wanted in actions:
-            return actions[wanted]
-        for action in actions.values():
-            if wanted in (s.upper() for s in action.similes):
+        """An action by its name or one of its similes, ignoring case and punctuation
+        ("mute-room", "Mute Room" and "MUTE_ROOM" are one name); the name before a simile."""
+        wanted = _action_key(name)
+        if not wanted:
+            return None
+        actions = list(self.actions.values())
+        for action in actions:
+            if _action_key(action.name) == wanted:
+                return action
+        for action in actions:
+            if wanted in {_action_key(s) for s in action.similes}:
                 return action
         return None
 

@@ -113,3 +113,16 @@ def test_the_rules() -> None:
     assert unanswered_by_rule(room, "mail me at bo@example.com", names) is None
     dm = room.model_copy(update={"kind": RoomKind.DM})
     assert unanswered_by_rule(dm, "@bo hi", names) is None
+
+
+def test_action_names_are_matched_whatever_their_case_and_punctuation(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("mute-room"))
+    muted = run_turn(scripted_runtime, group(agent, "Ada, shh"))
+    assert state(scripted_runtime, muted.turn_id) == "muted"
+    scripted.add(xml("Unmute Room", text="Hello again."))
+    back = run_turn(scripted_runtime, group(agent, "Ada, speak"))
+    assert state(scripted_runtime, back.turn_id) is None
+    decision = scripted_runtime.store.turn(back.turn_id).decision
+    assert decision is not None and decision["actions"] == ["REPLY", "UNMUTE_ROOM"]
