@@ -54,6 +54,8 @@ class Action:
     handler: Callable[[TurnContext, Decision], ActionResult]
     validate: Callable[[TurnContext], bool] = _always
     similes: tuple[str, ...] = ()
+    #: (what someone says, what the agent answers) pairs that show when the action fits;
+    #: the decide prompt shows the first two under the action.
     examples: tuple[tuple[str, str], ...] = ()
 
 

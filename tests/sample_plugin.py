@@ -50,7 +50,13 @@ plugin = Plugin(
     name="sample",
     actions=[
         Action("EXPLODE", "Launch a rocket.", _explode),
-        Action("SHOUT", "Say it loudly.", _shout, similes=("YELL",)),
+        Action(
+            "SHOUT",
+            "Say it loudly.",
+            _shout,
+            similes=("YELL",),
+            examples=(("say hi loudly", "HI!"),),
+        ),
     ],
     providers=[
         Provider("broken", "Always fails.", _broken),

@@ -29,9 +29,18 @@ def _say(runtime: Runtime, agent: uuid.UUID, text: str, **extra: str):  # type: 
 
 def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
     plugins = load_plugins(())
-    assert {"REPLY", "IGNORE", "NONE", "CONTINUE", "UPDATE_ROLE", "UPDATE_ENTITY"} <= set(
-        plugins.actions
-    )
+    assert {
+        "REPLY",
+        "IGNORE",
+        "NONE",
+        "CONTINUE",
+        "UPDATE_ROLE",
+        "UPDATE_ENTITY",
+        "FOLLOW_ROOM",
+        "UNFOLLOW_ROOM",
+        "MUTE_ROOM",
+        "UNMUTE_ROOM",
+    } <= set(plugins.actions)
     assert [p.name for p in plugins.providers] == [
         "character",
         "time",
@@ -42,6 +51,7 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "recall",
         "recent_messages",
         "attachments",
+        "action_state",
         "actions",
     ]
     assert [e.name for e in plugins.evaluators] == ["reflection"]
@@ -103,6 +113,27 @@ def test_a_plugin_action_runs_by_simile_and_its_data_is_recorded(
     assert result.reply_texts == ["hello", "HELLO"]  # REPLY goes first for the text
     steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
     assert steps["act:SHOUT"].detail["data"] == {"shouted": True}
+
+
+def test_the_next_decide_step_sees_what_the_actions_did(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    """Multi-step: SHOUT returns data and CONTINUE asks for another step, whose prompt shows
+    the results of the first step's actions (the action_state provider). The first step
+    shows none; actions show their examples."""
+    scripted_runtime.settings.max_steps = 2
+    agent = _agent(scripted_runtime, ["tests.sample_plugin:plugin"])
+    scripted.add(xml("SHOUT", "CONTINUE", text="hello"), xml("REPLY", text="Done shouting."))
+    result = _say(scripted_runtime, agent, "say hi loudly, then tell me")
+    assert result.reply_texts == ["hello", "HELLO", "Done shouting."]
+    first, second = (r.prompt for r in scripted.requests if r.task == "decide")
+    assert "Results of your actions so far" not in first
+    assert (
+        "- SHOUT: Say it loudly.\n  e.g. someone: say hi loudly / " in first
+        and ": HI! (SHOUT)" in first
+    )
+    assert '- SHOUT (ok): said 1 message(s); data: {"shouted": true}' in second
+    assert "- REPLY (ok): said 1 message(s)" in second
 
 
 def test_a_failing_action_is_recorded_and_the_user_hears_of_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 
@@ -128,8 +129,35 @@ def _attachments(ctx: TurnContext) -> ProviderResult:
 
 def _actions(ctx: TurnContext) -> ProviderResult:
     available = [a for a in ctx.plugins.actions.values() if a.validate(ctx)]
-    text = "\n".join(f"- {a.name}: {a.description}" for a in available)
-    return ProviderResult(text, {"actions": [a.name for a in available]})
+    lines = []
+    for action in available:
+        lines.append(f"- {action.name}: {action.description}")
+        for said, answered in action.examples[:2]:
+            lines.append(f"  e.g. someone: {said} / {ctx.agent_name}: {answered} ({action.name})")
+    return ProviderResult("\n".join(lines), {"actions": [a.name for a in available]})
+
+
+def _action_results(ctx: TurnContext) -> ProviderResult:
+    """What the actions of this turn's earlier steps did, for the next decide step (after
+    CONTINUE) and later actions: each action's status, what it said, its data or error.
+    The first decide step of a turn has none, and reads nothing."""
+    if ctx.turn.steps_taken == 0:
+        return ProviderResult()
+    done = [s for s in ctx.runtime.store.turn_steps(ctx.turn.id) if s.step.startswith("act:")]
+    lines, results = [], []
+    for step in done:
+        action = step.step.removeprefix("act:")
+        said = len(step.detail.get("reply_ids", []))
+        line = f"- {action} ({step.status})"
+        if said:
+            line += f": said {said} message(s)"
+        if step.detail.get("data"):
+            line += f"; data: {json.dumps(step.detail['data'], default=str)[:1000]}"
+        if step.detail.get("error") or step.detail.get("reason"):
+            line += f"; {step.detail.get('error') or step.detail.get('reason')}"
+        lines.append(line)
+        results.append({"action": action, "status": step.status, **step.detail})
+    return ProviderResult("\n".join(lines), {"action_results": results})
 
 
 PROVIDERS = [
@@ -163,6 +191,13 @@ PROVIDERS = [
         _attachments,
         "Attachments",
         65,
+    ),
+    Provider(
+        "action_state",
+        "What the actions of this turn's earlier steps did.",
+        _action_results,
+        "Results of your actions so far in this turn",
+        68,
     ),
     Provider("actions", "The actions the agent can take.", _actions, "Actions you can take", 70),
 ]
