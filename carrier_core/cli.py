@@ -48,7 +48,6 @@ from carrier_core.tenants import (
     tenant_named,
 )
 from carrier_core.turn import InvalidMessage, evaluate, run_turn
-from carrier_core.turn_history import timed_steps
 
 QUIT = {"/quit", "/exit", "/q"}
 
@@ -320,7 +319,7 @@ def chat(
 
 def _print_trace(runtime: Runtime, turn_id: uuid.UUID) -> None:
     store = runtime.store
-    steps = [{**asdict(s), "duration_ms": s.duration_ms} for s in timed_steps(store, turn_id)]
+    steps = [{**asdict(s), "duration_ms": s.duration_ms} for s in store.turn_steps(turn_id)]
     calls = [asdict(c) for c in store.model_calls(turn_id)]
     for line in turn_trace(steps, store.turn(turn_id).decision, calls):
         print(line, file=sys.stderr)

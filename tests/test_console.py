@@ -308,10 +308,8 @@ def test_a_rooms_messages_name_their_turn(
 def test_a_queued_turn_has_its_ingest_step_and_no_decision_yet(
     store: Store, runtime: Runtime, agent: uuid.UUID, acme: TenantKey
 ) -> None:
-    from carrier_core.turn_history import message_turns
-
-    assert message_turns(store, []) == {}
-    assert message_turns(store, [uuid.uuid4()]) == {}
+    assert store.message_turns([]) == {}
+    assert store.message_turns([uuid.uuid4()]) == {}
     client = TestClient(create_app(lambda: runtime, lambda ingested: None))
     turn_id = post(client, agent, "Queued, never run", acme.headers)
     [message] = client.get(f"/v1/agents/{agent}/rooms/lobby/messages", headers=acme.headers).json()[

@@ -28,7 +28,6 @@ from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, RoomRecord
 from carrier_core.turn import InvalidMessage, MessageConflict, ingest
-from carrier_core.turn_history import message_turns
 from carrier_core.world import RoomKind, room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent}/rooms", tags=["rooms"])
@@ -264,7 +263,7 @@ def list_messages(
         limit=limit,
         before_seq=seq_cursor(cursor),
     )
-    turns = message_turns(runtime.store, [m.id for m in memories])
+    turns = runtime.store.message_turns([m.id for m in memories])
     return Page(
         data=[message_view(m, turns.get(m.id)) for m in memories],
         next_cursor=str(memories[-1].seq) if len(memories) == limit else None,

@@ -13,7 +13,6 @@ from carrier_core.api.deps import Caller, RuntimeDep, turn_of
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import TurnRecord
-from carrier_core.turn_history import timed_steps
 
 router = APIRouter(prefix="/v1/turns", tags=["turns"])
 
@@ -140,8 +139,7 @@ def get_turn_steps(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -
     principal.require_key("reading a turn's steps")
     turn_of(runtime, principal, turn_id)
     return [
-        StepView.model_validate(s, from_attributes=True)
-        for s in timed_steps(runtime.store, turn_id)
+        StepView.model_validate(s, from_attributes=True) for s in runtime.store.turn_steps(turn_id)
     ]
 
 

@@ -99,6 +99,8 @@ class RoomRecord:
 
 @dataclass(frozen=True)
 class TurnStep:
+    """One row of a turn's history, with when the step started and ended."""
+
     step: str
     key: str | None
     status: str
@@ -106,6 +108,12 @@ class TurnStep:
     model_calls: int
     input_tokens: int
     output_tokens: int
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def duration_ms(self) -> int:
+        return max(0, round((self.finished_at - self.started_at).total_seconds() * 1000))
 
 
 @dataclass
@@ -267,6 +275,9 @@ EXACT_KNOWLEDGE_UP_TO = 2000
 SEARCH_WINDOW = 5000
 
 _AGENT_COLUMNS = "id, tenant_id, handle, name, created_at, updated_at"
+_STEP_COLUMNS = (
+    "step, key, status, detail, model_calls, input_tokens, output_tokens, started_at, finished_at"
+)
 
 _MEMORY_COLUMNS = (
     "id, seq, agent_id, entity_id, room_id, world_id, kind, content, dedupe_key, metadata,"
@@ -1308,18 +1319,30 @@ class Store:
     def turn_steps(self, turn_id: uuid.UUID) -> list[TurnStep]:
         with self.connection() as conn:
             rows = conn.execute(
-                "SELECT step, key, status, detail, model_calls, input_tokens, output_tokens"
-                " FROM turn_steps WHERE turn_id = %s ORDER BY id",
+                f"SELECT {_STEP_COLUMNS} FROM turn_steps WHERE turn_id = %s ORDER BY id".encode(),
                 (turn_id,),
             ).fetchall()
         return [TurnStep(**row) for row in rows]
+
+    def message_turns(self, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        """The turn of each message that has one: the turn an incoming message started, or
+        the turn in which the agent said a reply. Messages without a turn are left out."""
+        if not message_ids:
+            return {}
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT m.id, coalesce(m.turn_id, t.id) AS turn_id FROM memories m"
+                " LEFT JOIN turns t ON t.message_id = m.id"
+                " WHERE m.id = ANY(%s) AND coalesce(m.turn_id, t.id) IS NOT NULL",
+                (list(message_ids),),
+            ).fetchall()
+        return {row["id"]: row["turn_id"] for row in rows}
 
     def turn_step(self, turn_id: uuid.UUID, key: str) -> TurnStep | None:
         """A keyed step already run for this turn, if any."""
         with self.connection() as conn:
             row = conn.execute(
-                "SELECT step, key, status, detail, model_calls, input_tokens, output_tokens"
-                " FROM turn_steps WHERE turn_id = %s AND key = %s",
+                f"SELECT {_STEP_COLUMNS} FROM turn_steps WHERE turn_id = %s AND key = %s".encode(),
                 (turn_id, key),
             ).fetchone()
         return None if row is None else TurnStep(**row)
