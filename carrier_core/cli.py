@@ -37,7 +37,7 @@ from carrier_core.models.select import primary_provider
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.secrets import SecretStoreError
-from carrier_core.store import AgentConflict, DatabaseError
+from carrier_core.store import AgentConflict, DatabaseError, NotFound
 from carrier_core.tenants import (
     Tenant,
     create_key,
@@ -425,19 +425,9 @@ def keys_create(args: argparse.Namespace) -> int:
 def _tenant_agent(runtime: Runtime, tenant: Tenant, agent: str) -> uuid.UUID:
     """The id of the tenant's agent with this handle or id."""
     try:
-        agent_id: uuid.UUID | None = uuid.UUID(agent)
-    except ValueError:
-        agent_id = None  # a handle
-    try:
-        if agent_id is None:
-            record = runtime.store.agent_by_handle(tenant.id, agent)
-        else:
-            record = runtime.store.agent_record(agent_id)
-    except LookupError:
-        record = None
-    if record is None or record.tenant_id != tenant.id:
-        raise CommandError(f"tenant {tenant.name} has no agent {agent}", 2)
-    return record.id
+        return runtime.store.tenant_agent(tenant.id, agent).id
+    except NotFound:
+        raise CommandError(f"tenant {tenant.name} has no agent {agent}", 2) from None
 
 
 def _tenant(runtime: Runtime, name: str) -> Tenant:

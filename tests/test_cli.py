@@ -27,7 +27,9 @@ from tests.dev_server import CARRIER
 from tests.test_chat_completions import serving
 
 
-def chat(home: Path, lines: str, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+def chat(
+    home: Path, lines: str, *args: str, cwd: Path | None = None, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
     # No model keys from the developer's shell: these tests talk to the offline model.
     unset = {"DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY"}
     env = {k: v for k, v in os.environ.items() if k not in unset}
@@ -38,6 +40,7 @@ def chat(home: Path, lines: str, *args: str, **env_vars: str) -> subprocess.Comp
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
         timeout=120,
         check=False,
     )
@@ -337,23 +340,7 @@ ADA = CHARACTERS / "ada.json"
 
 def test_a_carrier_yaml_with_a_syntax_error_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "carrier.yaml").write_text("model:\n  provider: [openai\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "carrier_core.cli",
-            "chat",
-            "--character",
-            str(CHARACTERS / "ada.json"),
-        ],
-        input="Hello\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "CARRIER_HOME": str(tmp_path / "home")},
-        timeout=60,
-        check=False,
-    )
+    result = chat(tmp_path / "home", "Hello\n", "--character", str(ADA), cwd=tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("carrier: bad configuration: while parsing a flow sequence")

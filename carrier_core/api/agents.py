@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel
 
-from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_id_in, agent_of
+from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_of
 from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, id_cursor
 from carrier_core.character import HANDLE, Character, CharacterError, parse_character
@@ -19,6 +19,7 @@ from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
 from carrier_core.store import AgentConflict, AgentRecord, NotFound
+from carrier_core.store.store import agent_id_in
 from carrier_core.turn.embed import RequestEmbedding
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from carrier_core.auth import Authenticator, Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
+from carrier_core.store.store import no_agent
 from carrier_core.turn import Ingested
 from carrier_core.turn.embed import RequestEmbedding, embed_pending
 from carrier_core.world import entity_id_for
@@ -97,30 +98,12 @@ AgentRef = Annotated[
 ]
 
 
-def agent_id_in(ref: str | uuid.UUID) -> uuid.UUID | None:
-    """The id `ref` spells, or None if it is a handle (a handle is never a UUID)."""
-    if isinstance(ref, uuid.UUID):
-        return ref
-    try:
-        return uuid.UUID(ref)
-    except ValueError:
-        return None
-
-
 def agent_of(runtime: Runtime, principal: Principal, ref: str | uuid.UUID) -> AgentRecord:
     """The agent with this id or handle, if the caller's tenant owns it and the caller may
     use it; else 404."""
-    agent_id = agent_id_in(ref)
-    try:
-        if agent_id is None:
-            agent = runtime.store.agent_by_handle(principal.tenant_id, str(ref))
-        else:
-            agent = runtime.store.agent_record(agent_id)
-    except NotFound:
-        agent = None
-    if agent is None or agent.tenant_id != principal.tenant_id or not principal.may_use(agent.id):
-        what = f"id {agent_id}" if agent_id is not None else f"handle {str(ref)!r}"
-        raise NotFound(f"no agent with {what}")
+    agent = runtime.store.tenant_agent(principal.tenant_id, ref)
+    if not principal.may_use(agent.id):
+        raise no_agent(ref)
     return agent
 
 

@@ -274,6 +274,23 @@ EXACT_KNOWLEDGE_UP_TO = 2000
 #: within them, and a bounded cost however long a room's history grows.
 SEARCH_WINDOW = 5000
 
+
+def agent_id_in(ref: str | uuid.UUID) -> uuid.UUID | None:
+    """The id `ref` spells, or None if it is a handle (a handle is not a UUID)."""
+    if isinstance(ref, uuid.UUID):
+        return ref
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+def no_agent(ref: str | uuid.UUID) -> NotFound:
+    """The error for an agent that is not there (or not the caller's), named as asked."""
+    agent_id = agent_id_in(ref)
+    return NotFound(f"no agent with id {agent_id}" if agent_id else f"no agent with handle {ref!r}")
+
+
 _AGENT_COLUMNS = "id, tenant_id, handle, name, created_at, updated_at"
 _STEP_COLUMNS = (
     "step, key, status, detail, model_calls, input_tokens, output_tokens, started_at, finished_at"
@@ -571,6 +588,21 @@ class Store:
         if row is None:
             raise NotFound(f"no agent with id {agent_id}")
         return AgentRecord(**row)
+
+    def tenant_agent(self, tenant_id: uuid.UUID, ref: str | uuid.UUID) -> AgentRecord:
+        """The tenant's agent with this id or handle; `NotFound` if none (another tenant's
+        agent is not found either, so ids cannot be probed across tenants)."""
+        agent_id = agent_id_in(ref)
+        missing = no_agent(ref)
+        try:
+            if agent_id is None:
+                return self.agent_by_handle(tenant_id, str(ref))
+            agent = self.agent_record(agent_id)
+        except NotFound:
+            raise missing from None
+        if agent.tenant_id != tenant_id:
+            raise missing
+        return agent
 
     def agent_by_handle(self, tenant_id: uuid.UUID, handle: str) -> AgentRecord:
         with self.connection() as conn:
