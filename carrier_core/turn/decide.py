@@ -45,9 +45,10 @@ def settle(decision: Decision, always_answer: bool, plugins: Plugins) -> Decisio
     """Apply the runtime's rules to what the model chose.
 
     Names and similes become the actions' own names, each once. Text with no
-    REPLY is still said (REPLY goes first). In a group, IGNORE wins. Where the agent
-    always answers (a direct conversation, a followed room) IGNORE is overruled, and
-    unless a known action other than NONE/CONTINUE will act, REPLY is added.
+    REPLY is still said (REPLY goes first). Where the agent may stay silent (a group
+    room it does not follow), IGNORE wins. Where it always answers (a direct
+    conversation, a followed room) IGNORE is overruled, and unless a known action other
+    than NONE/CONTINUE will act, REPLY is added.
     """
     actions: list[str] = []
     for name in decision.actions:
