@@ -82,6 +82,8 @@ def next_state(
         "generation": runner.generation,
         "turns": turns,
         "turn_id": None,
+        # A Catch puts a step's failure here; the finish step records the turn failed then.
+        "error": None,
     }
     if turns >= limit:
         successor = hand_off(runtime, runner)

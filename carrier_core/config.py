@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     #: A turn taken up this many times without finishing (its runners kept stopping) is
     #: recorded failed, and its room moves on.
     turn_max_attempts: int = Field(default=3, ge=1)
+    #: How long an action that needs approval waits for an answer before the request
+    #: expires and the turn goes on without it. Its room's later messages wait meanwhile;
+    #: under the state machine's 6-hour limit on a runner.
+    approval_timeout_s: float = Field(default=3600.0, gt=0, le=18000)
     #: How long `POST /v1/chat/completions` waits for its turn before answering 504 (the
     #: turn goes on; poll it). Well under API Gateway's 30 s limit and the api function's
     #: 29 s timeout, leaving room for a cold start and the ingest before it.

@@ -15,6 +15,7 @@ from typing import Any
 
 from carrier_core.runtime import Runtime
 from carrier_core.turn import Acted, Decided
+from carrier_core.turn.approval import Approval
 
 #: A frame as sent: JSON-ready (ids are strings).
 Frame = dict[str, Any]
@@ -100,3 +101,9 @@ def finished_frames(runtime: Runtime, turn_id: uuid.UUID) -> list[Frame]:
         for coalesced in runtime.store.coalesced_into(turn_id)
     ]
     return [*frames, {**ended, "turn_id": str(turn_id)}]
+
+
+def approval_frames(approval: Approval) -> list[Frame]:
+    """An action waits for a person's answer (or, answered or expired, no longer does)."""
+    kind = "turn.awaiting_approval" if approval.status == "pending" else "turn.approval"
+    return [{"type": kind, "turn_id": str(approval.turn_id), "approval": approval.as_json()}]

@@ -35,14 +35,29 @@ def _always(ctx: TurnContext) -> bool:
 
 @dataclass(frozen=True)
 class ActionResult:
+    """What an action did. Its `text`, `values`, `data` and `error` are kept in the turn's
+    history and shown to the turn's next decide step and later actions (ACTION_STATE)."""
+
     #: Messages the agent says, stored as reply memories in order.
     replies: list[str] = field(default_factory=list)
     #: Ask for another decide step in this turn (bounded by `max_steps`).
     continue_turn: bool = False
+    #: What happened, in a sentence for the model ("Found 3 flights to Oslo.").
+    text: str = ""
+    #: Named values for later steps of the turn (ElizaOS's `ActionResult.values`).
+    values: dict[str, Any] = field(default_factory=dict)
+    #: Anything else worth keeping, for code rather than the model.
     data: dict[str, Any] = field(default_factory=dict)
     #: Media sent with the replies, in ElizaOS's `Media` shape (`url`, `title`,
     #: `contentType`, ...), stored on the last reply: attachments need a reply to go with.
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    #: Why the action did not succeed; None when it did. A result with an error is
+    #: recorded as a failed step (its replies are still said), not raised.
+    error: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,8 @@ class Action:
     #: (what someone says, what the agent answers) pairs that show when the action fits;
     #: the decide prompt shows the first two under the action.
     examples: tuple[tuple[str, str], ...] = ()
+    #: Run only once a person approves (`carrier_core.turn.approval`): the turn waits.
+    needs_approval: bool = False
 
 
 @dataclass(frozen=True)

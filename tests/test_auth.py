@@ -36,6 +36,8 @@ END_USER = {
     ("GET", "/v1/agents/{agent}/rooms/{room}/messages"),
     ("GET", "/v1/agents/{agent}/rooms/{room}"),
     ("GET", "/v1/turns/{turn_id}"),
+    # Their own turns' approvals, where the agent allows it (tests/test_approval.py).
+    ("POST", "/v1/turns/{turn_id}/approval"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model}"),
@@ -81,6 +83,7 @@ def body_for(method: str, path: str, world: World) -> Any:
         ("POST", "/v1/keys"): {"name": "probe"},
         ("POST", "/v1/agents/{agent}/webhooks"): {"url": "https://hooks.example.com/hook"},
         ("POST", "/v1/agents/{agent}/documents"): UPLOAD,
+        ("POST", "/v1/turns/{turn_id}/approval"): {"approve": False},
         ("POST", "/v1/chat/completions"): {
             "model": world.agent_id,
             "messages": [{"role": "user", "content": "hi"}],

@@ -125,8 +125,8 @@ def count(store: Store, sql: str) -> int:
 
 
 def decide_retrier(names: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The Decide state's first Retry rule for errors a model raises (no `.` in the name)."""
-    decide = json.loads(ASL.read_text())["States"]["Decide"]
+    """The decide state's first Retry rule for errors a model raises (no `.` in the name)."""
+    decide = json.loads(ASL.read_text())["States"]["decide"]
     for rule in decide.get("Retry", []):
         if any("." not in name for name in rule["ErrorEquals"]):
             retry: dict[str, Any] = rule
@@ -446,7 +446,7 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert count(store, "SELECT count(*) FROM turns") == 1
         # Nothing left in the room: its runner has nothing next, and the sweep nothing to do.
         assert call("turn_next.json")["turn_id"] is None
-        assert call("turn_sweep_schedule.json") == {"oldest_unfinished_s": 0}
+        assert call("turn_sweep_schedule.json") == {"oldest_unfinished_s": 0, "approvals_expired": 0}
 
         # Each step again, as a retried invocation would: the stored results come back.
         decided = call("llm_step_decide.json")
@@ -458,10 +458,11 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert call("action_exec.json") == {
             "action": "REPLY",
             "continue_turn": False,
+            "approval_id": None,
             "error": None,
         }
         assert isinstance(call("llm_step_evaluate.json")["ran"], list)
-        finished = {"room_id": room_id, "generation": 1, "turns": 1, "turn_id": None}
+        finished = {"room_id": room_id, "generation": 1, "turns": 1, "turn_id": None, "error": None}
         # (generation 1 is not the room's runner: a runner superseded gets no next turn)
         assert call("turn_finish.json") == finished
         assert call("memory_embed_sqs.json") == {"batchItemFailures": []}

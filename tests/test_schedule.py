@@ -239,6 +239,7 @@ def test_a_long_lived_room_is_handed_to_a_fresh_execution(
         "generation": runner.generation,
         "turns": 5,
         "turn_id": None,
+        "error": None,
     }
     [successor] = started
     assert successor.room_id == runner.room_id and successor.generation > runner.generation

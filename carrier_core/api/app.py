@@ -26,7 +26,7 @@ from carrier_core.api import (
     webconsole,
     webhooks,
 )
-from carrier_core.api.deps import Services, Submit
+from carrier_core.api.deps import Resume, Services, Submit
 from carrier_core.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
 from carrier_core.runtime import Runtime
 from carrier_core.turn.embed import RequestEmbedding
@@ -46,14 +46,16 @@ def create_app(
     request_embedding: RequestEmbedding | None = None,
     *,
     websocket_url: str | None = None,
+    resume: Resume | None = None,
 ) -> FastAPI:
     """The API over a runtime (made on first use), a way to start a room's runner, and one
     to have new knowledge embedded (None: at once, within the request). `websocket_url` is
     where the web console opens its WebSocket when the WebSocket API is served elsewhere
-    (None: at `/v1/ws` beside it)."""
+    (None: at `/v1/ws` beside it). `resume` wakes a turn whose approval was answered
+    (None: its room runs again in this process, within the request)."""
     app = FastAPI(title="Carrier", version="1.0.0", description=DESCRIPTION)
     app.state.services = Services(
-        runtime=runtime, submit=submit, request_embedding=request_embedding
+        runtime=runtime, submit=submit, request_embedding=request_embedding, resume=resume
     )
     app.state.console_websocket_url = websocket_url
     install_error_handlers(app)

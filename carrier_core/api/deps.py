@@ -21,12 +21,17 @@ from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
 from carrier_core.store.store import no_agent
 from carrier_core.turn import Ingested
+from carrier_core.turn.approval import Approval
 from carrier_core.turn.embed import RequestEmbedding, embed_pending
 from carrier_core.world import entity_id_for
 
 #: Called once a message is stored: starts the room's runner if the delivery claimed it
 #: (`Ingested.runner`): a state machine execution in the cloud, a thread in tests.
 Submit = Callable[[Ingested], None]
+
+#: Called once an approval is answered, with the token of the state machine task that
+#: waits for it (None: none waits yet, or the turn runs in this process).
+Resume = Callable[[Approval, str | None], None]
 
 #: The source every client surface (REST, WebSocket, chat completions) stores messages
 #: under, so one sender and one room key mean the same entity and room on all of them.
@@ -39,6 +44,8 @@ class Services:
 
     runtime: Callable[[], Runtime]
     submit: Submit
+    #: Wakes a turn whose approval was answered; None: run its room again in this process.
+    resume: Resume | None = None
     #: Asks for an agent's new knowledge fragments to be embedded; None: at once, in the
     #: request (local runs and tests). The cloud's API queues a request instead.
     request_embedding: RequestEmbedding | None = None

@@ -6,13 +6,20 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import Caller, RuntimeDep, turn_of
+from carrier_core.api.deps import Caller, RuntimeDep, services, turn_of
+from carrier_core.api.errors import ApiError
+from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import TurnRecord
+from carrier_core.turn import approval
+from carrier_core.turn.run import resume_turn
+
+#: The character setting that lets end users answer approvals in their own rooms.
+END_USERS_APPROVE = "approvals_by_end_users"
 
 router = APIRouter(prefix="/v1/turns", tags=["turns"])
 
@@ -38,7 +45,8 @@ class TurnView(BaseModel):
     agent_id: uuid.UUID
     message_id: uuid.UUID
     #: queued (waiting behind another turn of its room), running, retrying (a model call
-    #: failed and is tried again; `error` says why), done or failed.
+    #: failed and is tried again; `error` says why), awaiting_approval (an action waits for
+    #: a person's answer: see `approval`), done or failed.
     status: str
     error: str | None
     replies: list[Reply]
@@ -46,6 +54,19 @@ class TurnView(BaseModel):
     #: Set when the message was answered together with later ones (an agent that coalesces
     #: double texts): that turn's id. Status and replies are then that turn's.
     answered_by: uuid.UUID | None = None
+    #: The turn's latest approval request: `id`, `action`, `arguments` (the decided `text`
+    #: and the `message` it answers), `status` (pending, approved, rejected, expired),
+    #: `requested_at`, `expires_at`, `answered_at`, `answered_by`, `reason`. Null if none.
+    approval: dict[str, Any] | None = None
+
+
+class ApprovalAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: True to let the action run, false to refuse it.
+    approve: bool
+    #: Why, kept with the answer and shown to the agent's next steps.
+    reason: str | None = Field(default=None, max_length=1000)
 
 
 class StepView(BaseModel):
@@ -102,11 +123,12 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
     answering = store.answering(turn)
     turn_id = answering.id
     calls = store.model_calls(turn_id)
+    approvals = approval.turn_approvals(store, turn_id)
     return TurnView(
         turn_id=turn.id,
         agent_id=turn.agent_id,
         message_id=turn.message_id,
-        status=answering.status,
+        status=approval.turn_status(store, answering),
         error=answering.error,
         answered_by=turn.answered_by,
         replies=[
@@ -124,6 +146,7 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
             output_tokens=sum(c.output_tokens for c in calls),
             cost_usd=round(sum(c.cost_usd for c in calls), 6),
         ),
+        approval=approvals[-1].as_json() if approvals else None,
     )
 
 
@@ -131,6 +154,54 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
 def get_turn(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -> TurnView:
     """Poll this until `status` is done or failed (or listen on the WebSocket)."""
     return turn_view(runtime, turn_of(runtime, principal, turn_id))
+
+
+@router.post("/{turn_id}/approval", response_model=TurnView)
+def answer_approval(
+    request: Request,
+    runtime: RuntimeDep,
+    principal: Caller,
+    turn_id: uuid.UUID,
+    body: ApprovalAnswer,
+) -> TurnView:
+    """Approve or refuse the action the turn waits on; the turn goes on at once. The
+    tenant's API keys may answer; an end user only in their own room, and only when the
+    agent's character allows it (`settings.approvals_by_end_users: true`). 409 when no
+    approval waits (none asked, or answered already), or it expired (the turn then goes
+    on without the action)."""
+    turn = turn_of(runtime, principal, turn_id)
+    if principal.is_end_user:
+        allowed = runtime.store.character(turn.agent_id).settings.get(END_USERS_APPROVE)
+        if allowed is not True:
+            raise Forbidden(
+                "this agent's approvals need an API key (its character does not set"
+                f" settings.{END_USERS_APPROVE})"
+            )
+    try:
+        settled, token = approval.answer(
+            runtime.store, turn_id, approve=body.approve, by=_who(principal), reason=body.reason
+        )
+    except approval.Expired as expired:
+        _resume(request, runtime, expired.approval, expired.token)
+        raise ApiError(409, "conflict", str(expired)) from None
+    except approval.NotPending as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    _resume(request, runtime, settled, token)
+    return turn_view(runtime, runtime.store.turn(turn_id))
+
+
+def _resume(
+    request: Request, runtime: Runtime, settled: approval.Approval, token: str | None
+) -> None:
+    resume = services(request).resume
+    if resume is not None:
+        resume(settled, token)
+    else:
+        resume_turn(runtime, settled.turn_id)
+
+
+def _who(principal: Principal) -> str:
+    return f"user:{principal.user}" if principal.user is not None else f"key:{principal.key_id}"
 
 
 @router.get("/{turn_id}/steps", response_model=list[StepView])

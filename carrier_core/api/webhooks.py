@@ -66,7 +66,8 @@ class DeliveryView(BaseModel):
     id: uuid.UUID
     webhook_id: uuid.UUID
     turn_id: uuid.UUID
-    reply_id: uuid.UUID
+    #: The reply delivered; null for an approval request (`payload.type` says which).
+    reply_id: uuid.UUID | None
     #: pending (to be tried, again), delivered, or failed (every attempt failed).
     status: str
     attempts: int

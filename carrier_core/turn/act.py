@@ -3,6 +3,8 @@
 One action per call, so each can run as its own Lambda invocation. A run is
 keyed by its decide step and position: running it again (a retried
 invocation) returns what the first run recorded instead of acting twice.
+An action that needs approval asks for it and returns without acting; run again
+once the request is answered or expired, it acts or records why not (`approval.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from carrier_core.models import ModelError
 from carrier_core.plugin import ActionResult
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
+from carrier_core.turn import approval
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import RoomKind
 
@@ -30,6 +33,8 @@ class Acted:
     reply_ids: list[uuid.UUID] = field(default_factory=list)
     continue_turn: bool = False
     error: str | None = None
+    #: Set while the action waits for a person's approval: the request's id.
+    approval_id: uuid.UUID | None = None
 
 
 def _capped(ctx: TurnContext, texts: list[str]) -> list[str]:
@@ -149,6 +154,15 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         return _finish(ctx, key, "skipped", Acted(name, error=error))
     if not action.validate(ctx):
         return _finish(ctx, key, "skipped", Acted(action.name), reason="its validate declined")
+    if action.needs_approval:
+        asked = _approval(ctx, key, action.name, decision)
+        if asked.status == approval.PENDING:
+            return Acted(action.name, approval_id=asked.id)
+        if asked.status != approval.APPROVED:
+            by = f" by {asked.answered_by}" if asked.answered_by else ""
+            why = f": {asked.reason}" if asked.reason else ""
+            reason = f"not approved: {asked.status}{by}{why}"
+            return _finish(ctx, key, "skipped", Acted(action.name), reason=reason)
     try:
         result = action.handler(ctx, decision)
         if not isinstance(result, ActionResult):
@@ -164,5 +178,26 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         return _failed(ctx, runtime, action.name, key, f"{type(exc).__name__}: {exc}")
     with runtime.store.atomic():
         reply_ids = _say(ctx, result.replies, action.name, key, result.attachments)
-        acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
-        return _finish(ctx, key, "ok", acted, data=result.data)
+        acted = Acted(
+            action.name,
+            reply_ids=reply_ids,
+            continue_turn=result.continue_turn,
+            error=None if result.error is None else str(result.error),
+        )
+        shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
+        status = "ok" if result.success else "error"
+        return _finish(ctx, key, status, acted, data=result.data, **shown)
+
+
+def _approval(ctx: TurnContext, key: str, action: str, decision: Decision) -> approval.Approval:
+    """The action's request for approval, asked once (and expired if its time ran out)."""
+    asked = approval.request(
+        ctx.runtime.store,
+        turn_id=ctx.turn.id,
+        agent_id=ctx.turn.agent_id,
+        step_key=key,
+        action=action,
+        arguments={"text": decision.text, "message": ctx.message.content.text},
+        timeout_s=ctx.runtime.settings.approval_timeout_s,
+    )
+    return approval.expire_if_due(ctx.runtime.store, asked)

@@ -1,8 +1,9 @@
 """A whole turn in one process: ingest → decide → act → evaluate → embed.
 
 The same step functions run one per Lambda in the cloud; here they are
-chained in a loop. A turn may take several decide steps when an action asks
-to continue, never more than `max_steps`.
+chained in a loop that moves as the step table (`steps.py`) allows. A turn may take
+several decide steps when an action asks to continue, never more than `max_steps`;
+it pauses, keeping its room, while an action waits for approval.
 
 `run_turn` is its room's runner in this process (`carrier_core.turn.schedule`):
 when its message finds the room free it answers every turn queued there, in order;
@@ -22,12 +23,15 @@ from typing import Any
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage, TurnEnd
+from carrier_core.turn import approval
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, ingest
-from carrier_core.turn.schedule import Runner, next_turn
+from carrier_core.turn.schedule import Runner, hold_room, next_turn
+from carrier_core.turn.steps import FlowError, check_move
+from carrier_core.turn.steps import StepName as S
 
 
 @dataclass(frozen=True)
@@ -57,38 +61,69 @@ def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False
     return TurnResult(
         turn_id=turn_id,
         message_id=record.message_id,
-        status=record.status,
+        status=approval.turn_status(runtime.store, record),
         replies=runtime.store.turn_memories(answering, MemoryKind.MESSAGE),
         error=record.error,
         duplicate=duplicate,
     )
 
 
-def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
-    """The steps after ingest, in this process; the turn ends done or failed with its reason."""
-    step = "decide"
+def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
+    """The steps after ingest, in this process, moving as the step table allows
+    (`steps.py`, which the state machine follows too). The turn ends done or failed with
+    its reason, and True is returned; False when it waits for an approval (the runner
+    stops and keeps the room; `approval.resume` runs it again)."""
+    here, number, actions, index, more = S.DECIDE, 1, 0, 0, False
     try:
-        number = 1
         while True:
-            step = "decide"
-            decided = decide(runtime, turn_id, number)
-            more = False
-            if decided.respond:
-                for index, name in enumerate(decided.decision.actions):
-                    step = f"act:{name}"
-                    more |= act(runtime, turn_id, index).continue_turn
-            if not more or decided.step >= runtime.settings.max_steps:
+            if here is S.DECIDE:
+                decided = decide(runtime, turn_id, number)
+                number, actions, index, more = decided.step, 0, 0, False
+                if decided.respond and decided.decision.actions:
+                    actions = len(decided.decision.actions)
+                    there = S.ACT
+                else:
+                    there = S.EVALUATE
+            elif here is S.ACT:
+                acted = act(runtime, turn_id, index)
+                if acted.approval_id is not None:
+                    there = check_move(here, S.APPROVAL)
+                    _hold_for(runtime, turn_id)
+                    return False
+                more |= acted.continue_turn
+                index += 1
+                if index < actions:
+                    there = S.ACT
+                elif more and number < runtime.settings.max_steps:
+                    number, there = number + 1, S.DECIDE
+                else:
+                    there = S.EVALUATE
+            elif here is S.EVALUATE:
+                evaluate(runtime, turn_id)
+                there = S.EMBED
+            else:
+                raise FlowError(f"run_steps has no step {here!r}")
+            here = check_move(here, there)
+            if here is S.EMBED:
                 break
-            number = decided.step + 1
-        step = "evaluate"
-        evaluate(runtime, turn_id)
     except DatabaseUnavailable:
         raise  # nothing can be recorded: the turn is taken up again once the database is back
     except Exception as exc:
-        finish_turn(runtime, turn_id, error=f"{step}: {type(exc).__name__}: {exc}")
-        return
+        finish_turn(runtime, turn_id, error=f"{here}: {type(exc).__name__}: {exc}")
+        return True
+    # The embed step runs after the turn is marked done: in one process there is no queue
+    # to hand it to, and the reply's waiters should not wait for it.
     finish_turn(runtime, turn_id)
     _embed(runtime, turn_id, agent_id)
+    return True
+
+
+def _hold_for(runtime: Runtime, turn_id: uuid.UUID) -> None:
+    """Keep the room for the paused turn until its approval expires: no other runner
+    takes it up meanwhile, and once it expires any new message's runner does."""
+    waiting = approval.pending(runtime.store, turn_id)
+    if waiting is not None:
+        hold_room(runtime, turn_id, waiting.expires_at)
 
 
 def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
@@ -106,12 +141,12 @@ def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
 
 def run_room(runtime: Runtime, runner: Runner) -> None:
     """Answer the room's turns one after another until none is left (or the room is
-    taken over), as the state machine does in the cloud."""
+    taken over, or a turn waits for an approval), as the state machine does in the cloud."""
     while (turn := next_turn(runtime, runner)) is not None:
         if turn.give_up is not None:
             finish_turn(runtime, turn.turn_id, error=turn.give_up)
-        else:
-            run_steps(runtime, turn.turn_id, turn.agent_id)
+        elif not run_steps(runtime, turn.turn_id, turn.agent_id):
+            return
 
 
 def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> TurnResult:
@@ -122,3 +157,15 @@ def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> Tur
     if ingested.runner is not None:
         run_room(runtime, ingested.runner)
     return turn_result(runtime, ingested.turn_id, duplicate=not ingested.created)
+
+
+def resume_turn(runtime: Runtime, turn_id: uuid.UUID) -> None:
+    """Run again, in this process, the room of a turn that paused for an approval now
+    answered: its runner (the one that paused) carries on from the paused action. Nothing
+    happens if another runner has the room by now: that one takes the turn up."""
+    with runtime.store.connection() as conn:
+        row = conn.execute(
+            "SELECT room_id, runner_generation FROM turns WHERE id = %s", (turn_id,)
+        ).fetchone()
+    if row is not None and row["runner_generation"] is not None:
+        run_room(runtime, Runner(row["room_id"], int(row["runner_generation"])))

@@ -196,6 +196,18 @@ def extend_lease(runtime: Runtime, runner: Runner) -> None:
         )
 
 
+def hold_room(runtime: Runtime, turn_id: uuid.UUID, until: datetime) -> None:
+    """Keep the turn's room for its runner until `until` (a paused turn's approval
+    expires then), if that runner still holds it."""
+    with runtime.store.connection() as conn:
+        conn.execute(
+            "UPDATE rooms r SET runner_until = greatest(r.runner_until, %s) FROM turns t"
+            " WHERE t.id = %s AND r.id = t.room_id AND r.runner_generation = t.runner_generation"
+            " AND r.runner_until IS NOT NULL",
+            (until, turn_id),
+        )
+
+
 def take_over(runtime: Runtime, stalled: Stalled) -> Runner | None:
     """Give a stalled room a new runner (the caller starts it); None if the room changed
     since it was read (its runner renewed the lease, or someone else took it over)."""

@@ -40,7 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -48,6 +48,9 @@ from psycopg.types.json import Jsonb
 from carrier_core.memory import Content
 from carrier_core.runtime import Runtime
 from carrier_core.store import Store, where
+
+if TYPE_CHECKING:
+    from carrier_core.turn.approval import Approval
 from carrier_core.webhooks.signature import signed_headers
 from carrier_core.webhooks.targets import RefusedTarget, Target, resolve_target
 
@@ -78,7 +81,8 @@ DeliveryStatus = Literal["pending", "delivered", "failed"]
 class Delivery:
     id: uuid.UUID
     webhook_id: uuid.UUID
-    memory_id: uuid.UUID
+    #: The reply delivered; None for an approval request (`approval_id`).
+    memory_id: uuid.UUID | None
     turn_id: uuid.UUID
     payload: dict[str, Any]
     status: DeliveryStatus
@@ -174,6 +178,32 @@ def plan_deliveries(runtime: Runtime, turn_id: uuid.UUID) -> list[uuid.UUID]:
             "SELECT id FROM webhook_deliveries WHERE turn_id = %s AND status = 'pending'"
             " AND attempts = 0 ORDER BY seq",
             (turn_id,),
+        ).fetchall()
+    return [row["id"] for row in pending]
+
+
+def plan_approval_deliveries(runtime: Runtime, approval: Approval) -> list[uuid.UUID]:
+    """Plan a delivery of an approval request (`type: approval.requested`) to each webhook
+    of its agent that covers the turn's room; safe to call again, like `plan_deliveries`."""
+    payload = {
+        "type": "approval.requested",
+        "agent_id": str(approval.agent_id),
+        "turn_id": str(approval.turn_id),
+        "approval": approval.as_json(),
+    }
+    with runtime.store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO webhook_deliveries (id, webhook_id, approval_id, turn_id, payload)"
+            " SELECT gen_random_uuid(), w.id, %s, t.id, %s FROM webhooks w"
+            " JOIN turns t ON t.agent_id = w.agent_id"
+            " WHERE t.id = %s AND (w.room_id IS NULL OR w.room_id = t.room_id)"
+            " ON CONFLICT (webhook_id, approval_id) WHERE approval_id IS NOT NULL DO NOTHING",
+            (approval.id, Jsonb(payload), approval.turn_id),
+        )
+        pending = conn.execute(
+            "SELECT id FROM webhook_deliveries WHERE approval_id = %s AND status = 'pending'"
+            " AND attempts = 0 ORDER BY seq",
+            (approval.id,),
         ).fetchall()
     return [row["id"] for row in pending]
 
