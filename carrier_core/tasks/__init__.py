@@ -8,7 +8,7 @@ from carrier_core.tasks.records import (
     delete_task,
     list_tasks,
 )
-from carrier_core.tasks.run import claim_due, run_due_tasks, run_task
+from carrier_core.tasks.run import run_due_tasks
 from carrier_core.tasks.workers import (
     UPDATE_INTERVAL,
     Task,
@@ -27,10 +27,8 @@ __all__ = [
     "TaskStatus",
     "TaskWorker",
     "UnknownTaskWorker",
-    "claim_due",
     "create_task",
     "delete_task",
     "list_tasks",
     "run_due_tasks",
-    "run_task",
 ]
