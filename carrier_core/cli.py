@@ -511,9 +511,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: their commands use this module's helpers.
     from carrier_core.agent_commands import register as register_agents
     from carrier_core.knowledge.commands import register as register_knowledge
+    from carrier_core.tasks.commands import register as register_tasks
 
     register_agents(commands)
     register_knowledge(commands)
+    register_tasks(commands)
     # Other packages add commands (carrier_aws adds `dev`) without the core importing them.
     for command in entry_points(group="carrier.commands"):
         try:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from carrier_core.config import Settings
     from carrier_core.decision import Decision
     from carrier_core.models.base import ModelSet
+    from carrier_core.tasks.workers import TaskWorker
     from carrier_core.turn.context import TurnContext
 
 ENTRY_POINT_GROUP = "carrier.plugins"
@@ -118,6 +119,8 @@ class Plugin:
     #: Model sets by name, chosen with the `model_provider` setting. A factory takes the
     #: character, and the runtime's settings too if it accepts a second argument.
     models: Mapping[str, ModelFactory] = field(default_factory=dict)
+    #: What runs scheduled tasks, found by the name a task gives (`carrier_core.tasks`).
+    task_workers: Sequence[TaskWorker] = ()
 
 
 def _takes_settings(factory: ModelFactory) -> bool:
@@ -162,6 +165,10 @@ class Plugins:
     @property
     def evaluators(self) -> list[Evaluator]:
         return list({e.name: e for p in self.plugins for e in p.evaluators}.values())
+
+    @property
+    def task_workers(self) -> dict[str, TaskWorker]:
+        return {w.name: w for p in self.plugins for w in p.task_workers}
 
     def action(self, name: str) -> Action | None:
         """An action by its name or one of its similes, ignoring case and punctuation

@@ -405,6 +405,7 @@ EVENT_FUNCTIONS = {
     "memory_embed_sqs.json": "MemoryEmbedFunction",
     "webhook_deliver_sqs.json": "WebhookDeliverFunction",
     "webhook_sweep_schedule.json": "WebhookDeliverFunction",  # driven in tests/test_webhooks.py
+    "task_run_schedule.json": "TaskRunFunction",
     "api_get_turn.json": "ApiFunction",
     "turn_execution_input.json": "",  # the state machine's input, started below
     "migrate_custom_resource.json": "MigrateFunction",  # driven in tests/test_migrations.py
@@ -446,7 +447,9 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert count(store, "SELECT count(*) FROM turns") == 1
         # Nothing left in the room: its runner has nothing next, and the sweep nothing to do.
         assert call("turn_next.json")["turn_id"] is None
-        assert call("turn_sweep_schedule.json") == {"oldest_unfinished_s": 0, "approvals_expired": 0}
+        swept = call("turn_sweep_schedule.json")
+        assert swept == {"oldest_unfinished_s": 0, "approvals_expired": 0}
+        assert call("task_run_schedule.json") == {}  # no task is scheduled
 
         # Each step again, as a retried invocation would: the stored results come back.
         decided = call("llm_step_decide.json")

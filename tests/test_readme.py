@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from carrier_core import Character, Runtime
+from carrier_core.cli import main
 from carrier_core.store import Store
+from carrier_core.tasks import create_task
 from tests.conftest import ROOT
 from tests.dev_server import carrier_dev, free_port, offline_environment
 
@@ -187,3 +191,24 @@ def test_the_readme_handler_snippet_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "{'batchItemFailures': []}" in done.stdout
+
+
+def test_the_readme_tasks_block_lists_the_scheduled_tasks(
+    database_url: str,
+    runtime: Runtime,
+    ada: Character,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each line of the block, run by the `carrier` command's entry point in this process,
+    on the tests' database, where Ada has a repeating task (tests/task_plugin.py's worker)."""
+    agent = runtime.register_agent(ada.model_copy(update={"plugins": ["tests.task_plugin:plugin"]}))
+    task = create_task(runtime, agent, "tick", metadata={"updateInterval": 60_000})
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for line in block("tasks").splitlines():
+        command, _, _ = line.partition("#")
+        assert shlex.split(command)[0] == "carrier"
+        assert main(shlex.split(command)[1:]) == 0, line
+        header, row = capsys.readouterr().out.splitlines()
+        assert header.split()[:2] == ["agent", "name"]
+        assert row.split()[:2] == ["ada", "tick"] and str(task.id) in row

@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
         "--schedule-interval",
         type=float,
         metavar="SECONDS",
-        help="run the template's schedules (the turn and webhook sweeps) this often"
+        help="run the template's schedules (the turn and webhook sweeps, due tasks) this often"
         " instead of at their rates",
     )
     dev_cmd.add_argument(

@@ -22,6 +22,7 @@ from carrier_core.api import (
     keys,
     memories,
     rooms,
+    tasks,
     turns,
     webconsole,
     webhooks,
@@ -63,6 +64,16 @@ def create_app(
     app.include_router(health.router)
     app.include_router(webconsole.router)
     app.include_router(webconsole.config_router)
-    for module in (agents, rooms, turns, memories, documents, keys, chat_completions, webhooks):
+    for module in (
+        agents,
+        rooms,
+        turns,
+        memories,
+        documents,
+        keys,
+        chat_completions,
+        webhooks,
+        tasks,
+    ):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

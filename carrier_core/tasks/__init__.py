@@ -1,0 +1,34 @@
+"""Scheduled tasks (ElizaOS's Task): work a plugin's task worker does for an agent when it
+is due, once or every `updateInterval` ms, perhaps starting a turn in a room."""
+
+from carrier_core.tasks.records import (
+    InvalidTask,
+    UnknownTaskWorker,
+    create_task,
+    delete_task,
+    list_tasks,
+)
+from carrier_core.tasks.run import run_due_tasks
+from carrier_core.tasks.workers import (
+    UPDATE_INTERVAL,
+    Task,
+    TaskContext,
+    TaskResult,
+    TaskStatus,
+    TaskWorker,
+)
+
+__all__ = [
+    "UPDATE_INTERVAL",
+    "InvalidTask",
+    "Task",
+    "TaskContext",
+    "TaskResult",
+    "TaskStatus",
+    "TaskWorker",
+    "UnknownTaskWorker",
+    "create_task",
+    "delete_task",
+    "list_tasks",
+    "run_due_tasks",
+]
