@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -34,6 +35,16 @@ def _always(ctx: TurnContext) -> bool:
 
 
 @dataclass(frozen=True)
+class OutgoingMessage:
+    """A message an action sends to another room of its agent (SEND_MESSAGE): stored there
+    as the agent's message, pushed to that room's listeners and delivered to its webhooks,
+    as a reply is in the turn's own room."""
+
+    room_id: uuid.UUID
+    text: str
+
+
+@dataclass(frozen=True)
 class ActionResult:
     #: Messages the agent says, stored as reply memories in order.
     replies: list[str] = field(default_factory=list)
@@ -43,6 +54,12 @@ class ActionResult:
     #: Media sent with the replies, in ElizaOS's `Media` shape (`url`, `title`,
     #: `contentType`, ...), stored on the last reply: attachments need a reply to go with.
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    #: What kept the action from doing what was asked (an unreachable room, a request its
+    #: sender may not make): the step is recorded as an error with this reason; the
+    #: replies are said as usual, so the handler decides who is told.
+    error: str | None = None
+    #: Messages for other rooms of the agent, stored there in order after the replies.
+    sent: list[OutgoingMessage] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,20 @@ class Evaluator:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A per-world setting a plugin reads (ElizaOS's world settings): the world's owner
+    sets it by chat (UPDATE_SETTINGS), and the plugin reads it with
+    `TurnContext.world_setting`, which falls back to the agent's own setting."""
+
+    name: str
+    description: str
+    #: The plugin cannot do its job without it: the settings provider says it is missing.
+    required: bool = False
+    #: Never set by chat nor shown in a prompt: it belongs in the character's secrets.
+    secret: bool = False
+
+
+@dataclass(frozen=True)
 class Plugin:
     name: str
     description: str = ""
@@ -101,6 +132,8 @@ class Plugin:
     #: Model sets by name, chosen with the `model_provider` setting. A factory takes the
     #: character, and the runtime's settings too if it accepts a second argument.
     models: Mapping[str, ModelFactory] = field(default_factory=dict)
+    #: The per-world settings the plugin reads.
+    settings: Sequence[Setting] = ()
 
 
 def _takes_settings(factory: ModelFactory) -> bool:
@@ -145,6 +178,11 @@ class Plugins:
     @property
     def evaluators(self) -> list[Evaluator]:
         return list({e.name: e for p in self.plugins for e in p.evaluators}.values())
+
+    @property
+    def settings(self) -> dict[str, Setting]:
+        """The declared world settings by name; a later plugin's declaration wins."""
+        return {s.name: s for p in self.plugins for s in p.settings}
 
     def action(self, name: str) -> Action | None:
         """An action by its name or one of its similes, ignoring case and punctuation
