@@ -151,6 +151,20 @@ def test_an_unreachable_target_sends_nothing_and_the_turn_records_why(
     assert count(scripted_runtime.store, "SELECT count(*) FROM memories") == before + 3
 
 
+def test_with_the_offline_small_model_nothing_is_sent(
+    store: Store, scripted: ScriptedModel, ada: Character
+) -> None:
+    """The offline model cannot read a request to send: the action asks instead of guessing."""
+    runtime = make_runtime(
+        store, ModelSet(small=OfflineModel(), large=scripted, embedding=HashEmbedding())
+    )
+    agent = runtime.register_agent(ada)
+    scripted.add(xml("REPLY", text="Hi."), xml("SEND_MESSAGE"))
+    run_turn(runtime, message(agent, "hi", room="ops"))
+    result = run_turn(runtime, message(agent, "Tell ops the deploy is done"))
+    assert (result.reply_texts, result.sent) == (["Where should I send what, exactly?"], [])
+
+
 def test_another_agents_or_tenants_rooms_cannot_be_reached(
     scripted_runtime: Runtime,
     scripted: ScriptedModel,
