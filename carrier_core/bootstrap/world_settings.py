@@ -11,6 +11,7 @@ what is checked here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from carrier_core.bootstrap.roles import ask, world_role
@@ -35,10 +36,12 @@ def _declared(settings: dict[str, Setting]) -> str:
 
 
 def _value(value: Any) -> str | int | float | bool | None:
-    """A value as a setting holds it: text (cut to `MAX_VALUE_CHARS`), a number or a
-    boolean; None for anything else (a list, an object, nothing)."""
+    """A value as a setting holds it: text (cut to `MAX_VALUE_CHARS`), a finite number or
+    a boolean; None for anything else (a list, an object, NaN, nothing)."""
     if isinstance(value, str):
         return value.strip()[:MAX_VALUE_CHARS] or None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value if isinstance(value, int | float | bool) else None
 
 
