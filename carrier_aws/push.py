@@ -12,6 +12,7 @@ the turn at `GET /v1/turns/{turn_id}`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -19,10 +20,16 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from carrier_core.connections import Connection, remove_connection, turn_connections
-from carrier_core.frames import Frame, encode
+from carrier_core.connections import (
+    Connection,
+    remove_connection,
+    room_connections,
+    turn_connections,
+)
+from carrier_core.frames import Frame, encode, sent_frames
 from carrier_core.runtime import Runtime
 from carrier_core.store import Store
+from carrier_core.turn import Acted
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +120,43 @@ class Pusher:
         `frames` is called only if someone listens, so a room nobody watches costs one
         query. Nothing here raises: a failure is logged and the step goes on.
         """
+        return self._to(
+            runtime, f"turn {turn_id}", lambda: turn_connections(runtime.store, turn_id), frames
+        )
+
+    def to_room(
+        self,
+        runtime: Runtime,
+        agent_id: uuid.UUID,
+        room_id: uuid.UUID,
+        frames: Callable[[], list[Frame]],
+    ) -> int:
+        """Push frames to the connections of one room of an agent (not the turn's: where
+        an action sent a message); as `to_turn`, nothing here raises."""
+        return self._to(
+            runtime,
+            f"room {room_id}",
+            lambda: room_connections(runtime.store, agent_id, room_id),
+            frames,
+        )
+
+    def _to(
+        self,
+        runtime: Runtime,
+        what: str,
+        listeners: Callable[[], list[Connection]],
+        frames: Callable[[], list[Frame]],
+    ) -> int:
         if configured_endpoint() is None:
             return 0
         try:
-            listeners: list[Connection] = turn_connections(runtime.store, turn_id)
-            if not listeners:
+            found = listeners()
+            if not found:
                 return 0
             built = frames()
-            return sum(self.send(runtime.store, c.id, c.endpoint, built) for c in listeners)
+            return sum(self.send(runtime.store, c.id, c.endpoint, built) for c in found)
         except Exception:
-            log.exception("pushing the frames of turn %s failed", turn_id)
+            log.exception("pushing the frames of %s failed", what)
             return 0
 
 
@@ -132,3 +166,20 @@ pusher = Pusher()
 
 def push_turn(runtime: Runtime, turn_id: uuid.UUID, frames: Callable[[], list[Frame]]) -> int:
     return pusher.to_turn(runtime, turn_id, frames)
+
+
+def push_sent(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> int:
+    """Push what an action sent to other rooms to each room's connections, as a reply is
+    pushed to the turn's; how many connections got theirs."""
+    if not acted.sent_ids or configured_endpoint() is None:
+        return 0
+    try:
+        by_room = sent_frames(runtime, turn_id, acted)
+        agent_id = runtime.store.turn(turn_id).agent_id
+    except Exception:
+        log.exception("reading what turn %s sent failed", turn_id)
+        return 0
+    pushed = 0
+    for room_id, frames in by_room.items():
+        pushed += pusher.to_room(runtime, agent_id, room_id, functools.partial(list, frames))
+    return pushed

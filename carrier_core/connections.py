@@ -128,3 +128,15 @@ def turn_connections(store: Store, turn_id: uuid.UUID) -> list[Connection]:
             (turn_id,),
         ).fetchall()
     return [_connection(row) for row in rows]
+
+
+def room_connections(store: Store, agent_id: uuid.UUID, room_id: uuid.UUID) -> list[Connection]:
+    """The connections listening to one room of an agent (where SEND_MESSAGE's messages
+    are heard, beside the turn's own room)."""
+    with store.connection() as conn:
+        rows = conn.execute(
+            f"SELECT {_C_COLUMNS} FROM connections c WHERE c.room_id = %s AND c.agent_id = %s"
+            f" AND {_LIVE} ORDER BY c.connected_at, c.id",
+            (room_id, agent_id),
+        ).fetchall()
+    return [_connection(row) for row in rows]

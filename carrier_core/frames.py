@@ -13,6 +13,7 @@ import json
 import uuid
 from typing import Any
 
+from carrier_core.memory import Memory
 from carrier_core.runtime import Runtime
 from carrier_core.turn import Acted, Decided
 from carrier_core.turn.approval import Approval
@@ -60,21 +61,22 @@ def decided_frames(turn_id: uuid.UUID, decided: Decided) -> list[Frame]:
     ]
 
 
+def reply_frame(turn_id: uuid.UUID, memory: Memory) -> Frame:
+    """A message the agent said in a turn, for the connections of the room it is in."""
+    return {
+        "type": "reply",
+        "turn_id": str(turn_id),
+        "id": str(memory.id),
+        "text": memory.content.text,
+        "actions": memory.content.actions,
+        "attachments": memory.content.attachments,
+    }
+
+
 def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Frame]:
-    """After an action: each reply it stored, then the action's own progress frame."""
-    frames: list[Frame] = []
-    for reply_id in acted.reply_ids:
-        memory = runtime.store.memory(reply_id)
-        frames.append(
-            {
-                "type": "reply",
-                "turn_id": str(turn_id),
-                "id": str(memory.id),
-                "text": memory.content.text,
-                "actions": memory.content.actions,
-                "attachments": memory.content.attachments,
-            }
-        )
+    """After an action: each reply it stored, then the action's own progress frame. (What
+    it sent to other rooms goes to their connections: `sent_frames`.)"""
+    frames = [reply_frame(turn_id, runtime.store.memory(i)) for i in acted.reply_ids]
     progress: Frame = {
         "type": "turn.progress",
         "turn_id": str(turn_id),
@@ -84,6 +86,17 @@ def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Fra
     if acted.error:
         progress["error"] = acted.error
     frames.append(progress)
+    return frames
+
+
+def sent_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> dict[uuid.UUID, list[Frame]]:
+    """After an action: the `reply` frames of the messages it sent to other rooms, by the
+    room whose connections hear them (the turn's room's hear only its own replies)."""
+    frames: dict[uuid.UUID, list[Frame]] = {}
+    for sent_id in acted.sent_ids:
+        memory = runtime.store.memory(sent_id)
+        assert memory.room_id is not None  # a sent message is stored in its room
+        frames.setdefault(memory.room_id, []).append(reply_frame(turn_id, memory))
     return frames
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -35,6 +36,16 @@ def _always(ctx: TurnContext) -> bool:
 
 
 @dataclass(frozen=True)
+class OutgoingMessage:
+    """A message an action sends to another room of its agent (SEND_MESSAGE): stored there
+    as the agent's message, pushed to that room's listeners and delivered to its webhooks,
+    as a reply is in the turn's own room."""
+
+    room_id: uuid.UUID
+    text: str
+
+
+@dataclass(frozen=True)
 class ActionResult:
     """What an action did. Its `text`, `values`, `data` and `error` are kept in the turn's
     history and shown to the turn's next decide step and later actions (ACTION_STATE)."""
@@ -52,9 +63,12 @@ class ActionResult:
     #: Media sent with the replies, in ElizaOS's `Media` shape (`url`, `title`,
     #: `contentType`, ...), stored on the last reply: attachments need a reply to go with.
     attachments: list[dict[str, Any]] = field(default_factory=list)
-    #: Why the action did not succeed; None when it did. A result with an error is
-    #: recorded as a failed step (its replies are still said), not raised.
+    #: Why the action did not succeed (an unreachable room, a request its sender may not
+    #: make); None when it did. The step is recorded as an error with this reason; the
+    #: replies are said as usual, so the handler decides who is told.
     error: str | None = None
+    #: Messages for other rooms of the agent, stored there in order after the replies.
+    sent: list[OutgoingMessage] = field(default_factory=list)
 
     @property
     def success(self) -> bool:
@@ -110,6 +124,20 @@ class Evaluator:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A per-world setting a plugin reads (ElizaOS's world settings): the world's owner
+    sets it by chat (UPDATE_SETTINGS), and the plugin reads it with
+    `TurnContext.world_setting`, which falls back to the agent's own setting."""
+
+    name: str
+    description: str
+    #: The plugin cannot do its job without it: the settings provider says it is missing.
+    required: bool = False
+    #: Never set by chat nor shown in a prompt: it belongs in the character's secrets.
+    secret: bool = False
+
+
+@dataclass(frozen=True)
 class Plugin:
     name: str
     description: str = ""
@@ -121,6 +149,8 @@ class Plugin:
     models: Mapping[str, ModelFactory] = field(default_factory=dict)
     #: What runs scheduled tasks, found by the name a task gives (`carrier_core.tasks`).
     task_workers: Sequence[TaskWorker] = ()
+    #: The per-world settings the plugin reads.
+    settings: Sequence[Setting] = ()
 
 
 def _takes_settings(factory: ModelFactory) -> bool:
@@ -169,6 +199,11 @@ class Plugins:
     @property
     def task_workers(self) -> dict[str, TaskWorker]:
         return {w.name: w for p in self.plugins for w in p.task_workers}
+
+    @property
+    def settings(self) -> dict[str, Setting]:
+        """The declared world settings by name; a later plugin's declaration wins."""
+        return {s.name: s for p in self.plugins for s in p.settings}
 
     def action(self, name: str) -> Action | None:
         """An action by its name or one of its similes, ignoring case and punctuation

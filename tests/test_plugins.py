@@ -40,11 +40,14 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "UNFOLLOW_ROOM",
         "MUTE_ROOM",
         "UNMUTE_ROOM",
+        "SEND_MESSAGE",
+        "UPDATE_SETTINGS",
     } <= set(plugins.actions)
     assert [p.name for p in plugins.providers] == [
         "character",
         "time",
         "entities",
+        "settings",
         "facts",
         "relationships",
         "knowledge",

@@ -32,6 +32,16 @@ class Reply(BaseModel):
     attachments: list[dict[str, Any]]
 
 
+class Sent(BaseModel):
+    """A message the turn's agent sent to another of its rooms (SEND_MESSAGE)."""
+
+    id: uuid.UUID
+    #: The room's key, as its clients name it.
+    room: str
+    text: str
+    actions: list[str]
+
+
 class Usage(BaseModel):
     model_calls: int
     input_tokens: int
@@ -49,11 +59,14 @@ class TurnView(BaseModel):
     #: a person's answer: see `approval`), done or failed.
     status: str
     error: str | None
+    #: What the agent said in the message's room.
     replies: list[Reply]
     usage: Usage
     #: Set when the message was answered together with later ones (an agent that coalesces
     #: double texts): that turn's id. Status and replies are then that turn's.
     answered_by: uuid.UUID | None = None
+    #: What the turn's actions sent to other rooms of the agent.
+    sent: list[Sent] = []
     #: The turn's latest approval request: `id`, `action`, `arguments` (the decided `text`
     #: and the `message` it answers), `status` (pending, approved, rejected, expired),
     #: `requested_at`, `expires_at`, `answered_at`, `answered_by`, `reason`. Null if none.
@@ -124,6 +137,7 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
     turn_id = answering.id
     calls = store.model_calls(turn_id)
     approvals = approval.turn_approvals(store, turn_id)
+    said = store.turn_memories(turn_id, MemoryKind.MESSAGE)
     return TurnView(
         turn_id=turn.id,
         agent_id=turn.agent_id,
@@ -138,7 +152,18 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
                 actions=m.content.actions,
                 attachments=m.content.attachments,
             )
-            for m in store.turn_memories(turn_id, MemoryKind.MESSAGE)
+            for m in said
+            if m.room_id == answering.room_id
+        ],
+        sent=[
+            Sent(
+                id=m.id,
+                room=store.room(m.room_id).name,
+                text=m.content.text,
+                actions=m.content.actions,
+            )
+            for m in said
+            if m.room_id is not None and m.room_id != answering.room_id
         ],
         usage=Usage(
             model_calls=len(calls),

@@ -35,7 +35,8 @@ Server → client, one JSON object per text frame, told apart by `type`:
   any frame of that turn;
 - `{"type": "turn.progress", "turn_id", "step": "decided", "decide_step", "respond", "actions"}`;
 - `{"type": "reply", "turn_id", "id", "text", "actions", "attachments"}`: one per reply
-  (`attachments` as the turn's replies have them: ElizaOS's `Media` objects);
+  (`attachments` as the turn's replies have them: ElizaOS's `Media` objects); also, alone,
+  for a message a turn of another room sent here (SEND_MESSAGE), with that turn's id;
 - `{"type": "turn.progress", "turn_id", "step": "action", "action", "error"?}`;
 - `{"type": "turn.done", "turn_id"}` or `{"type": "turn.failed", "turn_id", "error"}`;
   with `"answered_by"` for a turn another turn answered (an agent that coalesces double

@@ -49,18 +49,18 @@ def _people(ctx: TurnContext) -> dict[str, uuid.UUID]:
     return people
 
 
-def _ask(ctx: TurnContext, task: str, instruction: str, field: str) -> list[dict[str, Any]]:
-    """What the message asks for, as a list of objects under `field`, read by the small model."""
-    names = ", ".join(e.name for e in ctx.runtime.store.participants(ctx.room.id))
+def ask(
+    ctx: TurnContext, task: str, known: str, instruction: str, field: str
+) -> list[dict[str, Any]]:
+    """What the message asks for, as a list of objects under `field`, read by the small
+    model; `known` is what it may name (people, rooms, settings). An answer that is not
+    such a list is nothing asked: the caller says it did not understand."""
     generation = ctx.generate(
         ModelRequest(
             role=ModelRole.SMALL,
             task=task,
-            system=f"You help {ctx.agent_name} keep track of people.",
-            prompt=(
-                f"People here: {names}.\n{ctx.sender} wrote: {ctx.message.content.text}\n\n"
-                f"{instruction}"
-            ),
+            system=f"You help {ctx.agent_name} do what people ask.",
+            prompt=(f"{known}\n{ctx.sender} wrote: {ctx.message.content.text}\n\n{instruction}"),
             hints={"message": ctx.message.content.text, "sender": ctx.sender},
         )
     )
@@ -71,6 +71,18 @@ def _ask(ctx: TurnContext, task: str, instruction: str, field: str) -> list[dict
     return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
 
 
+def world_role(ctx: TurnContext) -> str:
+    """The sender's role in the room's world: OWNER, ADMIN or NONE (outside a world too)."""
+    if ctx.room.world_id is None:
+        return "NONE"
+    roles = ctx.runtime.store.world(ctx.room.world_id).metadata.get("roles") or {}
+    return str(roles.get(str(ctx.message.entity_id), "NONE"))
+
+
+def _people_here(ctx: TurnContext) -> str:
+    return f"People here: {', '.join(e.name for e in ctx.runtime.store.participants(ctx.room.id))}."
+
+
 def _update_role(ctx: TurnContext, decision: Decision) -> ActionResult:
     assert ctx.room.world_id is not None  # validated
     store = ctx.runtime.store
@@ -78,9 +90,10 @@ def _update_role(ctx: TurnContext, decision: Decision) -> ActionResult:
     roles: dict[str, str] = dict(world.metadata.get("roles") or {})
     actor = roles.get(str(ctx.message.entity_id), "NONE")
     people = _people(ctx)
-    wanted = _ask(
+    wanted = ask(
         ctx,
         "update_role",
+        _people_here(ctx),
         'Answer with JSON {"assignments": [{"entity": "name", "role": "OWNER|ADMIN|NONE"}]}'
         " listing the role changes asked for.",
         "assignments",
@@ -109,14 +122,12 @@ def _update_entity(ctx: TurnContext, decision: Decision) -> ActionResult:
     """Note details someone gives about themselves (or, for a world's owner or admins,
     about others) in their entity's metadata."""
     store = ctx.runtime.store
-    roles: dict[str, str] = {}
-    if ctx.room.world_id is not None:
-        roles = dict(store.world(ctx.room.world_id).metadata.get("roles") or {})
-    may_edit_others = roles.get(str(ctx.message.entity_id)) in ("OWNER", "ADMIN")
+    may_edit_others = world_role(ctx) in ("OWNER", "ADMIN")
     people = _people(ctx)
-    updates = _ask(
+    updates = ask(
         ctx,
         "update_entity",
+        _people_here(ctx),
         'Answer with JSON {"updates": [{"entity": "name", "fields": {"key": "value"}}]} with'
         " the details about people that the message gives.",
         "updates",

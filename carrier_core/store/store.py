@@ -797,6 +797,15 @@ class Store:
                 (str(entity_id), role, world_id),
             )
 
+    def set_world_settings(self, world_id: uuid.UUID, values: dict[str, Any]) -> None:
+        """Set some of a world's settings (its metadata's `settings`), keeping the others."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE worlds SET metadata = jsonb_set(metadata, '{settings}',"
+                " coalesce(metadata->'settings', '{}') || %s) WHERE id = %s",
+                (Jsonb(values), world_id),
+            )
+
     def update_entity_metadata(self, entity_id: uuid.UUID, fields: dict[str, Any]) -> None:
         """Merge fields into what the agent knows of someone (ElizaOS's UPDATE_ENTITY)."""
         with self.connection() as conn:

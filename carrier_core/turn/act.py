@@ -17,12 +17,13 @@ from carrier_core.attachments import check_attachments
 from carrier_core.decision import Decision
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import ModelError
-from carrier_core.plugin import ActionResult
+from carrier_core.plugin import ActionResult, OutgoingMessage
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
+from carrier_core.store import NotFound
 from carrier_core.turn import approval
 from carrier_core.turn.context import TurnContext
-from carrier_core.world import RoomKind
+from carrier_core.world import Room, RoomKind
 
 FAILED_ACTION_REPLY = "Sorry, something went wrong on my side while doing that ({action})."
 
@@ -35,17 +36,20 @@ class Acted:
     error: str | None = None
     #: Set while the action waits for a person's approval: the request's id.
     approval_id: uuid.UUID | None = None
+    #: The messages it sent to other rooms of the agent (SEND_MESSAGE).
+    sent_ids: list[uuid.UUID] = field(default_factory=list)
 
 
-def _capped(ctx: TurnContext, texts: list[str]) -> list[str]:
-    """The replies cut to `max_reply_chars`, each cut noted on the step (which reply, and
-    how long it was): a model that runs on must not become a reply of megabytes."""
+def _capped(ctx: TurnContext, texts: list[str], what: str = "replies") -> list[str]:
+    """The replies (or sent messages) cut to `max_reply_chars`, each cut noted on the step
+    (which one, and how long it was): a model that runs on must not become a reply of
+    megabytes."""
     limit = ctx.runtime.settings.max_reply_chars
     cuts = [
         {"reply": n, "chars": len(t), "kept": limit} for n, t in enumerate(texts) if len(t) > limit
     ]
     if cuts:
-        ctx.usage.detail["replies_cut"] = cuts
+        ctx.usage.detail[f"{what}_cut"] = cuts
     return [t[:limit] for t in texts]
 
 
@@ -62,6 +66,55 @@ def _check_attachments(result: ActionResult) -> None:
         raise ValueError(f"handler's attachments: {exc}") from None
     if attachments and not any(r.strip() for r in result.replies):
         raise ValueError("handler's attachments need a reply (a non-empty text) to go with")
+
+
+def _check_sent(ctx: TurnContext, result: ActionResult) -> list[Room]:
+    """The rooms the handler's messages go to, in order; raise, naming what is wrong, for
+    a room that is not one of the turn's agent's (nor, so, of its tenant): no plugin
+    sends anywhere its agent could not speak."""
+    sent = result.sent
+    if not isinstance(sent, list) or not all(isinstance(m, OutgoingMessage) for m in sent):
+        raise TypeError("handler's sent must be a list of OutgoingMessage")
+    rooms = []
+    for message in sent:
+        if not isinstance(message.text, str):
+            raise TypeError("a sent message's text must be a string")
+        try:
+            room = ctx.runtime.store.room(message.room_id)
+        except NotFound:
+            room = None
+        if room is None or room.agent_id != ctx.turn.agent_id:
+            raise ValueError(
+                f"handler sent a message to {message.room_id}, not a room of its agent"
+            )
+        rooms.append(room)
+    return rooms
+
+
+def _send(
+    ctx: TurnContext, rooms: list[Room], texts: list[str], action: str, key: str
+) -> list[uuid.UUID]:
+    """Store what an action sends to other rooms, each as the agent's message in its room
+    with this turn's id: like a reply, it is idempotent (a retried step stores nothing
+    twice), pushed to that room's listeners and delivered to its webhooks."""
+    ids = []
+    for n, (room, text) in enumerate(zip(rooms, _capped(ctx, texts, "sent"), strict=True)):
+        if not text.strip():
+            continue
+        memory, _ = ctx.runtime.store.add_memory(
+            Memory(
+                agent_id=ctx.message.agent_id,
+                entity_id=ctx.message.agent_id,
+                room_id=room.id,
+                world_id=room.world_id,
+                kind=MemoryKind.MESSAGE,
+                content=Content(text=text, actions=[action], source="agent"),
+                dedupe_key=f"sent:{ctx.turn.id}:{key}:{n}",
+            ),
+            turn_id=ctx.turn.id,
+        )
+        ids.append(memory.id)
+    return ids
 
 
 def _say(
@@ -111,6 +164,7 @@ def _finish(ctx: TurnContext, key: str, status: str, acted: Acted, **detail: obj
         status,
         key=key,
         reply_ids=[str(i) for i in acted.reply_ids],
+        **({"sent_ids": [str(i) for i in acted.sent_ids]} if acted.sent_ids else {}),
         continue_turn=acted.continue_turn,
         **({"error": acted.error} if acted.error else {}),
         **detail,
@@ -146,6 +200,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             reply_ids=[uuid.UUID(i) for i in done.detail.get("reply_ids", [])],
             continue_turn=bool(done.detail.get("continue_turn")),
             error=done.detail.get("error"),
+            sent_ids=[uuid.UUID(i) for i in done.detail.get("sent_ids", [])],
         )
     name = decision.actions[index]
     action = ctx.plugins.action(name)
@@ -170,6 +225,9 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         if isinstance(result.replies, str) or not all(isinstance(r, str) for r in result.replies):
             raise TypeError("handler's replies must be a list of strings")
         _check_attachments(result)
+        rooms = _check_sent(ctx, result)
+        if result.error is not None and not isinstance(result.error, str):
+            raise TypeError("handler's error must be a string or None")
     except Exception as exc:
         if isinstance(exc, ModelError) and exc.retryable:
             # A provider that is down or rate limited: the caller retries the action (the
@@ -178,11 +236,13 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         return _failed(ctx, runtime, action.name, key, f"{type(exc).__name__}: {exc}")
     with runtime.store.atomic():
         reply_ids = _say(ctx, result.replies, action.name, key, result.attachments)
+        sent_ids = _send(ctx, rooms, [m.text for m in result.sent], action.name, key)
         acted = Acted(
             action.name,
             reply_ids=reply_ids,
             continue_turn=result.continue_turn,
-            error=None if result.error is None else str(result.error),
+            error=result.error,
+            sent_ids=sent_ids,
         )
         shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
         status = "ok" if result.success else "error"

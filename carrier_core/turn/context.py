@@ -91,6 +91,16 @@ class TurnContext:
         agent_id = self.turn.agent_id
         return get_setting(self.character, key, lambda: self.runtime.secrets.get(agent_id))
 
+    def world_setting(self, key: str) -> Any:
+        """A setting a plugin declared (`Plugin.settings`) as the room's world has it, set
+        by the world's owner (UPDATE_SETTINGS); where the world has none (or the room is in
+        no world), the agent's own `get_setting(key)`. A secret is never in a world."""
+        if self.room.world_id is not None:
+            stored = self.runtime.store.world(self.room.world_id).metadata.get("settings")
+            if isinstance(stored, dict) and stored.get(key) is not None:
+                return stored[key]
+        return self.get_setting(key)
+
     def generate(self, request: ModelRequest) -> Generation:
         """Call a text model for this step, counting the call and its tokens for the step
         and the usage ledger. Over the agent's daily budget, no call is made."""

@@ -43,6 +43,8 @@ class TurnResult:
     error: str | None = None
     #: True when the message was a repeat delivery of one whose turn exists.
     duplicate: bool = False
+    #: What the turn's actions sent to other rooms of the agent (SEND_MESSAGE).
+    sent: list[Memory] = field(default_factory=list)
 
     @property
     def reply_texts(self) -> list[str]:
@@ -57,14 +59,15 @@ def finish_turn(runtime: Runtime, turn_id: uuid.UUID, error: str | None = None) 
 def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False) -> TurnResult:
     """What became of a turn; a coalesced turn has the replies of the turn that answered it."""
     record = runtime.store.turn(turn_id)
-    answering = record.answered_by or turn_id
+    said = runtime.store.turn_memories(record.answered_by or turn_id, MemoryKind.MESSAGE)
     return TurnResult(
         turn_id=turn_id,
         message_id=record.message_id,
         status=approval.turn_status(runtime.store, record),
-        replies=runtime.store.turn_memories(answering, MemoryKind.MESSAGE),
+        replies=[m for m in said if m.room_id == record.room_id],
         error=record.error,
         duplicate=duplicate,
+        sent=[m for m in said if m.room_id != record.room_id],
     )
 
 

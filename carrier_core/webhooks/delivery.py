@@ -145,33 +145,31 @@ def _payload(row: DictRow) -> dict[str, Any]:
 
 
 def plan_deliveries(runtime: Runtime, turn_id: uuid.UUID) -> list[uuid.UUID]:
-    """Plan a delivery of each of the turn's replies to each of its agent's webhooks that
-    covers the turn's room. Safe to call again: what is planned stays, and the ids of the
-    deliveries not yet attempted are returned every time, for the caller to queue."""
+    """Plan a delivery of each message the turn's agent said in it to each of the agent's
+    webhooks that covers the message's room: the turn's room for its replies, another room
+    for what an action sent there (SEND_MESSAGE). Safe to call again: what is planned
+    stays, and the ids of the deliveries not yet attempted are returned every time, for
+    the caller to queue."""
     with runtime.store.transaction() as conn:
-        replies = conn.execute(
-            "SELECT m.id, m.content, m.created_at, t.id AS turn_id, t.agent_id, t.message_id,"
-            " r.name AS room FROM turns t"
+        planned = conn.execute(
+            "SELECT w.id AS webhook_id, m.id, m.content, m.created_at, t.id AS turn_id,"
+            " t.agent_id, t.message_id, r.name AS room FROM turns t"
             " JOIN memories m ON m.turn_id = t.id AND m.kind = 'message'"
             " AND m.entity_id = t.agent_id"
-            " JOIN rooms r ON r.id = t.room_id WHERE t.id = %s ORDER BY m.seq",
+            " JOIN rooms r ON r.id = m.room_id"
+            " JOIN webhooks w ON w.agent_id = t.agent_id"
+            " AND (w.room_id IS NULL OR w.room_id = m.room_id)"
+            " WHERE t.id = %s ORDER BY w.created_at, w.id, m.seq",
             (turn_id,),
         ).fetchall()
-        if replies:
-            hooks = conn.execute(
-                "SELECT w.id FROM webhooks w JOIN turns t ON t.agent_id = w.agent_id"
-                " WHERE t.id = %s AND (w.room_id IS NULL OR w.room_id = t.room_id)"
-                " ORDER BY w.created_at, w.id",
-                (turn_id,),
-            ).fetchall()
+        if planned:
             with conn.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO webhook_deliveries (id, webhook_id, memory_id, turn_id, payload)"
                     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (webhook_id, memory_id) DO NOTHING",
                     [
-                        (uuid.uuid4(), hook["id"], reply["id"], turn_id, Jsonb(_payload(reply)))
-                        for hook in hooks
-                        for reply in replies
+                        (uuid.uuid4(), row["webhook_id"], row["id"], turn_id, Jsonb(_payload(row)))
+                        for row in planned
                     ],
                 )
         pending = conn.execute(

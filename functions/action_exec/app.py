@@ -8,7 +8,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from carrier_aws.approvals import ask
 from carrier_aws.observability import correlated, function_handler, send_metrics
-from carrier_aws.push import push_turn
+from carrier_aws.push import push_sent, push_turn
 from carrier_aws.runtime import runtime
 from carrier_core.frames import acted_frames
 from carrier_core.turn import act
@@ -26,6 +26,7 @@ def handler(event: dict, context: object) -> dict:
             if acted.approval_id is not None:
                 return {"continue_turn": False, "approval_id": str(acted.approval_id)}
             push_turn(runtime(), turn_id, lambda: acted_frames(runtime(), turn_id, acted))
+            push_sent(runtime(), turn_id, acted)
             send_metrics({"Actions": (MetricUnit.Count, 1)}, ids)
             return {
                 "action": acted.action,

@@ -1,7 +1,7 @@
 -- Actions that wait for a person: an action that declares it needs approval pauses its turn
 -- until someone answers (`carrier_core/turn/approval.py`). One row per paused action run,
 -- keyed like the act step it belongs to, so a retried step finds its request again.
-CREATE TABLE approvals (
+CREATE TABLE IF NOT EXISTS approvals (
     id            uuid PRIMARY KEY,
     turn_id       uuid NOT NULL REFERENCES turns(id) ON DELETE CASCADE,
     agent_id      uuid NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
@@ -22,10 +22,10 @@ CREATE TABLE approvals (
     UNIQUE (turn_id, step_key)
 );
 -- The sweep's: pending approvals by when they expire.
-CREATE INDEX approvals_pending ON approvals (expires_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS approvals_pending ON approvals (expires_at) WHERE status = 'pending';
 
 -- Webhook deliveries of an approval request, beside those of replies.
 ALTER TABLE webhook_deliveries ALTER COLUMN memory_id DROP NOT NULL;
-ALTER TABLE webhook_deliveries ADD COLUMN approval_id uuid REFERENCES approvals(id) ON DELETE CASCADE;
-CREATE UNIQUE INDEX webhook_deliveries_approval ON webhook_deliveries (webhook_id, approval_id)
+ALTER TABLE webhook_deliveries ADD COLUMN IF NOT EXISTS approval_id uuid REFERENCES approvals(id) ON DELETE CASCADE;
+CREATE UNIQUE INDEX IF NOT EXISTS webhook_deliveries_approval ON webhook_deliveries (webhook_id, approval_id)
     WHERE approval_id IS NOT NULL;

@@ -1,0 +1,153 @@
+"""SEND_MESSAGE: the agent says something in another of its rooms, or to someone it knows.
+
+As ElizaOS's SEND_MESSAGE, the target is a room (`targetType: room`) or a person
+(`targetType: user`), read from the message by the small model. A person is reached in
+their direct room with the agent, if they have one: the agent never opens a conversation
+nobody started. Only the agent's own rooms are searched, so a message can reach neither
+another agent's rooms nor another tenant's (and `act` refuses any room that is not the
+agent's, whatever an action asks). The message goes the way a reply goes: stored as the
+agent's message in the target room with this turn's id, pushed to that room's
+connections and delivered to the webhooks covering it; the turn's own room hears a short
+confirmation.
+"""
+
+from __future__ import annotations
+
+from psycopg.rows import DictRow
+
+from carrier_core.bootstrap.roles import ask
+from carrier_core.decision import Decision
+from carrier_core.plugin import Action, ActionResult, OutgoingMessage
+from carrier_core.turn.context import TurnContext
+from carrier_core.world import Room, RoomKind
+
+#: How many rooms and people the model is shown as reachable (the most recently active).
+SHOWN = 20
+
+_ROOM_COLUMNS = "r.id, r.agent_id, r.world_id, r.name, r.kind, r.source, r.metadata"
+#: Rooms of the turn's source first, then the most recently spoken in.
+_PREFERRED = (
+    " ORDER BY (r.source = %(source)s) DESC,"
+    " (SELECT max(m.seq) FROM memories m WHERE m.room_id = r.id) DESC NULLS LAST, r.id"
+)
+
+
+def _room(row: DictRow | None) -> Room | None:
+    return None if row is None else Room(**{**row, "kind": RoomKind(row["kind"])})
+
+
+def room_named(ctx: TurnContext, name: str) -> Room | None:
+    """The agent's room with this key ("#ops" and "ops" alike, any case), or None."""
+    with ctx.runtime.store.connection() as conn:
+        row = conn.execute(
+            f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.agent_id = %(agent)s"
+            f" AND lower(r.name) = lower(%(name)s){_PREFERRED} LIMIT 1",
+            {"agent": ctx.turn.agent_id, "name": name.lstrip("#"), "source": ctx.room.source},
+        ).fetchone()
+    return _room(row)
+
+
+def direct_room_of(ctx: TurnContext, person: str) -> Room | None:
+    """The direct room with the agent of someone it knows by this name (any case, "@"
+    or not) or id, or None: a person with no direct room cannot be reached."""
+    with ctx.runtime.store.connection() as conn:
+        row = conn.execute(
+            f"SELECT {_ROOM_COLUMNS} FROM entities e"
+            " JOIN participants p ON p.entity_id = e.id"
+            " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+            " WHERE e.agent_id = %(agent)s AND (e.id::text = %(name)s"
+            " OR lower(e.metadata->>'name') = lower(%(name)s)"
+            " OR lower(%(name)s) = ANY(SELECT lower(n) FROM unnest(e.names) n))"
+            f"{_PREFERRED} LIMIT 1",
+            {"agent": ctx.turn.agent_id, "name": person.lstrip("@"), "source": ctx.room.source},
+        ).fetchone()
+    return _room(row)
+
+
+def _reachable(ctx: TurnContext) -> str:
+    """The rooms and people the model may name, most recently active first."""
+    with ctx.runtime.store.connection() as conn:
+        rooms = conn.execute(
+            "SELECT r.name FROM rooms r WHERE r.agent_id = %(agent)s AND r.kind = 'group'"
+            f"{_PREFERRED} LIMIT %(shown)s",
+            {"agent": ctx.turn.agent_id, "source": ctx.room.source, "shown": SHOWN},
+        ).fetchall()
+        people = conn.execute(
+            "SELECT coalesce(e.metadata->>'name', e.names[1]) AS name FROM entities e"
+            " JOIN participants p ON p.entity_id = e.id"
+            " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+            f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(shown)s",
+            {"agent": ctx.turn.agent_id, "source": ctx.room.source, "shown": SHOWN},
+        ).fetchall()
+    return (
+        f"Rooms you can post in: {', '.join(r['name'] for r in rooms) or 'none'}.\n"
+        f"People you can message directly: {', '.join(p['name'] for p in people) or 'none'}."
+    )
+
+
+def _target(ctx: TurnContext, target: str, kind: str) -> tuple[Room, str] | None:
+    """Where a message for `target` goes, and how to name it: a person's direct room (by
+    their name) or a room (by its key), looked up in the order `kind` says."""
+    person = direct_room_of(ctx, target)
+    room = None if person is not None and kind == "user" else room_named(ctx, target)
+    if room is not None:
+        return room, room.name
+    if person is not None:
+        return person, target.lstrip("@")
+    return None
+
+
+def _send_message(ctx: TurnContext, decision: Decision) -> ActionResult:
+    wanted = ask(
+        ctx,
+        "send_message",
+        _reachable(ctx),
+        'Answer with JSON {"messages": [{"target": "room or person", "targetType": "room|user",'
+        ' "text": "the message to send"}]} for each message the sender asks you to send'
+        " elsewhere.",
+        "messages",
+    )
+    found = [
+        (str(m.get("target", "")).strip(), str(m.get("targetType", "")), str(m.get("text", "")))
+        for m in wanted
+    ]
+    found = [(target, kind, text.strip()) for target, kind, text in found if text.strip()]
+    if not found:
+        return ActionResult(replies=["Where should I send what, exactly?"])
+    here, sent, unreachable = [], [], []
+    for target, kind, text in found:
+        reached = _target(ctx, target, kind) if target else None
+        if reached is None:
+            unreachable.append(target or "(no target)")
+        elif reached[0].id == ctx.room.id:
+            here.append(text)  # sending here is just saying it
+        else:
+            sent.append((*reached, text))
+    if unreachable:
+        names = ", ".join(unreachable)
+        told = [f"I can't reach {names} from here."] if ctx.room.kind is RoomKind.DM else []
+        return ActionResult(
+            replies=told,
+            error=f"no room or person the agent can reach: {names}",
+            data={"unreachable": unreachable},
+        )
+    return ActionResult(
+        replies=[*here, *(f"Sent to {name}." for _, name, _ in sent)],
+        sent=[OutgoingMessage(room.id, text) for room, _, text in sent],
+        data={"sent_to": [{"room": room.name, "room_id": str(room.id)} for room, _, _ in sent]},
+    )
+
+
+MESSAGING_ACTIONS = [
+    Action(
+        "SEND_MESSAGE",
+        "Send a message to another room, or to someone you know in your direct conversation"
+        " with them, when asked to pass something on.",
+        _send_message,
+        similes=("SEND_DM", "DIRECT_MESSAGE", "POST_MESSAGE", "MESSAGE_ROOM", "NOTIFY"),
+        examples=(
+            ("Tell the ops room the deploy is done", "Sent to ops."),
+            ("Let Grace know I'll be late", "Sent to Grace."),
+        ),
+    ),
+]

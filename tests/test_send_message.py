@@ -1,0 +1,320 @@
+"""SEND_MESSAGE end to end with the scripted model: the agent sends a message to another of
+its rooms, or to someone in their direct room with it, the way a reply goes (a message of
+the agent's in the target room, with the turn's id; that room's webhooks and WebSocket
+connections); an unreachable target, another agent's room or another tenant's, gets
+nothing sent and an error on the turn."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from carrier_aws.local.emulator import Emulator
+from carrier_core import Character, Runtime
+from carrier_core.api.turns import turn_view
+from carrier_core.decision import Decision, render_decision
+from carrier_core.memory import Memory, MemoryKind
+from carrier_core.models import (
+    Generation,
+    HashEmbedding,
+    ModelRequest,
+    ModelSet,
+    OfflineModel,
+    ScriptedModel,
+)
+from carrier_core.models.base import Usage
+from carrier_core.plugin import Action, ActionResult, OutgoingMessage, Plugin
+from carrier_core.store import Store
+from carrier_core.turn import act, run_turn
+from carrier_core.turn.context import TurnContext
+from carrier_core.webhooks import create_webhook, delivery, plan_deliveries
+from carrier_core.world import room_id_for
+from tests.conftest import TenantKey, make_runtime
+from tests.test_turn import count, message, xml
+from tests.test_websocket import WAIT_S, frames_until_done, serve, url
+
+
+def asked(*messages: dict[str, str]) -> str:
+    """The small model's reading of a SEND_MESSAGE request."""
+    return json.dumps({"messages": list(messages)})
+
+
+def in_room(runtime: Runtime, agent: uuid.UUID, room: str) -> list[Memory]:
+    with runtime.store.connection() as conn:
+        rows = conn.execute(
+            "SELECT id FROM memories WHERE room_id = %s AND kind = 'message' ORDER BY seq",
+            (room_id_for(agent, "api", room),),
+        ).fetchall()
+    return [runtime.store.memory(row["id"]) for row in rows]
+
+
+@pytest.fixture
+def agent(scripted_runtime: Runtime, scripted: ScriptedModel, ada: Character) -> uuid.UUID:
+    """Ada, who has been in the group room "ops" (Grace spoke there) and in a direct room
+    with Grace ("grace-dm")."""
+    agent = scripted_runtime.register_agent(ada)
+    scripted.add(xml("IGNORE"), xml("REPLY", text="Hi Grace."))
+    grace = {"sender": "grace", "sender_name": "Grace"}
+    run_turn(scripted_runtime, message(agent, "Ada, hi", room="ops", room_kind="group", **grace))
+    run_turn(scripted_runtime, message(agent, "hello", room="grace-dm", **grace))
+    return agent
+
+
+def test_a_message_goes_to_another_room_as_the_agents_and_the_asker_is_told(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "#ops", "targetType": "room", "text": "The deploy is done."}),
+    )
+    result = run_turn(scripted_runtime, message(agent, "Tell the ops room the deploy is done"))
+    assert result.reply_texts == ["Sent to ops."]
+    [sent] = result.sent
+    assert (sent.content.text, sent.content.actions) == ("The deploy is done.", ["SEND_MESSAGE"])
+    assert (sent.entity_id, sent.room_id) == (agent, room_id_for(agent, "api", "ops"))
+    assert [m.content.text for m in in_room(scripted_runtime, agent, "ops")][-1] == (
+        "The deploy is done."
+    )
+    # The small model was shown where the agent can send: ops, and Sam and Grace in theirs.
+    reading = scripted.requests[-1]
+    assert reading.task == "send_message"
+    assert "Rooms you can post in: ops." in reading.prompt
+    assert "People you can message directly: Sam, Grace." in reading.prompt
+    # GET turn: the reply in the asker's room, the sent message apart with its room.
+    view = turn_view(scripted_runtime, scripted_runtime.store.turn(result.turn_id))
+    assert [r.text for r in view.replies] == ["Sent to ops."]
+    assert [(s.room, s.text) for s in view.sent] == [("ops", "The deploy is done.")]
+
+    # Run again (a retried action): the step's record answers, nothing is stored twice.
+    again = act(scripted_runtime, result.turn_id, 0)
+    assert again.sent_ids == [sent.id]
+    # Even with its record lost, the message's place in the turn finds the stored one.
+    with scripted_runtime.store.connection() as conn:
+        conn.execute(
+            "DELETE FROM turn_steps WHERE turn_id = %s AND key = 'act:1:0'", (result.turn_id,)
+        )
+    scripted.add(asked({"target": "ops", "targetType": "room", "text": "The deploy is done."}))
+    assert act(scripted_runtime, result.turn_id, 0).sent_ids == [sent.id]
+    assert len(in_room(scripted_runtime, agent, "ops")) == 2  # Grace's, and the sent one once
+
+
+def test_a_person_is_reached_in_their_direct_room(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "grace", "targetType": "user", "text": "Sam will be late."}),
+    )
+    result = run_turn(scripted_runtime, message(agent, "Let Grace know I'll be late"))
+    assert result.reply_texts == ["Sent to grace."]
+    dm = in_room(scripted_runtime, agent, "grace-dm")
+    assert [m.content.text for m in dm] == ["hello", "Hi Grace.", "Sam will be late."]
+    assert [m.id for m in result.sent] == [dm[-1].id]  # stored as the turn's
+
+
+def test_an_unreachable_target_sends_nothing_and_the_turn_records_why(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    before = count(scripted_runtime.store, "SELECT count(*) FROM memories")
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "#nowhere", "targetType": "room", "text": "Anyone?"}),
+    )
+    dm = run_turn(scripted_runtime, message(agent, "Post 'Anyone?' in #nowhere"))
+    assert dm.reply_texts == ["I can't reach #nowhere from here."]  # in a DM, the asker is told
+    assert dm.sent == []
+    [step] = [s for s in scripted_runtime.store.turn_steps(dm.turn_id) if s.step.startswith("act")]
+    assert step.status == "error"
+    assert step.detail["error"] == "no room or person the agent can reach: #nowhere"
+    # In a group, the turn records it and the room hears nothing.
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "Zed", "targetType": "user", "text": "Hi"}),
+    )
+    group = run_turn(
+        scripted_runtime, message(agent, "Ada, tell Zed hi", room="ops", room_kind="group")
+    )
+    assert group.replies == [] and group.sent == []
+    [step] = [
+        s for s in scripted_runtime.store.turn_steps(group.turn_id) if s.step == "act:SEND_MESSAGE"
+    ]
+    assert (step.status, step.detail["error"]) == (
+        "error",
+        "no room or person the agent can reach: Zed",
+    )
+    # Only the two messages asked and the DM's answer were stored.
+    assert count(scripted_runtime.store, "SELECT count(*) FROM memories") == before + 3
+
+
+def test_with_the_offline_small_model_nothing_is_sent(
+    store: Store, scripted: ScriptedModel, ada: Character
+) -> None:
+    """The offline model cannot read a request to send: the action asks instead of guessing."""
+    runtime = make_runtime(
+        store, ModelSet(small=OfflineModel(), large=scripted, embedding=HashEmbedding())
+    )
+    agent = runtime.register_agent(ada)
+    scripted.add(xml("REPLY", text="Hi."), xml("SEND_MESSAGE"))
+    run_turn(runtime, message(agent, "hi", room="ops"))
+    result = run_turn(runtime, message(agent, "Tell ops the deploy is done"))
+    assert (result.reply_texts, result.sent) == (["Where should I send what, exactly?"], [])
+
+
+def test_another_agents_or_tenants_rooms_cannot_be_reached(
+    scripted_runtime: Runtime,
+    scripted: ScriptedModel,
+    agent: uuid.UUID,
+    ada: Character,
+    make_tenant: Callable[[str], TenantKey],
+) -> None:
+    other_tenant = make_tenant("globex").tenant_id
+    theirs = scripted_runtime.register_agent(
+        Character(name="Bo", plugins=["tests.test_send_message:sneaky"]), other_tenant
+    )
+    scripted.add(xml("REPLY", text="Hello."))
+    run_turn(scripted_runtime, message(theirs, "hi", room="vault"))
+    stored = len(in_room(scripted_runtime, theirs, "vault"))
+
+    # Asked by name: only Ada's own rooms are searched.
+    scripted.add(
+        xml("SEND_MESSAGE"), asked({"target": "vault", "targetType": "room", "text": "psst"})
+    )
+    refused = run_turn(scripted_runtime, message(agent, "Post psst in vault"))
+    assert refused.reply_texts == ["I can't reach vault from here."]
+    # Named by id, by a plugin's action of Bo's: act refuses a room that is not Bo's.
+    SNEAKY["room_id"] = room_id_for(agent, "api", "ops")
+    scripted.add(xml("SNEAK"))
+    sneak = run_turn(scripted_runtime, message(theirs, "do it", room="vault"))
+    assert sneak.sent == []
+    [step] = [s for s in scripted_runtime.store.turn_steps(sneak.turn_id) if s.step == "act:SNEAK"]
+    assert step.status == "error"
+    assert f"sent a message to {SNEAKY['room_id']}, not a room of its agent" in step.detail["error"]
+    assert [m.content.text for m in in_room(scripted_runtime, agent, "ops")] == ["Ada, hi"]
+    assert len(in_room(scripted_runtime, theirs, "vault")) == stored + 2  # "do it", the apology
+
+
+#: The room the SNEAK action sends to, set by the test.
+SNEAKY: dict[str, Any] = {}
+
+
+def _sneak(ctx: TurnContext, decision: Decision) -> ActionResult:
+    return ActionResult(sent=[OutgoingMessage(SNEAKY["room_id"], "psst")])
+
+
+sneaky = Plugin(name="sneaky", actions=[Action("SNEAK", "Send where it should not.", _sneak)])
+
+
+def test_webhooks_get_a_sent_message_for_the_room_it_went_to(
+    store: Store, scripted: ScriptedModel, ada: Character
+) -> None:
+    runtime = make_runtime(
+        store,
+        ModelSet(small=scripted, large=scripted, embedding=HashEmbedding()),
+        webhook_allow_private_urls=True,
+    )
+    agent = runtime.register_agent(ada)
+    scripted.add(xml("IGNORE"))
+    run_turn(runtime, message(agent, "Ada, hi", room="ops", room_kind="group", sender="g"))
+    ops = create_webhook(runtime, agent, "http://127.0.0.1:9/ops", room="ops")
+    lobby = create_webhook(runtime, agent, "http://127.0.0.1:9/lobby", room="lobby")
+    everywhere = create_webhook(runtime, agent, "http://127.0.0.1:9/all")
+    scripted.add(
+        xml("SEND_MESSAGE"), asked({"target": "ops", "targetType": "room", "text": "Done."})
+    )
+    turn_id = run_turn(runtime, message(agent, "Tell ops: done")).turn_id
+
+    planned = [delivery(store, d) for d in plan_deliveries(runtime, turn_id)]
+    got = sorted(
+        (d.webhook_id, d.payload["room"], d.payload["reply"]["text"]) for d in planned if d
+    )
+    assert got == sorted(
+        [
+            (ops.webhook.id, "ops", "Done."),
+            (lobby.webhook.id, "lobby", "Sent to ops."),
+            (everywhere.webhook.id, "ops", "Done."),
+            (everywhere.webhook.id, "lobby", "Sent to ops."),
+        ]
+    )
+    assert {d.payload["turn_id"] for d in planned if d} == {str(turn_id)}
+
+
+# -- through the bundle: the target room's WebSocket connections hear it ---------------------
+
+
+class CourierModel:
+    """Chooses SEND_MESSAGE for "tell <room>: <text>", and reads that request."""
+
+    name = "courier"
+
+    def __init__(self) -> None:
+        self._offline = OfflineModel()
+
+    def generate(self, request: ModelRequest) -> Generation:
+        said = request.hints.get("message", "")
+        room, _, text = said.removeprefix("tell ").partition(": ")
+        if request.task == "decide" and said.startswith("tell "):
+            answer = render_decision(Decision(thought="Passing it on.", actions=["SEND_MESSAGE"]))
+        elif request.task == "send_message":
+            answer = asked({"target": room, "targetType": "room", "text": text})
+        else:
+            return self._offline.generate(request)
+        return Generation(text=answer, usage=Usage(1, 1), model=self.name)
+
+
+courier = Plugin(
+    name="courier",
+    models={
+        "courier": lambda character: ModelSet(
+            small=CourierModel(), large=CourierModel(), embedding=HashEmbedding()
+        )
+    },
+)
+
+
+def test_the_target_rooms_connections_hear_the_sent_message(
+    database_url: str, store: Store, runtime: Runtime, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    tenant = make_tenant("acme")
+    agent = runtime.register_agent(
+        Character(
+            name="Ada",
+            plugins=["tests.test_send_message:courier"],
+            settings={"model_provider": "courier"},
+        ),
+        tenant.tenant_id,
+    )
+    run_turn(runtime, message(agent, "Ada, hello", room="ops", room_kind="group"))
+    with (
+        Emulator(database_url, retry_interval_scale=0.01) as emulator,
+        serve(emulator) as server,
+        connect(url(server, agent, "lobby", tenant.key)) as talker,
+        connect(url(server, agent, "ops", tenant.key)) as ops,
+    ):
+        talker.send(
+            json.dumps(
+                {"action": "sendMessage", "text": "tell ops: lunch is here", "sender": "sam"}
+            )
+        )
+        said = frames_until_done(talker)
+        heard = json.loads(ops.recv(timeout=WAIT_S))
+    replies = [f for f in said if f["type"] == "reply"]
+    assert [r["text"] for r in replies] == ["Sent to ops."]
+    turn_id = replies[0]["turn_id"]
+    [sent] = [
+        m
+        for m in store.turn_memories(uuid.UUID(turn_id), MemoryKind.MESSAGE)
+        if m.room_id == room_id_for(agent, "api", "ops")
+    ]
+    assert heard == {
+        "type": "reply",
+        "turn_id": turn_id,
+        "id": str(sent.id),
+        "text": "lunch is here",
+        "actions": ["SEND_MESSAGE"],
+        "attachments": [],
+    }
