@@ -5,6 +5,11 @@ stored, so every process that runs a step (a Lambda in the cloud, the emulator
 locally) says the same thing. Pushes are at least once: a retried step pushes its
 frames again, and replies carry their message id for clients to drop repeats.
 See `carrier_core.api.websocket` for the whole protocol.
+
+Each frame that reports one of ElizaOS's events names it in `event` (`carrier_core.events`),
+as webhook payloads do: `accepted` MESSAGE_RECEIVED, `reply` MESSAGE_SENT, an action's
+`turn.progress` ACTION_COMPLETED, `turn.done` and `turn.failed` RUN_ENDED. The decided
+`turn.progress` and `error` frames have no ElizaOS counterpart, so no `event`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import uuid
 from typing import Any
 
+from carrier_core.events import EventType
 from carrier_core.runtime import Runtime
 from carrier_core.turn import Acted, Decided
 
@@ -30,6 +36,7 @@ def accepted_frame(
     """The message is stored and its turn queued (or, posted again, already answered)."""
     return {
         "type": "accepted",
+        "event": EventType.MESSAGE_RECEIVED,
         "message_id": str(message_id),
         "turn_id": str(turn_id),
         "status": status,
@@ -67,6 +74,7 @@ def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Fra
         frames.append(
             {
                 "type": "reply",
+                "event": EventType.MESSAGE_SENT,
                 "turn_id": str(turn_id),
                 "id": str(memory.id),
                 "text": memory.content.text,
@@ -79,6 +87,7 @@ def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Fra
         "turn_id": str(turn_id),
         "step": "action",
         "action": acted.action,
+        "event": EventType.ACTION_COMPLETED,
     }
     if acted.error:
         progress["error"] = acted.error
@@ -94,7 +103,7 @@ def finished_frames(runtime: Runtime, turn_id: uuid.UUID) -> list[Frame]:
         {"type": "turn.failed", "error": turn.error}
         if turn.status == "failed"
         else {"type": "turn.done"}
-    )
+    ) | {"event": EventType.RUN_ENDED}
     frames = [
         {**ended, "turn_id": str(coalesced), "answered_by": str(turn_id)}
         for coalesced in runtime.store.coalesced_into(turn_id)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from carrier_core.attachments import check_attachments
 from carrier_core.decision import Decision
+from carrier_core.events import EventType, emit
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.plugin import ActionResult
@@ -120,7 +122,8 @@ def _failed(ctx: TurnContext, runtime: Runtime, action: str, key: str, error: st
         if ctx.room.kind is RoomKind.DM:
             message = FAILED_ACTION_REPLY.format(action=action)
             said = _say(ctx, [message], action, f"{key}:failed")
-        return _finish(ctx, key, "error", Acted(action, reply_ids=said, error=error))
+        acted = _finish(ctx, key, "error", Acted(action, reply_ids=said, error=error))
+    return _completed(ctx, acted)
 
 
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
@@ -149,6 +152,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         return _finish(ctx, key, "skipped", Acted(name, error=error))
     if not action.validate(ctx):
         return _finish(ctx, key, "skipped", Acted(action.name), reason="its validate declined")
+    emit(runtime, ctx.plugins, ctx.turn, EventType.ACTION_STARTED, action=action.name)
     try:
         result = action.handler(ctx, decision)
         if not isinstance(result, ActionResult):
@@ -165,4 +169,18 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     with runtime.store.atomic():
         reply_ids = _say(ctx, result.replies, action.name, key, result.attachments)
         acted = Acted(action.name, reply_ids=reply_ids, continue_turn=result.continue_turn)
-        return _finish(ctx, key, "ok", acted, data=result.data)
+        _finish(ctx, key, "ok", acted, data=result.data)
+    return _completed(ctx, acted)
+
+
+def _completed(ctx: TurnContext, acted: Acted) -> Acted:
+    """Fire the events of an action whose handler ran, once what it said is stored:
+    MESSAGE_SENT for each reply, then ACTION_COMPLETED."""
+    fire = partial(emit, ctx.runtime, ctx.plugins, ctx.turn)
+    if ctx.plugins.event_handlers(EventType.MESSAGE_SENT):  # else no reply need be read
+        for reply_id in acted.reply_ids:
+            text = ctx.runtime.store.memory(reply_id).content.text
+            fire(EventType.MESSAGE_SENT, reply_id=reply_id, text=text, action=acted.action)
+    status = {"status": "error", "error": acted.error} if acted.error else {"status": "ok"}
+    fire(EventType.ACTION_COMPLETED, action=acted.action, reply_ids=acted.reply_ids, **status)
+    return acted

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from carrier_core.agent_settings import get_setting
 from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
+from carrier_core.services import ServiceError
 from carrier_core.store import ModelCall, NamedMessage, StepRecord, StepUsage, TurnRecord
 
 _R = TypeVar("_R", Generation, Embeddings)
@@ -90,6 +91,14 @@ class TurnContext:
         secret store; None when the key is nowhere."""
         agent_id = self.turn.agent_id
         return get_setting(self.character, key, lambda: self.runtime.secrets.get(agent_id))
+
+    def service(self, name: str) -> Any:
+        """A service of the agent's plugins by name, started in this runtime on first use
+        (`carrier_core.services`); `ServiceError` if none of them declares it."""
+        service = self.plugins.service(name)
+        if service is None:
+            raise ServiceError(f"no service named {name!r} in the plugins of {self.agent_name}")
+        return self.runtime.services.get(service)
 
     def generate(self, request: ModelRequest) -> Generation:
         """Call a text model for this step, counting the call and its tokens for the step
