@@ -138,11 +138,16 @@ def emit_for(
     runtime: Runtime, turn_id: uuid.UUID, events: Sequence[tuple[EventType, dict[str, Any]]]
 ) -> None:
     """Fire `events` in order for a turn no step has loaded (at ingest and at its end): its
-    agent's plugins are read first (one query), and nothing more when none listens."""
-    if not events:
+    agent's plugins are read first (one query). What is reported is stored already, so a
+    failure to read them is logged, not raised: the message was taken, the turn ended."""
+    try:
+        turn, _, character, _, _ = runtime.store.turn_scene(turn_id)
+        plugins = runtime.plugins_for(character)
+    except Exception:
+        log.exception(
+            "the %s events of turn %s did not fire", "/".join(k for k, _ in events), turn_id
+        )
         return
-    turn, _, character, _, _ = runtime.store.turn_scene(turn_id)
-    plugins = runtime.plugins_for(character)
     for kind, data in events:
         emit(runtime, plugins, turn, kind, **data)
 

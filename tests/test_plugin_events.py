@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carrier_aws.local.emulator import Emulator
+from carrier_aws.runners import timed_out
+from carrier_aws.webhooks import finish_turn_and_plan_deliveries
 from carrier_core import Character, Runtime, run_turn
 from carrier_core.config import Settings
 from carrier_core.decision import Decision, render_decision
@@ -154,6 +156,27 @@ def test_a_turn_given_up_fires_run_timeout_then_run_ended(
     error = runtime.store.turn(stuck.turn_id).error
     assert events[2][1] == {"error": error} and "taken up 1 times" in str(error)
     assert events[3][1]["status"] == "failed"
+
+
+def test_the_finish_function_s_timed_out_failures_fire_run_timeout(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    """In the cloud the finish function ends the turn with the failure a Catch passed on:
+    the GiveUp state's TurnAbandoned and a step's time-out are RUN_TIMEOUT, others not."""
+    assert timed_out({"Error": "TurnAbandoned", "Cause": "taken up 3 times"})
+    assert timed_out({"Error": "States.Timeout"}) and timed_out({"Error": "Sandbox.Timedout"})
+    assert not timed_out({"Error": "ModelUnavailable"}) and not timed_out({})
+    agent = _agent(scripted_runtime, LISTENING)
+    ingested = ingest(scripted_runtime, _message(agent, "hello"))
+    end, _ = finish_turn_and_plan_deliveries(
+        scripted_runtime, ingested.turn_id, "States.Timeout: decide", timed_out=True
+    )
+    assert end is not None and end.status == "failed"
+    assert heard(ingested.turn_id)[-2:] == ["RUN_TIMEOUT", "RUN_ENDED"]
+    # Ended already: a second finish fires nothing.
+    finish_turn_and_plan_deliveries(scripted_runtime, ingested.turn_id, None)
+    assert heard(ingested.turn_id)[-2:] == ["RUN_TIMEOUT", "RUN_ENDED"]
+    assert len(heard(ingested.turn_id)) == 4
 
 
 def test_a_service_starts_once_on_first_use_and_stops_with_its_runtime(
