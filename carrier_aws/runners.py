@@ -46,6 +46,23 @@ def failure_reason(failure: dict[str, Any], limit: int = 500) -> str:
     return f"{name}: {cause}"[:limit]
 
 
+#: Errors a Catch passes on when a turn ran out of time: given up after too many attempts
+#: (the GiveUp state's `TurnAbandoned`), or a step's task or Lambda timed out.
+TIMEOUT_ERRORS = frozenset(
+    {
+        "TurnAbandoned",
+        "States.Timeout",
+        "Sandbox.Timedout",
+        "Lambda.ClientExecutionTimeoutException",
+    }
+)
+
+
+def timed_out(failure: dict[str, Any]) -> bool:
+    """Whether a Catch's failure is a time-out (the turn's RUN_TIMEOUT event)."""
+    return str(failure.get("Error")) in TIMEOUT_ERRORS
+
+
 def state_machine_arn() -> str:
     return os.environ["TURN_STATE_MACHINE_ARN"]
 

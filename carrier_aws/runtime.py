@@ -139,6 +139,8 @@ def runtime() -> Runtime:
             pool_size = int(os.environ.get("CARRIER_POOL_SIZE") or 1)
             settings = Settings(database_url=database_url(), pool_size=pool_size)
             _runtime = Runtime.open(settings, login=database_url)
+            # Its plugins' services are stopped when the container's process ends.
+            atexit.register(close_runtime)
         return _runtime
 
 

@@ -22,9 +22,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from carrier_core.events import run_ended
 from carrier_core.runtime import Runtime
 from carrier_core.store import TurnEnd
-from carrier_core.turn import finish_turn
 from carrier_core.webhooks import Outcome, deliver, plan_deliveries, stale_deliveries
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,19 @@ def queue_deliveries(
 
 
 def finish_turn_and_plan_deliveries(
-    runtime: Runtime, turn_id: uuid.UUID, error: str | None
+    runtime: Runtime, turn_id: uuid.UUID, error: str | None, *, timed_out: bool = False
 ) -> tuple[TurnEnd | None, list[uuid.UUID]]:
     """Finish the turn and plan its replies' webhook deliveries in one transaction, so no
     delivery is ever left unplanned: the sweep can find a planned delivery whose message
     was lost, never one that was not planned. None are planned where `WEBHOOK_QUEUE_URL`
     is unset. Failed or not, the replies a turn stored were said, so they are sent.
+    The end's plugin events fire once that is committed (`timed_out`: RUN_TIMEOUT too).
     Returns the turn's end (None if it had ended already) and the deliveries planned."""
     with runtime.store.atomic():
-        end = finish_turn(runtime, turn_id, error=error)
-        return end, plan_deliveries(runtime, turn_id) if webhook_queue_url() else []
+        end = runtime.store.end_turn(turn_id, error=error)
+        planned = plan_deliveries(runtime, turn_id) if webhook_queue_url() else []
+    run_ended(runtime, turn_id, end, error, timed_out=timed_out)
+    return end, planned
 
 
 def webhook_queue_url() -> str | None:

@@ -5,6 +5,11 @@ stored, so every process that runs a step (a Lambda in the cloud, the emulator
 locally) says the same thing. Pushes are at least once: a retried step pushes its
 frames again, and replies carry their message id for clients to drop repeats.
 See `carrier_core.api.websocket` for the whole protocol.
+
+Each frame that reports one of ElizaOS's events names it in `event` (`carrier_core.events`),
+as webhook payloads do: `accepted` MESSAGE_RECEIVED, `reply` MESSAGE_SENT, an action's
+`turn.progress` ACTION_COMPLETED, `turn.done` and `turn.failed` RUN_ENDED. The decided
+`turn.progress` and `error` frames have no ElizaOS counterpart, so no `event`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import uuid
 from typing import Any
 
+from carrier_core.events import EventType
 from carrier_core.memory import Memory
 from carrier_core.runtime import Runtime
 from carrier_core.turn import Acted, Decided
@@ -32,6 +38,7 @@ def accepted_frame(
     """The message is stored and its turn queued (or, posted again, already answered)."""
     return {
         "type": "accepted",
+        "event": EventType.MESSAGE_RECEIVED,
         "message_id": str(message_id),
         "turn_id": str(turn_id),
         "status": status,
@@ -65,6 +72,7 @@ def reply_frame(turn_id: uuid.UUID, memory: Memory) -> Frame:
     """A message the agent said in a turn, for the connections of the room it is in."""
     return {
         "type": "reply",
+        "event": EventType.MESSAGE_SENT,
         "turn_id": str(turn_id),
         "id": str(memory.id),
         "text": memory.content.text,
@@ -82,6 +90,7 @@ def acted_frames(runtime: Runtime, turn_id: uuid.UUID, acted: Acted) -> list[Fra
         "turn_id": str(turn_id),
         "step": "action",
         "action": acted.action,
+        "event": EventType.ACTION_COMPLETED,
     }
     if acted.error:
         progress["error"] = acted.error
@@ -108,7 +117,7 @@ def finished_frames(runtime: Runtime, turn_id: uuid.UUID) -> list[Frame]:
         {"type": "turn.failed", "error": turn.error}
         if turn.status == "failed"
         else {"type": "turn.done"}
-    )
+    ) | {"event": EventType.RUN_ENDED}
     frames = [
         {**ended, "turn_id": str(coalesced), "answered_by": str(turn_id)}
         for coalesced in runtime.store.coalesced_into(turn_id)

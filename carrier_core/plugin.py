@@ -1,4 +1,5 @@
-"""What a plugin can add to an agent: actions, providers, evaluators, models.
+"""What a plugin can add to an agent: actions, providers, evaluators, models, event
+handlers (`carrier_core.events`), services (`carrier_core.services`) and an `init` hook.
 
 Plugins are found through the Python entry-point group `carrier.plugins`
 (plus `module:attribute` paths), by the names in a character's `plugins`
@@ -17,11 +18,15 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from carrier_core.events import EventHandler, EventType, check_events
+from carrier_core.services import Service
+
 if TYPE_CHECKING:
     from carrier_core.character import Character
     from carrier_core.config import Settings
     from carrier_core.decision import Decision
     from carrier_core.models.base import ModelSet
+    from carrier_core.runtime import Runtime
     from carrier_core.tasks.workers import TaskWorker
     from carrier_core.turn.context import TurnContext
 
@@ -151,6 +156,16 @@ class Plugin:
     task_workers: Sequence[TaskWorker] = ()
     #: The per-world settings the plugin reads.
     settings: Sequence[Setting] = ()
+    #: Handlers by ElizaOS event name (`EventType`), each called with the `Event`.
+    events: Mapping[str, Sequence[EventHandler]] = field(default_factory=dict)
+    #: Services the plugin's actions, providers and evaluators use (`TurnContext.service`).
+    services: Sequence[Service] = ()
+    #: Called once per runtime with the runtime, when the agent's plugins are first used;
+    #: a plugin whose init raises is skipped in that runtime (`Runtime.plugins_for`).
+    init: Callable[[Runtime], object] | None = None
+
+    def __post_init__(self) -> None:
+        check_events(self.name, self.events)
 
 
 def _takes_settings(factory: ModelFactory) -> bool:
@@ -204,6 +219,14 @@ class Plugins:
     def settings(self) -> dict[str, Setting]:
         """The declared world settings by name; a later plugin's declaration wins."""
         return {s.name: s for p in self.plugins for s in p.settings}
+
+    def event_handlers(self, kind: EventType) -> list[tuple[str, EventHandler]]:
+        """The handlers of an event with their plugin's name, in plugin order."""
+        return [(p.name, h) for p in self.plugins for h in p.events.get(kind, ())]
+
+    def service(self, name: str) -> Service | None:
+        """A service by name; a later plugin's overrides an earlier one's."""
+        return {s.name: s for p in self.plugins for s in p.services}.get(name)
 
     def action(self, name: str) -> Action | None:
         """An action by its name or one of its similes, ignoring case and punctuation

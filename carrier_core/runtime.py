@@ -8,6 +8,7 @@ Lambda of its own.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -17,11 +18,14 @@ from carrier_core.character import SECRET, Character, CharacterError, SecretPath
 from carrier_core.config import Settings
 from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
 from carrier_core.models.select import choose_models
-from carrier_core.plugin import Plugins, load_plugins
+from carrier_core.plugin import Plugin, Plugins, load_plugins
 from carrier_core.secrets import SecretStore, open_secret_store
+from carrier_core.services import Services
 from carrier_core.store import Store
 from carrier_core.store.database import Login
 from carrier_core.world import LOCAL_TENANT_ID
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -39,6 +43,12 @@ class Runtime:
         self._models = models
         self._model_sets: dict[tuple[uuid.UUID, str], ModelSet] = {}
         self._lock = threading.Lock()
+        #: The plugins' services started in this runtime (`TurnContext.service`).
+        self.services = Services(self)
+        #: Plugins whose `init` ran here, by name: None if it succeeded, else why it failed.
+        self._inits: dict[str, str | None] = {}
+        # Reentrant: an init may look up plugins itself.
+        self._init_lock = threading.RLock()
 
     @classmethod
     def open(
@@ -54,7 +64,11 @@ class Runtime:
         return cls(Store.open(settings, login), settings, models, secrets)
 
     def close(self) -> None:
-        self.store.close()
+        """Stop the services started here, then close the database pool."""
+        try:
+            self.services.stop_all()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -68,7 +82,33 @@ class Runtime:
         self.close()
 
     def plugins_for(self, character: Character) -> Plugins:
-        return load_plugins(tuple(character.plugins))
+        """The character's plugins, each plugin's `init` run first if it has not run in this
+        runtime. A plugin whose init raised is left out (and listed in `skipped` with the
+        error), as one that cannot be loaded is: its failure is not retried on every turn."""
+        plugins = load_plugins(tuple(character.plugins))
+        with self._init_lock:
+            for plugin in plugins.plugins:
+                if plugin.init is not None and plugin.name not in self._inits:
+                    self._inits[plugin.name] = self._init(plugin)
+            failed = {
+                p.name: self._inits[p.name] for p in plugins.plugins if self._inits.get(p.name)
+            }
+        if not failed:
+            return plugins
+        return Plugins(
+            tuple(p for p in plugins.plugins if p.name not in failed),
+            (*plugins.skipped, *((name, f"init failed: {why}") for name, why in failed.items())),
+        )
+
+    def _init(self, plugin: Plugin) -> str | None:
+        """Run a plugin's init; None if it succeeded, else the error."""
+        assert plugin.init is not None
+        try:
+            plugin.init(self)
+        except Exception as exc:
+            log.exception("plugin %s: init failed; it is skipped in this runtime", plugin.name)
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def models_for(self, character: Character, *, check_dimensions: bool = True) -> ModelSet:
         """The runtime's own model set if it was given one, else the one the settings and

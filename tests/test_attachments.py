@@ -580,6 +580,7 @@ def test_an_actions_attachment_is_in_the_websocket_reply_frame(
     [reply] = [f for f in frames if f["type"] == "reply"]
     assert reply == {
         "type": "reply",
+        "event": "MESSAGE_SENT",
         "turn_id": frames[0]["turn_id"],
         "id": reply["id"],
         "text": "Here is the chart.",

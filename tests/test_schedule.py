@@ -123,9 +123,14 @@ def test_a_coalescing_agent_answers_queued_messages_in_one_turn_that_sees_them_a
     # A client listening for any of the three turns hears that it ended.
     answering = str(turns[2].turn_id)
     assert finished_frames(runtime, turns[2].turn_id) == [
-        {"type": "turn.done", "turn_id": str(t.turn_id), "answered_by": answering}
+        {
+            "type": "turn.done",
+            "event": "RUN_ENDED",
+            "turn_id": str(t.turn_id),
+            "answered_by": answering,
+        }
         for t in turns[:2]
-    ] + [{"type": "turn.done", "turn_id": answering}]
+    ] + [{"type": "turn.done", "event": "RUN_ENDED", "turn_id": answering}]
 
 
 def test_in_order_is_the_default_every_message_its_own_turn(

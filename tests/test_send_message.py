@@ -312,6 +312,7 @@ def test_the_target_rooms_connections_hear_the_sent_message(
     ]
     assert heard == {
         "type": "reply",
+        "event": "MESSAGE_SENT",
         "turn_id": turn_id,
         "id": str(sent.id),
         "text": "lunch is here",

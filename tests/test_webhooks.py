@@ -259,6 +259,7 @@ def test_a_reply_is_posted_signed_with_its_turn_and_the_secret_is_shown_once(
     payload = assert_signed(made["secret"], received)
     assert payload == {
         "type": "reply",
+        "event": "MESSAGE_SENT",
         "agent_id": str(agent),
         "room": "lobby",
         "turn_id": str(turn_id),

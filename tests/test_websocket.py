@@ -132,6 +132,7 @@ def test_a_sent_message_comes_back_as_accepted_progress_reply_and_done_on_the_ro
     turn_id = accepted["turn_id"]
     assert accepted == {
         "type": "accepted",
+        "event": "MESSAGE_RECEIVED",
         "message_id": accepted["message_id"],
         "turn_id": turn_id,
         "status": "queued",
@@ -148,6 +149,7 @@ def test_a_sent_message_comes_back_as_accepted_progress_reply_and_done_on_the_ro
     [stored] = store.turn_memories(uuid.UUID(turn_id), MemoryKind.MESSAGE)
     assert reply == {
         "type": "reply",
+        "event": "MESSAGE_SENT",
         "turn_id": turn_id,
         "id": str(stored.id),
         "text": "Nice to meet you, Grace. What would you like to talk about?",
@@ -160,8 +162,9 @@ def test_a_sent_message_comes_back_as_accepted_progress_reply_and_done_on_the_ro
         "turn_id": turn_id,
         "step": "action",
         "action": "REPLY",
+        "event": "ACTION_COMPLETED",
     }
-    assert done == {"type": "turn.done", "turn_id": turn_id}
+    assert done == {"type": "turn.done", "event": "RUN_ENDED", "turn_id": turn_id}
     # The other socket of the room hears the turn, not the sender's accepted frame.
     assert heard == said[1:]
     # Every frame came through moto's patched Management API: if the patch stops being

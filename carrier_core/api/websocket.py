@@ -28,17 +28,21 @@ token's subject. The message goes to the connection's room exactly as
 codes, and posting a `client_message_id` twice is one message (the same id on another
 text is a `conflict` error).
 
-Server → client, one JSON object per text frame, told apart by `type`:
+Server → client, one JSON object per text frame, told apart by `type`; a frame that
+reports one of ElizaOS's events names it in `event` too (`carrier_core.frames`):
 
-- `{"type": "accepted", "message_id", "turn_id", "status", "client_message_id"}`: sent
-  once the message is stored and before its room's runner is started, so it comes before
-  any frame of that turn;
+- `{"type": "accepted", "event": "MESSAGE_RECEIVED", "message_id", "turn_id", "status",
+  "client_message_id"}`: sent once the message is stored and before its room's runner is
+  started, so it comes before any frame of that turn;
 - `{"type": "turn.progress", "turn_id", "step": "decided", "decide_step", "respond", "actions"}`;
-- `{"type": "reply", "turn_id", "id", "text", "actions", "attachments"}`: one per reply
-  (`attachments` as the turn's replies have them: ElizaOS's `Media` objects); also, alone,
-  for a message a turn of another room sent here (SEND_MESSAGE), with that turn's id;
-- `{"type": "turn.progress", "turn_id", "step": "action", "action", "error"?}`;
-- `{"type": "turn.done", "turn_id"}` or `{"type": "turn.failed", "turn_id", "error"}`;
+- `{"type": "reply", "event": "MESSAGE_SENT", "turn_id", "id", "text", "actions",
+  "attachments"}`: one per reply (`attachments` as the turn's replies have them: ElizaOS's
+  `Media` objects); also, alone, for a message a turn of another room sent here
+  (SEND_MESSAGE), with that turn's id;
+- `{"type": "turn.progress", "turn_id", "step": "action", "action", "event":
+  "ACTION_COMPLETED", "error"?}`;
+- `{"type": "turn.done", "event": "RUN_ENDED", "turn_id"}` or `{"type": "turn.failed",
+  "event": "RUN_ENDED", "turn_id", "error"}`;
   with `"answered_by"` for a turn another turn answered (an agent that coalesces double
   texts: that turn's replies answered this message too);
 - `{"type": "error", "code", "message", "client_message_id"?}`: a frame that was not

@@ -653,8 +653,9 @@ class Store:
 
     def ensure_conversation(
         self, entity: Entity, room: Room, world_name: str | None = None
-    ) -> None:
-        """Make sure the sender, the room (and its world) and their membership exist.
+    ) -> bool:
+        """Make sure the sender, the room (and its world) and their membership exist;
+        True when the sender joined the room now (its first message there).
 
         The sender's newest display name goes first; a room takes the kind and name
         of its latest message, so a conversation that grows into a group is treated as one.
@@ -685,7 +686,7 @@ class Store:
                 )
             # ON CONFLICT DO UPDATE locks the room row even when nothing changes: ingest
             # relies on it to number a room's messages in the order they commit.
-            conn.execute(
+            joined = conn.execute(
                 "WITH r AS (INSERT INTO rooms (id, agent_id, world_id, name, kind, source)"
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
                 " kind = excluded.kind, name = excluded.name"
@@ -702,7 +703,8 @@ class Store:
                     room.id,
                     entity.id,
                 ),
-            )
+            ).rowcount
+        return joined > 0
 
     def set_room_metadata(self, room_id: uuid.UUID, key: str, value: Any) -> None:
         """Set one key of a room's metadata (None removes it), leaving the others as they are."""

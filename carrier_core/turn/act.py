@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from carrier_core.attachments import check_attachments
 from carrier_core.decision import Decision
+from carrier_core.events import EventType, emit
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.plugin import ActionResult, OutgoingMessage
@@ -179,7 +181,8 @@ def _failed(ctx: TurnContext, runtime: Runtime, action: str, key: str, error: st
         if ctx.room.kind is RoomKind.DM:
             message = FAILED_ACTION_REPLY.format(action=action)
             said = _say(ctx, [message], action, f"{key}:failed")
-        return _finish(ctx, key, "error", Acted(action, reply_ids=said, error=error))
+        acted = _finish(ctx, key, "error", Acted(action, reply_ids=said, error=error))
+    return _completed(ctx, acted)
 
 
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
@@ -218,6 +221,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             why = f": {asked.reason}" if asked.reason else ""
             reason = f"not approved: {asked.status}{by}{why}"
             return _finish(ctx, key, "skipped", Acted(action.name), reason=reason)
+    emit(runtime, ctx.plugins, ctx.turn, EventType.ACTION_STARTED, action=action.name)
     try:
         result = action.handler(ctx, decision)
         if not isinstance(result, ActionResult):
@@ -246,7 +250,21 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         )
         shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
         status = "ok" if result.success else "error"
-        return _finish(ctx, key, status, acted, data=result.data, **shown)
+        _finish(ctx, key, status, acted, data=result.data, **shown)
+    return _completed(ctx, acted)
+
+
+def _completed(ctx: TurnContext, acted: Acted) -> Acted:
+    """Fire the events of an action whose handler ran, once what it said is stored:
+    MESSAGE_SENT for each reply, then ACTION_COMPLETED."""
+    fire = partial(emit, ctx.runtime, ctx.plugins, ctx.turn)
+    if ctx.plugins.event_handlers(EventType.MESSAGE_SENT):  # else no reply need be read
+        for reply_id in acted.reply_ids:
+            text = ctx.runtime.store.memory(reply_id).content.text
+            fire(EventType.MESSAGE_SENT, reply_id=reply_id, text=text, action=acted.action)
+    status = {"status": "error", "error": acted.error} if acted.error else {"status": "ok"}
+    fire(EventType.ACTION_COMPLETED, action=acted.action, reply_ids=acted.reply_ids, **status)
+    return acted
 
 
 def _approval(ctx: TurnContext, key: str, action: str, decision: Decision) -> approval.Approval:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from carrier_core.agent_settings import get_setting
 from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
+from carrier_core.services import ServiceError
 from carrier_core.store import ModelCall, NamedMessage, StepRecord, StepUsage, TurnRecord
 
 _R = TypeVar("_R", Generation, Embeddings)
@@ -100,6 +101,14 @@ class TurnContext:
             if isinstance(stored, dict) and stored.get(key) is not None:
                 return stored[key]
         return self.get_setting(key)
+
+    def service(self, name: str) -> Any:
+        """A service of the agent's plugins by name, started in this runtime on first use
+        (`carrier_core.services`); `ServiceError` if none of them declares it."""
+        service = self.plugins.service(name)
+        if service is None:
+            raise ServiceError(f"no service named {name!r} in the plugins of {self.agent_name}")
+        return self.runtime.services.get(service)
 
     def generate(self, request: ModelRequest) -> Generation:
         """Call a text model for this step, counting the call and its tokens for the step

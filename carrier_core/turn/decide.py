@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 from carrier_core.decision import Decision, parse_decision
+from carrier_core.events import EventType, emit
 from carrier_core.model_output import UnparsableOutput
 from carrier_core.models import ModelRateLimited, ModelRequest, ModelRole, ModelUnavailable
 from carrier_core.plugin import Plugins
@@ -103,6 +104,8 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
         stored = Decision.model_validate(ctx.turn.decision)
         return Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
+    if number == 1:
+        emit(runtime, ctx.plugins, ctx.turn, EventType.RUN_STARTED)
     names = {ctx.agent_name, ctx.character.username or "", ctx.character.handle}
     skipped = unanswered_by_rule(ctx.room, ctx.message.content.text, names)
     if skipped is not None:

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 from carrier_core.decision import Decision
+from carrier_core.events import EventType, emit
 from carrier_core.runtime import Runtime
 from carrier_core.store import StepUsage
 from carrier_core.turn.context import TurnContext
@@ -30,15 +31,33 @@ def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, force: bool = False) -> li
             continue
         ctx.usage, ctx.started_at = StepUsage(), datetime.now(UTC)
         step = f"evaluate:{evaluator.name}"
+        started = False  # its events: STARTED before the handler, COMPLETED after it
         try:
             if not (force or evaluator.validate(ctx)):
                 continue
+            started = True
+            emit(
+                runtime,
+                ctx.plugins,
+                ctx.turn,
+                EventType.EVALUATOR_STARTED,
+                evaluator=evaluator.name,
+            )
             detail = evaluator.handler(ctx)
             if not isinstance(detail, dict):
                 raise TypeError(f"handler returned {type(detail).__name__}, not a dict")
         except Exception as exc:
-            ctx.record_step(step, "error", error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            ctx.record_step(step, "error", error=error)
+            if started:
+                _completed(ctx, evaluator.name, "error", error=error)
             continue
         ctx.record_step(step, "ok", result=detail)
+        _completed(ctx, evaluator.name, "ok")
         ran.append(evaluator.name)
     return ran
+
+
+def _completed(ctx: TurnContext, evaluator: str, status: str, **detail: str) -> None:
+    kind = EventType.EVALUATOR_COMPLETED
+    emit(ctx.runtime, ctx.plugins, ctx.turn, kind, evaluator=evaluator, status=status, **detail)

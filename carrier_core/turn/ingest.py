@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from carrier_core.attachments import as_sent, check_attachments
+from carrier_core.events import EventType, emit_for
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
@@ -146,6 +147,21 @@ def _check_same(stored: Memory, message: IncomingMessage) -> None:
         raise MessageConflict(message.client_message_id, differs)
 
 
+def _received(message: Memory, joined: bool) -> list[tuple[EventType, dict[str, Any]]]:
+    """The events of a message taken in: its sender joining the room first, if it did."""
+    received = {
+        "message_id": message.id,
+        "entity_id": message.entity_id,
+        "text": message.content.text,
+        "source": message.content.source,
+    }
+    joined_room = {"entity_id": message.entity_id, "room_id": message.room_id}
+    return [
+        *([(EventType.ENTITY_JOINED, joined_room)] if joined else []),
+        (EventType.MESSAGE_RECEIVED, received),
+    ]
+
+
 def ingest(
     runtime: Runtime, data: IncomingMessage | dict[str, Any], *, take_expired: bool = False
 ) -> Ingested:
@@ -174,7 +190,7 @@ def ingest(
         # its place in line (seq): messages of one room commit in the order they are
         # numbered, and the runner answers them in that order.
         try:
-            store.ensure_conversation(entity, room, message.world)
+            joined = store.ensure_conversation(entity, room, message.world)
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound(f"no agent with id {agent_id}") from None
         memory, created = store.add_memory(
@@ -207,6 +223,8 @@ def ingest(
                 runner = claim_room(
                     conn, room.id, runtime.settings.runner_lease_s, take_expired=take_expired
                 )
+    if turn_created:  # once per message: a redelivery finds its turn and fires nothing
+        emit_for(runtime, turn_id, _received(memory, joined))
     return Ingested(
         agent_id=agent_id,
         turn_id=turn_id,

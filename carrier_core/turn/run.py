@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from carrier_core.events import run_ended
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage, TurnEnd
@@ -51,9 +52,14 @@ class TurnResult:
         return [m.content.text for m in self.replies]
 
 
-def finish_turn(runtime: Runtime, turn_id: uuid.UUID, error: str | None = None) -> TurnEnd | None:
-    """Mark a turn done, or failed with its reason; None if it had ended already."""
-    return runtime.store.end_turn(turn_id, error=error)
+def finish_turn(
+    runtime: Runtime, turn_id: uuid.UUID, error: str | None = None, *, timed_out: bool = False
+) -> TurnEnd | None:
+    """Mark a turn done, or failed with its reason (`timed_out`: it was given up), and fire
+    its end's events (`run_ended`); None if it had ended already."""
+    end = runtime.store.end_turn(turn_id, error=error)
+    run_ended(runtime, turn_id, end, error, timed_out=timed_out)
+    return end
 
 
 def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False) -> TurnResult:
@@ -147,7 +153,7 @@ def run_room(runtime: Runtime, runner: Runner) -> None:
     taken over, or a turn waits for an approval), as the state machine does in the cloud."""
     while (turn := next_turn(runtime, runner)) is not None:
         if turn.give_up is not None:
-            finish_turn(runtime, turn.turn_id, error=turn.give_up)
+            finish_turn(runtime, turn.turn_id, error=turn.give_up, timed_out=True)
         elif not run_steps(runtime, turn.turn_id, turn.agent_id):
             return
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from carrier_core.events import EventType
 from carrier_core.memory import Content
 from carrier_core.runtime import Runtime
 from carrier_core.store import Store, where
@@ -130,6 +131,8 @@ def _payload(row: DictRow) -> dict[str, Any]:
     content = Content.model_validate(row["content"])
     return {
         "type": "reply",
+        # ElizaOS's name for what happened (`carrier_core.events`), as WebSocket frames say.
+        "event": EventType.MESSAGE_SENT,
         "agent_id": str(row["agent_id"]),
         "room": row["room"],
         "turn_id": str(row["turn_id"]),

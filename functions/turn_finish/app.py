@@ -23,6 +23,7 @@ from carrier_aws.runners import (
     next_state,
     start_runner,
     state_machine_arn,
+    timed_out,
 )
 from carrier_aws.runtime import runtime
 from carrier_aws.webhooks import (
@@ -43,7 +44,9 @@ def finish(turn_id: uuid.UUID, ids: Mapping[str, str], failure: dict | None) -> 
     if failure:
         logger.error("turn failed", extra={"failure": failure})
         error = failure_reason(failure)
-    end, delivery_ids = finish_turn_and_plan_deliveries(runtime(), turn_id, error)
+    end, delivery_ids = finish_turn_and_plan_deliveries(
+        runtime(), turn_id, error, timed_out=timed_out(failure or {})
+    )
     push_turn(runtime(), turn_id, lambda: finished_frames(runtime(), turn_id))
     values: dict[str, tuple[MetricUnit, float]] = {}
     queue_url = webhook_queue_url()
