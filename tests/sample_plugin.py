@@ -18,15 +18,16 @@ from carrier_core.models import (
 )
 from carrier_core.models import base as models_base
 from carrier_core.models.base import Usage
-from carrier_core.plugin import (
+from carrier_core.sdk import (
     Action,
     ActionResult,
     Evaluator,
+    ModelProvider,
     Plugin,
     Provider,
     ProviderResult,
+    TurnContext,
 )
-from carrier_core.turn.context import TurnContext
 
 
 def _explode(ctx: TurnContext, decision: Decision) -> ActionResult:
@@ -144,7 +145,7 @@ def _flaky_models(character: object) -> ModelSet:
     return ModelSet(small=OfflineModel(), large=FlakyModel(), embedding=HashEmbedding())
 
 
-flaky = Plugin(name="flaky", models={"flaky": _flaky_models})
+flaky = Plugin(name="flaky", models=[ModelProvider("flaky", _flaky_models)])
 
 
 # -- an evaluator that holds its turn's execution, for stopping it (tests/test_emulated.py) --
@@ -186,7 +187,7 @@ def _sluggish_models(character: object) -> ModelSet:
     return ModelSet(small=OfflineModel(), large=SluggishModel(), embedding=HashEmbedding())
 
 
-sluggish = Plugin(name="sluggish", models={"sluggish": _sluggish_models})
+sluggish = Plugin(name="sluggish", models=[ModelProvider("sluggish", _sluggish_models)])
 
 
 # -- a plugin that reads the agent's settings and secrets in a turn (tests/test_secrets.py) --
@@ -235,7 +236,7 @@ keyed = Plugin(
     name="keyed",
     providers=[Provider("keyed", "Reads the agent's settings.", _keyed_provider)],
     actions=[Action("USE_KEYS", "Use the agent's keys.", _use_keys)],
-    models={"keyed": _keyed_models},
+    models=[ModelProvider("keyed", _keyed_models)],
 )
 
 
@@ -290,5 +291,5 @@ charting = Plugin(
         Action("SEND_CHART_SILENTLY", "Attaches without a reply.", _chart_without_words),
         Action("SEND_BAD_CHART", "Attaches a numeric url.", _chart_with_a_numeric_url),
     ],
-    models={"charting": _charting_models},
+    models=[ModelProvider("charting", _charting_models)],
 )

@@ -52,8 +52,11 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "recent_messages",
         "attachments",
         "action_state",
+        "providers",
         "actions",
     ]
+    silent = {a.name for a in plugins.actions.values() if a.silent}
+    assert silent == {"IGNORE", "NONE", "CONTINUE"}
     assert [e.name for e in plugins.evaluators] == ["reflection"]
     assert plugins.action("respond") is plugins.actions["REPLY"]
 

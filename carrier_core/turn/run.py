@@ -2,7 +2,7 @@
 
 The same step functions run one per Lambda in the cloud; here they are
 chained in a loop. A turn may take several decide steps when an action asks
-to continue, never more than `max_steps`.
+to continue, or the model asks for dynamic providers, never more than `max_steps`.
 
 `run_turn` is its room's runner in this process (`carrier_core.turn.schedule`):
 when its message finds the room free it answers every turn queued there, in order;
@@ -72,11 +72,10 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None
         while True:
             step = "decide"
             decided = decide(runtime, turn_id, number)
-            more = False
-            if decided.respond:
-                for index, name in enumerate(decided.decision.actions):
-                    step = f"act:{name}"
-                    more |= act(runtime, turn_id, index).continue_turn
+            more = decided.again  # the model asked for dynamic providers: decide with them
+            for index, name in enumerate(decided.to_run):
+                step = f"act:{name}"
+                more |= act(runtime, turn_id, index).continue_turn
             if not more or decided.step >= runtime.settings.max_steps:
                 break
             number = decided.step + 1
