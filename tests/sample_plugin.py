@@ -293,3 +293,54 @@ charting = Plugin(
     ],
     models=[ModelProvider("charting", _charting_models)],
 )
+
+
+# -- dynamic and private providers (tests/test_dynamic_providers.py, tests/test_emulated.py) --
+
+FORECAST = "Rain from 3 pm, 14 degrees."
+
+
+def _weather_now(ctx: TurnContext) -> ProviderResult:
+    return ProviderResult(FORECAST, {"forecast": "rain"})
+
+
+def _diary(ctx: TurnContext) -> ProviderResult:
+    return ProviderResult("The owner's dentist appointment is at 4 pm.")
+
+
+class ForecasterModel:
+    """Asks for the weather_now provider until its prompt shows it, then answers from it:
+    a model that needs a dynamic provider, with no state of its own (each decide step
+    may run in another process)."""
+
+    name = "forecaster"
+
+    def generate(self, request: ModelRequest) -> Generation:
+        if "# Weather now\n" in request.prompt:
+            forecast = request.prompt.split("# Weather now\n", 1)[1].splitlines()[0]
+            decision = Decision(actions=["REPLY"], text=f"Take an umbrella: {forecast}")
+        else:
+            decision = Decision(actions=["REPLY"], text="Let me look.", providers=["WEATHER_NOW"])
+        text = render_decision(decision)
+        return Generation(text=text, usage=Usage(1, 1), model=self.name)
+
+
+def _forecaster_models(character: object) -> ModelSet:
+    return ModelSet(small=OfflineModel(), large=ForecasterModel(), embedding=HashEmbedding())
+
+
+forecaster = Plugin(
+    name="forecaster",
+    providers=[
+        Provider(
+            "weather_now",
+            "The weather where the user is, now and today.",
+            _weather_now,
+            "Weather now",
+            55,
+            dynamic=True,
+        ),
+        Provider("diary", "The owner's diary.", _diary, "Diary", 56, private=True),
+    ],
+    models=[ModelProvider("forecaster", _forecaster_models)],
+)
