@@ -88,6 +88,12 @@ class Cut:
     #: Lines never cut (the conversation keeps its latest message).
     keep_lines: int = 0
 
+    def __post_init__(self) -> None:
+        if self.end not in ("tail", "head", "whole"):
+            raise ValueError(f"Cut.end must be 'tail', 'head' or 'whole', not {self.end!r}")
+        if self.keep_lines < 0:
+            raise ValueError(f"Cut.keep_lines must be 0 or more, not {self.keep_lines}")
+
 
 @dataclass(frozen=True)
 class Provider:

@@ -137,7 +137,7 @@ def _actions(ctx: TurnContext) -> ProviderResult:
     return ProviderResult("\n".join(lines), {"actions": [a.name for a in available]})
 
 
-def _providers(ctx: TurnContext) -> ProviderResult:
+def _dynamic_providers(ctx: TurnContext) -> ProviderResult:
     """The dynamic providers the model may name in `<providers>` to see them in a further
     decide step (private ones are never listed)."""
     offered = [p for p in ctx.plugins.providers if p.dynamic and not p.private]
@@ -234,9 +234,9 @@ PROVIDERS = [
         68,
     ),
     Provider(
-        "providers",
+        "dynamic_providers",
         "The extra context the agent may ask for.",
-        _providers,
+        _dynamic_providers,
         "Extra context you can ask for",
         69,
         cut=None,
