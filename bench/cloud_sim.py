@@ -73,7 +73,7 @@ from psycopg.rows import dict_row
 
 from carrier_core.character import Character
 from carrier_core.models import Generation, HashEmbedding, ModelRequest, ModelSet, OfflineModel
-from carrier_core.plugin import Plugin
+from carrier_core.plugin import ModelProvider, Plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 CHARACTER = ROOT / "characters" / "ada.json"
@@ -167,7 +167,7 @@ def stub_models(character: object) -> ModelSet:
 PLUGIN = Plugin(
     name=STUB_PROVIDER,
     description="A model of fixed latency answering as the offline model (bench/cloud_sim.py).",
-    models={STUB_PROVIDER: stub_models},
+    models=[ModelProvider(STUB_PROVIDER, stub_models)],
 )
 #: How the character names the plugin: this very module (`__main__` when run as a script),
 #: which the handlers, running in this process, import by that name.

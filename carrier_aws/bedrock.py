@@ -47,7 +47,7 @@ from carrier_core.models import (
 from carrier_core.models.errors import looks_like_context_overflow
 from carrier_core.models.schemas import task_tool
 from carrier_core.models.select import role_model
-from carrier_core.plugin import Plugin
+from carrier_core.plugin import ModelProvider, Plugin
 
 DEFAULT_LARGE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 DEFAULT_SMALL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -257,5 +257,27 @@ def bedrock_models(character: Character, settings: Settings, client: Any = None)
 plugin = Plugin(
     name="bedrock",
     description="Amazon Bedrock models (Converse API) and Titan Text Embeddings v2.",
-    models={"bedrock": bedrock_models},
+    models=[
+        ModelProvider(
+            "bedrock",
+            bedrock_models,
+            # On-demand list prices in us-east-1, US dollars per million tokens.
+            prices={
+                "anthropic.claude-3-5-haiku": (0.80, 4.00),
+                "anthropic.claude-3-5-sonnet": (3.00, 15.00),
+                "anthropic.claude-3-haiku": (0.25, 1.25),
+                "us.anthropic.claude-3-5-haiku": (0.80, 4.00),
+                "meta.llama3-1-8b-instruct": (0.22, 0.22),
+                "meta.llama3-1-70b-instruct": (0.72, 0.72),
+                "amazon.titan-text-express": (0.20, 0.60),
+                "amazon.titan-embed-text-v2": (0.02, 0.0),
+            },
+            context_windows={
+                "anthropic.claude": 200_000,
+                "us.anthropic.claude": 200_000,
+                "meta.llama3": 128_000,
+                "amazon.titan-text": 8_000,
+            },
+        )
+    ],
 )

@@ -63,7 +63,7 @@ def decided_frames(turn_id: uuid.UUID, decided: Decided) -> list[Frame]:
             "step": "decided",
             "decide_step": decided.step,
             "respond": decided.respond,
-            "actions": decided.decision.actions if decided.respond else [],
+            "actions": decided.to_run,
         }
     ]
 

@@ -1,6 +1,11 @@
 """What a plugin can add to an agent: actions, providers, evaluators, models, event
 handlers (`carrier_core.events`), services (`carrier_core.services`) and an `init` hook.
 
+Everything the runtime must know about a particular extension is declared on it here
+(an action that stays silent, a provider that is dynamic or private and how its prompt
+section is cut, a model provider's prices and context windows), never in the core's
+own lists. Plugin authors import from `carrier_core.sdk`.
+
 Plugins are found through the Python entry-point group `carrier.plugins`
 (plus `module:attribute` paths), by the names in a character's `plugins`
 list. ElizaOS characters name npm packages there; a name we cannot find is
@@ -16,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from carrier_core.events import EventHandler, EventType, check_events
 from carrier_core.services import Service
@@ -94,6 +99,9 @@ class Action:
     examples: tuple[tuple[str, str], ...] = ()
     #: Run only once a person approves (`carrier_core.turn.approval`): the turn waits.
     needs_approval: bool = False
+    #: Neither speaks nor does anything the user sees (IGNORE, NONE, CONTINUE): choosing
+    #: only silent actions in a conversation that must be answered still adds REPLY.
+    silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,26 @@ class ProviderResult:
     text: str = ""
     #: Named values for actions, evaluators and the turn's stored state.
     values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """How a provider's prompt section gives way when the decide prompt is over its token
+    budget. Sections are cut in ascending `order`; among equal orders the later section
+    (by position) goes first."""
+
+    order: int = 30
+    #: "tail" drops the last lines first (the least relevant of a ranked list), "head" the
+    #: first (the oldest messages), "whole" the section at once.
+    end: Literal["tail", "head", "whole"] = "whole"
+    #: Lines never cut (the conversation keeps its latest message).
+    keep_lines: int = 0
+
+    def __post_init__(self) -> None:
+        if self.end not in ("tail", "head", "whole"):
+            raise ValueError(f"Cut.end must be 'tail', 'head' or 'whole', not {self.end!r}")
+        if self.keep_lines < 0:
+            raise ValueError(f"Cut.keep_lines must be 0 or more, not {self.keep_lines}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +142,14 @@ class Provider:
     title: str = ""
     #: Providers are shown in the prompt in ascending position.
     position: int = 50
+    #: Not in the default state: runs only in a decide step after the model names it in
+    #: `<providers>` (the prompt lists the dynamic providers it may name).
+    dynamic: bool = False
+    #: Like dynamic, but never listed to the model: it runs only when named exactly
+    #: (by a character's template or instructions that know of it).
+    private: bool = False
+    #: How its section is cut to fit the prompt's budget; None: never cut.
+    cut: Cut | None = Cut()
 
 
 @dataclass(frozen=True)
@@ -143,15 +179,31 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class ModelProvider:
+    """A model set a plugin offers, chosen by `name` with the `model_provider` setting (or
+    a role's `name:model`), with what the runtime must know of its models: their prices
+    (for the usage ledger and the daily budget) and context windows (for the prompt's
+    budget). Both tables match a model by its longest listed name prefix, so dated versions
+    (gpt-4o-2024-08-06) take their family's values."""
+
+    name: str
+    #: Builds the set: `build(character)` or `build(character, settings)`.
+    build: ModelFactory
+    #: US dollars per million tokens (input, output); a model not listed costs nothing.
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: Context windows in tokens; a model not listed has `DEFAULT_CONTEXT_WINDOW`.
+    context_windows: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Plugin:
     name: str
     description: str = ""
     actions: Sequence[Action] = ()
     providers: Sequence[Provider] = ()
     evaluators: Sequence[Evaluator] = ()
-    #: Model sets by name, chosen with the `model_provider` setting. A factory takes the
-    #: character, and the runtime's settings too if it accepts a second argument.
-    models: Mapping[str, ModelFactory] = field(default_factory=dict)
+    #: The model sets it offers, each with its models' prices and context windows.
+    models: Sequence[ModelProvider] = ()
     #: What runs scheduled tasks, found by the name a task gives (`carrier_core.tasks`).
     task_workers: Sequence[TaskWorker] = ()
     #: The per-world settings the plugin reads.
@@ -243,39 +295,69 @@ class Plugins:
                 return action
         return None
 
+    def provider(self, name: str) -> Provider | None:
+        """A provider by name, ignoring case and punctuation as action names do (the model
+        may write ElizaOS's "WEATHER_NOW" for "weather_now")."""
+        wanted = _action_key(name)
+        return next((p for p in self.providers if _action_key(p.name) == wanted), None)
+
     def has_model_set(self, name: str) -> bool:
         """Whether `model_set(name, …)` can find that name (without building it)."""
-        if any(name in p.models for p in self.plugins):
+        if any(m.name == name for p in self.plugins for m in p.models):
             return True
-        try:
-            return name in _load_one(name).models
-        except Exception:
-            return False
+        return model_provider(name) is not None
 
     def model_set(
         self, name: str, character: Character, settings: Settings | None = None
     ) -> ModelSet:
         for plugin in reversed(self.plugins):
-            if name in plugin.models:
-                factory = plugin.models[name]
-                if _takes_settings(factory):
+            for offered in plugin.models:
+                if offered.name != name:
+                    continue
+                if _takes_settings(offered.build):
                     if settings is None:
                         from carrier_core.config import Settings
 
                         settings = Settings()
-                    return factory(character, settings)
-                return factory(character)
+                    return offered.build(character, settings)
+                return offered.build(character)
         # A provider not among the character's plugins may be a plugin of its own name
         # (`model_provider: bedrock` finds the `bedrock` plugin).
         if name not in {p.name for p in self.plugins}:
-            try:
-                extra = _load_one(name)
-            except Exception:
-                extra = None
-            if extra is not None and name in extra.models:
+            extra = _plugin_named(name)
+            if extra is not None and any(m.name == name for m in extra.models):
                 return Plugins((*self.plugins, extra)).model_set(name, character, settings)
-        known = sorted({n for p in self.plugins for n in p.models})
+        known = sorted({m.name for p in self.plugins for m in p.models})
         raise PluginError(f"no model provider named {name!r}; known: {', '.join(known)}")
+
+
+#: The model providers of every plugin loaded in this process, by name: where the prices
+#: and context windows of the models they offer are looked up.
+_model_providers: dict[str, ModelProvider] = {}
+
+
+def model_provider(name: str) -> ModelProvider | None:
+    """A model provider by name, among the plugins loaded in this process (bootstrap's
+    always), else offered by the installed plugin of the same name (`bedrock`)."""
+    _plugin_named("bootstrap")
+    if name not in _model_providers:
+        _plugin_named(name)
+    return _model_providers.get(name)
+
+
+def model_providers() -> list[ModelProvider]:
+    """Every model provider of the plugins loaded in this process (bootstrap's always)."""
+    _plugin_named("bootstrap")
+    return list(_model_providers.values())
+
+
+@cache
+def _plugin_named(name: str) -> Plugin | None:
+    """The plugin `name` loads to, once per process; None if it cannot be loaded."""
+    try:
+        return _load_one(name)
+    except Exception:
+        return None
 
 
 def _load_one(name: str) -> Plugin:
@@ -290,6 +372,13 @@ def _load_one(name: str) -> Plugin:
     plugin = loaded() if callable(loaded) and not isinstance(loaded, Plugin) else loaded
     if not isinstance(plugin, Plugin):
         raise PluginError(f"{name!r} is a {type(plugin).__name__}, not a carrier Plugin")
+    for offered in plugin.models:
+        if not isinstance(offered, ModelProvider):
+            raise PluginError(
+                f"plugin {plugin.name!r}: models must be ModelProvider(name, build, ...),"
+                f" not {type(offered).__name__}"
+            )
+        _model_providers[offered.name] = offered
     return plugin
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models import Generation, HashEmbedding, ModelRequest, ModelSet, OfflineModel
 from carrier_core.models.base import Usage
-from carrier_core.plugin import Action, ActionResult, Plugin
+from carrier_core.plugin import Action, ActionResult, ModelProvider, Plugin
 from carrier_core.turn.context import TurnContext
 
 #: What the action did, in order: the test's process runs the handlers, under the emulator too.
@@ -51,5 +51,5 @@ plugin = Plugin(
             needs_approval=True,
         )
     ],
-    models={"sending": _models},
+    models=[ModelProvider("sending", _models)],
 )

@@ -18,15 +18,16 @@ from carrier_core.models import (
 )
 from carrier_core.models import base as models_base
 from carrier_core.models.base import Usage
-from carrier_core.plugin import (
+from carrier_core.sdk import (
     Action,
     ActionResult,
     Evaluator,
+    ModelProvider,
     Plugin,
     Provider,
     ProviderResult,
+    TurnContext,
 )
-from carrier_core.turn.context import TurnContext
 
 
 def _explode(ctx: TurnContext, decision: Decision) -> ActionResult:
@@ -144,7 +145,7 @@ def _flaky_models(character: object) -> ModelSet:
     return ModelSet(small=OfflineModel(), large=FlakyModel(), embedding=HashEmbedding())
 
 
-flaky = Plugin(name="flaky", models={"flaky": _flaky_models})
+flaky = Plugin(name="flaky", models=[ModelProvider("flaky", _flaky_models)])
 
 
 # -- an evaluator that holds its turn's execution, for stopping it (tests/test_emulated.py) --
@@ -186,7 +187,7 @@ def _sluggish_models(character: object) -> ModelSet:
     return ModelSet(small=OfflineModel(), large=SluggishModel(), embedding=HashEmbedding())
 
 
-sluggish = Plugin(name="sluggish", models={"sluggish": _sluggish_models})
+sluggish = Plugin(name="sluggish", models=[ModelProvider("sluggish", _sluggish_models)])
 
 
 # -- a plugin that reads the agent's settings and secrets in a turn (tests/test_secrets.py) --
@@ -235,7 +236,7 @@ keyed = Plugin(
     name="keyed",
     providers=[Provider("keyed", "Reads the agent's settings.", _keyed_provider)],
     actions=[Action("USE_KEYS", "Use the agent's keys.", _use_keys)],
-    models={"keyed": _keyed_models},
+    models=[ModelProvider("keyed", _keyed_models)],
 )
 
 
@@ -290,5 +291,56 @@ charting = Plugin(
         Action("SEND_CHART_SILENTLY", "Attaches without a reply.", _chart_without_words),
         Action("SEND_BAD_CHART", "Attaches a numeric url.", _chart_with_a_numeric_url),
     ],
-    models={"charting": _charting_models},
+    models=[ModelProvider("charting", _charting_models)],
+)
+
+
+# -- dynamic and private providers (tests/test_dynamic_providers.py, tests/test_emulated.py) --
+
+FORECAST = "Rain from 3 pm, 14 degrees."
+
+
+def _weather_now(ctx: TurnContext) -> ProviderResult:
+    return ProviderResult(FORECAST, {"forecast": "rain"})
+
+
+def _diary(ctx: TurnContext) -> ProviderResult:
+    return ProviderResult("The owner's dentist appointment is at 4 pm.")
+
+
+class ForecasterModel:
+    """Asks for the weather_now provider until its prompt shows it, then answers from it:
+    a model that needs a dynamic provider, with no state of its own (each decide step
+    may run in another process)."""
+
+    name = "forecaster"
+
+    def generate(self, request: ModelRequest) -> Generation:
+        if "# Weather now\n" in request.prompt:
+            forecast = request.prompt.split("# Weather now\n", 1)[1].splitlines()[0]
+            decision = Decision(actions=["REPLY"], text=f"Take an umbrella: {forecast}")
+        else:
+            decision = Decision(actions=["REPLY"], text="Let me look.", providers=["WEATHER_NOW"])
+        text = render_decision(decision)
+        return Generation(text=text, usage=Usage(1, 1), model=self.name)
+
+
+def _forecaster_models(character: object) -> ModelSet:
+    return ModelSet(small=OfflineModel(), large=ForecasterModel(), embedding=HashEmbedding())
+
+
+forecaster = Plugin(
+    name="forecaster",
+    providers=[
+        Provider(
+            "weather_now",
+            "The weather where the user is, now and today.",
+            _weather_now,
+            "Weather now",
+            55,
+            dynamic=True,
+        ),
+        Provider("diary", "The owner's diary.", _diary, "Diary", 56, private=True),
+    ],
+    models=[ModelProvider("forecaster", _forecaster_models)],
 )

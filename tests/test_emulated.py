@@ -197,6 +197,30 @@ def test_the_state_machine_reaches_the_handlers_through_the_invoke_hook(
     }
 
 
+def test_a_dynamic_provider_the_model_names_makes_the_state_machine_decide_again(
+    emulator: Emulator, client: TestClient, runtime: Runtime, store: Store
+) -> None:
+    """The forecaster's model asks for `weather_now` (a dynamic provider) and answers once
+    its prompt shows it: the second decide step, another Lambda invocation, composes it
+    from the turn's stored state, and only the second step's actions run."""
+    agent = runtime.register_agent(
+        Character(
+            name="Forecaster",
+            plugins=["tests.sample_plugin:forecaster"],
+            settings={"model_provider": "forecaster"},
+        )
+    )
+    accepted = post(client, agent, "Do I need an umbrella?")
+    turn = wait_turn(client, accepted["turn_id"])
+    assert turn["status"] == "done", turn["error"]
+    assert [r["text"] for r in turn["replies"]] == [f"Take an umbrella: {sample_plugin.FORECAST}"]
+    emulator.drain()
+    steps = [s.step for s in store.turn_steps(uuid.UUID(accepted["turn_id"]))]
+    assert steps[:4] == ["ingest", "decide", "decide", "act:REPLY"]
+    assert emulator.invocations["LlmStepFunction"] == 3  # two decide steps, then evaluate
+    assert emulator.invocations["ActionExecFunction"] == 1
+
+
 def test_a_message_delivered_three_times_at_once_is_one_turn_and_one_reply(
     emulator: Emulator, client: TestClient, agent_id: uuid.UUID, store: Store
 ) -> None:
@@ -456,6 +480,7 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert decided == {
             "respond": True,
             "step": 1,
+            "again": False,
             "actions": [{"turn_id": turn_id, "message_id": EVENT_MESSAGE_ID, "index": 0}],
         }
         assert call("action_exec.json") == {

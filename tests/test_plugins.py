@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
+import types
 import uuid
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from carrier_core import Character, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models import ScriptedModel
-from carrier_core.plugin import PluginError, load_plugins
+from carrier_core.plugin import Cut, Plugin, PluginError, load_plugins
 from carrier_core.turn.act import FAILED_ACTION_REPLY
 
 
@@ -55,8 +57,11 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "recent_messages",
         "attachments",
         "action_state",
+        "dynamic_providers",
         "actions",
     ]
+    silent = {a.name for a in plugins.actions.values() if a.silent}
+    assert silent == {"IGNORE", "NONE", "CONTINUE"}
     assert [e.name for e in plugins.evaluators] == ["reflection"]
     assert plugins.action("respond") is plugins.actions["REPLY"]
 
@@ -225,3 +230,23 @@ def test_wrong_return_types_from_plugins_are_named_and_the_turn_goes_on(
     assert state["nested"] == {"a": 1}
     assert state["ids"] == [str(result.turn_id)]
     assert isinstance(state["when"], str)
+
+
+def test_extension_metadata_in_the_wrong_shape_is_named() -> None:
+    """A plugin still giving `models` as a {name: factory} mapping is skipped with the
+    shape it needs; a cut policy that cannot be applied fails where it is written."""
+    old_style = Plugin(name="old", models={"old": lambda character: None})  # type: ignore[arg-type]
+    sys.modules["tests.old_style_plugin"] = types.SimpleNamespace(plugin=old_style)  # type: ignore[assignment]
+    try:
+        plugins = load_plugins(("tests.old_style_plugin:plugin",))
+    finally:
+        del sys.modules["tests.old_style_plugin"]
+    assert dict(plugins.skipped)["tests.old_style_plugin:plugin"] == (
+        "plugin 'old': models must be ModelProvider(name, build, ...), not str"
+    )
+    with pytest.raises(
+        ValueError, match=r"Cut\.end must be 'tail', 'head' or 'whole', not 'middle'"
+    ):
+        Cut(end="middle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Cut\.keep_lines must be 0 or more, not -1"):
+        Cut(keep_lines=-1)

@@ -12,15 +12,23 @@ from carrier_core import Character, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, estimate_tokens
 from carrier_core.models import tokens as tk
+from carrier_core.plugin import Cut, load_plugins
 from carrier_core.store import Store
-from carrier_core.turn.prompt import compose
+from carrier_core.turn.prompt import Section, compose
 from tests.conftest import make_runtime
 
 TAIL = "# Task\nAnswer.\n\nFORMAT"
 
 
-def sections(**texts: str) -> list[tuple[str, str, str]]:
-    return [(name, name.title(), text) for name, text in texts.items()]
+def sections(**texts: str) -> list[Section]:
+    """Sections cut as bootstrap's providers of those names say (others by default)."""
+    plugins = load_plugins(())
+    return [
+        Section(name, name.title(), text, p.cut)
+        if (p := plugins.provider(name))
+        else Section(name, name.title(), text, Cut())
+        for name, text in texts.items()
+    ]
 
 
 def lines(prefix: str, n: int) -> str:
@@ -114,8 +122,14 @@ def test_tiktoken_counts_openai_models_when_its_encoding_loads(
 
 
 def test_context_windows_and_prices_match_by_prefix() -> None:
+    """As the model providers declare them: bootstrap's (OpenAI, Anthropic) always, a
+    plugin's once it is loaded (Bedrock's, found by its `bedrock:` prefix)."""
     from carrier_core.models.prices import estimate_cost
+    from carrier_core.models.select import split_spec
 
+    assert split_spec("bedrock:meta.llama3-1-8b-instruct-v1:0")[0] == "bedrock"
+    assert tk.context_window("meta.llama3-1-8b-instruct-v1:0") == 128_000
+    assert estimate_cost("meta.llama3-1-8b-instruct-v1:0", 10**6, 10**6) == pytest.approx(0.44)
     assert tk.context_window("gpt-4o-mini-2024-07-18") == 128_000
     assert tk.context_window("claude-3-5-haiku-latest") == 200_000
     assert tk.context_window("something-local") == tk.DEFAULT_CONTEXT_WINDOW

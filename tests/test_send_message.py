@@ -28,7 +28,7 @@ from carrier_core.models import (
     ScriptedModel,
 )
 from carrier_core.models.base import Usage
-from carrier_core.plugin import Action, ActionResult, OutgoingMessage, Plugin
+from carrier_core.plugin import Action, ActionResult, ModelProvider, OutgoingMessage, Plugin
 from carrier_core.store import Store
 from carrier_core.turn import act, run_turn
 from carrier_core.turn.context import TurnContext
@@ -268,11 +268,14 @@ class CourierModel:
 
 courier = Plugin(
     name="courier",
-    models={
-        "courier": lambda character: ModelSet(
-            small=CourierModel(), large=CourierModel(), embedding=HashEmbedding()
+    models=[
+        ModelProvider(
+            "courier",
+            lambda character: ModelSet(
+                small=CourierModel(), large=CourierModel(), embedding=HashEmbedding()
+            ),
         )
-    },
+    ],
 )
 
 

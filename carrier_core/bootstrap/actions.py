@@ -75,14 +75,18 @@ ACTIONS = [
         "Say nothing: the message is not for you, or the conversation is over.",
         _nothing,
         similes=("STOP", "STOP_TALKING", "NO_RESPONSE"),
+        silent=True,
     ),
-    Action("NONE", "Take no action beyond what you say.", _nothing, similes=("NO_ACTION",)),
+    Action(
+        "NONE", "Take no action beyond what you say.", _nothing, similes=("NO_ACTION",), silent=True
+    ),
     Action(
         "CONTINUE",
         "You have more to say or do after this: think again after this step.",
         _continue,
         validate=_steps_left,
         similes=("FOLLOW_UP", "ELABORATE", "KEEP_GOING"),
+        silent=True,
     ),
     Action(
         "FOLLOW_ROOM",

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from carrier_core.attachments import prompt_lines
 from carrier_core.memory import MemoryKind
-from carrier_core.plugin import Provider, ProviderResult
+from carrier_core.plugin import Cut, Provider, ProviderResult
 from carrier_core.turn.context import TurnContext
 
 
@@ -137,6 +137,14 @@ def _actions(ctx: TurnContext) -> ProviderResult:
     return ProviderResult("\n".join(lines), {"actions": [a.name for a in available]})
 
 
+def _dynamic_providers(ctx: TurnContext) -> ProviderResult:
+    """The dynamic providers the model may name in `<providers>` to see them in a further
+    decide step (private ones are never listed)."""
+    offered = [p for p in ctx.plugins.providers if p.dynamic and not p.private]
+    lines = [f"- {p.name}: {p.description}" for p in offered]
+    return ProviderResult("\n".join(lines), {"dynamic_providers": [p.name for p in offered]})
+
+
 def _action_results(ctx: TurnContext) -> ProviderResult:
     """What the actions of this turn's earlier steps did, for the next decide step (after
     CONTINUE) and later actions: each action's status, what it said, its data or error.
@@ -161,15 +169,23 @@ def _action_results(ctx: TurnContext) -> ProviderResult:
 
 
 PROVIDERS = [
-    Provider("character", "Who the agent is and how it speaks.", _character, "About you", 10),
-    Provider("time", "The current date and time.", _time, "Time", 20),
-    Provider("entities", "Who is in the room.", _entities, "Room", 30),
+    Provider(
+        "character",
+        "Who the agent is and how it speaks.",
+        _character,
+        "About you",
+        10,
+        cut=Cut(90, "tail"),
+    ),
+    Provider("time", "The current date and time.", _time, "Time", 20, cut=Cut(80)),
+    Provider("entities", "Who is in the room.", _entities, "Room", 30, cut=Cut(70, "tail")),
     Provider(
         "facts",
         "What the agent knows about the sender.",
         _facts,
         "What you know about the sender",
         40,
+        cut=Cut(50, "tail"),
     ),
     Provider(
         "relationships",
@@ -177,14 +193,32 @@ PROVIDERS = [
         _relationships,
         "Relationships",
         42,
+        cut=Cut(40, "tail"),
     ),
     Provider(
-        "knowledge", "Character knowledge relevant to the message.", _knowledge, "Knowledge", 45
+        "knowledge",
+        "Character knowledge relevant to the message.",
+        _knowledge,
+        "Knowledge",
+        45,
+        cut=Cut(20, "tail"),
     ),
     Provider(
-        "recall", "Older messages like the latest one.", _recall, "Earlier in this conversation", 50
+        "recall",
+        "Older messages like the latest one.",
+        _recall,
+        "Earlier in this conversation",
+        50,
+        cut=Cut(10, "tail"),
     ),
-    Provider("recent_messages", "The conversation so far.", _recent_messages, "Conversation", 60),
+    Provider(
+        "recent_messages",
+        "The conversation so far.",
+        _recent_messages,
+        "Conversation",
+        60,
+        cut=Cut(60, "head", keep_lines=1),
+    ),
     Provider(
         "attachments",
         "What the recent messages carry: files, images and links.",
@@ -199,5 +233,20 @@ PROVIDERS = [
         "Results of your actions so far in this turn",
         68,
     ),
-    Provider("actions", "The actions the agent can take.", _actions, "Actions you can take", 70),
+    Provider(
+        "dynamic_providers",
+        "The extra context the agent may ask for.",
+        _dynamic_providers,
+        "Extra context you can ask for",
+        69,
+        cut=None,
+    ),
+    Provider(
+        "actions",
+        "The actions the agent can take.",
+        _actions,
+        "Actions you can take",
+        70,
+        cut=None,
+    ),
 ]

@@ -1,8 +1,9 @@
 """The usage ledger: every model call written to Postgres, and the daily budget.
 
 Each call is one row of `model_calls`: agent, turn and step, provider, model, role,
-tokens in and out, latency, and its cost estimated from `prices.py`. A call that
-failed is recorded too, with its error, as are the providers a fallback passed over.
+tokens in and out, latency, and its cost estimated from its model provider's prices
+(`prices.py`). A call that failed is recorded too, with its error, as are the providers
+a fallback passed over.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 def _warn_unpriced(model: str) -> None:
     """Once per model: its calls are ledgered at $0, so a daily budget does not see them."""
     log.warning(
-        "no price for model %s in carrier_core/models/prices.py: its calls count as $0", model
+        "no price for model %s in its model provider's prices: its calls count as $0", model
     )
 
 

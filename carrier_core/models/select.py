@@ -29,6 +29,7 @@ from carrier_core.models.base import (
     TextModel,
 )
 from carrier_core.models.embedding import HashEmbedding
+from carrier_core.plugin import model_provider
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
@@ -40,9 +41,6 @@ OFFLINE = "offline"
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
 COMPATIBLE = "openai-compatible"
-BUILT_IN = (OFFLINE, OPENAI, ANTHROPIC, COMPATIBLE)
-#: Provider names a role's `provider:model` may start with (plugins may add more).
-KNOWN_PROVIDERS = {*BUILT_IN, "bedrock"}
 
 
 def _setting(settings: Settings, character: Character | None, name: str) -> Any:
@@ -82,9 +80,10 @@ def primary_provider(
 
 
 def split_spec(spec: str) -> tuple[str | None, str]:
-    """`provider:model` → (provider, model); a bare model (even `llama3:8b`) → (None, model)."""
+    """`provider:model` → (provider, model) when a plugin offers a model provider of that
+    name; a bare model (even `llama3:8b`) → (None, model)."""
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in KNOWN_PROVIDERS:
+    if sep and model_provider(prefix) is not None:
         return prefix, rest
     return None, spec
 

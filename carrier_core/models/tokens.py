@@ -1,4 +1,5 @@
 """Token counts and context windows, for composing prompts within a model's budget.
+Context windows are declared by the plugins' model providers (`carrier_core.plugin`).
 
 OpenAI models are counted with tiktoken when its encoding can be loaded. tiktoken
 downloads encodings on first use (cached under TIKTOKEN_CACHE_DIR); where that fails,
@@ -15,32 +16,19 @@ from functools import cache
 from typing import Any
 
 from carrier_core.models.base import estimate_tokens
+from carrier_core.plugin import model_providers
 
 log = logging.getLogger(__name__)
 
-#: Context windows in tokens, by longest name prefix.
-CONTEXT_WINDOWS: dict[str, int] = {
-    "gpt-4o": 128_000,
-    "gpt-4.1": 1_000_000,
-    "o4-mini": 200_000,
-    "gpt-3.5-turbo": 16_000,
-    "claude": 200_000,
-    "anthropic.claude": 200_000,
-    "us.anthropic.claude": 200_000,
-    "meta.llama3": 128_000,
-    "amazon.titan-text": 8_000,
-    "llama3": 8_000,
-    "carrier-offline": 1_000_000,
-}
 DEFAULT_CONTEXT_WINDOW = 8_000
 
 
 def context_window(model: str) -> int:
-    best = ""
-    for name in CONTEXT_WINDOWS:
-        if model.startswith(name) and len(name) > len(best):
-            best = name
-    return CONTEXT_WINDOWS[best] if best else DEFAULT_CONTEXT_WINDOW
+    """The model's context window as its model provider declares it (by longest name
+    prefix), else `DEFAULT_CONTEXT_WINDOW`."""
+    windows = {n: w for p in model_providers() for n, w in p.context_windows.items()}
+    best = max((name for name in windows if model.startswith(name)), key=len, default="")
+    return windows[best] if best else DEFAULT_CONTEXT_WINDOW
 
 
 #: How long to wait for tiktoken to load an encoding (it may try to download one; a

@@ -7,6 +7,13 @@ unanswered (`participation.py`: a muted room, a message for someone else) makes
 no model call at all.
 Output that cannot be parsed at all is answered with a safe reply and the
 error is recorded, so a confused model never silently drops a message.
+
+A decision that names dynamic (or private) providers this step's state did not have
+takes another decide step whose state has them (`Decided.again`), its own actions held
+back: what it would say was written without that context. Which providers the next
+step adds is kept in the turn's stored state (`ASKED_PROVIDERS`), so the next step may
+run in another process. The last step allowed (`max_steps`) never asks again: its
+decision stands.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from carrier_core.turn.templates import ShouldRespond
 from carrier_core.world import RoomKind
 
 SAFE_REPLY = "Sorry, I lost my train of thought there. Could you say that again?"
-#: Actions that neither speak nor do anything the user would see.
-_SILENT = {"IGNORE", "NONE", "CONTINUE"}
+#: The turn state's value recording the dynamic providers the model asked for: `next`,
+#: the names the next decide step adds to the default state; `again`, whether this step
+#: asked for providers it did not have.
+ASKED_PROVIDERS = "asked_providers"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,28 @@ class Decided:
     respond: bool
     #: Which decide step of the turn this was (1 for the first).
     step: int
+    #: The model asked for dynamic providers this step did not have: the turn decides
+    #: again with them, and this step's actions do not run.
+    again: bool = False
+
+    @property
+    def to_run(self) -> list[str]:
+        """The actions to run after this step: none when it is silent or decides again."""
+        return self.decision.actions if self.respond and not self.again else []
+
+
+def asked_providers(decision: Decision, plugins: Plugins) -> tuple[set[str], list[str]]:
+    """The dynamic and private providers the decision names (by their own names), and the
+    names that are no provider at all. Default providers named are already in the state."""
+    wanted: set[str] = set()
+    unknown: list[str] = []
+    for name in decision.providers:
+        provider = plugins.provider(name)
+        if provider is None:
+            unknown.append(name)
+        elif provider.dynamic or provider.private:
+            wanted.add(provider.name)
+    return wanted, unknown
 
 
 def settle(decision: Decision, always_answer: bool, plugins: Plugins) -> Decision:
@@ -48,8 +79,8 @@ def settle(decision: Decision, always_answer: bool, plugins: Plugins) -> Decisio
     Names and similes become the actions' own names, each once. Text with no
     REPLY is still said (REPLY goes first). Where the agent may stay silent (a group
     room it does not follow), IGNORE wins. Where it always answers (a direct
-    conversation, a followed room) IGNORE is overruled, and unless a known action other
-    than NONE/CONTINUE will act, REPLY is added.
+    conversation, a followed room) IGNORE is overruled, and unless a known action that is
+    not silent (NONE, CONTINUE: `Action.silent`) will act, REPLY is added.
     """
     actions: list[str] = []
     for name in decision.actions:
@@ -60,7 +91,7 @@ def settle(decision: Decision, always_answer: bool, plugins: Plugins) -> Decisio
     if not always_answer and "IGNORE" in actions:
         return decision.model_copy(update={"actions": ["IGNORE"], "text": ""})
     actions = [a for a in actions if a != "IGNORE"]
-    acting = [a for a in actions if a not in _SILENT and plugins.action(a) is not None]
+    acting = [a for a in actions if (known := plugins.action(a)) and not known.silent]
     if "REPLY" not in actions and (decision.text.strip() or (always_answer and not acting)):
         actions.insert(0, "REPLY")
     if not actions:
@@ -101,9 +132,11 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     """
     ctx = TurnContext.load(runtime, turn_id, "decide")
     number = step or ctx.turn.steps_taken + 1
+    asked = ctx.state.values.get(ASKED_PROVIDERS) or {}
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
         stored = Decision.model_validate(ctx.turn.decision)
-        return Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
+        respond = stored.actions != ["IGNORE"]
+        return Decided(stored, respond, ctx.turn.steps_taken, bool(asked.get("again")))
     if number == 1:
         emit(runtime, ctx.plugins, ctx.turn, EventType.RUN_STARTED)
     names = {ctx.agent_name, ctx.character.username or "", ctx.character.handle}
@@ -112,7 +145,8 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         return _unanswered(ctx, number, skipped)
     ctx.query_embedding()
     describe_images(ctx)  # before the providers, which show the descriptions
-    ctx.state = compose_state(ctx)
+    included = frozenset(asked.get("next", ()))
+    ctx.state = compose_state(ctx, included)
     request, composed = decide_request(ctx)
     status, detail = "ok", {}
     try:
@@ -137,6 +171,10 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         raise
     decision = settle(decision, always_answers(ctx.room), ctx.plugins)
     respond = decision.actions != ["IGNORE"]
+    wanted, unknown = asked_providers(decision, ctx.plugins)
+    new = sorted(wanted - included)
+    again = bool(new) and respond and number < runtime.settings.max_steps
+    ctx.state.values[ASKED_PROVIDERS] = {"next": sorted(included | wanted), "again": again}
     ctx.query_embedding()  # made before the providers ran; stored with the decision
     runtime.store.save_decision(
         turn_id,
@@ -161,10 +199,12 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             },
             **composed.record(),
             provider_errors=ctx.state.errors,
+            **({"providers_asked": new, "decides_again": again} if new else {}),
+            **({"unknown_providers": unknown} if unknown else {}),
             **detail,
         ),
     )
-    return Decided(decision=decision, respond=respond, step=number)
+    return Decided(decision=decision, respond=respond, step=number, again=again)
 
 
 def _unanswered(ctx: TurnContext, number: int, why: str) -> Decided:

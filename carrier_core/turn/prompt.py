@@ -2,12 +2,12 @@
 
 The prompt is composed within a token budget for the large model (the `context_tokens`
 setting, else its context window less room for the answer). When the providers' texts
-do not fit, they are cut by priority, never arbitrarily: recalled older messages first
-(least similar first), then knowledge, then other plugins' sections, then relationships
-(oldest first), then facts, then
-the conversation from its oldest message (the latest always stays), and last the
-character's description. The task and the answer format are never cut. What was cut
-is recorded with the decide step.
+do not fit, they are cut by priority, never arbitrarily: each provider says how its
+section gives way (`Provider.cut`). Bootstrap's cut recalled older messages first (least
+similar first), then knowledge, then other plugins' sections (by default), then
+relationships, then facts, then the conversation from its oldest message (the latest
+always stays), and last the character's description; the actions are never cut, nor
+are the task and the answer format. What was cut is recorded with the decide step.
 
 A character's `messageHandlerTemplate` replaces the task and the layout: the provider
 sections, composed within what the template leaves of the budget, go where it says
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.models.tokens import context_window, count_tokens
+from carrier_core.plugin import Cut
 from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import RoomKind
@@ -34,23 +35,19 @@ _FORMAT = """Answer in this XML form and nothing else:
 <text>what you say, if you say anything</text>
 </response>"""
 
-#: Sections cut first to last, and from which end: "tail" drops the last lines (the
-#: least relevant of a ranked list), "head" the first (the oldest messages). Sections
-#: not named here (other plugins') are dropped whole after knowledge; "actions" never.
-CUT_ORDER: tuple[tuple[str, str], ...] = (
-    ("recall", "tail"),
-    ("knowledge", "tail"),
-    ("*", "whole"),
-    ("relationships", "tail"),
-    ("facts", "tail"),
-    ("recent_messages", "head"),
-    ("entities", "tail"),
-    ("time", "whole"),
-    ("character", "tail"),
-)
-_KEEP = {"actions"}
 #: Room kept for the answer and for the estimate's error, in tokens.
 _ANSWER_MARGIN = 256
+
+
+@dataclass(frozen=True)
+class Section:
+    """One provider's part of the prompt, and how it gives way to fit the budget."""
+
+    name: str
+    title: str
+    text: str
+    #: None: never cut.
+    cut: Cut | None
 
 
 @dataclass
@@ -84,51 +81,42 @@ def prompt_budget(ctx: TurnContext) -> int:
     return max(512, window - settings.max_output_tokens - _ANSWER_MARGIN)
 
 
-def compose(sections: list[tuple[str, str, str]], tail: str, budget: int, model: str) -> Composed:
-    """Join (name, title, text) sections and the fixed `tail` within `budget` tokens."""
+def compose(sections: list[Section], tail: str, budget: int, model: str) -> Composed:
+    """Join the sections and the fixed `tail` within `budget` tokens, cutting sections by
+    their cut policies (ascending order; among equals the later section first)."""
 
     def count(text: str) -> int:
         return count_tokens(model, text)
 
-    lines = {name: text.splitlines() for name, _, text in sections}
+    lines = {s.name: s.text.splitlines() for s in sections}
     costs = {name: [count(line) + 1 for line in lines[name]] for name in lines}
-    headers = {name: count(f"# {title}\n") + 2 for name, title, _ in sections}
+    headers = {s.name: count(f"# {s.title}\n") + 2 for s in sections}
     fixed = count(tail)
     total = fixed + sum(headers[n] + sum(costs[n]) for n in lines if lines[n])
     cut: dict[str, int | str] = {}
 
-    def drop(name: str, how: str) -> None:
+    def drop(name: str, policy: Cut) -> None:
         nonlocal total
-        keep_last = name == "recent_messages"  # the latest message always stays
-        while total > budget and lines[name]:
-            if how == "whole" or (keep_last and len(lines[name]) == 1):
-                if keep_last:
-                    return
-                total -= headers[name] + sum(costs[name])
-                lines[name], costs[name] = [], []
-                cut[name] = "all"
-                return
-            index = 0 if how == "head" else -1
+        index = -1 if policy.end == "tail" else 0
+        whole = policy.end == "whole"
+        dropped = 0
+        while len(lines[name]) > policy.keep_lines and (whole or total > budget):
             lines[name].pop(index)
             total -= costs[name].pop(index)
-            if not lines[name]:
-                total -= headers[name]
-                cut[name] = "all"
-            else:
-                done = cut.get(name, 0)
-                cut[name] = done + 1 if isinstance(done, int) else done
+            dropped += 1
+        if not lines[name]:
+            total -= headers[name]
+            cut[name] = "all"
+        elif dropped:
+            cut[name] = dropped
 
-    named = {name for name, _ in CUT_ORDER}
-    for name, how in CUT_ORDER:
+    cuttable = [(s.cut.order, -i, s.name, s.cut) for i, s in enumerate(sections) if s.cut]
+    for _, _, name, policy in sorted(cuttable):
         if total <= budget:
             break
-        if name == "*":
-            others = [n for n, _, _ in sections if n not in named and n not in _KEEP]
-            for other in reversed(others):
-                drop(other, "whole")
-        elif name in lines:
-            drop(name, how)
-    parts = [f"# {title}\n" + "\n".join(lines[name]) for name, title, _ in sections if lines[name]]
+        if lines[name]:
+            drop(name, policy)
+    parts = [f"# {s.title}\n" + "\n".join(lines[s.name]) for s in sections if lines[s.name]]
     return Composed("\n\n".join([*parts, tail]), total, budget, cut)
 
 
@@ -164,7 +152,7 @@ def template_values(ctx: TurnContext) -> dict[str, str]:
 def compose_template(
     template: str,
     values: dict[str, str],
-    sections: list[tuple[str, str, str]],
+    sections: list[Section],
     budget: int,
     model: str,
 ) -> Composed:
@@ -184,8 +172,11 @@ def compose_template(
 
 def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
     """The decide step's request, and how its prompt was composed (recorded with the step)."""
-    titles = {p.name: p.title or p.name for p in ctx.plugins.providers}
-    sections = [(name, titles.get(name, name), text) for name, text in ctx.state.texts.items()]
+    providers = {p.name: p for p in ctx.plugins.providers}
+    sections = [
+        Section(name, providers[name].title or name, text, providers[name].cut)
+        for name, text in ctx.state.texts.items()
+    ]
     system = ctx.character.system or f"You are {ctx.agent_name}. Stay in character."
     model = ctx.models.large.name
     budget = prompt_budget(ctx) - count_tokens(model, system)

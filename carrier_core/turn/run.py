@@ -2,8 +2,9 @@
 
 The same step functions run one per Lambda in the cloud; here they are
 chained in a loop that moves as the step table (`steps.py`) allows. A turn may take
-several decide steps when an action asks to continue, never more than `max_steps`;
-it pauses, keeping its room, while an action waits for approval.
+several decide steps when an action asks to continue, or the model asks for dynamic
+providers, never more than `max_steps`; it pauses, keeping its room, while an action
+waits for approval.
 
 `run_turn` is its room's runner in this process (`carrier_core.turn.schedule`):
 when its message finds the room free it answers every turn queued there, in order;
@@ -87,10 +88,12 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool
         while True:
             if here is S.DECIDE:
                 decided = decide(runtime, turn_id, number)
-                number, actions, index, more = decided.step, 0, 0, False
-                if decided.respond and decided.decision.actions:
-                    actions = len(decided.decision.actions)
+                number, index, more = decided.step, 0, decided.again
+                actions = len(decided.to_run)
+                if actions:
                     there = S.ACT
+                elif more and number < runtime.settings.max_steps:
+                    number, there = number + 1, S.DECIDE  # dynamic providers were asked for
                 else:
                     there = S.EVALUATE
             elif here is S.ACT:

@@ -1,5 +1,7 @@
 """Composing state: run the providers side by side, each within a time limit.
 
+The default state is every provider that is neither dynamic nor private; those run
+only in a decide step after the model named them in `<providers>` (`turn/decide.py`).
 A provider that raises, returns something other than a `ProviderResult`, or
 runs past `provider_timeout_s` is left out of the prompt and named in the
 step's history; the turn goes on without it.
@@ -71,9 +73,12 @@ def _pool() -> _Workers:
         return _workers
 
 
-def compose_state(ctx: TurnContext) -> State:
+def compose_state(ctx: TurnContext, asked: frozenset[str] = frozenset()) -> State:
+    """Run the default providers, and the dynamic and private ones named in `asked`."""
     workers = _pool()
-    providers = ctx.plugins.providers
+    providers = [
+        p for p in ctx.plugins.providers if not (p.dynamic or p.private) or p.name in asked
+    ]
     futures = [workers.submit(partial(p.get, ctx)) for p in providers]
     timeout = ctx.runtime.settings.provider_timeout_s
     wait(futures, timeout=timeout)

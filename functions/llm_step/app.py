@@ -19,11 +19,11 @@ def handler(event: dict, context: object) -> dict:
             decided = decide(runtime(), turn_id, int(event["step"]))
             push_turn(runtime(), turn_id, lambda: decided_frames(turn_id, decided))
             send_metrics({"Decisions": (MetricUnit.Count, 1)}, ids)
-            actions = decided.decision.actions if decided.respond else []
             return {
                 "respond": decided.respond,
                 "step": decided.step,
-                "actions": [{**ids, "index": i} for i in range(len(actions))],
+                "again": decided.again,
+                "actions": [{**ids, "index": i} for i in range(len(decided.to_run))],
             }
         if event["op"] == "evaluate":
             return {"ran": evaluate(runtime(), turn_id)}
