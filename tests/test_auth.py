@@ -65,6 +65,7 @@ class World:
             "document_id": self.document_id,
             "key_id": str(self.key_id),
             "webhook_id": self.webhook_id,
+            "task_id": str(uuid.UUID(int=0)),  # no such task: the route still checks the caller
             "model": self.agent_id,  # OpenAI's name for an agent
         }
 

@@ -1,6 +1,7 @@
 """The bootstrap plugin: the actions, providers and evaluator every agent has."""
 
 from carrier_core.bootstrap.actions import ACTIONS
+from carrier_core.bootstrap.choice import CHOICE_PROVIDER, CHOOSE_OPTION
 from carrier_core.bootstrap.messaging import MESSAGING_ACTIONS
 from carrier_core.bootstrap.providers import PROVIDERS
 from carrier_core.bootstrap.reflection import REFLECTION
@@ -35,10 +36,10 @@ plugin = Plugin(
     name="bootstrap",
     description=(
         "Core conversation: reply, ignore, continue; messages to other rooms; roles, world"
-        " settings and what is known of people; context providers; reflection."
+        " settings and what is known of people; choices; context providers; reflection."
     ),
-    actions=[*ACTIONS, *ROLE_ACTIONS, *MESSAGING_ACTIONS, *SETTINGS_ACTIONS],
-    providers=[*PROVIDERS, SETTINGS_PROVIDER],
+    actions=[*ACTIONS, *ROLE_ACTIONS, *MESSAGING_ACTIONS, *SETTINGS_ACTIONS, CHOOSE_OPTION],
+    providers=[*PROVIDERS, SETTINGS_PROVIDER, CHOICE_PROVIDER],
     evaluators=[REFLECTION],
     models=[
         ModelProvider(

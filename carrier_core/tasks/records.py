@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json, storable
 from carrier_core.store import NotFound, Store
-from carrier_core.tasks.workers import UPDATE_INTERVAL, Task, TaskStatus
+from carrier_core.tasks.workers import AWAITING_CHOICE, UPDATE_INTERVAL, Task, TaskStatus
 
 #: Longest worker name, description and tag.
 MAX_NAME_CHARS = 100
@@ -157,3 +157,14 @@ def delete_task(store: Store, agent_id: uuid.UUID, task_id: uuid.UUID) -> bool:
             "DELETE FROM tasks WHERE id = %s AND agent_id = %s", (task_id, agent_id)
         ).rowcount
     return deleted > 0
+
+
+def tasks_awaiting_choice(store: Store, agent_id: uuid.UUID, room_id: uuid.UUID) -> list[Task]:
+    """The agent's tasks in the room that wait for someone to choose an option."""
+    with store.connection() as conn:
+        rows = conn.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = %s AND room_id = %s"
+            " AND %s = ANY(tags) ORDER BY created_at, id",
+            (agent_id, room_id, AWAITING_CHOICE),
+        ).fetchall()
+    return [task_from_row(row) for row in rows]

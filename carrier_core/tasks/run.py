@@ -27,7 +27,13 @@ from datetime import UTC, datetime
 
 from carrier_core.runtime import Runtime
 from carrier_core.tasks.records import TASK_COLUMNS, task_from_row, unknown_worker
-from carrier_core.tasks.workers import Task, TaskContext, TaskResult, TaskStatus
+from carrier_core.tasks.workers import (
+    AWAITING_CHOICE,
+    Task,
+    TaskContext,
+    TaskResult,
+    TaskStatus,
+)
 from carrier_core.turn.ingest import IncomingMessage, Ingested, ingest
 
 log = logging.getLogger(__name__)
@@ -49,8 +55,9 @@ def claim_due(
     with runtime.store.transaction() as conn:
         row = conn.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE status = 'pending' AND due_at <= %s"
-            " AND NOT id = ANY(%s) ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-            (now, list(passed_over)),
+            " AND NOT id = ANY(%s) AND NOT %s = ANY(tags)"
+            " ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            (now, list(passed_over), AWAITING_CHOICE),
         ).fetchone()
         if row is None:
             return None

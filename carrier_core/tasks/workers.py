@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 #: ElizaOS's metadata key for a repeating task's period, in milliseconds.
 UPDATE_INTERVAL = "updateInterval"
+#: ElizaOS's tag of a task that waits for someone to choose an option (CHOOSE_OPTION,
+#: `carrier_core.bootstrap.choice`): never run by the scheduler.
+AWAITING_CHOICE = "AWAITING_CHOICE"
 
 
 class TaskStatus(StrEnum):
@@ -71,6 +74,8 @@ class TaskContext:
     runtime: Runtime
     task: Task
     character: Character
+    #: The option a person chose, for a task that awaited a choice; None otherwise.
+    option: str | None = None
 
 
 @dataclass(frozen=True)
