@@ -7,23 +7,30 @@ sweep expires approvals)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from websockets.sync.client import connect
 
 from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
 from carrier_core.api import create_app
 from carrier_core.store import Store
-from carrier_core.tenants import create_key
+from carrier_core.tenants import create_key, dev_key_file
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import approval_plugin
 from tests.conftest import TenantKey, make_runtime, run_inline
+from tests.dev_server import carrier_dev, offline_environment
 from tests.jwks import AUDIENCE, ISSUER, serve_jwks
+from tests.test_webhooks import Receiver, assert_signed, register, serving
+from tests.test_websocket import WAIT_S, frames_until_done, serve, url
 
 AGENT = Character(
     name="Penny",
@@ -256,3 +263,82 @@ def test_the_state_machine_waits_on_a_task_token_until_approved_rejected_or_expi
     assert sent == ["send 3 euros to Bo"]
     emulator.drain()
     assert all(e["status"] == "SUCCEEDED" for e in emulator.executions()), runner
+
+
+def test_the_request_reaches_the_rooms_sockets_and_the_agents_webhooks(
+    database_url: str, store: Store, runtime: Runtime, sent: list[str]
+) -> None:
+    agent = runtime.register_agent(AGENT)
+    key = create_key(store, LOCAL_TENANT_ID).secret
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+    with (
+        serving(Receiver()) as receiver,
+        Emulator(database_url, environment=environment, retry_interval_scale=0.01) as emulator,
+        serve(emulator) as server,
+    ):
+        client = TestClient(emulator.app, headers={"Authorization": f"Bearer {key}"})
+        made = register(client, agent, receiver.url())
+        with connect(url(server, agent, "w", key)) as socket:
+            socket.send(
+                json.dumps({"action": "sendMessage", "text": "send 9 euros", "sender": "sam"})
+            )
+            frames = []
+            while not frames or frames[-1]["type"] != "turn.awaiting_approval":
+                frames.append(json.loads(socket.recv(timeout=WAIT_S)))
+            asking = frames[-1]
+            turn_id = asking["turn_id"]
+            assert asking["approval"]["action"] == "SEND_FUNDS"
+            assert asking["approval"]["status"] == "pending"
+            [received] = receiver.wait_for(1, timeout=15)
+            payload = assert_signed(made["secret"], received)
+            assert payload["type"] == "approval.requested" and payload["turn_id"] == turn_id
+            assert payload["approval"]["id"] == asking["approval"]["id"]
+
+            assert answer(client, turn_id, True).status_code == 200
+            rest = frames_until_done(socket)
+        replies = [f["text"] for f in rest if f["type"] == "reply"]
+        assert replies == ["The money is on its way."] and sent == ["send 9 euros"]
+        [reply] = receiver.wait_for(2, timeout=15)[1:]
+        assert assert_signed(made["secret"], reply)["type"] == "reply"
+
+
+def test_approved_rejected_and_expired_under_carrier_dev(
+    database_url: str, store: Store, tmp_path: Path
+) -> None:
+    """As a developer meets it: `carrier dev` (the state machine on moto, the turn sweep on its
+    schedule) and plain HTTP."""
+    character = tmp_path / "penny.json"
+    character.write_text(AGENT.model_dump_json(exclude_defaults=True))
+    env = offline_environment(
+        DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path), CARRIER_APPROVAL_TIMEOUT_S="2"
+    )
+    args = ("--character", str(character), "--schedule-interval", "0.5")
+    with carrier_dev(env, tmp_path / "dev.log", *args) as dev:
+        key = dev_key_file(tmp_path).read_text().strip()
+        http = httpx.Client(base_url=dev.base, headers={"Authorization": f"Bearer {key}"})
+
+        def wait(turn_id: str, *statuses: str) -> dict[str, Any]:
+            deadline = time.monotonic() + 20
+            while (turn := http.get(f"/v1/turns/{turn_id}").json())["status"] not in statuses:
+                assert time.monotonic() < deadline, turn
+                time.sleep(0.05)
+            found: dict[str, Any] = turn
+            return found
+
+        turns = {}
+        for room in ("yes", "no", "late"):
+            posted = http.post(
+                f"/v1/agents/penny/rooms/{room}/messages",
+                json={"text": f"send 1 euro ({room})", "sender": "grace"},
+            )
+            assert posted.status_code == 202, posted.text
+            turns[room] = posted.json()["turn_id"]
+            assert wait(turns[room], "awaiting_approval")["approval"]["action"] == "SEND_FUNDS"
+        for room, approve in (("yes", True), ("no", False)):
+            answered = http.post(f"/v1/turns/{turns[room]}/approval", json={"approve": approve})
+            assert answered.status_code == 200, answered.text
+        done = {room: wait(turn_id, "done", "failed") for room, turn_id in turns.items()}
+    assert [r["text"] for r in done["yes"]["replies"]] == ["The money is on its way."]
+    assert done["no"]["replies"] == [] and done["no"]["approval"]["status"] == "rejected"
+    assert done["late"]["replies"] == [] and done["late"]["approval"]["status"] == "expired"
+    assert all(turn["status"] == "done" for turn in done.values())

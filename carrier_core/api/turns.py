@@ -142,7 +142,7 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
         turn_id=turn.id,
         agent_id=turn.agent_id,
         message_id=turn.message_id,
-        status=approval.turn_status(store, answering),
+        status=approval.turn_status(answering, approvals[-1] if approvals else None),
         error=answering.error,
         answered_by=turn.answered_by,
         replies=[

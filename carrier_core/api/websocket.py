@@ -41,6 +41,9 @@ reports one of ElizaOS's events names it in `event` too (`carrier_core.frames`):
   (SEND_MESSAGE), with that turn's id;
 - `{"type": "turn.progress", "turn_id", "step": "action", "action", "event":
   "ACTION_COMPLETED", "error"?}`;
+- `{"type": "turn.awaiting_approval", "turn_id", "approval"}`: an action waits for a
+  person's answer (`POST /v1/turns/{turn_id}/approval`); `{"type": "turn.approval",
+  "turn_id", "approval"}` when the sweep expired it;
 - `{"type": "turn.done", "event": "RUN_ENDED", "turn_id"}` or `{"type": "turn.failed",
   "event": "RUN_ENDED", "turn_id", "error"}`;
   with `"answered_by"` for a turn another turn answered (an agent that coalesces double

@@ -212,9 +212,9 @@ def expire_due(store: Store, limit: int = 100) -> list[tuple[Approval, str | Non
     return [(_approval(r), r["task_token"]) for r in rows]
 
 
-def turn_status(store: Store, turn: TurnRecord) -> str:
-    """The turn's status as clients see it: a running turn whose action waits for an
-    answer is `awaiting_approval`."""
-    if turn.status == "running" and pending(store, turn.id) is not None:
+def turn_status(turn: TurnRecord, latest: Approval | None) -> str:
+    """The turn's status as clients see it, given its latest approval request: a running
+    turn whose action waits for an answer is `awaiting_approval`."""
+    if turn.status == "running" and latest is not None and latest.status == PENDING:
         return "awaiting_approval"
     return turn.status

@@ -70,7 +70,7 @@ def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False
     return TurnResult(
         turn_id=turn_id,
         message_id=record.message_id,
-        status=approval.turn_status(runtime.store, record),
+        status=approval.turn_status(record, approval.pending(runtime.store, record.id)),
         replies=[m for m in said if m.room_id == record.room_id],
         error=record.error,
         duplicate=duplicate,
