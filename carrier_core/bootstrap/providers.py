@@ -147,24 +147,24 @@ def _dynamic_providers(ctx: TurnContext) -> ProviderResult:
 
 def _action_results(ctx: TurnContext) -> ProviderResult:
     """What the actions of this turn's earlier steps did, for the next decide step (after
-    CONTINUE) and later actions: each action's status, what it said, its data or error.
+    CONTINUE): each action's status, what it said, its text, values and data, or its error.
     The first decide step of a turn has none, and reads nothing."""
     if ctx.turn.steps_taken == 0:
         return ProviderResult()
-    done = [s for s in ctx.runtime.store.turn_steps(ctx.turn.id) if s.step.startswith("act:")]
-    lines, results = [], []
-    for step in done:
-        action = step.step.removeprefix("act:")
-        said = len(step.detail.get("reply_ids", []))
-        line = f"- {action} ({step.status})"
-        if said:
+    results = ctx.action_results()
+    lines = []
+    for result in results:
+        line = f"- {result['action']} ({result['status']})"
+        if said := len(result.get("reply_ids", [])):
             line += f": said {said} message(s)"
-        if step.detail.get("data"):
-            line += f"; data: {json.dumps(step.detail['data'], default=str)[:1000]}"
-        if step.detail.get("error") or step.detail.get("reason"):
-            line += f"; {step.detail.get('error') or step.detail.get('reason')}"
+        if result.get("text"):
+            line += f"; {result['text']}"
+        for key in ("values", "data"):
+            if result.get(key):
+                line += f"; {key}: {json.dumps(result[key], default=str)[:1000]}"
+        if result.get("error") or result.get("reason"):
+            line += f"; {result.get('error') or result.get('reason')}"
         lines.append(line)
-        results.append({"action": action, "status": step.status, **step.detail})
     return ProviderResult("\n".join(lines), {"action_results": results})
 
 

@@ -194,6 +194,17 @@ class TurnContext:
             )
         return self._attachment_messages
 
+    def action_results(self) -> list[dict[str, Any]]:
+        """What the turn's actions did so far, in order (earlier decide steps' and this
+        step's earlier ones): each `{"action", "status", "text"?, "values"?, "data"?,
+        "error"?, "reply_ids", ...}` as its step recorded it. Read when asked: one query."""
+        steps = self.runtime.store.turn_steps(self.turn.id)
+        return [
+            {"action": s.step.removeprefix("act:"), "status": s.status, **s.detail}
+            for s in steps
+            if s.step.startswith("act:")
+        ]
+
     def step_record(
         self, step: str, status: str = "ok", *, key: str | None = None, **detail: Any
     ) -> StepRecord:
