@@ -44,6 +44,7 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "UNMUTE_ROOM",
         "SEND_MESSAGE",
         "UPDATE_SETTINGS",
+        "CHOOSE_OPTION",
     } <= set(plugins.actions)
     assert [p.name for p in plugins.providers] == [
         "character",
@@ -56,6 +57,7 @@ def test_bootstrap_gives_the_core_actions_providers_and_reflection() -> None:
         "recall",
         "recent_messages",
         "attachments",
+        "choice",
         "action_state",
         "dynamic_providers",
         "actions",
