@@ -13,6 +13,7 @@ import json
 import logging
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from carrier_aws.push import push_turn
@@ -70,6 +71,6 @@ def expire(runtime: Runtime, sfn: Any) -> int:
     """The sweep's part: expire the approvals whose time ran out and wake their turns."""
     expired = approval.expire_due(runtime.store)
     for settled, token in expired:
-        push_turn(runtime, settled.turn_id, lambda settled=settled: approval_frames(settled))
+        push_turn(runtime, settled.turn_id, partial(approval_frames, settled))
         wake(sfn, settled, token)
     return len(expired)
