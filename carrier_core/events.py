@@ -135,21 +135,29 @@ def emit(
 
 
 def emit_for(
-    runtime: Runtime, turn_id: uuid.UUID, events: Sequence[tuple[EventType, dict[str, Any]]]
+    runtime: Runtime,
+    turn_id: uuid.UUID,
+    plugin_names: Sequence[str],
+    events: Sequence[tuple[EventType, dict[str, Any]]],
 ) -> None:
-    """Fire `events` in order for a turn no step has loaded (at ingest and at its end): its
-    agent's plugins are read first (one query). What is reported is stored already, so a
-    failure to read them is logged, not raised: the message was taken, the turn ended."""
+    """Fire `events` in order for a turn no step has loaded (at ingest and at its end),
+    whose agent's character names `plugin_names` (read with the turn's row). Only if one of
+    those plugins handles one of the events is the turn read (one query). What is reported
+    is stored already, so a failure is logged, not raised: the message was taken, the turn
+    ended."""
     try:
-        turn, _, character, _, _ = runtime.store.turn_scene(turn_id)
-        plugins = runtime.plugins_for(character)
+        named = runtime.plugins_named(plugin_names)
+        if not any(named.event_handlers(kind) for kind, _ in events):
+            return
+        scene = runtime.store.turn_scene(turn_id)
+        plugins = runtime.plugins_for(scene.character)
     except Exception:
         log.exception(
             "the %s events of turn %s did not fire", "/".join(k for k, _ in events), turn_id
         )
         return
     for kind, data in events:
-        emit(runtime, plugins, turn, kind, **data)
+        emit(runtime, plugins, scene.turn, kind, **data)
 
 
 def _record_failure(
@@ -188,6 +196,7 @@ def run_ended(
     emit_for(
         runtime,
         turn_id,
+        end.plugins,
         [
             *([(EventType.RUN_TIMEOUT, {"error": error})] if timed_out else []),
             (EventType.RUN_ENDED, ended),

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from carrier_core.character import SECRET, Character, CharacterError, SecretPath, secret_location
@@ -80,6 +80,11 @@ class Runtime:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def plugins_named(self, names: Sequence[str]) -> Plugins:
+        """The plugins of these names (as a character lists them), without running their
+        inits: enough to see what they declare."""
+        return load_plugins(tuple(names))
 
     def plugins_for(self, character: Character) -> Plugins:
         """The character's plugins, each plugin's `init` run first if it has not run in this

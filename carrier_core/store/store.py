@@ -217,6 +217,42 @@ class TurnEnd:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    #: The plugins its agent's character names (for the events of its end: read with it).
+    plugins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What a step starts from (`Store.turn_scene`)."""
+
+    turn: TurnRecord
+    message: Memory
+    character: Character
+    room: Room
+    #: The sender's name, as the agent knows them.
+    sender: str
+    #: The act step's record when the action asked for ran already; None otherwise.
+    done: TurnStep | None = None
+
+
+@dataclass(frozen=True)
+class StartedTurn:
+    """A message's turn as ingest finds it."""
+
+    id: uuid.UUID
+    #: Made now (not found: the message came before).
+    created: bool
+    status: str
+    #: The plugins its agent's character names (for the events of ingest: read with it).
+    plugins: tuple[str, ...]
+
+
+#: The plugin names of a turn's agent, for a RETURNING or SELECT over `turns`.
+_AGENT_PLUGINS = (
+    "(SELECT coalesce(array(SELECT jsonb_array_elements_text(CASE WHEN"
+    " jsonb_typeof(a.character -> 'plugins') = 'array' THEN a.character -> 'plugins'"
+    " ELSE '[]' END)), '{}') FROM agents a WHERE a.id = turns.agent_id) AS plugins"
+)
 
 
 @dataclass(frozen=True)
@@ -300,6 +336,9 @@ _MEMORY_COLUMNS = (
     "id, seq, agent_id, entity_id, room_id, world_id, kind, content, dedupe_key, metadata,"
     " created_at"
 )
+
+#: The same, of `memories m` in a join.
+_M_MEMORY_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
 
 
 class Store:
@@ -1173,13 +1212,26 @@ class Store:
             )
 
     def unembedded(self, agent_id: uuid.UUID, limit: int) -> list[Memory]:
+        return self.embedding_work(agent_id, limit)[0]
+
+    def embedding_work(
+        self, agent_id: uuid.UUID, limit: int, *, with_character: bool = False
+    ) -> tuple[list[Memory], Character | None]:
+        """The agent's oldest memories without an embedding; `with_character`: its character
+        too, read in the same statement (the embedding model is the character's to choose),
+        None when nothing waits."""
+        character = "a.character" if with_character else "NULL::jsonb AS character"
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
-                " AND embedding IS NULL ORDER BY seq LIMIT %s",
+                f"SELECT {_M_MEMORY_COLUMNS}, {character}"
+                " FROM memories m JOIN agents a ON a.id = m.agent_id WHERE m.agent_id = %s"
+                " AND m.embedding IS NULL ORDER BY m.seq LIMIT %s",
                 (agent_id, limit),
             ).fetchall()
-        return [_memory(row) for row in rows]
+        found = None
+        if rows and rows[0]["character"] is not None:
+            found = parse_character(rows[0]["character"], source=f"agent {agent_id}")
+        return [_memory(row) for row in rows], found
 
     def count_unembedded(self, agent_id: uuid.UUID) -> int:
         """How many of the agent's memories wait for an embedding (a progress bar's total)."""
@@ -1235,25 +1287,25 @@ class Store:
 
     # -- turns ----------------------------------------------------------------
 
-    def start_turn(self, turn_id: uuid.UUID, message: Memory) -> tuple[uuid.UUID, bool, str]:
+    def start_turn(self, turn_id: uuid.UUID, message: Memory) -> StartedTurn:
         """Create the turn for a message, queued; or find the one it already has, queued
-        again if it had failed (the message came again: a new attempt). Returns the turn's
-        id, whether it was made now, and its status."""
+        again if it had failed (the message came again: a new attempt)."""
         assert message.room_id is not None, "a turn answers a message in a room"
         with self.connection() as conn:
             row = conn.execute(
                 "INSERT INTO turns (id, agent_id, room_id, message_id, status)"
                 " VALUES (%s, %s, %s, %s, 'queued') ON CONFLICT (message_id) DO UPDATE"
                 " SET status = 'queued', error = NULL, attempts = 0, updated_at = now()"
-                " WHERE turns.status = 'failed' RETURNING id, status",
+                f" WHERE turns.status = 'failed' RETURNING id, status, {_AGENT_PLUGINS}",
                 (turn_id, message.agent_id, message.room_id, message.id),
             ).fetchone()
             if row is None:
                 row = conn.execute(
-                    "SELECT id, status FROM turns WHERE message_id = %s", (message.id,)
+                    f"SELECT id, status, {_AGENT_PLUGINS} FROM turns WHERE message_id = %s",
+                    (message.id,),
                 ).fetchone()
         assert row is not None
-        return row["id"], row["id"] == turn_id, row["status"]
+        return StartedTurn(row["id"], row["id"] == turn_id, row["status"], tuple(row["plugins"]))
 
     def turn(self, turn_id: uuid.UUID) -> TurnRecord:
         with self.connection() as conn:
@@ -1305,7 +1357,8 @@ class Store:
                 f" WHERE t.id = %s AND t.status IN {UNFINISHED_SQL}"
                 " RETURNING t.message_id, t.status,"
                 " extract(epoch FROM now() - t.created_at)::float8 AS seconds, c.calls,"
-                " c.input_tokens, c.output_tokens, c.cost_usd",
+                " c.input_tokens, c.output_tokens, c.cost_usd,"
+                f" {_AGENT_PLUGINS.replace('turns.agent_id', 't.agent_id')}",
                 ("failed" if error else "done", error, turn_id, turn_id),
             ).fetchone()
         if row is None:
@@ -1318,6 +1371,7 @@ class Store:
             input_tokens=int(row["input_tokens"]),
             output_tokens=int(row["output_tokens"]),
             cost_usd=float(row["cost_usd"]),
+            plugins=tuple(row["plugins"]),
         )
 
     def record_step(self, turn_id: uuid.UUID, record: StepRecord) -> None:
@@ -1390,10 +1444,11 @@ class Store:
             ).fetchone()
         return None if row is None else TurnStep(**row)
 
-    def turn_scene(self, turn_id: uuid.UUID) -> tuple[TurnRecord, Memory, Character, Room, str]:
+    def turn_scene(self, turn_id: uuid.UUID, *, act_index: int | None = None) -> Scene:
         """Everything a step needs to start, in one round trip: the turn, its message
         (without its embedding, which only decide needs and makes itself), the agent's
-        character, the room and the sender's name."""
+        character, the room and the sender's name; with `act_index`, the act step's record
+        if that action of the latest decision ran already (a retried invocation)."""
         with self.connection() as conn:
             row = conn.execute(
                 "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
@@ -1402,11 +1457,14 @@ class Store:
                 " m.dedupe_key, m.metadata, m.created_at, a.character,"
                 " r.world_id AS r_world_id, r.name AS r_name, r.kind AS r_kind,"
                 " r.source AS r_source, r.metadata AS r_metadata,"
-                f" coalesce({entity_name('e')}, 'someone') AS sender"
+                f" coalesce({entity_name('e')}, 'someone') AS sender,"
+                f" (SELECT to_jsonb(s) FROM (SELECT {_STEP_COLUMNS} FROM turn_steps"
+                " WHERE turn_id = t.id AND key = 'act:' || t.steps_taken || ':' || %s::int) s)"
+                " AS done"
                 " FROM turns t JOIN memories m ON m.id = t.message_id"
                 " JOIN agents a ON a.id = t.agent_id JOIN rooms r ON r.id = t.room_id"
                 " LEFT JOIN entities e ON e.id = m.entity_id WHERE t.id = %s",
-                (turn_id,),
+                (act_index, turn_id),
             ).fetchone()
         if row is None:
             raise NotFound(f"no turn with id {turn_id}")
@@ -1432,4 +1490,10 @@ class Store:
             metadata=row["r_metadata"],
         )
         character = parse_character(row["character"], source=f"agent {row['agent_id']}")
-        return turn, _memory(row), character, room, row["sender"]
+        done = None
+        if row["done"] is not None:
+            found = dict(row["done"])
+            for stamp in ("started_at", "finished_at"):
+                found[stamp] = datetime.fromisoformat(found[stamp])
+            done = TurnStep(**found)
+        return Scene(turn, _memory(row), character, room, row["sender"], done)

@@ -187,7 +187,7 @@ def _failed(ctx: TurnContext, runtime: Runtime, action: str, key: str, error: st
 
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     """Run the action at `index` of the turn's latest decision."""
-    ctx = TurnContext.load(runtime, turn_id, "act")
+    ctx = TurnContext.load(runtime, turn_id, "act", act_index=index)
     if ctx.turn.decision is None:
         raise ValueError(f"turn {turn_id} has no decision to act on; run decide first")
     decision = Decision.model_validate(ctx.turn.decision)
@@ -196,7 +196,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
         )
     key = f"act:{ctx.turn.steps_taken}:{index}"
-    done = runtime.store.turn_step(turn_id, key)
+    done = ctx.done
     if done is not None:
         return Acted(
             action=done.step.removeprefix("act:"),

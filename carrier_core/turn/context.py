@@ -14,7 +14,14 @@ from carrier_core.agent_settings import get_setting
 from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
 from carrier_core.services import ServiceError
-from carrier_core.store import ModelCall, NamedMessage, StepRecord, StepUsage, TurnRecord
+from carrier_core.store import (
+    ModelCall,
+    NamedMessage,
+    StepRecord,
+    StepUsage,
+    TurnRecord,
+    TurnStep,
+)
 
 _R = TypeVar("_R", Generation, Embeddings)
 
@@ -63,21 +70,28 @@ class TurnContext:
     #: Ledger rows of the step's model calls, written with its record.
     calls: list[ModelCall] = field(default_factory=list)
     _attachment_messages: list[NamedMessage] | None = field(default=None, repr=False)
+    #: For an act step: the record of the action it was asked to run, if that ran already.
+    done: TurnStep | None = None
 
     @classmethod
-    def load(cls, runtime: Runtime, turn_id: Any, step: str = "") -> TurnContext:
-        turn, message, character, room, sender = runtime.store.turn_scene(turn_id)
+    def load(
+        cls, runtime: Runtime, turn_id: Any, step: str = "", *, act_index: int | None = None
+    ) -> TurnContext:
+        """The step's context, read in one statement; with `act_index`, also whether that
+        action of the latest decision ran already (`done`)."""
+        scene = runtime.store.turn_scene(turn_id, act_index=act_index)
         return cls(
             runtime=runtime,
-            turn=turn,
-            character=character,
-            message=message,
-            room=room,
-            sender=sender,
-            plugins=runtime.plugins_for(character),
-            models=runtime.models_for(character),
-            state=State(values=dict(turn.state)),
+            turn=scene.turn,
+            character=scene.character,
+            message=scene.message,
+            room=scene.room,
+            sender=scene.sender,
+            plugins=runtime.plugins_for(scene.character),
+            models=runtime.models_for(scene.character),
+            state=State(values=dict(scene.turn.state)),
             step=step,
+            done=scene.done,
         )
 
     @property

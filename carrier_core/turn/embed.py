@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from carrier_core.knowledge.records import mark_embedded, mark_failed
+from carrier_core.memory import MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_measured
 
@@ -41,19 +42,30 @@ def embed_pending(
     at most `max_batches` calls (None: until none are left); returns how many. `progress`
     is told the number embedded so far after each call.
 
-    Then the agent's documents whose fragments are all embedded are marked ready; when the
-    embedding model fails, its waiting documents are marked failed with the reason (and
-    the error is raised): the next run tries them again."""
+    Then, if fragments were embedded (or nothing waited), the agent's documents whose
+    fragments are all embedded are marked ready; when the embedding model fails, its waiting
+    documents are marked failed with the reason (and the error is raised): the next run
+    tries them again."""
     size = runtime.settings.embed_batch_size
     done = batches = 0
     embedder = None
+    # A knowledge document becomes ready once its fragments are all embedded: looked at
+    # when fragments were embedded now, and when nothing waited (a run that stopped after
+    # embedding a document's last fragments left it waiting). A turn's replies alone need
+    # no look: one statement fewer after every turn.
+    documents = False
     try:
         while max_batches is None or batches < max_batches:
-            pending = runtime.store.unembedded(agent_id, size)
+            pending, character = runtime.store.embedding_work(
+                agent_id, size, with_character=embedder is None
+            )
             if not pending:
+                documents |= batches == 0
                 break
             if embedder is None:
-                embedder = runtime.models_for(runtime.store.character(agent_id)).embedding
+                assert character is not None  # read with the first batch
+                embedder = runtime.models_for(character).embedding
+            documents |= any(m.kind is MemoryKind.FRAGMENT for m in pending)
             texts = [m.content.text[:EMBED_CHARS] for m in pending]
             embeddings, calls = embed_measured(runtime, agent_id, embedder, texts, step="embed")
             vectors = embeddings.vectors
@@ -69,7 +81,6 @@ def embed_pending(
     except ModelError as exc:
         mark_failed(runtime.store, agent_id, f"embedding failed: {exc}")
         raise
-    # Also when nothing was embedded now: a run that stopped after embedding a document's
-    # last fragments, before this, left it waiting.
-    mark_embedded(runtime.store, agent_id)
+    if documents:
+        mark_embedded(runtime.store, agent_id)
     return done

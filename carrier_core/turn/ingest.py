@@ -213,7 +213,8 @@ def ingest(
         )
         if not created:
             _check_same(memory, message)
-        turn_id, turn_created, status = store.start_turn(uuid.uuid4(), memory)
+        started = store.start_turn(uuid.uuid4(), memory)
+        turn_id, turn_created, status = started.id, started.created, started.status
         if turn_created:
             usage = StepUsage(detail={"message_id": str(memory.id)})
             store.record_step(turn_id, StepRecord("ingest", "ok", started_at, usage))
@@ -224,7 +225,7 @@ def ingest(
                     conn, room.id, runtime.settings.runner_lease_s, take_expired=take_expired
                 )
     if turn_created:  # once per message: a redelivery finds its turn and fires nothing
-        emit_for(runtime, turn_id, _received(memory, joined))
+        emit_for(runtime, turn_id, started.plugins, _received(memory, joined))
     return Ingested(
         agent_id=agent_id,
         turn_id=turn_id,
