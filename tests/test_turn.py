@@ -12,7 +12,14 @@ import pytest
 from carrier_core import Character, InvalidMessage, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.memory import MemoryKind
-from carrier_core.models import Embeddings, HashEmbedding, ModelError, ModelSet, ScriptedModel
+from carrier_core.models import (
+    Embeddings,
+    HashEmbedding,
+    ModelError,
+    ModelSet,
+    ScriptedModel,
+    offline_models,
+)
 from carrier_core.store import NotFound, Store
 from carrier_core.turn import (
     SAFE_REPLY,
@@ -22,6 +29,7 @@ from carrier_core.turn import (
     embed_pending,
     evaluate,
     ingest,
+    run_room,
 )
 from carrier_core.world import entity_id_for
 from tests.conftest import make_runtime
@@ -548,3 +556,22 @@ def test_the_reply_is_embedded_after_the_turn_with_its_ledger_row(
             (agent,),
         ).fetchone()
     assert row is not None and row["n"] >= 1
+
+
+def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
+    store: Store, ada: Character
+) -> None:
+    """Counted, not timed: every statement and BEGIN/COMMIT a turn sends (ingest, the
+    runner, decide with its providers, act, finish, embed), without the result's reads. The
+    bound is what the turn costs now (25 statements and 5 BEGIN/COMMIT); issue 14 aims at 12."""
+    runtime = make_runtime(store, offline_models(), reflection_interval=1000)
+    agent = runtime.register_agent(ada)
+    for text in ("hello there", "I like sailing"):
+        run_turn(runtime, message(agent, text))
+    before = store.round_trips.count
+    ingested = ingest(runtime, message(agent, "tell me more about engines"), take_expired=True)
+    assert ingested.runner is not None
+    run_room(runtime, ingested.runner)
+    sent = store.round_trips.count - before
+    assert store.turn(ingested.turn_id).status == "done"
+    assert sent <= 30, sent
