@@ -563,7 +563,7 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
 ) -> None:
     """Counted, not timed: every statement and BEGIN/COMMIT a turn sends (ingest, the
     runner, decide with its providers, act, finish, embed), without the result's reads. The
-    bound is what the turn costs now (25 statements and 5 BEGIN/COMMIT); issue 14 aims at 12."""
+    bound is what the turn costs now (30 round trips); issue 14 aims at 12 statements."""
     runtime = make_runtime(store, offline_models(), reflection_interval=1000)
     agent = runtime.register_agent(ada)
     for text in ("hello there", "I like sailing"):
