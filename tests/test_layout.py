@@ -285,9 +285,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_carrier_core_has_no_import_cycle() -> None:
-    """Layers, each importing only those below: store, models and the character at the
-    bottom, then knowledge and embedding, the runtime, the turn's steps and tasks, bootstrap
-    and the plugins, the API and the command line on top. A lower layer takes what it needs
+    """Layers, each importing only those below: the character, store, models and plugin
+    declarations at the bottom, then knowledge and embedding, the runtime, the turn's steps
+    and tasks, bootstrap, the API and the command line on top. A lower layer takes what it needs
     of a higher one as an argument (`AgentModels`, a store, a callable), never by importing
     it, not even inside a function."""
     graph = _import_graph()
