@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import Any
 
-from carrier_core.turn.embed import RequestEmbedding
+from carrier_core.embed import RequestEmbedding
 
 QUEUE_VARIABLE = "EMBED_QUEUE_URL"
 

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from carrier_core.cli import CommandError, open_runtime, read_settings
+from carrier_core.command_line import CommandError, open_runtime, read_settings
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord
 from carrier_core.tenants import tenant_names

@@ -20,24 +20,32 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
 from dotenv import load_dotenv
 
-from carrier_core.character import Character, CharacterError, load_character
-from carrier_core.config import Settings, unknown_config_keys
+from carrier_core.agent_commands import register as register_agents
+from carrier_core.character import Character, CharacterError
+from carrier_core.command_line import (
+    CommandError,
+    open_runtime,
+    progress_bar,
+    read_character,
+    read_settings,
+)
+from carrier_core.config import Settings
 from carrier_core.knowledge import DocumentError
+from carrier_core.knowledge.commands import register as register_knowledge
 from carrier_core.models import ModelError
 from carrier_core.models.select import primary_provider
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.secrets import SecretStoreError
 from carrier_core.store import AgentConflict, DatabaseError, NotFound
+from carrier_core.tasks.commands import register as register_tasks
 from carrier_core.tenants import (
     Tenant,
     create_key,
@@ -182,34 +190,6 @@ def _saved_dev_key() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-class CommandError(Exception):
-    """Ends a command with a message and an exit code (2: bad input, 1: cannot run)."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
-
-
-def read_character(path: str) -> Character:
-    try:
-        return load_character(path)
-    except CharacterError as exc:
-        raise CommandError(str(exc), 2) from None
-
-
-def read_settings() -> Settings:
-    try:
-        settings = Settings()
-        unknown = unknown_config_keys()
-    except yaml.YAMLError as exc:  # a syntax error: where, in one line
-        raise CommandError(f"bad configuration: {' '.join(str(exc).split())}", 2) from None
-    except (ValueError, OSError) as exc:  # pydantic's errors are ValueErrors
-        raise CommandError(f"bad configuration: {exc}", 2) from None
-    for key in unknown:
-        print(f"carrier: configuration: unknown setting {key!r} ignored", file=sys.stderr)
-    return settings
-
-
 def ignored_character_fields(character: Character, settings: Settings) -> list[str]:
     """What an ElizaOS character file says that this run does not follow, in a sentence each."""
     extra = character.model_extra or {}
@@ -227,27 +207,6 @@ def ignored_character_fields(character: Character, settings: Settings) -> list[s
             " ignored (talk to the agent through the API, the WebSocket or the ingest queue)"
         )
     return notes
-
-
-def distinct_handles(characters: Sequence[Character], paths: Sequence[str]) -> None:
-    """Refuse two character files that would be one agent (their names make one handle):
-    registered together, the second would silently replace the first."""
-    seen: dict[str, str] = {}
-    for character, path in zip(characters, paths, strict=True):
-        first = seen.setdefault(character.handle, path)
-        if first != path:
-            raise CommandError(
-                f"{first} and {path} are both agent {character.handle!r} (the slug of their"
-                " names): give one a different name",
-                2,
-            )
-
-
-def open_runtime(settings: Settings) -> Runtime:
-    try:
-        return Runtime.open(settings)
-    except (DatabaseError, SecretStoreError) as exc:
-        raise CommandError(str(exc), 1) from None
 
 
 def chat(
@@ -362,22 +321,8 @@ def usage(args: argparse.Namespace, stdout: TextIO = sys.stdout) -> int:
     return 0
 
 
-@contextmanager
-def progress_bar(what: str, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr (rich), while the block runs; yields `show(done, total)`.
-    Not in a terminal, only its last state is printed, once."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(what, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
 def reembed_command(args: argparse.Namespace) -> int:
     """Re-embed stored memories with the configured embedding model."""
-    from carrier_core.models import ModelError
     from carrier_core.reembed import reembed
 
     with open_runtime(read_settings()) as runtime:
@@ -508,11 +453,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate", help="bring the database's schema up to this version of Carrier"
     )
     migrate_cmd.set_defaults(run=migrate_command)
-    # Imported here: their commands use this module's helpers.
-    from carrier_core.agent_commands import register as register_agents
-    from carrier_core.knowledge.commands import register as register_knowledge
-    from carrier_core.tasks.commands import register as register_tasks
-
     register_agents(commands)
     register_knowledge(commands)
     register_tasks(commands)
@@ -546,9 +486,4 @@ def _version() -> str:
 
 
 if __name__ == "__main__":
-    # As `python -m carrier_core.cli` this file runs as __main__, a module apart from
-    # carrier_core.cli, whose CommandError the commands of other modules raise: run that
-    # module's main, which catches them.
-    from carrier_core.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from carrier_core.embed import EMBED_CHARS
 from carrier_core.models import EmbeddingDimensionMismatch, EmbeddingModel
 from carrier_core.models.ledger import embed_measured
 from carrier_core.runtime import Runtime
-from carrier_core.turn.embed import EMBED_CHARS
 
 #: Called with (memories done, memories in all).
 Progress = Callable[[int, int], None]
@@ -70,7 +70,9 @@ def reembed(
             if not batch:
                 break
             texts = [text[:EMBED_CHARS] for _, _, text in batch]
-            embeddings, calls = embed_measured(runtime, agent_id, model, texts, step="reembed")
+            embeddings, calls = embed_measured(
+                runtime.store, agent_id, model, texts, step="reembed"
+            )
             store.set_embeddings(
                 [
                     (memory_id, v)

@@ -16,6 +16,8 @@ from types import TracebackType
 
 from carrier_core.character import SECRET, Character, CharacterError, SecretPath, secret_location
 from carrier_core.config import Settings
+from carrier_core.embed import embed_pending
+from carrier_core.knowledge import import_knowledge, plan_knowledge
 from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
 from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugin, Plugins, load_plugins
@@ -178,10 +180,6 @@ class Runtime:
         (`SECRET`), in one transaction: a secret that cannot be kept stores no agent. A
         secret given as `SECRET` keeps the value stored before (a document read from the API
         and sent back); `CharacterError` if there is none."""
-        # Imported here: the steps import Runtime.
-        from carrier_core.knowledge import import_knowledge, plan_knowledge
-        from carrier_core.turn.embed import embed_pending
-
         knowledge = plan_knowledge(character)
         given = character.secret_values()
         with self.store.atomic():

@@ -198,3 +198,121 @@ def test_the_layer_lock_pins_every_requirement_with_a_hash() -> None:
     flags = [" ".join(target[i : i + 2]) for i in range(0, len(target) - 1, 2)]
     for flag in [*flags, target[-1]]:
         assert flag in makefile, f"the Makefile and layers/carrier/lock differ on {flag}"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(node: ast.Import | ast.ImportFrom, modules: set[str]) -> list[str]:
+    """The carrier_core modules an import statement runs: the module named, or the
+    submodule (`from carrier_core.turn import context`), with the packages above it but
+    `carrier_core` itself, whose `__init__` every import runs and nothing can be below."""
+    if isinstance(node, ast.Import):
+        named = [alias.name for alias in node.names]
+    else:
+        assert node.level == 0, "carrier_core imports by absolute names"
+        module = node.module or ""
+        named = [
+            f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names
+        ]
+    found = []
+    for name in named:
+        if not name.startswith("carrier_core."):
+            continue
+        while name not in modules:
+            name = name.rpartition(".")[0]
+        parts = name.split(".")
+        found += [".".join(parts[:end]) for end in range(2, len(parts) + 1)]
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """carrier_core's modules, each with those it imports at its top level or in a function:
+    an import inside a function that dodges a cycle is still one. Imports under
+    `if TYPE_CHECKING:` are left out: only the type checker runs them, for annotations
+    (the plugin API's types name the runtime that hands plugins their work)."""
+    paths = sorted((ROOT / "carrier_core").rglob("*.py"))
+    modules = {_module_name(path) for path in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        module = _module_name(path)
+        typing_only = set()
+        imports = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+                typing_only |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                imports.append(node)
+        graph[module] = {
+            name
+            for node in imports
+            if id(node) not in typing_only
+            for name in _imported(node, modules)
+            if name != module and not module.startswith(name + ".")
+        }
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return components
+
+
+def test_carrier_core_has_no_import_cycle() -> None:
+    """Layers, each importing only those below: the character, store, models and plugin
+    declarations at the bottom, then knowledge and embedding, the runtime, the turn's steps
+    and tasks, bootstrap, the API and the command line on top. A lower layer takes what it needs
+    of a higher one as an argument (`AgentModels`, a store, a callable), never by importing
+    it, not even inside a function."""
+    graph = _import_graph()
+    assert "carrier_core.turn.context" in graph["carrier_core.sdk"]
+    cycles = [
+        "a cycle among "
+        + ", ".join(component)
+        + ":\n  "
+        + "\n  ".join(
+            f"{m} imports {', '.join(sorted(graph[m] & set(component)))}" for m in component
+        )
+        for component in _cycles(graph)
+    ]
+    assert cycles == [], "import cycles in carrier_core:\n" + "\n".join(cycles)
+
+
+def test_the_import_graph_sees_cycles_through_functions_and_packages() -> None:
+    """What the check above counts: an import inside a function and the package `__init__`
+    an import runs are edges; a TYPE_CHECKING import is not."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+    imports = _import_graph()
+    # A function-level import (the command line's lazy `carrier reembed`).
+    assert "carrier_core.reembed" in imports["carrier_core.cli"]
+    # Importing carrier_core.turn.context runs carrier_core.turn's __init__.
+    assert "carrier_core.turn" in imports["carrier_core.sdk"]
+    # plugin.py names the runtime only for the type checker.
+    assert "carrier_core.runtime" not in imports["carrier_core.plugin"]

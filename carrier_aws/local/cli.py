@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from carrier_core.character import CharacterError
-from carrier_core.cli import (
+from carrier_core.command_line import (
     CommandError,
     distinct_handles,
     open_runtime,

@@ -13,6 +13,7 @@ from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_
 from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, id_cursor
 from carrier_core.character import HANDLE, Character, CharacterError, parse_character
+from carrier_core.embed import RequestEmbedding
 from carrier_core.knowledge import plan_knowledge
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
@@ -20,7 +21,6 @@ from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
 from carrier_core.store import AgentConflict, AgentRecord, NotFound
 from carrier_core.store.store import agent_id_in
-from carrier_core.turn.embed import RequestEmbedding
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 

@@ -29,8 +29,8 @@ from carrier_core.api import (
 )
 from carrier_core.api.deps import Resume, Services, Submit
 from carrier_core.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from carrier_core.embed import RequestEmbedding
 from carrier_core.runtime import Runtime
-from carrier_core.turn.embed import RequestEmbedding
 
 DESCRIPTION = """\
 Talk to Carrier agents and manage them.

@@ -17,12 +17,12 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from carrier_core.auth import Authenticator, Principal
+from carrier_core.embed import RequestEmbedding, embed_pending
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
 from carrier_core.store.store import no_agent
 from carrier_core.turn import Ingested
 from carrier_core.turn.approval import Approval
-from carrier_core.turn.embed import RequestEmbedding, embed_pending
 from carrier_core.world import entity_id_for
 
 #: Called once a message is stored: starts the room's runner if the delivery claimed it

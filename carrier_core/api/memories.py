@@ -98,7 +98,9 @@ def search_memories(
     character = runtime.store.character(agent_id)
     try:
         model = runtime.models_for(character).embedding
-        [vector] = embed_recorded(runtime, agent_id, model, [search.query], step="search").vectors
+        [vector] = embed_recorded(
+            runtime.store, agent_id, model, [search.query], step="search"
+        ).vectors
     except ModelError as exc:
         raise ApiError(503, "model_unavailable", f"cannot embed the query: {exc}") from None
     found = runtime.store.search_memories(

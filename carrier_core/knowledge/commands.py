@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from carrier_core.agent_commands import find_agent
-from carrier_core.cli import CommandError, open_runtime, progress_bar, read_settings
+from carrier_core.command_line import CommandError, open_runtime, progress_bar, read_settings
+from carrier_core.embed import embed_pending
 from carrier_core.knowledge.documents import ImportReport, files_at, import_files
 from carrier_core.knowledge.extract import DocumentError
 from carrier_core.knowledge.records import (
@@ -27,7 +28,6 @@ from carrier_core.knowledge.records import (
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
-from carrier_core.turn.embed import embed_pending
 
 #: Documents listed per page read (all are listed).
 _PAGE = 100

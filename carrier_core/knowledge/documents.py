@@ -16,8 +16,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from carrier_core.agent_models import AgentModels
 from carrier_core.knowledge.chunk import chunk_text
 from carrier_core.knowledge.extract import DocumentError, content_type_for, extract_text
 from carrier_core.knowledge.records import (
@@ -29,9 +29,6 @@ from carrier_core.knowledge.records import (
 )
 from carrier_core.models.tokens import count_tokens
 from carrier_core.storable import storable
-
-if TYPE_CHECKING:
-    from carrier_core.runtime import Runtime
 
 #: Longest title kept (a longer one is cut).
 MAX_TITLE_CHARS = 200
@@ -113,7 +110,7 @@ def upload_document(
 
 
 def add_document(
-    runtime: Runtime, agent_id: uuid.UUID, document: DocumentFile
+    runtime: AgentModels, agent_id: uuid.UUID, document: DocumentFile
 ) -> tuple[DocumentRecord, Outcome]:
     """Store the document with its fragments, unembedded; the same content again changes
     nothing (and is not read again). Fragments are `knowledge_chunk_tokens` long as the
@@ -181,7 +178,7 @@ def files_at(path: Path) -> tuple[list[Path], list[Skipped]]:
 
 
 def import_files(
-    runtime: Runtime,
+    runtime: AgentModels,
     agent_id: uuid.UUID,
     files: Sequence[Path],
     *,

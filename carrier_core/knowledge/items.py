@@ -16,8 +16,8 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from carrier_core.agent_models import AgentModels
 from carrier_core.character import Character, KnowledgeDirectory, KnowledgePath
 from carrier_core.knowledge.documents import (
     ImportReport,
@@ -28,9 +28,6 @@ from carrier_core.knowledge.documents import (
     text_document,
 )
 from carrier_core.knowledge.extract import DocumentError
-
-if TYPE_CHECKING:
-    from carrier_core.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +94,9 @@ def plan_knowledge(character: Character) -> KnowledgePlan:
     return plan
 
 
-def import_knowledge(runtime: Runtime, agent_id: uuid.UUID, plan: KnowledgePlan) -> ImportReport:
+def import_knowledge(
+    runtime: AgentModels, agent_id: uuid.UUID, plan: KnowledgePlan
+) -> ImportReport:
     """Store the planned documents (unembedded); skipped items are logged as warnings."""
     report = ImportReport(skipped=list(plan.skipped))
     for text in plan.texts:

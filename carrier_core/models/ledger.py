@@ -13,14 +13,11 @@ import logging
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from carrier_core.models.base import Embeddings, Generation, ModelBudgetExceeded
 from carrier_core.models.prices import estimate_cost, is_priced
-from carrier_core.store import ModelCall
-
-if TYPE_CHECKING:
-    from carrier_core.runtime import Runtime
+from carrier_core.store import ModelCall, Store
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +30,12 @@ def _warn_unpriced(model: str) -> None:
     )
 
 
-def check_budget(runtime: Runtime, agent_id: uuid.UUID) -> None:
+def check_budget(store: Store, agent_id: uuid.UUID, budget: float | None) -> None:
     """Raise `ModelBudgetExceeded` before a call when the agent's spend today (UTC) has
-    reached `daily_budget_usd`."""
-    budget = runtime.settings.daily_budget_usd
+    reached `budget` (the `daily_budget_usd` setting; None: no budget)."""
     if budget is None:
         return
-    spent = runtime.store.spent_today(agent_id)
+    spent = store.spent_today(agent_id)
     if spent >= budget:
         raise ModelBudgetExceeded(
             f"agent {agent_id} has spent ${spent:.4f} of its ${budget:.4f} daily model"
@@ -114,32 +110,32 @@ def ledger_rows(
     return calls
 
 
-def record_call(runtime: Runtime, agent_id: uuid.UUID, **call: Any) -> None:
+def record_call(store: Store, agent_id: uuid.UUID, **call: Any) -> None:
     """Write one call's rows to the ledger now (see `record_call_rows`)."""
-    record_call_rows(runtime, ledger_rows(agent_id, **call))
+    record_call_rows(store, ledger_rows(agent_id, **call))
 
 
-def record_call_rows(runtime: Runtime, calls: list[ModelCall]) -> None:
+def record_call_rows(store: Store, calls: list[ModelCall]) -> None:
     """Write ledger rows now. A ledger that cannot be written is logged, never allowed to
     fail the work that made the call."""
     try:
-        runtime.store.record_model_calls(calls)
+        store.record_model_calls(calls)
     except Exception as exc:  # the ledger is bookkeeping: the turn goes on
         log.warning("usage ledger not written: %s: %s", type(exc).__name__, exc)
 
 
 def embed_recorded(
-    runtime: Runtime, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
+    store: Store, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
 ) -> Embeddings:
     """Embed outside a turn (knowledge, reembed), writing the ledger row of the call whether
     it succeeds or fails."""
-    embeddings, calls = embed_measured(runtime, agent_id, model, texts, step=step)
-    record_call_rows(runtime, calls)
+    embeddings, calls = embed_measured(store, agent_id, model, texts, step=step)
+    record_call_rows(store, calls)
     return embeddings
 
 
 def embed_measured(
-    runtime: Runtime, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
+    store: Store, agent_id: uuid.UUID, model: Any, texts: list[str], *, step: str
 ) -> tuple[Embeddings, list[ModelCall]]:
     """Embed, and give back the call's ledger rows for the caller to write with what it
     stores (`Store.set_embeddings`: one statement). A failed call's rows are written now."""
@@ -148,6 +144,6 @@ def embed_measured(
     try:
         embeddings: Embeddings = model.embed(texts)
     except Exception as exc:
-        record_call(runtime, agent_id, **where, error=exc)
+        record_call(store, agent_id, **where, error=exc)
         raise
     return embeddings, ledger_rows(agent_id, **where, result=embeddings)

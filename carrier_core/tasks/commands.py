@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from carrier_core.agent_commands import find_agent
-from carrier_core.cli import open_runtime, read_settings
+from carrier_core.command_line import open_runtime, read_settings
 from carrier_core.tasks.records import list_tasks
 
 

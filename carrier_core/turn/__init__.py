@@ -4,10 +4,10 @@ Each step takes ids and a `Runtime`, persists its result before returning,
 and can run in a process of its own. `run_turn` chains them in-process.
 """
 
+from carrier_core.embed import embed_pending
 from carrier_core.turn.act import Acted, act
 from carrier_core.turn.context import State, TurnContext
 from carrier_core.turn.decide import SAFE_REPLY, Decided, decide
-from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import (
     IncomingMessage,

@@ -153,14 +153,15 @@ class TurnContext:
     def _call(self, model: Any, role: str, task: str | None, call: Callable[[], _R]) -> _R:
         """Make a model call within the budget. Its ledger rows are written with the
         step's record; a failed call's rows at once, as its step may never be recorded."""
-        check_budget(self.runtime, self.turn.agent_id)
+        store = self.runtime.store
+        check_budget(store, self.turn.agent_id, self.runtime.settings.daily_budget_usd)
         where = {"role": role, "model": model, "task": task, "turn_id": self.turn.id}
         started = time.monotonic()
         try:
             result = call()
         except ModelError as exc:
             record_call(
-                self.runtime,
+                store,
                 self.turn.agent_id,
                 **where,
                 started=started,

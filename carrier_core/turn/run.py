@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from carrier_core.embed import embed_pending
 from carrier_core.events import run_ended
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
@@ -28,7 +29,6 @@ from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage, TurnE
 from carrier_core.turn import approval
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
-from carrier_core.turn.embed import embed_pending
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, ingest
 from carrier_core.turn.schedule import Runner, hold_room, next_turn

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from carrier_core.agent_models import AgentModels
 from carrier_core.knowledge.records import mark_embedded, mark_failed
 from carrier_core.memory import MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_measured
-
-if TYPE_CHECKING:
-    from carrier_core.runtime import Runtime
 
 #: Longer texts are cut before embedding: embedding models take a few thousand tokens at most.
 EMBED_CHARS = 8000
@@ -32,7 +29,7 @@ RequestEmbedding = Callable[[uuid.UUID], None]
 
 
 def embed_pending(
-    runtime: Runtime,
+    runtime: AgentModels,
     agent_id: uuid.UUID,
     *,
     max_batches: int | None = 10,
@@ -67,7 +64,9 @@ def embed_pending(
                 embedder = runtime.models_for(character).embedding
             documents |= any(m.kind is MemoryKind.FRAGMENT for m in pending)
             texts = [m.content.text[:EMBED_CHARS] for m in pending]
-            embeddings, calls = embed_measured(runtime, agent_id, embedder, texts, step="embed")
+            embeddings, calls = embed_measured(
+                runtime.store, agent_id, embedder, texts, step="embed"
+            )
             vectors = embeddings.vectors
             runtime.store.set_embeddings(
                 [(m.id, v) for m, v in zip(pending, vectors, strict=True)], calls
