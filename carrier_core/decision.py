@@ -22,9 +22,9 @@ class Decision(BaseModel):
     text: str = ""
     #: Providers the model asked to see; recorded, and available to a further step.
     providers: list[str] = Field(default_factory=list)
-    #: With inline reflection, the `LEARNED_FIELDS` the model answered, as it wrote them
-    #: (read and checked when stored, so a malformed list never costs the reply); {} when
-    #: it was asked and answered none. None: not asked this turn.
+    #: With inline reflection, the `LEARNED_FIELDS` the model answered: JSON lists where
+    #: they decode, else the text as written (checked when stored, so a malformed list
+    #: never costs the reply); {} when it was asked and answered none. None: not asked.
     reflection: dict[str, Any] | None = None
 
 
@@ -34,7 +34,7 @@ def parse_decision(raw: str) -> Decision:
     Raises `UnparsableOutput` when the output has no recognisable field at all.
     """
     fields = parse_structured(raw, DECISION_FIELDS + LEARNED_FIELDS, what="decision")
-    learned = {name: fields[name] for name in LEARNED_FIELDS if name in fields}
+    learned = {name: _decoded(fields[name]) for name in LEARNED_FIELDS if name in fields}
     return Decision(
         thought=str(fields.get("thought") or ""),
         actions=[name.upper() for name in as_list(fields.get("actions"))],
@@ -42,6 +42,16 @@ def parse_decision(raw: str) -> Decision:
         providers=as_list(fields.get("providers")),
         reflection=learned or None,
     )
+
+
+def _decoded(value: Any) -> Any:
+    """An XML tag's JSON text as the value it writes; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def render_decision(decision: Decision) -> str:
