@@ -15,13 +15,16 @@ the HNSW index once afterwards, timed on its own), then times N turns in one ben
 room that already has some history. Per turn it records wall time, database round trips
 (`store.round_trips`), text-model calls, embedding calls and prompt characters; turns in
 which the reflection evaluator ran are reported apart, so "model calls per turn when no
-evaluator is due" reads straight off the table.
+evaluator is due" reads straight off the table. `--reflection inline` runs the same with
+inline reflection: the decide call of a due turn also answers what to remember, and the
+evaluator stores it without a call of its own (one text call on every turn).
 
 Goals, from the issue tracker: p50 at most 15 ms per turn at 10k memories on a 2-core
 machine; at most one model call per turn when no evaluator is due; cost growing
 sublinearly with stored memories.
 
     python bench/turn_overhead.py [--turns N] [--warmup N] [--sizes 1000,10000,100000]
+                                  [--reflection evaluator|inline]
     python bench/turn_overhead.py --profile [--profile-size 10000]
 """
 
@@ -488,6 +491,7 @@ class TurnSample:
     prompt_chars: int
     #: Characters sent to the reflection evaluator's model call (0 when it did not run).
     reflect_chars: int
+    #: The reflection evaluator ran (with its own call, or storing an inline answer).
     reflected: bool
     error: str | None
 
@@ -544,7 +548,7 @@ def measure_turn(bench: Bench) -> TurnSample:
         write_ms=bench.writes.seconds * 1000,
         prompt_chars=bench.model.prompt_chars.get("decide", 0),
         reflect_chars=bench.model.prompt_chars.get("reflect", 0),
-        reflected="reflect" in bench.model.tasks,
+        reflected=any(s.step == "evaluate:reflection" for s in steps),
         error=error,
     )
 
@@ -554,10 +558,11 @@ def run_turns(bench: Bench, count: int) -> list[TurnSample]:
 
 
 @contextmanager
-def open_bench(url: str, home: Path) -> Iterator[Bench]:
+def open_bench(url: str, home: Path, reflection: str) -> Iterator[Bench]:
     model, embedder = InstantModel(), CountingEmbedding()
     models = ModelSet(small=model, large=model, embedding=embedder)
-    with Runtime.open(Settings(home=home, database_url=url), models=models) as runtime:
+    settings = Settings(home=home, database_url=url, reflection=reflection)
+    with Runtime.open(settings, models=models) as runtime:
         agent_id = runtime.register_agent(load_character(CHARACTER))
         writes = WriteClock(runtime.store)
         yield Bench(runtime, model, embedder, Scene.for_agent(agent_id), writes)
@@ -718,7 +723,8 @@ def print_machine(where: str, versions: tuple[str, str], settings: Settings) -> 
     print(f"  Postgres {versions[0]}, pgvector {versions[1]}; database: {where}")
     print(
         f"  settings: recent_messages={settings.recent_messages}, reflection_interval="
-        f"{settings.reflection_interval}, pool_size={settings.pool_size}"
+        f"{settings.reflection_interval}, reflection={settings.reflection},"
+        f" pool_size={settings.pool_size}"
     )
     print(
         "  models: instant text model (fixed decision / empty reflection),"
@@ -784,7 +790,7 @@ def print_profile(stats: pstats.Stats, size: int, turns: int) -> None:
 
 def run_size(server: str, home: Path, size: int, args: argparse.Namespace) -> SizeResult:
     name = f"carrier_bench_{os.getpid()}_{size}"
-    with fresh_database(server, name) as url, open_bench(url, home) as bench:
+    with fresh_database(server, name) as url, open_bench(url, home, args.reflection) as bench:
         print(f"[{size:,}] seeding...", file=sys.stderr, flush=True)
         seed = seed_memories(url, bench.scene, size, seed=size)
         print(
@@ -854,6 +860,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run cProfile over the timed turns of --profile-size only; print the top entries",
     )
     parser.add_argument("--profile-size", type=int, default=GOAL_SIZE)
+    parser.add_argument(
+        "--reflection",
+        choices=["evaluator", "inline"],
+        default="evaluator",
+        help="how facts are learned: the evaluator's own call, or inline in decide",
+    )
     args = parser.parse_args(argv)
     if args.turns < 1 or args.warmup < 0 or not args.sizes:
         parser.error("--turns must be >= 1, --warmup >= 0, and --sizes not empty")
@@ -867,7 +879,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="carrier-bench-"))
     try:
         server, where = server_url(home)
-        print_machine(where, server_versions(server), Settings(home=home))
+        settings = Settings(home=home, reflection=args.reflection)
+        print_machine(where, server_versions(server), settings)
         results = [run_size(server, home, size, args) for size in args.sizes]
         print("\nTurn overhead per size (instant model)")
         print_table(results)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -101,6 +102,11 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=3, ge=1, description="decide steps allowed in one turn")
     #: Reflect after this many new messages in a room (1 = every turn).
     reflection_interval: int = Field(default=3, ge=1)
+    #: How facts and relationships are learned once reflection is due. `evaluator`: the
+    #: reflection evaluator's own model call after the reply. `inline`: the decide call of
+    #: the turn where it is due also answers them, so every turn is one text call (see
+    #: `carrier_core.turn.inline_reflection`, and the README on choosing).
+    reflection: Literal["evaluator", "inline"] = "evaluator"
     #: A room's runner renews its lease at every turn; a lease this long past its last
     #: renewal is looked at by the sweep, which drives the room again if its runner stopped.
     runner_lease_s: float = Field(default=120.0, gt=0)

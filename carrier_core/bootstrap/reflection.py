@@ -4,12 +4,21 @@ It runs every `reflection_interval` incoming messages in a room rather than
 every turn, so most turns cost a single model call. The room keeps a bookmark
 of what was reflected on, so each message is read once however the turns are
 spread over processes.
+
+With `reflection: inline` it makes no model call: the turn's decide call was asked
+what to remember (`carrier_core.turn.inline_reflection`), and the evaluator stores what
+the decision carries, with the same code, dedupe and bookmark as its own answers.
+Storing is idempotent (a fact already known is not stored again, a relationship is
+merged, the bookmark only moves forward), so a retried evaluate step doubles nothing.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
+from carrier_core.decision import LEARNED_FIELDS, Decision
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.model_output import UnparsableOutput, as_list, parse_structured
 from carrier_core.models import ModelRequest, ModelRole
@@ -38,27 +47,47 @@ class ReflectionError(ValueError):
     """A reflection answer of the wrong shape; the message names the field."""
 
 
+def _inline(ctx: TurnContext) -> dict[str, Any] | None:
+    """What the turn's decision carries to remember, when reflection is inline and its
+    decide step was asked; else None."""
+    if ctx.runtime.settings.reflection != "inline" or not ctx.turn.decision:
+        return None
+    return Decision.model_validate(ctx.turn.decision).reflection
+
+
 def _due(ctx: TurnContext) -> bool:
+    if ctx.runtime.settings.reflection == "inline":
+        return _inline(ctx) is not None
     pending, _ = ctx.runtime.store.messages_since_reflection(ctx.room.id)
     return pending >= ctx.runtime.settings.reflection_interval
 
 
-def _items(result: dict[str, Any], field: str) -> list[dict[str, Any]]:
+def _items(result: dict[str, Any], field: str) -> list[Any]:
+    """A list as answered: a JSON list, or its text (an XML answer's tag)."""
     value = result.get(field) or []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ReflectionError(f"reflection: '{field}' is not a JSON list: {exc}") from None
     if not isinstance(value, list):
         raise ReflectionError(f"reflection: '{field}' should be a list, got {type(value).__name__}")
-    return [item for item in value if isinstance(item, dict)]
+    return value
 
 
 def _reflect(ctx: TurnContext) -> dict[str, Any]:
     store = ctx.runtime.store
+    inline = _inline(ctx)
+    if inline is not None:
+        # Learned through the turn's message: later ones were not in its decide prompt.
+        _, newest = store.messages_since_reflection(ctx.room.id, through_seq=ctx.message.seq)
+        return {"inline": True, **_learn(ctx, inline, newest)}
     pending, newest = store.messages_since_reflection(ctx.room.id)
     if pending == 0:
         return {"facts_found": 0, "facts_stored": 0, "relationships": 0}
     recent = store.recent_messages(ctx.room.id, ctx.runtime.settings.recent_messages)
     conversation = "\n".join(f"{m.speaker}: {m.memory.content.text}" for m in recent)
-    people = {e.name: e.id for e in store.participants(ctx.room.id)}
-    people[ctx.agent_name] = ctx.message.agent_id
+    people = _people(ctx)
     known = store.facts_about(ctx.message.agent_id, ctx.message.entity_id)
     known_text = "\n".join(f"- {f.content.text}" for f in known) or "(none)"
     template = ctx.character.templates.get(templates.REFLECT)
@@ -89,18 +118,43 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
     )
     try:
         answer = parse_structured(
-            generation.text,
-            ("thought", "facts", "relationships", "names"),
-            what="reflection",
-            prefer="json",
+            generation.text, ("thought", *LEARNED_FIELDS), what="reflection", prefer="json"
         )
-        facts, relationships = _items(answer, "facts"), _items(answer, "relationships")
-        names = _items(answer, "names")
-    except (UnparsableOutput, ReflectionError):
+    except UnparsableOutput:
         # The model was asked and answered badly: retrying these messages every turn
         # would cost a call each time, so they count as read.
         store.mark_reflected(ctx.room.id, newest)
         raise
+    result = _learn(ctx, answer, newest)
+    if template:
+        result["template"] = templates.REFLECT
+    if unknown:
+        result["template_unknown"] = list(unknown)
+    return result
+
+
+def _people(ctx: TurnContext) -> dict[str, uuid.UUID]:
+    """The room's people by name, the agent among them: whom facts can be about."""
+    people = {e.name: e.id for e in ctx.runtime.store.participants(ctx.room.id)}
+    people[ctx.agent_name] = ctx.message.agent_id
+    return people
+
+
+def _learn(ctx: TurnContext, answer: dict[str, Any], newest: int) -> dict[str, Any]:
+    """Store the facts, relationships and names of an answer (the evaluator's own, or a
+    decision's inline), and move the room's bookmark to `newest`. A malformed list raises
+    `ReflectionError`, the messages counting as read all the same: asking about them
+    again would likely get the same answer."""
+    store = ctx.runtime.store
+    try:
+        lists = [_items(answer, field) for field in LEARNED_FIELDS]
+    except ReflectionError:
+        store.mark_reflected(ctx.room.id, newest)
+        raise
+    facts, relationships, names = ([i for i in items if isinstance(i, dict)] for items in lists)
+    # Entries that are no object at all are skipped, and counted in the step's record.
+    unreadable = sum(1 for items in lists for item in items if not isinstance(item, dict))
+    people = _people(ctx)
     claims = []
     for fact in facts:
         if fact.get("already_known") is True or fact.get("in_bio") is True:
@@ -160,10 +214,8 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
     }
     if named:
         result["names"] = named
-    if template:
-        result["template"] = templates.REFLECT
-    if unknown:
-        result["template_unknown"] = list(unknown)
+    if unreadable:
+        result["unreadable"] = unreadable
     return result
 
 

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
+from typing import Any
 
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models.base import Generation, ModelRequest, Usage, estimate_tokens
@@ -157,8 +158,9 @@ def describe_image(request: ModelRequest) -> str:
 
 
 class OfflineModel:
-    """Answers the `decide` and `reflect` tasks, and describes images from their details;
-    anything else gets a plain reply."""
+    """Answers the `decide` task (with what to remember, when asked: inline reflection)
+    and the `reflect` task, and describes images from their details; anything else gets
+    a plain reply."""
 
     name = NAME
     offline = True
@@ -167,7 +169,11 @@ class OfflineModel:
         if request.task == "reflect":
             text = self._reflect(request)
         elif request.task == "decide":
-            text = render_decision(self._decide(request))
+            decision = self._decide(request)
+            if "learn" in request.hints:  # inline reflection: what to remember, too
+                agent = request.hints.get("agent", "")
+                decision.reflection = _learned(request.hints["learn"], agent)
+            text = render_decision(decision)
         elif request.task == "update_role":
             assignments = [
                 {"entity": m.group(1), "role": m.group(2).upper()}
@@ -233,29 +239,29 @@ class OfflineModel:
         return _pick(options, message)
 
     def _reflect(self, request: ModelRequest) -> str:
-        facts: list[dict[str, str]] = []
-        speakers: set[str] = set()
-        names: dict[str, str] = {}
-        agent = request.hints.get("agent", "")
-        for line in request.hints.get("conversation", "").splitlines():
-            speaker, sep, text = line.partition(": ")
-            if not sep or speaker == agent:
-                continue
-            speakers.add(speaker)
-            facts.extend(
-                {"claim": claim, "about": speaker} for claim in _fact_claims(speaker, text)
-            )
-            if m := _NAME.search(text):
-                names[speaker] = m.group(1)
-        relationships = [
+        learned = _learned(request.hints.get("conversation", ""), request.hints.get("agent", ""))
+        return json.dumps({"thought": f"Noted {len(learned['facts'])} fact(s).", **learned})
+
+
+def _learned(conversation: str, agent: str) -> dict[str, list[dict[str, Any]]]:
+    """The facts, relationships and names the offline model notes in a conversation (one
+    `speaker: text` a line): the reflection's answer, or the decide answer's inline part."""
+    facts: list[dict[str, Any]] = []
+    speakers: set[str] = set()
+    names: dict[str, str] = {}
+    for line in conversation.splitlines():
+        speaker, sep, text = line.partition(": ")
+        if not sep or speaker == agent:
+            continue
+        speakers.add(speaker)
+        facts.extend({"claim": claim, "about": speaker} for claim in _fact_claims(speaker, text))
+        if m := _NAME.search(text):
+            names[speaker] = m.group(1)
+    return {
+        "facts": facts,
+        "relationships": [
             {"source": speaker, "target": agent, "tags": ["conversation"]}
             for speaker in sorted(speakers)
-        ]
-        return json.dumps(
-            {
-                "thought": f"Noted {len(facts)} fact(s).",
-                "facts": facts,
-                "relationships": relationships,
-                "names": [{"about": who, "name": name} for who, name in names.items()],
-            }
-        )
+        ],
+        "names": [{"about": who, "name": name} for who, name in names.items()],
+    }

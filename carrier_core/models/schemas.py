@@ -11,10 +11,44 @@ from typing import Any
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 
+#: What the agent learns of people: the reflection's answer, and, with inline reflection,
+#: the decide answer's optional part (`carrier_core.decision.LEARNED_FIELDS`).
+_LEARNED: dict[str, Any] = {
+    "facts": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"claim": {"type": "string"}, "about": {"type": "string"}},
+            "required": ["claim"],
+        },
+    },
+    "relationships": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "source": {"type": "string"},
+                "target": {"type": "string"},
+                "tags": _STRINGS,
+            },
+            "required": ["source", "target"],
+        },
+    },
+    "names": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"about": {"type": "string"}, "name": {"type": "string"}},
+            "required": ["about", "name"],
+        },
+    },
+}
+
 TASK_TOOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "decide": (
         "respond",
-        "Give your decision: your private thought, the actions to run, and what you say.",
+        "Give your decision: your private thought, the actions to run, and what you say"
+        " (and, when asked, what to remember of people).",
         {
             "type": "object",
             "properties": {
@@ -22,6 +56,7 @@ TASK_TOOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
                 "actions": _STRINGS,
                 "providers": _STRINGS,
                 "text": {"type": "string"},
+                **_LEARNED,
             },
             "required": ["thought", "actions", "text"],
         },
@@ -31,29 +66,7 @@ TASK_TOOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "Record the facts learned and the relationships seen in the conversation.",
         {
             "type": "object",
-            "properties": {
-                "thought": {"type": "string"},
-                "facts": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"claim": {"type": "string"}, "about": {"type": "string"}},
-                        "required": ["claim"],
-                    },
-                },
-                "relationships": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "source": {"type": "string"},
-                            "target": {"type": "string"},
-                            "tags": _STRINGS,
-                        },
-                        "required": ["source", "target"],
-                    },
-                },
-            },
+            "properties": {"thought": {"type": "string"}, **_LEARNED},
             "required": ["facts"],
         },
     ),

@@ -1263,16 +1263,20 @@ class Store:
             ).fetchall()
         return [_memory(row) for row in rows]
 
-    def messages_since_reflection(self, room_id: uuid.UUID) -> tuple[int, int]:
+    def messages_since_reflection(
+        self, room_id: uuid.UUID, *, through_seq: int | None = None
+    ) -> tuple[int, int]:
         """Messages from others (not the agent) after the room's reflection bookmark,
-        and the newest message's seq (the bookmark to set once they are reflected on)."""
+        and the newest message's seq (the bookmark to set once they are reflected on).
+        With `through_seq`, only messages up to it: what a turn's decide step saw."""
         with self.connection() as conn:
             row = conn.execute(
                 "SELECT count(m.id) FILTER (WHERE m.entity_id <> r.agent_id) AS n,"
                 " coalesce(max(m.seq), r.reflected_seq) AS newest FROM rooms r"
                 " LEFT JOIN memories m ON m.room_id = r.id AND m.kind = 'message'"
-                " AND m.seq > r.reflected_seq WHERE r.id = %s GROUP BY r.reflected_seq",
-                (room_id,),
+                " AND m.seq > r.reflected_seq AND (%s::bigint IS NULL OR m.seq <= %s::bigint)"
+                " WHERE r.id = %s GROUP BY r.reflected_seq",
+                (through_seq, through_seq, room_id),
             ).fetchone()
         if row is None:
             raise NotFound(f"no room with id {room_id}")

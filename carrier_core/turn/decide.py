@@ -14,12 +14,17 @@ back: what it would say was written without that context. Which providers the ne
 step adds is kept in the turn's stored state (`ASKED_PROVIDERS`), so the next step may
 run in another process. The last step allowed (`max_steps`) never asks again: its
 decision stands.
+
+With inline reflection due, the first step's answer also carries what to remember
+(`inline_reflection.py`); the decision keeps it, through later steps, for the reflection
+evaluator to store after the reply.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from carrier_core.decision import Decision, parse_decision
 from carrier_core.events import EventType, emit
@@ -30,6 +35,7 @@ from carrier_core.runtime import Runtime
 from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext, json_safe
 from carrier_core.turn.describe import describe_images
+from carrier_core.turn.inline_reflection import inline_ask
 from carrier_core.turn.participation import always_answers, unanswered_by_rule
 from carrier_core.turn.prompt import decide_request, template_values
 from carrier_core.turn.state import compose_state
@@ -147,8 +153,10 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     describe_images(ctx)  # before the providers, which show the descriptions
     included = frozenset(asked.get("next", ()))
     ctx.state = compose_state(ctx, included)
-    request, composed = decide_request(ctx)
+    ask = inline_ask(ctx, number)
+    request, composed = decide_request(ctx, ask)
     status, detail = "ok", {}
+    answered = False  # the model answered this step's prompt (no gate kept it silent)
     try:
         gate = should_respond(ctx, request)
         if gate is not None:
@@ -157,7 +165,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             decision, model = Decision(thought=gate.reasoning, actions=["IGNORE"]), "(none)"
         else:
             generation = ctx.generate(request)
-            model = generation.model
+            model, answered = generation.model, True
             try:
                 decision = parse_decision(generation.text)
             except UnparsableOutput as exc:
@@ -170,6 +178,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         runtime.store.mark_retrying(turn_id, f"{type(exc).__name__}: {exc}")
         raise
     decision = settle(decision, always_answers(ctx.room), ctx.plugins)
+    decision.reflection = _reflection(ctx, decision, asked=ask is not None and answered)
     respond = decision.actions != ["IGNORE"]
     wanted, unknown = asked_providers(decision, ctx.plugins)
     new = sorted(wanted - included)
@@ -201,10 +210,21 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             provider_errors=ctx.state.errors,
             **({"providers_asked": new, "decides_again": again} if new else {}),
             **({"unknown_providers": unknown} if unknown else {}),
+            **({"reflection_asked": ask.count} if ask else {}),
             **detail,
         ),
     )
     return Decided(decision=decision, respond=respond, step=number, again=again)
+
+
+def _reflection(ctx: TurnContext, decision: Decision, *, asked: bool) -> dict[str, Any] | None:
+    """What the decision carries to remember: this step's answer if it was asked ({} if it
+    answered none: even an unparsable answer was asked, and is not asked again), else
+    what an earlier step of the turn answered, else None."""
+    if asked:
+        return decision.reflection or {}
+    earlier = Decision.model_validate(ctx.turn.decision) if ctx.turn.decision else None
+    return earlier.reflection if earlier else None
 
 
 def _unanswered(ctx: TurnContext, number: int, why: str) -> Decided:

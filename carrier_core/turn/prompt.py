@@ -12,6 +12,9 @@ are the task and the answer format. What was cut is recorded with the decide ste
 A character's `messageHandlerTemplate` replaces the task and the layout: the provider
 sections, composed within what the template leaves of the budget, go where it says
 `{{providers}}` (see `carrier_core.turn.templates`).
+
+With inline reflection due (`inline_reflection.py`), the task also asks what to remember
+and the answer format has its tags; a character's template gets both after its own text.
 """
 
 from __future__ import annotations
@@ -25,15 +28,14 @@ from carrier_core.models.tokens import context_window, count_tokens
 from carrier_core.plugin import Cut
 from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext
+from carrier_core.turn.inline_reflection import FORMAT as LEARNED_FORMAT
+from carrier_core.turn.inline_reflection import InlineAsk
 from carrier_core.world import RoomKind
 
-_FORMAT = """Answer in this XML form and nothing else:
-<response>
-<thought>your private reasoning, one or two sentences</thought>
+_FIELDS = """<thought>your private reasoning, one or two sentences</thought>
 <actions>comma-separated action names, in the order to run them</actions>
 <providers>names of extra context you need, if any</providers>
-<text>what you say, if you say anything</text>
-</response>"""
+<text>what you say, if you say anything</text>"""
 
 #: Room kept for the answer and for the estimate's error, in tokens.
 _ANSWER_MARGIN = 256
@@ -170,8 +172,15 @@ def compose_template(
     )
 
 
-def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
-    """The decide step's request, and how its prompt was composed (recorded with the step)."""
+def _answer_format(ask: InlineAsk | None) -> str:
+    """The XML form the decide answer is asked in, with what to remember when asked."""
+    fields = f"{_FIELDS}\n{LEARNED_FORMAT}" if ask else _FIELDS
+    return f"Answer in this XML form and nothing else:\n<response>\n{fields}\n</response>"
+
+
+def decide_request(ctx: TurnContext, ask: InlineAsk | None = None) -> tuple[ModelRequest, Composed]:
+    """The decide step's request, and how its prompt was composed (recorded with the step);
+    `ask`: the step also asks what to remember (inline reflection)."""
     providers = {p.name: p for p in ctx.plugins.providers}
     sections = [
         Section(name, providers[name].title or name, text, providers[name].cut)
@@ -182,6 +191,8 @@ def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
     budget = prompt_budget(ctx) - count_tokens(model, system)
     template = ctx.character.templates.get(templates.DECIDE)
     if template:
+        if ask:
+            template += f"\n\n{ask.task(ctx.agent_name)}\nAdd to your answer:\n{LEARNED_FORMAT}"
         values = template_values(ctx)
         composed = compose_template(template, values, sections, budget, model)
         shorter = compose_template(template, values, sections, max(budget // 2, 1), model)
@@ -199,7 +210,9 @@ def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
                 f"Write {ctx.agent_name}'s answer to {ctx.sender}'s latest message and choose "
                 "REPLY, adding other actions if they help."
             )
-        tail = f"# Task\n{task}\n\n{_FORMAT}"
+        if ask:
+            task += f"\n{ask.task(ctx.agent_name)}"
+        tail = f"# Task\n{task}\n\n{_answer_format(ask)}"
         composed = compose(sections, tail, budget, model)
         # Composed again at half the budget, for one retry if the provider says it is too long.
         shorter = compose(sections, tail, max(budget // 2, 1), model)
@@ -218,6 +231,8 @@ def decide_request(ctx: TurnContext) -> tuple[ModelRequest, Composed]:
             # For the offline model, which answers as the character without a language model.
             "bio": "\n".join(ctx.character.bio),
             "examples": json.dumps(example_exchanges(ctx)),
+            # The messages to learn from, when asked: the offline model reads them.
+            **({"learn": ask.conversation} if ask else {}),
         },
         shorter_prompt=shorter.prompt,
     )
