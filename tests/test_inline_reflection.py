@@ -217,7 +217,7 @@ def test_a_retried_decide_or_evaluate_stores_nothing_twice(
     lyon = {"facts": [{"claim": "Sam lives in Lyon", "about": "Sam"}]}
     scripted.add(answer("REPLY", text="Lyon is lovely.", reflection=lyon))
     result = run_turn(runtime, said(agent, "Sam", "Ada, I live in Lyon."))
-    sam = store.turn_scene(result.turn_id)[1].entity_id
+    sam = store.turn_scene(result.turn_id).message.entity_id
     again = decide(runtime, result.turn_id, 1)
     assert again.decision.reflection == lyon
     evaluate(runtime, result.turn_id)
@@ -238,7 +238,7 @@ def test_a_near_duplicate_fact_is_not_stored_again(
     )
     first = run_turn(runtime, said(agent, "Sam", "Ada, I like tea."))
     run_turn(runtime, said(agent, "Sam", "Ada, did I say I like tea?"))
-    sam = store.turn_scene(first.turn_id)[1].entity_id
+    sam = store.turn_scene(first.turn_id).message.entity_id
     assert [f.content.text for f in store.facts_about(agent, sam)] == ["Sam likes tea"]
 
 
@@ -270,7 +270,7 @@ def test_a_silent_turn_still_learns(store: Store, scripted: ScriptedModel, ada: 
     scripted.add(answer("IGNORE", reflection={"facts": [{"claim": "Sam owns a boat"}]}))
     result = run_turn(runtime, said(agent, "Sam", "I just bought a boat."))
     assert result.replies == []
-    sam = store.turn_scene(result.turn_id)[1].entity_id
+    sam = store.turn_scene(result.turn_id).message.entity_id
     assert [f.content.text for f in store.facts_about(agent, sam)] == ["Sam owns a boat"]
 
 
@@ -286,7 +286,7 @@ def test_a_later_decide_step_keeps_what_the_first_one_noted(
     )
     result = run_turn(runtime, said(agent, "Sam", "Ada, I like stories: tell me one."))
     assert ["<facts>" in r.prompt for r in scripted.requests] == [True, False]
-    sam = store.turn_scene(result.turn_id)[1].entity_id
+    sam = store.turn_scene(result.turn_id).message.entity_id
     assert [f.content.text for f in store.facts_about(agent, sam)] == ["Sam likes stories"]
 
 
@@ -295,7 +295,7 @@ def test_the_offline_model_answers_inline_in_the_one_call(store: Store, ada: Cha
     agent = runtime.register_agent(ada)
     result = run_turn(runtime, said(agent, "Sam", "Ada, I live in Lyon."))
     assert result.status == "done" and result.reply_texts
-    sam = store.turn_scene(result.turn_id)[1].entity_id
+    sam = store.turn_scene(result.turn_id).message.entity_id
     assert [f.content.text for f in store.facts_about(agent, sam)] == ["Sam lives in Lyon"]
     calls = [s.model_calls for s in store.turn_steps(result.turn_id)]
     assert sum(calls) == 1
