@@ -106,9 +106,7 @@ def _recall(ctx: TurnContext) -> ProviderResult:
 
 
 def _recent_messages(ctx: TurnContext) -> ProviderResult:
-    recent = ctx.runtime.store.recent_messages(
-        ctx.room.id, ctx.runtime.settings.recent_messages, through=ctx.message
-    )
+    recent = ctx.recent_messages()
     lines = [f"{m.speaker}: {m.memory.content.text}" for m in recent]
     return ProviderResult("\n".join(lines), {"conversation": "\n".join(lines)})
 

@@ -58,8 +58,7 @@ def _inline(ctx: TurnContext) -> dict[str, Any] | None:
 def _due(ctx: TurnContext) -> bool:
     if ctx.runtime.settings.reflection == "inline":
         return _inline(ctx) is not None
-    pending, _ = ctx.runtime.store.messages_since_reflection(ctx.room.id)
-    return pending >= ctx.runtime.settings.reflection_interval
+    return ctx.unreflected_messages() >= ctx.runtime.settings.reflection_interval
 
 
 def _items(result: dict[str, Any], field: str) -> list[Any]:

@@ -233,6 +233,8 @@ class Scene:
     sender: str
     #: The act step's record when the action asked for ran already; None otherwise.
     done: TurnStep | None = None
+    #: Messages from others since the room's reflection bookmark, when asked for.
+    unreflected: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1023,20 +1025,12 @@ class Store:
         count: int,
         *,
         through: Memory | None = None,
-        with_attachments: bool = False,
     ) -> list[NamedMessage]:
         """The room's last `count` messages, oldest first, with speaker names.
 
         With `through`, the conversation as it stood for that message: nothing that
-        arrived after it, except the replies of the turn answering it. With
-        `with_attachments`, only those of the same messages that carry attachments.
+        arrived after it, except the replies of the turn answering it.
         """
-        chosen = (
-            " WHERE content->'attachments' <> '[]'::jsonb"
-            " AND jsonb_typeof(content->'attachments') = 'array'"
-            if with_attachments
-            else ""
-        )
         cutoff = ""
         params: list[Any] = [room_id]
         if through is not None:
@@ -1051,7 +1045,7 @@ class Store:
                 " FROM memories m LEFT JOIN entities e ON e.id = m.entity_id"
                 " LEFT JOIN agents a ON a.id = m.entity_id"
                 f" WHERE m.room_id = %s AND m.kind = 'message'{cutoff}"
-                f" ORDER BY m.seq DESC LIMIT %s) recent{chosen} ORDER BY seq".encode(),
+                " ORDER BY m.seq DESC LIMIT %s) recent ORDER BY seq",
                 [*params, count],
             ).fetchall()
         return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
@@ -1448,11 +1442,15 @@ class Store:
             ).fetchone()
         return None if row is None else TurnStep(**row)
 
-    def turn_scene(self, turn_id: uuid.UUID, *, act_index: int | None = None) -> Scene:
+    def turn_scene(
+        self, turn_id: uuid.UUID, *, act_index: int | None = None, unreflected: bool = False
+    ) -> Scene:
         """Everything a step needs to start, in one round trip: the turn, its message
         (without its embedding, which only decide needs and makes itself), the agent's
         character, the room and the sender's name; with `act_index`, the act step's record
-        if that action of the latest decision ran already (a retried invocation)."""
+        if that action of the latest decision ran already (a retried invocation); with
+        `unreflected`, how many messages from others the room has after its reflection
+        bookmark (`messages_since_reflection`), for the evaluate step."""
         with self.connection() as conn:
             row = conn.execute(
                 "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
@@ -1464,11 +1462,14 @@ class Store:
                 f" coalesce({entity_name('e')}, 'someone') AS sender,"
                 f" (SELECT to_jsonb(s) FROM (SELECT {_STEP_COLUMNS} FROM turn_steps"
                 " WHERE turn_id = t.id AND key = 'act:' || t.steps_taken || ':' || %s::int) s)"
-                " AS done"
+                " AS done,"
+                " CASE WHEN %s THEN (SELECT count(*) FROM memories u WHERE u.room_id = r.id"
+                " AND u.kind = 'message' AND u.seq > r.reflected_seq"
+                " AND u.entity_id <> r.agent_id) END AS unreflected"
                 " FROM turns t JOIN memories m ON m.id = t.message_id"
                 " JOIN agents a ON a.id = t.agent_id JOIN rooms r ON r.id = t.room_id"
                 " LEFT JOIN entities e ON e.id = m.entity_id WHERE t.id = %s",
-                (act_index, turn_id),
+                (act_index, unreflected, turn_id),
             ).fetchone()
         if row is None:
             raise NotFound(f"no turn with id {turn_id}")
@@ -1500,4 +1501,4 @@ class Store:
             for stamp in ("started_at", "finished_at"):
                 found[stamp] = datetime.fromisoformat(found[stamp])
             done = TurnStep(**found)
-        return Scene(turn, _memory(row), character, room, row["sender"], done)
+        return Scene(turn, _memory(row), character, room, row["sender"], done, row["unreflected"])

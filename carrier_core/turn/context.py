@@ -69,17 +69,26 @@ class TurnContext:
     _usage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Ledger rows of the step's model calls, written with its record.
     calls: list[ModelCall] = field(default_factory=list)
-    _attachment_messages: list[NamedMessage] | None = field(default=None, repr=False)
+    _recent: list[NamedMessage] | None = field(default=None, repr=False)
+    _unreflected: int | None = field(default=None, repr=False)
+    _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: For an act step: the record of the action it was asked to run, if that ran already.
     done: TurnStep | None = None
 
     @classmethod
     def load(
-        cls, runtime: Runtime, turn_id: Any, step: str = "", *, act_index: int | None = None
+        cls,
+        runtime: Runtime,
+        turn_id: Any,
+        step: str = "",
+        *,
+        act_index: int | None = None,
+        unreflected: bool = False,
     ) -> TurnContext:
         """The step's context, read in one statement; with `act_index`, also whether that
-        action of the latest decision ran already (`done`)."""
-        scene = runtime.store.turn_scene(turn_id, act_index=act_index)
+        action of the latest decision ran already (`done`); with `unreflected`, the room's
+        messages since its reflection bookmark (`unreflected_messages`)."""
+        scene = runtime.store.turn_scene(turn_id, act_index=act_index, unreflected=unreflected)
         return cls(
             runtime=runtime,
             turn=scene.turn,
@@ -92,6 +101,7 @@ class TurnContext:
             state=State(values=dict(scene.turn.state)),
             step=step,
             done=scene.done,
+            _unreflected=scene.unreflected,
         )
 
     @property
@@ -196,18 +206,28 @@ class TurnContext:
             self.message.embedding = self.embed([self.message.content.text]).vectors[0]
         return self.message.embedding
 
+    def recent_messages(self) -> list[NamedMessage]:
+        """The conversation as it stood for this turn's message, oldest first, with speaker
+        names: read once per step (the conversation's provider, the attachments' provider
+        and the describing of images all need it), and a description made in the step is
+        kept on its message here."""
+        with self._recent_lock:  # providers run in threads: one read, whoever asks first
+            if self._recent is None:
+                self._recent = self.runtime.store.recent_messages(
+                    self.room.id, self.runtime.settings.recent_messages, through=self.message
+                )
+            return self._recent
+
+    def unreflected_messages(self) -> int:
+        """Messages from others in the room since its reflection bookmark: read with the
+        evaluate step's scene, or now."""
+        if self._unreflected is None:
+            self._unreflected = self.runtime.store.messages_since_reflection(self.room.id)[0]
+        return self._unreflected
+
     def attachment_messages(self) -> list[NamedMessage]:
-        """The conversation's recent messages that carry attachments, read once per step:
-        describing their images and showing them (the ATTACHMENTS provider) need the same
-        rows, and a description made in the step is kept on them."""
-        if self._attachment_messages is None:
-            self._attachment_messages = self.runtime.store.recent_messages(
-                self.room.id,
-                self.runtime.settings.recent_messages,
-                through=self.message,
-                with_attachments=True,
-            )
-        return self._attachment_messages
+        """The recent messages that carry attachments."""
+        return [m for m in self.recent_messages() if m.memory.content.attachments]
 
     def action_results(self) -> list[dict[str, Any]]:
         """What the turn's actions did so far, in order (earlier decide steps' and this

@@ -22,7 +22,7 @@ def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, force: bool = False) -> li
     `force` skips the evaluators' own cadence checks: a chat that ends reflects
     on what is left rather than wait for a next message that may not come.
     """
-    ctx = TurnContext.load(runtime, turn_id, "evaluate")
+    ctx = TurnContext.load(runtime, turn_id, "evaluate", unreflected=True)
     decision = Decision.model_validate(ctx.turn.decision or {})
     responded = decision.actions != ["IGNORE"]
     ran = []
