@@ -1372,10 +1372,38 @@ class Store:
             plugins=tuple(row["plugins"]),
         )
 
-    def record_step(self, turn_id: uuid.UUID, record: StepRecord) -> None:
-        """Add a step to the turn's history; a keyed step is recorded once, the first time."""
+    def record_step(
+        self, turn_id: uuid.UUID, record: StepRecord, *, said: Sequence[Memory] = ()
+    ) -> None:
+        """Add a step to the turn's history; a keyed step is recorded once, the first time.
+        `said`: the messages the step stores (an action's replies), written in the same
+        statement, so a step and what it said are never stored the one without the other
+        (a retried step finds its record and says nothing again)."""
+        if not said:
+            with self.connection() as conn:
+                conn.execute("WITH " + _INSERT_STEP, _step_params(turn_id, record))
+            return
         with self.connection() as conn:
-            conn.execute("WITH " + _INSERT_STEP, _step_params(turn_id, record))
+            conn.execute(
+                "WITH said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"
+                " kind, content, dedupe_key, turn_id)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[],"
+                " %s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::uuid[])"
+                " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+                " DO NOTHING), " + _INSERT_STEP,
+                (
+                    [m.id for m in said],
+                    [m.agent_id for m in said],
+                    [m.entity_id for m in said],
+                    [m.room_id for m in said],
+                    [m.world_id for m in said],
+                    [m.kind.value for m in said],
+                    [Jsonb(m.content.model_dump(mode="json", exclude_none=True)) for m in said],
+                    [m.dedupe_key for m in said],
+                    [turn_id for _ in said],
+                    *_step_params(turn_id, record),
+                ),
+            )
 
     def save_decision(
         self,

@@ -10,6 +10,7 @@ once the request is answered or expired, it acts or records why not (`approval.p
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -93,75 +94,72 @@ def _check_sent(ctx: TurnContext, result: ActionResult) -> list[Room]:
     return rooms
 
 
-def _send(
+def _sent(
     ctx: TurnContext, rooms: list[Room], texts: list[str], action: str, key: str
-) -> list[uuid.UUID]:
-    """Store what an action sends to other rooms, each as the agent's message in its room
-    with this turn's id: like a reply, it is idempotent (a retried step stores nothing
-    twice), pushed to that room's listeners and delivered to its webhooks."""
-    ids = []
-    for n, (room, text) in enumerate(zip(rooms, _capped(ctx, texts, "sent"), strict=True)):
-        if not text.strip():
-            continue
-        memory, _ = ctx.runtime.store.add_memory(
-            Memory(
-                agent_id=ctx.message.agent_id,
-                entity_id=ctx.message.agent_id,
-                room_id=room.id,
-                world_id=room.world_id,
-                kind=MemoryKind.MESSAGE,
-                content=Content(text=text, actions=[action], source="agent"),
-                dedupe_key=f"sent:{ctx.turn.id}:{key}:{n}",
-            ),
-            turn_id=ctx.turn.id,
+) -> list[Memory]:
+    """What an action sends to other rooms, each as the agent's message in its room with
+    this turn's id: like a reply, it is idempotent (a retried step stores nothing twice),
+    pushed to that room's listeners and delivered to its webhooks."""
+    return [
+        Memory(
+            agent_id=ctx.message.agent_id,
+            entity_id=ctx.message.agent_id,
+            room_id=room.id,
+            world_id=room.world_id,
+            kind=MemoryKind.MESSAGE,
+            content=Content(text=text, actions=[action], source="agent"),
+            dedupe_key=f"sent:{ctx.turn.id}:{key}:{n}",
         )
-        ids.append(memory.id)
-    return ids
+        for n, (room, text) in enumerate(zip(rooms, _capped(ctx, texts, "sent"), strict=True))
+        if text.strip()
+    ]
 
 
-def _say(
+def _replies(
     ctx: TurnContext,
     texts: list[str],
     action: str,
     key: str,
     attachments: list[dict[str, Any]] | None = None,
-) -> list[uuid.UUID]:
-    """Store what an action says; its attachments go with the last reply.
+) -> list[Memory]:
+    """What an action says, as messages to store; its attachments go with the last reply.
 
     Not embedded here: the reply is given first, and the embed step (the embed queue in
     the cloud, batched across turns) embeds it after the turn, off its critical path. Recall
     looks back past the recent messages, which the prompt shows whole, so it never waits.
     """
     texts = _capped(ctx, [t for t in texts if t.strip()])
-    if not texts:
-        return []
     last = len(texts) - 1
-    ids = []
-    for n, text in enumerate(texts):
-        memory, _ = ctx.runtime.store.add_memory(
-            Memory(
-                agent_id=ctx.message.agent_id,
-                entity_id=ctx.message.agent_id,
-                room_id=ctx.room.id,
-                world_id=ctx.room.world_id,
-                kind=MemoryKind.MESSAGE,
-                content=Content(
-                    text=text,
-                    actions=[action],
-                    source="agent",
-                    in_reply_to=ctx.message.id,
-                    attachments=(attachments or []) if n == last else [],
-                ),
-                dedupe_key=f"reply:{ctx.turn.id}:{key}:{n}",
+    return [
+        Memory(
+            agent_id=ctx.message.agent_id,
+            entity_id=ctx.message.agent_id,
+            room_id=ctx.room.id,
+            world_id=ctx.room.world_id,
+            kind=MemoryKind.MESSAGE,
+            content=Content(
+                text=text,
+                actions=[action],
+                source="agent",
+                in_reply_to=ctx.message.id,
+                attachments=(attachments or []) if n == last else [],
             ),
-            turn_id=ctx.turn.id,
+            dedupe_key=f"reply:{ctx.turn.id}:{key}:{n}",
         )
-        ids.append(memory.id)
-    return ids
+        for n, text in enumerate(texts)
+    ]
 
 
-def _finish(ctx: TurnContext, key: str, status: str, acted: Acted, **detail: object) -> Acted:
-    ctx.record_step(
+def _finish(
+    ctx: TurnContext,
+    key: str,
+    status: str,
+    acted: Acted,
+    said: Sequence[Memory] = (),
+    **detail: object,
+) -> Acted:
+    """Record the action's step, with the messages it said (one statement)."""
+    record = ctx.step_record(
         f"act:{acted.action}",
         status,
         key=key,
@@ -171,18 +169,17 @@ def _finish(ctx: TurnContext, key: str, status: str, acted: Acted, **detail: obj
         **({"error": acted.error} if acted.error else {}),
         **detail,
     )
+    ctx.runtime.store.record_step(ctx.turn.id, record, said=said)
     return acted
 
 
-def _failed(ctx: TurnContext, runtime: Runtime, action: str, key: str, error: str) -> Acted:
+def _failed(ctx: TurnContext, action: str, key: str, error: str) -> Acted:
     """Record a failed action; someone waiting in a direct conversation is told."""
-    with runtime.store.atomic():
-        said = []
-        if ctx.room.kind is RoomKind.DM:
-            message = FAILED_ACTION_REPLY.format(action=action)
-            said = _say(ctx, [message], action, f"{key}:failed")
-        acted = _finish(ctx, key, "error", Acted(action, reply_ids=said, error=error))
-    return _completed(ctx, acted)
+    said = []
+    if ctx.room.kind is RoomKind.DM:
+        said = _replies(ctx, [FAILED_ACTION_REPLY.format(action=action)], action, f"{key}:failed")
+    acted = Acted(action, reply_ids=[m.id for m in said], error=error)
+    return _completed(ctx, _finish(ctx, key, "error", acted, said))
 
 
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
@@ -237,20 +234,19 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             # A provider that is down or rate limited: the caller retries the action (the
             # state machine does, with backoff) or fails the turn with the reason.
             raise
-        return _failed(ctx, runtime, action.name, key, f"{type(exc).__name__}: {exc}")
-    with runtime.store.atomic():
-        reply_ids = _say(ctx, result.replies, action.name, key, result.attachments)
-        sent_ids = _send(ctx, rooms, [m.text for m in result.sent], action.name, key)
-        acted = Acted(
-            action.name,
-            reply_ids=reply_ids,
-            continue_turn=result.continue_turn,
-            error=result.error,
-            sent_ids=sent_ids,
-        )
-        shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
-        status = "ok" if result.success else "error"
-        _finish(ctx, key, status, acted, data=result.data, **shown)
+        return _failed(ctx, action.name, key, f"{type(exc).__name__}: {exc}")
+    replies = _replies(ctx, result.replies, action.name, key, result.attachments)
+    sent = _sent(ctx, rooms, [m.text for m in result.sent], action.name, key)
+    acted = Acted(
+        action.name,
+        reply_ids=[m.id for m in replies],
+        continue_turn=result.continue_turn,
+        error=result.error,
+        sent_ids=[m.id for m in sent],
+    )
+    shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
+    status = "ok" if result.success else "error"
+    _finish(ctx, key, status, acted, [*replies, *sent], data=result.data, **shown)
     return _completed(ctx, acted)
 
 
