@@ -41,7 +41,7 @@ def _time(ctx: TurnContext) -> ProviderResult:
 
 
 def _entities(ctx: TurnContext) -> ProviderResult:
-    people = ctx.runtime.store.participants(ctx.room.id)
+    people = ctx.people()
     names = [p.name for p in people]
     kind = "a direct conversation" if ctx.room.kind == "dm" else "a group conversation"
     text = f"This is {kind} in room '{ctx.room.name}' with: {', '.join(names) or 'nobody yet'}."
@@ -50,7 +50,7 @@ def _entities(ctx: TurnContext) -> ProviderResult:
 
 def _relationships(ctx: TurnContext) -> ProviderResult:
     """What reflection learned of how the sender relates to others (newest first)."""
-    found = ctx.runtime.store.relationships_of(ctx.message.agent_id, ctx.message.entity_id)
+    found = ctx.relationships()
     lines = [
         f"- {source} and {target}: {', '.join(tags) or 'known'}" for source, target, tags in found
     ]

@@ -222,6 +222,18 @@ class TurnEnd:
 
 
 @dataclass(frozen=True)
+class Conversation:
+    """What a decide step's providers show of the conversation, read with its scene."""
+
+    #: The recent messages as they stood for the turn's message, oldest first.
+    recent: list[NamedMessage]
+    #: The room's members, in the order they joined.
+    people: list[Entity]
+    #: The sender's known relationships, newest first: (source, target, tags).
+    relationships: list[tuple[str, str, list[str]]]
+
+
+@dataclass(frozen=True)
 class Scene:
     """What a step starts from (`Store.turn_scene`)."""
 
@@ -235,6 +247,8 @@ class Scene:
     done: TurnStep | None = None
     #: Messages from others since the room's reflection bookmark, when asked for.
     unreflected: int | None = None
+    #: What a decide step shows of the conversation, when asked for.
+    conversation: Conversation | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +288,54 @@ def entity_name(alias: str) -> str:
     """SQL for what the entity row `alias` is called: the name it asked for in conversation
     (stored by reflection in its metadata), else its newest display name (`Entity.name`)."""
     return f"coalesce({alias}.metadata->>'name', {alias}.names[1])"
+
+
+def _recent_rows(room: str, cutoff: str) -> str:
+    """SQL of a room's last messages, newest first, each with its speaker (`LIMIT %s` is
+    the one parameter): read alone (`Store.recent_messages`) or with a decide step's scene.
+    `room` is the room's id as SQL, `cutoff` more conditions on `rm`."""
+    columns = ", ".join(f"rm.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
+    return (
+        f"SELECT {columns}, coalesce({entity_name('re')}, ra.name, 'someone') AS speaker"
+        " FROM memories rm LEFT JOIN entities re ON re.id = rm.entity_id"
+        " LEFT JOIN agents ra ON ra.id = rm.entity_id"
+        f" WHERE rm.room_id = {room} AND rm.kind = 'message'{cutoff}"
+        " ORDER BY rm.seq DESC LIMIT %s"
+    )
+
+
+def _people_rows(room: str) -> str:
+    """SQL of a room's members, in the order they joined (`joined_at`)."""
+    return (
+        "SELECT pe.id, pe.agent_id, pe.names, pe.metadata, pp.joined_at FROM participants pp"
+        f" JOIN entities pe ON pe.id = pp.entity_id WHERE pp.room_id = {room}"
+        " ORDER BY pp.joined_at"
+    )
+
+
+def _relationship_rows(agent: str, entity: str) -> str:
+    """SQL of an agent's known relationships of one person, newest first (`LIMIT %s`)."""
+    return (
+        f"SELECT {entity_name('rs')} AS source,"
+        f" coalesce({entity_name('rt')}, rta.name) AS target, rr.tags, rr.updated_at"
+        " FROM relationships rr JOIN entities rs ON rs.id = rr.source_entity_id"
+        " LEFT JOIN entities rt ON rt.id = rr.target_entity_id"
+        " LEFT JOIN agents rta ON rta.id = rr.target_entity_id"
+        f" WHERE rr.agent_id = {agent} AND {entity} IN (rr.source_entity_id, rr.target_entity_id)"
+        " ORDER BY rr.updated_at DESC LIMIT %s"
+    )
+
+
+#: How many relationships of the sender a prompt shows.
+RELATIONSHIPS_SHOWN = 10
+
+
+def _named(rows: Sequence[Any]) -> list[NamedMessage]:
+    return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
+
+
+def _relationship(row: Any) -> tuple[str, str, list[str]]:
+    return (row["source"], row["target"] or "someone", list(row["tags"]))
 
 
 def where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
@@ -797,12 +859,7 @@ class Store:
 
     def participants(self, room_id: uuid.UUID) -> list[Entity]:
         with self.connection() as conn:
-            rows = conn.execute(
-                "SELECT e.id, e.agent_id, e.names, e.metadata FROM participants p"
-                " JOIN entities e ON e.id = p.entity_id WHERE p.room_id = %s"
-                " ORDER BY p.joined_at",
-                (room_id,),
-            ).fetchall()
+            rows = conn.execute(_people_rows("%s"), (room_id,)).fetchall()
         return [Entity(**row) for row in rows]
 
     def save_relationship(self, relationship: Relationship) -> None:
@@ -868,22 +925,15 @@ class Store:
             )
 
     def relationships_of(
-        self, agent_id: uuid.UUID, entity_id: uuid.UUID, limit: int = 10
+        self, agent_id: uuid.UUID, entity_id: uuid.UUID, limit: int = RELATIONSHIPS_SHOWN
     ) -> list[tuple[str, str, list[str]]]:
         """The agent's known relationships of one person, newest first: (source's name,
         target's name, tags)."""
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT {entity_name('s')} AS source,"
-                f" coalesce({entity_name('t')}, a.name) AS target, r.tags"
-                " FROM relationships r JOIN entities s ON s.id = r.source_entity_id"
-                " LEFT JOIN entities t ON t.id = r.target_entity_id"
-                " LEFT JOIN agents a ON a.id = r.target_entity_id"
-                " WHERE r.agent_id = %s AND %s IN (r.source_entity_id, r.target_entity_id)"
-                " ORDER BY r.updated_at DESC LIMIT %s",
-                (agent_id, entity_id, limit),
+                _relationship_rows("%s", "%s"), (agent_id, entity_id, limit)
             ).fetchall()
-        return [(row["source"], row["target"] or "someone", list(row["tags"])) for row in rows]
+        return [_relationship(row) for row in rows]
 
     def relationships(self, agent_id: uuid.UUID) -> list[Relationship]:
         with self.connection() as conn:
@@ -1035,20 +1085,15 @@ class Store:
         params: list[Any] = [room_id]
         if through is not None:
             cutoff = (
-                " AND (m.seq <= %s OR m.turn_id = (SELECT id FROM turns WHERE message_id = %s))"
+                " AND (rm.seq <= %s OR rm.turn_id = (SELECT id FROM turns WHERE message_id = %s))"
             )
             params += [through.seq, through.id]
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT * FROM (SELECT {', '.join('m.' + c for c in _MEMORY_COLUMNS.split(', '))},"
-                f" coalesce({entity_name('e')}, a.name, 'someone') AS speaker"
-                " FROM memories m LEFT JOIN entities e ON e.id = m.entity_id"
-                " LEFT JOIN agents a ON a.id = m.entity_id"
-                f" WHERE m.room_id = %s AND m.kind = 'message'{cutoff}"
-                " ORDER BY m.seq DESC LIMIT %s) recent ORDER BY seq",
+                f"SELECT * FROM ({_recent_rows('%s', cutoff)}) recent ORDER BY seq",
                 [*params, count],
             ).fetchall()
-        return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
+        return _named(rows)
 
     def describe_attachment(
         self, memory_id: uuid.UUID, index: int, description: str, *, made_by: str
@@ -1471,14 +1516,22 @@ class Store:
         return None if row is None else TurnStep(**row)
 
     def turn_scene(
-        self, turn_id: uuid.UUID, *, act_index: int | None = None, unreflected: bool = False
+        self,
+        turn_id: uuid.UUID,
+        *,
+        act_index: int | None = None,
+        unreflected: bool = False,
+        conversation: int | None = None,
     ) -> Scene:
         """Everything a step needs to start, in one round trip: the turn, its message
         (without its embedding, which only decide needs and makes itself), the agent's
         character, the room and the sender's name; with `act_index`, the act step's record
         if that action of the latest decision ran already (a retried invocation); with
         `unreflected`, how many messages from others the room has after its reflection
-        bookmark (`messages_since_reflection`), for the evaluate step."""
+        bookmark (`messages_since_reflection`), for the evaluate step; with `conversation`
+        (a count), what a decide step's providers show of it: that many recent messages as
+        they stood for the turn's message, the room's members and the sender's known
+        relationships."""
         with self.connection() as conn:
             row = conn.execute(
                 "SELECT t.id AS t_id, t.status, t.steps_taken, t.decision, t.state, t.error,"
@@ -1493,11 +1546,29 @@ class Store:
                 " AS done,"
                 " CASE WHEN %s THEN (SELECT count(*) FROM memories u WHERE u.room_id = r.id"
                 " AND u.kind = 'message' AND u.seq > r.reflected_seq"
-                " AND u.entity_id <> r.agent_id) END AS unreflected"
+                " AND u.entity_id <> r.agent_id) END AS unreflected,"
+                " CASE WHEN %s::int IS NOT NULL THEN (SELECT coalesce(jsonb_agg(to_jsonb(x)"
+                " ORDER BY x.seq), '[]') FROM"
+                f" ({_recent_rows('r.id', ' AND (rm.seq <= m.seq OR rm.turn_id = t.id)')}) x)"
+                " END AS recent,"
+                " CASE WHEN %s::int IS NOT NULL THEN (SELECT coalesce(jsonb_agg(to_jsonb(x)"
+                f" ORDER BY x.joined_at), '[]') FROM ({_people_rows('r.id')}) x) END AS people,"
+                " CASE WHEN %s::int IS NOT NULL THEN (SELECT coalesce(jsonb_agg(to_jsonb(x)"
+                " ORDER BY x.updated_at DESC), '[]') FROM"
+                f" ({_relationship_rows('t.agent_id', 'm.entity_id')}) x) END AS relationships"
                 " FROM turns t JOIN memories m ON m.id = t.message_id"
                 " JOIN agents a ON a.id = t.agent_id JOIN rooms r ON r.id = t.room_id"
                 " LEFT JOIN entities e ON e.id = m.entity_id WHERE t.id = %s",
-                (act_index, unreflected, turn_id),
+                (
+                    act_index,
+                    unreflected,
+                    conversation,
+                    conversation,
+                    conversation,
+                    conversation,
+                    RELATIONSHIPS_SHOWN,
+                    turn_id,
+                ),
             ).fetchone()
         if row is None:
             raise NotFound(f"no turn with id {turn_id}")
@@ -1529,4 +1600,13 @@ class Store:
             for stamp in ("started_at", "finished_at"):
                 found[stamp] = datetime.fromisoformat(found[stamp])
             done = TurnStep(**found)
-        return Scene(turn, _memory(row), character, room, row["sender"], done, row["unreflected"])
+        talk = None
+        if conversation is not None:
+            talk = Conversation(
+                recent=_named(row["recent"]),
+                people=[Entity(**person) for person in row["people"]],
+                relationships=[_relationship(r) for r in row["relationships"]],
+            )
+        return Scene(
+            turn, _memory(row), character, room, row["sender"], done, row["unreflected"], talk
+        )

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from carrier_core.memory import Memory
     from carrier_core.plugin import Plugins
     from carrier_core.runtime import Runtime
-    from carrier_core.world import Room
+    from carrier_core.world import Entity, Room
 
 
 def json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +71,8 @@ class TurnContext:
     calls: list[ModelCall] = field(default_factory=list)
     _recent: list[NamedMessage] | None = field(default=None, repr=False)
     _unreflected: int | None = field(default=None, repr=False)
+    _people: list[Entity] | None = field(default=None, repr=False)
+    _relationships: list[tuple[str, str, list[str]]] | None = field(default=None, repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: For an act step: the record of the action it was asked to run, if that ran already.
     done: TurnStep | None = None
@@ -84,11 +86,19 @@ class TurnContext:
         *,
         act_index: int | None = None,
         unreflected: bool = False,
+        conversation: bool = False,
     ) -> TurnContext:
         """The step's context, read in one statement; with `act_index`, also whether that
         action of the latest decision ran already (`done`); with `unreflected`, the room's
-        messages since its reflection bookmark (`unreflected_messages`)."""
-        scene = runtime.store.turn_scene(turn_id, act_index=act_index, unreflected=unreflected)
+        messages since its reflection bookmark (`unreflected_messages`); with
+        `conversation`, what the providers show of it (`recent_messages`, `people`,
+        `relationships`)."""
+        scene = runtime.store.turn_scene(
+            turn_id,
+            act_index=act_index,
+            unreflected=unreflected,
+            conversation=runtime.settings.recent_messages if conversation else None,
+        )
         return cls(
             runtime=runtime,
             turn=scene.turn,
@@ -102,6 +112,9 @@ class TurnContext:
             step=step,
             done=scene.done,
             _unreflected=scene.unreflected,
+            _recent=scene.conversation.recent if scene.conversation else None,
+            _people=scene.conversation.people if scene.conversation else None,
+            _relationships=scene.conversation.relationships if scene.conversation else None,
         )
 
     @property
@@ -217,6 +230,22 @@ class TurnContext:
                     self.room.id, self.runtime.settings.recent_messages, through=self.message
                 )
             return self._recent
+
+    def people(self) -> list[Entity]:
+        """The room's members, in the order they joined: read with the decide step's
+        scene, or now."""
+        if self._people is None:
+            self._people = self.runtime.store.participants(self.room.id)
+        return self._people
+
+    def relationships(self) -> list[tuple[str, str, list[str]]]:
+        """What the agent knows of how the sender relates to others, newest first:
+        (source, target, tags); read with the decide step's scene, or now."""
+        if self._relationships is None:
+            self._relationships = self.runtime.store.relationships_of(
+                self.message.agent_id, self.message.entity_id
+            )
+        return self._relationships
 
     def unreflected_messages(self) -> int:
         """Messages from others in the room since its reflection bookmark: read with the

@@ -136,7 +136,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     Running a step that already has a stored decision returns that decision, so
     a retried invocation neither calls the model again nor counts another step.
     """
-    ctx = TurnContext.load(runtime, turn_id, "decide")
+    ctx = TurnContext.load(runtime, turn_id, "decide", conversation=True)
     number = step or ctx.turn.steps_taken + 1
     asked = ctx.state.values.get(ASKED_PROVIDERS) or {}
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:

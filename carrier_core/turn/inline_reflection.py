@@ -55,7 +55,7 @@ def inline_ask(ctx: TurnContext, step: int) -> InlineAsk | None:
     count, _ = store.messages_since_reflection(ctx.room.id, through_seq=ctx.message.seq)
     if count < settings.reflection_interval:
         return None
-    recent = store.recent_messages(ctx.room.id, settings.recent_messages, through=ctx.message)
+    recent = ctx.recent_messages()
     theirs = [m for m in recent if m.memory.entity_id != ctx.message.agent_id][-count:]
     conversation = "\n".join(f"{m.speaker}: {m.memory.content.text}" for m in theirs)
     return InlineAsk(count, conversation)
