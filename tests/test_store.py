@@ -14,7 +14,6 @@ from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import HashEmbedding
 from carrier_core.store import AgentConflict, EmbeddingSizeError, Store
 from carrier_core.store.migrate import migrate, migrations
-from carrier_core.world import Entity, Room, RoomKind
 
 EMBED = HashEmbedding()
 
@@ -66,10 +65,17 @@ def _agent(store: Store, name: str) -> uuid.UUID:
 
 
 def _room(store: Store, agent_id: uuid.UUID, key: str) -> tuple[uuid.UUID, uuid.UUID]:
-    entity = Entity(id=uuid.uuid4(), agent_id=agent_id, names=["Sam"])
-    room = Room(id=uuid.uuid4(), agent_id=agent_id, name=key, kind=RoomKind.DM)
-    store.ensure_conversation(entity, room)
-    return room.id, entity.id
+    entity_id, room_id = uuid.uuid4(), uuid.uuid4()
+    with store.connection() as conn:
+        conn.execute(
+            "INSERT INTO entities (id, agent_id, names) VALUES (%s, %s, ARRAY['Sam'])",
+            (entity_id, agent_id),
+        )
+        conn.execute(
+            "INSERT INTO rooms (id, agent_id, name, kind, source) VALUES (%s, %s, %s, 'dm', 'api')",
+            (room_id, agent_id, key),
+        )
+    return room_id, entity_id
 
 
 def _remember(

@@ -563,7 +563,7 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
 ) -> None:
     """Counted, not timed: every statement and BEGIN/COMMIT a turn sends (ingest, the
     runner, decide with its providers, act, finish, embed), without the result's reads. The
-    bound is what the turn costs now (21 round trips); issue 14 aims at 12 statements."""
+    bound is what the turn costs now (14 round trips); issue 14 aims at 12 statements."""
     runtime = make_runtime(store, offline_models(), reflection_interval=1000)
     agent = runtime.register_agent(ada)
     for text in ("hello there", "I like sailing"):
@@ -574,4 +574,4 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
     run_room(runtime, ingested.runner)
     sent = store.round_trips.count - before
     assert store.turn(ingested.turn_id).status == "done"
-    assert sent <= 21, sent
+    assert sent <= 14, sent

@@ -252,6 +252,20 @@ class Scene:
 
 
 @dataclass(frozen=True)
+class Accepted:
+    """What taking a message in did (`Store.accept_message`)."""
+
+    #: The sender joined the room now (its first message there).
+    joined: bool
+    #: The new turn; None when the message's dedupe key was seen before.
+    turn_id: uuid.UUID | None
+    #: The room's runner this claimed (its generation); None: another holds the room.
+    runner_generation: int | None
+    #: The plugins its agent's character names (for the events of ingest).
+    plugins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StartedTurn:
     """A message's turn as ingest finds it."""
 
@@ -753,61 +767,6 @@ class Store:
         return parse_character(row["character"], source=f"agent {agent_id}")
 
     # -- who and where --------------------------------------------------------
-
-    def ensure_conversation(
-        self, entity: Entity, room: Room, world_name: str | None = None
-    ) -> bool:
-        """Make sure the sender, the room (and its world) and their membership exist;
-        True when the sender joined the room now (its first message there).
-
-        The sender's newest display name goes first; a room takes the kind and name
-        of its latest message, so a conversation that grows into a group is treated as one.
-        """
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO entities (id, agent_id, names) VALUES (%s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET"
-                " names = array_prepend(excluded.names[1], array_remove(entities.names,"
-                " excluded.names[1])) WHERE entities.names[1] IS DISTINCT FROM excluded.names[1]",
-                (entity.id, entity.agent_id, entity.names[:1]),
-            )
-            if room.world_id is not None:
-                # Whoever speaks first in a world owns it (ElizaOS's world metadata:
-                # ownership.ownerId, and roles by entity id).
-                conn.execute(
-                    "INSERT INTO worlds (id, agent_id, name, metadata) VALUES (%s, %s, %s,"
-                    " jsonb_build_object('ownership', jsonb_build_object('ownerId', %s::text),"
-                    " 'roles', jsonb_build_object(%s::text, 'OWNER')))"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (
-                        room.world_id,
-                        room.agent_id,
-                        world_name or str(room.world_id),
-                        str(entity.id),
-                        str(entity.id),
-                    ),
-                )
-            # ON CONFLICT DO UPDATE locks the room row even when nothing changes: ingest
-            # relies on it to number a room's messages in the order they commit.
-            joined = conn.execute(
-                "WITH r AS (INSERT INTO rooms (id, agent_id, world_id, name, kind, source)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-                " kind = excluded.kind, name = excluded.name"
-                " WHERE (rooms.kind, rooms.name) IS DISTINCT FROM (excluded.kind, excluded.name))"
-                " INSERT INTO participants (room_id, entity_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (
-                    room.id,
-                    room.agent_id,
-                    room.world_id,
-                    room.name,
-                    room.kind.value,
-                    room.source,
-                    room.id,
-                    entity.id,
-                ),
-            ).rowcount
-        return joined > 0
 
     def set_room_metadata(self, room_id: uuid.UUID, key: str, value: Any) -> None:
         """Set one key of a room's metadata (None removes it), leaving the others as they are."""
@@ -1329,6 +1288,53 @@ class Store:
             )
 
     # -- turns ----------------------------------------------------------------
+
+    def accept_message(
+        self,
+        entity: Entity,
+        room: Room,
+        world_name: str | None,
+        message: Memory,
+        *,
+        turn_id: uuid.UUID,
+        started_at: datetime,
+        lease_s: float,
+        take_expired: bool,
+    ) -> Accepted:
+        """Take a message in, in one statement (`carrier_accept`, migration 0014): the
+        sender, the world, the room and membership, the message, its turn and `ingest`
+        step, and the room's runner if free. A message whose dedupe key was seen before
+        stops after the room (`turn_id` None): the caller finds the stored one."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT joined, message_id, turn_id, runner_generation, plugins FROM"
+                " carrier_accept(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    entity.id,
+                    entity.agent_id,
+                    entity.names[0],
+                    room.world_id,
+                    world_name,
+                    room.id,
+                    room.name,
+                    room.kind.value,
+                    room.source,
+                    message.id,
+                    Jsonb(message.content.model_dump(mode="json", exclude_none=True)),
+                    message.dedupe_key,
+                    turn_id,
+                    started_at,
+                    lease_s,
+                    take_expired,
+                ),
+            ).fetchone()
+        assert row is not None
+        return Accepted(
+            joined=bool(row["joined"]),
+            turn_id=row["turn_id"],
+            runner_generation=row["runner_generation"],
+            plugins=tuple(row["plugins"] or ()),
+        )
 
     def start_turn(self, turn_id: uuid.UUID, message: Memory) -> StartedTurn:
         """Create the turn for a message, queued; or find the one it already has, queued

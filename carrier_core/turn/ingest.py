@@ -185,47 +185,59 @@ def ingest(
         source=message.source,
     )
     store = runtime.store
-    with store.atomic():
-        # Its room upsert locks the room row until this commits, before the message takes
-        # its place in line (seq): messages of one room commit in the order they are
-        # numbered, and the runner answers them in that order.
-        try:
-            joined = store.ensure_conversation(entity, room, message.world)
-        except psycopg.errors.ForeignKeyViolation:
-            raise NotFound(f"no agent with id {agent_id}") from None
-        memory, created = store.add_memory(
-            Memory(
-                agent_id=agent_id,
-                entity_id=entity.id,
-                room_id=room.id,
-                world_id=world_id,
-                kind=MemoryKind.MESSAGE,
-                content=Content(
-                    text=message.text, source=message.source, attachments=message.attachments
-                ),
-                # Scoped to the sender: two people's clients may both count from 1.
-                dedupe_key=(
-                    f"client:{entity.id}:{message.client_message_id}"
-                    if message.client_message_id
-                    else None
-                ),
-            )
+    memory = Memory(
+        agent_id=agent_id,
+        entity_id=entity.id,
+        room_id=room.id,
+        world_id=world_id,
+        kind=MemoryKind.MESSAGE,
+        content=Content(text=message.text, source=message.source, attachments=message.attachments),
+        # Scoped to the sender: two people's clients may both count from 1.
+        dedupe_key=(
+            f"client:{entity.id}:{message.client_message_id}" if message.client_message_id else None
+        ),
+    )
+    lease_s = runtime.settings.runner_lease_s
+    # One round trip (`Store.accept_message`): the room row is locked before the message
+    # takes its place in line (seq), so a room's messages are numbered in the order they
+    # commit, and the runner answers them in that order.
+    try:
+        accepted = store.accept_message(
+            entity,
+            room,
+            message.world,
+            memory,
+            turn_id=uuid.uuid4(),
+            started_at=started_at,
+            lease_s=lease_s,
+            take_expired=take_expired,
         )
-        if not created:
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFound(f"no agent with id {agent_id}") from None
+    if accepted.turn_id is not None:
+        turn_id, turn_created, status = accepted.turn_id, True, "queued"
+        runner = (
+            None
+            if accepted.runner_generation is None
+            else Runner(room.id, accepted.runner_generation)
+        )
+        # Once per message: a redelivery finds its turn and fires nothing.
+        emit_for(runtime, turn_id, accepted.plugins, _received(memory, accepted.joined))
+    else:
+        # Its client id was seen before: the stored message, its turn (queued again if it
+        # had failed), and the runner if the turn waits for one.
+        with store.atomic():
+            memory, _ = store.add_memory(memory)
             _check_same(memory, message)
-        started = store.start_turn(uuid.uuid4(), memory)
-        turn_id, turn_created, status = started.id, started.created, started.status
-        if turn_created:
-            usage = StepUsage(detail={"message_id": str(memory.id)})
-            store.record_step(turn_id, StepRecord("ingest", "ok", started_at, usage))
-        runner = None
-        if status in UNFINISHED:
-            with store.connection() as conn:
-                runner = claim_room(
-                    conn, room.id, runtime.settings.runner_lease_s, take_expired=take_expired
-                )
-    if turn_created:  # once per message: a redelivery finds its turn and fires nothing
-        emit_for(runtime, turn_id, started.plugins, _received(memory, joined))
+            started = store.start_turn(uuid.uuid4(), memory)
+            turn_id, turn_created, status = started.id, started.created, started.status
+            if turn_created:  # a message stored without its turn (by a version before 14)
+                usage = StepUsage(detail={"message_id": str(memory.id)})
+                store.record_step(turn_id, StepRecord("ingest", "ok", started_at, usage))
+            runner = None
+            if status in UNFINISHED:
+                with store.connection() as conn:
+                    runner = claim_room(conn, room.id, lease_s, take_expired=take_expired)
     return Ingested(
         agent_id=agent_id,
         turn_id=turn_id,
