@@ -561,9 +561,9 @@ def test_the_reply_is_embedded_after_the_turn_with_its_ledger_row(
 def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
     store: Store, ada: Character
 ) -> None:
-    """Counted, not timed: every statement and BEGIN/COMMIT a turn sends (ingest, the
-    runner, decide with its providers, act, finish, embed), without the result's reads. The
-    bound is what the turn costs now (14 round trips); issue 14 aims at 12 statements."""
+    """Counted, not timed: every statement a turn sends, BEGIN/COMMIT included (ingest,
+    the runner, decide with its providers, act, evaluate, finish, embed, the runner again),
+    without the result's reads: at most 12, one read and one write per step."""
     runtime = make_runtime(store, offline_models(), reflection_interval=1000)
     agent = runtime.register_agent(ada)
     for text in ("hello there", "I like sailing"):
@@ -574,4 +574,4 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
     run_room(runtime, ingested.runner)
     sent = store.round_trips.count - before
     assert store.turn(ingested.turn_id).status == "done"
-    assert sent <= 14, sent
+    assert sent <= 12, sent

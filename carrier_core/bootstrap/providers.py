@@ -7,8 +7,9 @@ import random
 from datetime import UTC, datetime
 
 from carrier_core.attachments import prompt_lines
-from carrier_core.memory import MemoryKind
+from carrier_core.memory import MemoryKind, ScoredMemory
 from carrier_core.plugin import Cut, Provider, ProviderResult
+from carrier_core.store import Search
 from carrier_core.turn.context import TurnContext
 
 
@@ -57,49 +58,52 @@ def _relationships(ctx: TurnContext) -> ProviderResult:
     return ProviderResult("\n".join(lines), {"relationships": len(lines)})
 
 
+def _recalled(ctx: TurnContext) -> list[list[ScoredMemory]]:
+    """The facts about the sender, the knowledge and the room's older messages most like
+    the message, found in one statement (each provider below shows one of them)."""
+    settings = ctx.runtime.settings
+
+    def search() -> list[list[ScoredMemory]]:
+        return ctx.runtime.store.search_together(
+            ctx.query_embedding(),
+            ctx.message.agent_id,
+            [
+                Search(
+                    (MemoryKind.FACT,),
+                    settings.fact_count,
+                    threshold=-1.0,
+                    entity_id=ctx.message.entity_id,
+                ),
+                Search((MemoryKind.FRAGMENT,), settings.knowledge_count, settings.recall_threshold),
+                Search(
+                    (MemoryKind.MESSAGE,),
+                    settings.recall_count,
+                    settings.recall_threshold,
+                    room_id=ctx.room.id,
+                    before_recent=(ctx.message, settings.recent_messages),
+                ),
+            ],
+        )
+
+    return ctx.once("recalled", search)
+
+
 def _facts(ctx: TurnContext) -> ProviderResult:
     """Facts about the sender, most relevant to the message first (semantic recall)."""
-    found = ctx.runtime.store.search_memories(
-        ctx.query_embedding(),
-        agent_id=ctx.message.agent_id,
-        room_id=None,
-        kinds=[MemoryKind.FACT],
-        count=ctx.runtime.settings.fact_count,
-        threshold=-1.0,
-        entity_id=ctx.message.entity_id,
-    )
-    facts = [f.memory.content.text for f in found]
+    facts = [f.memory.content.text for f in _recalled(ctx)[0]]
     text = "\n".join(f"- {fact}" for fact in facts)
     return ProviderResult(text, {"facts": facts})
 
 
 def _knowledge(ctx: TurnContext) -> ProviderResult:
-    found = ctx.runtime.store.search_memories(
-        ctx.query_embedding(),
-        agent_id=ctx.message.agent_id,
-        room_id=None,
-        kinds=[MemoryKind.FRAGMENT],
-        count=ctx.runtime.settings.knowledge_count,
-        threshold=ctx.runtime.settings.recall_threshold,
-    )
-    return ProviderResult("\n".join(f"- {k.memory.content.text}" for k in found))
+    return ProviderResult("\n".join(f"- {k.memory.content.text}" for k in _recalled(ctx)[1]))
 
 
 def _recall(ctx: TurnContext) -> ProviderResult:
     """Earlier messages of this room like the latest one, from before the recent window."""
-    settings = ctx.runtime.settings
-    found = ctx.runtime.store.search_memories(
-        ctx.query_embedding(),
-        agent_id=ctx.message.agent_id,
-        room_id=ctx.room.id,
-        kinds=[MemoryKind.MESSAGE],
-        count=settings.recall_count,
-        threshold=settings.recall_threshold,
-        before_recent=(ctx.message, settings.recent_messages),
-    )
     lines = [
         f"- ({m.memory.created_at:%Y-%m-%d}) {m.memory.content.text}"
-        for m in found
+        for m in _recalled(ctx)[2]
         if m.memory.created_at is not None
     ]
     return ProviderResult("\n".join(lines))

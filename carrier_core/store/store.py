@@ -419,6 +419,100 @@ _MEMORY_COLUMNS = (
 _M_MEMORY_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MEMORY_COLUMNS.split(","))
 
 
+@dataclass(frozen=True)
+class Search:
+    """One semantic search of an agent's memories (`Store.search_together`)."""
+
+    kinds: tuple[MemoryKind, ...]
+    count: int
+    threshold: float
+    room_id: uuid.UUID | None = None
+    entity_id: uuid.UUID | None = None
+    #: (message, N): only what was stored before the N messages of the message's room
+    #: that end with it (the prompt shows those already).
+    before_recent: tuple[Memory, int] | None = None
+
+
+def _search_sql(vector: Any, agent_id: uuid.UUID, search: Search) -> tuple[str, list[Any]]:
+    """The SQL of one search and its parameters (see `Store.search_memories` for how)."""
+    if (
+        list(search.kinds) == [MemoryKind.FRAGMENT]
+        and search.room_id is None
+        and search.entity_id is None
+        and search.before_recent is None
+    ):
+        return _knowledge_sql(vector, agent_id, search.count)
+    filters = ["agent_id = %s", "embedding IS NOT NULL"]
+    params: list[Any] = [agent_id]
+    if len(search.kinds) == 1:  # `kind = %s` lets the room index give rows in seq order
+        filters.append("kind = %s")
+        params.append(search.kinds[0].value)
+    else:
+        filters.append("kind = ANY(%s)")
+        params.append([k.value for k in search.kinds])
+    if search.room_id is not None:
+        filters.append("room_id = %s")
+        params.append(search.room_id)
+    if search.entity_id is not None:
+        filters.append("entity_id = %s")
+        params.append(search.entity_id)
+    if search.before_recent is not None:
+        message, recent = search.before_recent
+        filters.append(
+            "seq < coalesce((SELECT seq FROM memories WHERE room_id = %s AND kind = 'message'"
+            " AND seq <= %s ORDER BY seq DESC OFFSET %s LIMIT 1), 0)"
+        )
+        params.extend([message.room_id, message.seq, max(recent - 1, 0)])
+    query = (
+        f"WITH candidates AS MATERIALIZED (SELECT {_MEMORY_COLUMNS}, embedding FROM memories"
+        f" WHERE {' AND '.join(filters)} ORDER BY seq DESC LIMIT %s)"
+        f" SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM candidates"
+        " ORDER BY embedding <=> %s LIMIT %s"
+    )
+    return query, [*params, SEARCH_WINDOW, vector, vector, search.count]
+
+
+def _knowledge_sql(vector: Any, agent_id: uuid.UUID, count: int) -> tuple[str, list[Any]]:
+    """An agent's nearest fragments, in one statement that picks its way by the size of
+    the knowledge base, not by the planner's estimate: up to `EXACT_KNOWLEDGE_UP_TO`
+    fragments are read whole and sorted (exact; MATERIALIZED keeps any HNSW index out),
+    a larger base walks the fragments' own index (migration 0009). Left to the planner,
+    a walk of the global index, filtered afterwards, can miss most of a small base
+    (bench/recall_scale.py). The branch not taken costs nothing: its condition has no
+    column, so Postgres checks it once before scanning."""
+    fragment = "agent_id = %s AND kind = 'fragment' AND embedding IS NOT NULL"
+    scored = f"{_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity"
+    exact = EXACT_KNOWLEDGE_UP_TO
+    query = (
+        "WITH size AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories"
+        " WHERE agent_id = %s AND kind = 'fragment' LIMIT %s + 1) f),"
+        f" whole AS MATERIALIZED (SELECT {_MEMORY_COLUMNS}, embedding FROM memories"
+        f" WHERE {fragment} AND (SELECT n FROM size) <= %s)"
+        f" SELECT * FROM ((SELECT {scored} FROM whole"
+        " ORDER BY embedding <=> %s LIMIT %s)"
+        f" UNION ALL (SELECT {scored} FROM memories"
+        f" WHERE {fragment} AND (SELECT n FROM size) > %s"
+        " ORDER BY embedding <=> %s LIMIT %s)) found"
+        # The index walk may return near-ties out of order (iterative_scan relaxed_order).
+        " ORDER BY similarity DESC"
+    )
+    params = [
+        agent_id,
+        exact,  # size
+        agent_id,
+        exact,  # whole
+        vector,
+        vector,
+        count,  # exact branch
+        vector,
+        agent_id,
+        exact,
+        vector,
+        count,  # index branch
+    ]
+    return query, params
+
+
 class Store:
     """Postgres-backed state of all agents. Safe to share between threads."""
 
@@ -1101,92 +1195,52 @@ class Store:
         of the message's room that end with it: the prompt shows those already, so
         recall looks further back (and never forward).
 
-        Exact, and bounded: knowledge has a way of its own (`_search_knowledge`); anything
+        Exact, and bounded: knowledge has a way of its own (`_knowledge_sql`); anything
         else is sought among the newest `SEARCH_WINDOW` memories the filter matches, read
         through a b-tree index and sorted by distance. No index over every memory's
         embedding is kept (migration 0011): its upkeep was most of a write's cost at 1M
         memories, and walking it, filtered afterwards, missed a small filter's rows.
         """
-        if count <= 0:
-            return []
-        vector = self._vector(embedding)
-        knowledge = list(kinds) == [MemoryKind.FRAGMENT]
-        if knowledge and room_id is None and entity_id is None and before_recent is None:
-            return self._search_knowledge(vector, agent_id, count, threshold)
-        filters = ["agent_id = %s", "embedding IS NOT NULL"]
-        params: list[Any] = [agent_id]
-        if len(kinds) == 1:  # `kind = %s` lets the room index give rows in seq order
-            filters.append("kind = %s")
-            params.append(kinds[0].value)
-        else:
-            filters.append("kind = ANY(%s)")
-            params.append([k.value for k in kinds])
-        if room_id is not None:
-            filters.append("room_id = %s")
-            params.append(room_id)
-        if entity_id is not None:
-            filters.append("entity_id = %s")
-            params.append(entity_id)
-        if before_recent is not None:
-            message, recent = before_recent
-            filters.append(
-                "seq < coalesce((SELECT seq FROM memories WHERE room_id = %s AND kind = 'message'"
-                " AND seq <= %s ORDER BY seq DESC OFFSET %s LIMIT 1), 0)"
-            )
-            params.extend([message.room_id, message.seq, max(recent - 1, 0)])
-        query = (
-            f"WITH candidates AS MATERIALIZED (SELECT {_MEMORY_COLUMNS}, embedding FROM memories"
-            f" WHERE {' AND '.join(filters)} ORDER BY seq DESC LIMIT %s)"
-            f" SELECT {_MEMORY_COLUMNS}, 1 - (embedding <=> %s) AS similarity FROM candidates"
-            " ORDER BY embedding <=> %s LIMIT %s"
+        search = Search(
+            kinds=tuple(kinds),
+            count=count,
+            threshold=threshold,
+            room_id=room_id,
+            entity_id=entity_id,
+            before_recent=before_recent,
         )
-        with self.connection() as conn:
-            rows = conn.execute(
-                query.encode(), [*params, SEARCH_WINDOW, vector, vector, count]
-            ).fetchall()
-        return [
-            ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
-            for row in rows
-            if row["similarity"] >= threshold
-        ]
+        return self.search_together(embedding, agent_id, [search])[0]
 
-    def _search_knowledge(
-        self, vector: Any, agent_id: uuid.UUID, count: int, threshold: float
-    ) -> list[ScoredMemory]:
-        """An agent's nearest fragments, in one statement that picks its way by the size of
-        the knowledge base, not by the planner's estimate: up to `EXACT_KNOWLEDGE_UP_TO`
-        fragments are read whole and sorted (exact; MATERIALIZED keeps any HNSW index out),
-        a larger base walks the fragments' own index (migration 0009). Left to the planner,
-        a walk of the global index, filtered afterwards, can miss most of a small base
-        (bench/recall_scale.py). The branch not taken costs nothing: its condition has no
-        column, so Postgres checks it once before scanning."""
-        fragment = "agent_id = %(agent)s AND kind = 'fragment' AND embedding IS NOT NULL"
-        scored = f"{_MEMORY_COLUMNS}, 1 - (embedding <=> %(vector)s) AS similarity"
-        query = (
-            "WITH size AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories"
-            " WHERE agent_id = %(agent)s AND kind = 'fragment' LIMIT %(exact)s + 1) f),"
-            f" whole AS MATERIALIZED (SELECT {_MEMORY_COLUMNS}, embedding FROM memories"
-            f" WHERE {fragment} AND (SELECT n FROM size) <= %(exact)s)"
-            f" SELECT * FROM ((SELECT {scored} FROM whole"
-            " ORDER BY embedding <=> %(vector)s LIMIT %(count)s)"
-            f" UNION ALL (SELECT {scored} FROM memories"
-            f" WHERE {fragment} AND (SELECT n FROM size) > %(exact)s"
-            " ORDER BY embedding <=> %(vector)s LIMIT %(count)s)) found"
-            # The index walk may return near-ties out of order (iterative_scan relaxed_order).
-            " ORDER BY similarity DESC"
-        )
-        params = {
-            "agent": agent_id,
-            "vector": vector,
-            "count": count,
-            "exact": EXACT_KNOWLEDGE_UP_TO,
-        }
+    def search_together(
+        self, embedding: Sequence[float], agent_id: uuid.UUID, searches: Sequence[Search]
+    ) -> list[list[ScoredMemory]]:
+        """Several searches of one agent's memories with one query embedding, in one
+        statement (a decide step's facts, knowledge and recall): each one's results, in
+        order, as `search_memories` gives them."""
+        vector = self._vector(embedding)
+        parts: list[str] = []
+        params: list[Any] = []
+        for search in searches:
+            if search.count <= 0:
+                parts.append("'[]'::jsonb")
+                continue
+            query, found = _search_sql(vector, agent_id, search)
+            parts.append(
+                "(SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.similarity DESC), '[]')"
+                f" FROM ({query}) x)"
+            )
+            params += found
+        columns = ", ".join(f"{part} AS s{n}" for n, part in enumerate(parts))
         with self.connection() as conn:
-            rows = conn.execute(query.encode(), params).fetchall()
+            row = conn.execute(f"SELECT {columns}", params).fetchone()
+        assert row is not None
         return [
-            ScoredMemory(memory=_memory(row), similarity=float(row["similarity"]))
-            for row in rows
-            if row["similarity"] >= threshold
+            [
+                ScoredMemory(memory=_memory(found), similarity=float(found["similarity"]))
+                for found in row[f"s{n}"]
+                if found["similarity"] >= search.threshold
+            ]
+            for n, search in enumerate(searches)
         ]
 
     def set_embeddings(

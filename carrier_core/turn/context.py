@@ -24,6 +24,7 @@ from carrier_core.store import (
 )
 
 _R = TypeVar("_R", Generation, Embeddings)
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
@@ -74,6 +75,8 @@ class TurnContext:
     _people: list[Entity] | None = field(default=None, repr=False)
     _relationships: list[tuple[str, str, list[str]]] | None = field(default=None, repr=False)
     _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _once: dict[str, Any] = field(default_factory=dict, repr=False)
+    _once_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: For an act step: the record of the action it was asked to run, if that ran already.
     done: TurnStep | None = None
 
@@ -230,6 +233,15 @@ class TurnContext:
                     self.room.id, self.runtime.settings.recent_messages, through=self.message
                 )
             return self._recent
+
+    def once(self, key: str, make: Callable[[], _T]) -> _T:
+        """`make()`, made once per step however many providers (in threads) ask: for reads
+        several providers share, such as the decide step's one statement of searches."""
+        with self._once_lock:
+            if key not in self._once:
+                self._once[key] = make()
+            found: _T = self._once[key]
+            return found
 
     def people(self) -> list[Entity]:
         """The room's members, in the order they joined: read with the decide step's
