@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -186,6 +185,8 @@ def unknown_config_keys() -> list[str]:
     config_file = _config_file()
     if config_file is None:
         return []
+    import yaml  # only the command line asks: the functions never load it
+
     document = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
     if not isinstance(document, dict):
         return []

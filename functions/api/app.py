@@ -13,7 +13,7 @@ from carrier_aws.observability import accepted, function_handler
 from carrier_aws.push import client_url
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.turn import Ingested
 from carrier_core.turn.approval import Approval
 
