@@ -1,6 +1,6 @@
 """What the client API costs per request, on top of the work it asks for.
 
-The v1 app (`carrier_core.api.create_app`) over the offline runtime and a fresh embedded
+The v1 app (`carrier_core.api.app.create_app`) over the offline runtime and a fresh embedded
 Postgres, called in-process through Starlette's TestClient (no network), N requests each:
 
 - GET /v1/health: no credentials, one `SELECT 1` (the floor: routing, middleware, JSON);
@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
 from carrier_core import Runtime, Settings, load_character
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
 from carrier_core.store import Store
 from carrier_core.store.database import embedded_database_url

@@ -38,7 +38,7 @@ untimed warm-up round) of:
   `stdlib`): its package's if that package is in one, else that of the nearest import above
   it that is, so a dependency goes to what pulled it in (urllib3 and dateutil to botocore,
   cryptography to jwt, jiter to openai if only openai imports it). The groups add up to
-  the import. `app.py` is the handler module's own code: the boto3 clients it makes, the
+  the import. `app.py` is the handler module's own code: the AWS clients it makes, the
   FastAPI app. A module that a function imports when called goes to the module that
   called it (pydantic's lazy imports would be Carrier's, were their packages not in its
   group);
@@ -50,7 +50,7 @@ Reported: medians (ms) and ratios; the model SDKs a function imports at init (if
 finding: they could be imported on the first model call); what imports botocore and
 aws_xray_sdk first. Once per function, an untimed run with an audit hook that blocks
 sockets records what the import does besides importing: sockets (connects, name lookups,
-sends), threads started, database connections or pools made, boto3 clients created (and
+sends), threads started, database connections or pools made, AWS clients created (and
 their ms). The model SDKs are also imported alone in a fresh process, and after llm_step's
 handler, which makes the decide and evaluate calls: what its first model call pays if they
 are imported lazily.
@@ -172,7 +172,7 @@ UNSET = ("DATABASE_URL",)
 #: importing. Sockets are blocked (the audit hook raises), so nothing reaches a network.
 SIDE_EFFECTS = r"""
 import gc, json, sys, threading, time
-found = {"sockets": [], "threads": [], "database": [], "boto3_clients": [], "error": None}
+found = {"sockets": [], "threads": [], "database": [], "aws_clients": [], "error": None}
 NETWORK = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
            "socket.gethostbyname_ex", "socket.gethostbyaddr", "socket.sendto",
            "socket.sendmsg"}
@@ -183,8 +183,8 @@ def hook(event, args):
         found["sockets"].append(f"{event} {target!r}")
         raise OSError("bench/cold_start.py: no network at import")
 
-import boto3, boto3.session
-_client = boto3.session.Session.client
+import botocore.session
+_client = botocore.session.Session.create_client
 
 def client(self, *args, **kwargs):
     start = time.perf_counter()
@@ -192,9 +192,9 @@ def client(self, *args, **kwargs):
         return _client(self, *args, **kwargs)
     finally:
         name = args[0] if args else kwargs.get("service_name")
-        found["boto3_clients"].append([name, (time.perf_counter() - start) * 1000])
+        found["aws_clients"].append([name, (time.perf_counter() - start) * 1000])
 
-boto3.session.Session.client = client
+botocore.session.Session.create_client = client
 before = set(threading.enumerate())
 sys.addaudithook(hook)
 try:
@@ -925,7 +925,7 @@ def report(result: dict[str, Any]) -> None:
     print(
         "  in (botocore: urllib3, dateutil, jmespath; jwt: cryptography; fastapi: opentelemetry)."
     )
-    print("  app.py: the handler module's own code (the boto3 clients it makes, the FastAPI app).")
+    print("  app.py: the handler module's own code (AWS clients it makes, the FastAPI app).")
     if unused:
         print(f"  Not imported at init by any of these functions: {', '.join(unused)}.")
     print("  c_core, c_aws, app.py: Carrier's modules (building their pydantic models included),")
@@ -973,14 +973,14 @@ def report(result: dict[str, Any]) -> None:
     print("At import, besides importing (one more run per function; sockets blocked)")
     for name, f in functions.items():
         seen = f["at_import"]
-        clients = ", ".join(f"{c[0]} ({c[1]:.0f} ms)" for c in seen.get("boto3_clients", []))
+        clients = ", ".join(f"{c[0]} ({c[1]:.0f} ms)" for c in seen.get("aws_clients", []))
         notes = [
             f"sockets: {'; '.join(seen['sockets'])}" if seen.get("sockets") else "no socket",
             f"threads: {', '.join(seen['threads'])}" if seen.get("threads") else "no thread",
             f"database: {', '.join(seen['database'])}" if seen.get("database") else "no database",
         ]
         if clients:
-            notes.insert(0, f"boto3 clients: {clients}")
+            notes.insert(0, f"AWS clients: {clients}")
         if seen.get("error"):
             notes.append(f"ERROR: {seen['error']}")
         print(f"  {name:<16}{'; '.join(notes)}")

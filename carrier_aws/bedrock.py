@@ -1,4 +1,4 @@
-"""Amazon Bedrock models through boto3: the Converse API for text (Claude, Llama,
+"""Amazon Bedrock models through botocore: the Converse API for text (Claude, Llama,
 Titan, ...) and Titan Text Embeddings v2, registered as the `bedrock` model set.
 
 Structured tasks use a forced tool call on models that support one (Anthropic's on
@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from carrier_aws.clients import AwsClient
 from carrier_core.character import Character
 from carrier_core.config import Settings
 from carrier_core.models import (
@@ -90,7 +91,6 @@ def classify(exc: Exception, where: str) -> ModelError:
 
 
 def make_client(settings: Settings) -> Any:
-    import boto3
     from botocore.config import Config
 
     config = Config(
@@ -99,7 +99,7 @@ def make_client(settings: Settings) -> Any:
         retries={"mode": "standard", "max_attempts": settings.model_max_retries + 1},
     )
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("bedrock-runtime", region_name=region, config=config)
+    return AwsClient("bedrock-runtime", region_name=region, config=config)
 
 
 def _supports_tool_choice(model: str) -> bool:

@@ -3,12 +3,14 @@
 When `CARRIER_MODEL_KEYS_SECRET_ARN` names a secret holding a JSON object such as
 `{"OPENAI_API_KEY": "...", "ANTHROPIC_API_KEY": "..."}`, its known entries are put into
 the process environment (where the SDKs read them) unless already set. Read through
-Powertools Parameters, so warm invocations reuse it. Values are never logged.
+`carrier_aws.secret_values`, so warm invocations reuse it. Values are never logged.
 """
 
 from __future__ import annotations
 
 import os
+
+from carrier_aws.secret_values import SecretValueError, read_json_secret
 
 #: The only names taken from the secret.
 KEY_NAMES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
@@ -23,9 +25,10 @@ def load_model_keys(secret_arn: str | None = None) -> list[str]:
     secret_arn = secret_arn or os.environ.get("CARRIER_MODEL_KEYS_SECRET_ARN")
     if not secret_arn:
         return []
-    from aws_lambda_powertools.utilities import parameters
-
-    secret = parameters.get_secret(secret_arn, transform="json", max_age=300)
+    try:
+        secret = read_json_secret(secret_arn)
+    except SecretValueError as exc:
+        raise ModelKeysError(f"the model keys secret: {exc}") from None
     if not isinstance(secret, dict):
         raise ModelKeysError("the model keys secret must be a JSON object, e.g. {OPENAI_API_KEY}")
     loaded = []

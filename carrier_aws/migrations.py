@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from carrier_aws.clients import AwsClient
 from carrier_core.store.roles import ensure_app_login
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,7 @@ def provide_app_login(
     set again to the same one, and the secret is written only when something was missing.
     """
     if client is None:
-        import boto3
-
-        client = boto3.client("secretsmanager")
+        client = AwsClient("secretsmanager")
     app = _secret(client, app_secret_arn, "the app's database secret")
     ensure_app_login(owner_url, app["username"], app["password"])
     if owner_secret_arn:

@@ -25,19 +25,37 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import botocore
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from carrier_core.turn import Ingested
 
 logger = Logger()
-# botocore only: the calls to SQS, Step Functions and Secrets Manager show in the trace;
-# patching every supported library would import them all at cold start.
-tracer = Tracer(patch_modules=["botocore"])
+tracer = Tracer(auto_patch=False)
+_patch_lock = threading.Lock()
+_aws_calls_traced = False
+
+
+def _trace_aws_calls(session: Any) -> None:
+    """Trace botocore's calls (SQS, Step Functions, Secrets Manager...): patched when the
+    process makes its first botocore session, before any client (Powertools Parameters'
+    too), not at import. Patching imports botocore's client module, about a tenth of a
+    cold start, which an invocation that calls no AWS API never needs. botocore only:
+    patching every library X-Ray supports would import them all."""
+    global _aws_calls_traced
+    with _patch_lock:
+        if not _aws_calls_traced:
+            tracer.patch(["botocore"])
+            _aws_calls_traced = True
+
+
+botocore.register_initializer(_trace_aws_calls)
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 

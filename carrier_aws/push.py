@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from carrier_aws.clients import AwsClient
 from carrier_core.connections import (
     Connection,
     remove_connection,
@@ -66,14 +67,11 @@ def connection_endpoint(request_context: Mapping[str, Any]) -> str:
 
 
 def _management_client(endpoint: str) -> Any:
-    import boto3
     from botocore.config import Config
 
     # Short timeouts and one retry: a slow push must not hold a turn's step up.
     config = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2})
-    return boto3.session.Session().client(
-        "apigatewaymanagementapi", endpoint_url=endpoint, config=config
-    )
+    return AwsClient("apigatewaymanagementapi", endpoint_url=endpoint, config=config)
 
 
 def _gone(exc: Exception) -> bool:

@@ -2,7 +2,7 @@
 
 `DATABASE_URL` wins when set. Otherwise the credentials come from the Secrets
 Manager secret named by `CARRIER_DB_SECRET_ARN` (an RDS secret: username,
-password, host, port, dbname), read through Powertools Parameters so warm
+password, host, port, dbname), read through `carrier_aws.secret_values` so warm
 invocations reuse it; `CARRIER_DB_HOST` (an RDS Proxy endpoint) and
 `CARRIER_DB_NAME` override the secret's host and database. The URL is never logged.
 In a deployed stack that secret is the app's login, not the owner's (see
@@ -40,6 +40,7 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
+from carrier_aws.secret_values import SecretValueError, read_json_secret
 from carrier_core.config import Settings
 from carrier_core.runtime import Runtime
 
@@ -98,9 +99,10 @@ def database_url(refresh: bool = False, *, secret_variable: str = SECRET_VARIABL
     secret_arn = os.environ.get(secret_variable)
     if not secret_arn:
         raise ConfigurationError(f"set DATABASE_URL or {secret_variable} for the database")
-    from aws_lambda_powertools.utilities import parameters
-
-    secret = parameters.get_secret(secret_arn, transform="json", max_age=300, force_fetch=refresh)
+    try:
+        secret = read_json_secret(secret_arn, refresh=refresh)
+    except SecretValueError as exc:
+        raise ConfigurationError(f"the database secret: {exc}") from None
     if not isinstance(secret, dict) or not {"username", "password"} <= secret.keys():
         raise ConfigurationError(
             "the database secret must be JSON with at least username and password"

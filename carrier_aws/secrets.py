@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from carrier_aws.clients import AwsClient
 from carrier_core.character import SecretPath
 from carrier_core.secrets import SecretStoreError, decode_secrets, encode_secrets
 
@@ -60,15 +61,15 @@ class SecretsManagerStore:
             )
         self.prefix = prefix.rstrip("/")
         self.max_age_s = max_age_s
-        self._client = client
+        #: Made on its first call, so the functions that never read a secret do not pay for it.
+        self.client: Any = client if client is not None else AwsClient("secretsmanager")
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[uuid.UUID, tuple[float, dict[SecretPath, Any]]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretsManagerStore:
-        """The store of `CARRIER_AGENT_SECRETS_PREFIX`; its client is made at first use, so
-        the functions that never read a secret do not pay for it."""
+        """The store of `CARRIER_AGENT_SECRETS_PREFIX`."""
         prefix = os.environ.get(PREFIX_VARIABLE, "")
         if not prefix:
             raise SecretStoreError(
@@ -76,15 +77,6 @@ class SecretsManagerStore:
                 " agents' secret names (template.yaml sets carrier/<stack>/agents)"
             )
         return cls(prefix)
-
-    @property
-    def client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import boto3
-
-                self._client = boto3.client("secretsmanager")
-            return self._client
 
     def name(self, agent_id: uuid.UUID) -> str:
         return f"{self.prefix}/{agent_id}"

@@ -3,7 +3,9 @@
 Both arrive as `Authorization: Bearer <token>` (or, where a browser cannot set
 headers, as a WebSocket's `token` query parameter). Keys start with
 `carrier_`; anything else is taken as a JWT and verified against the configured
-JWKS, whose keys PyJWT fetches and caches.
+JWKS, whose keys PyJWT fetches and caches. PyJWT (and the `cryptography` it loads) is
+imported on the first JWT only: a function whose callers use API keys never pays for it
+at cold start.
 
 An end user may only talk: post messages as themselves, read the turns their
 messages started, and listen to rooms. Managing agents, keys, memories and
@@ -16,14 +18,16 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import jwt
+from typing import TYPE_CHECKING
 
 from carrier_core.config import Settings
 from carrier_core.storable import storable
 from carrier_core.store import Store
 from carrier_core.tenants import KEY_PREFIX, key_for_secret, tenant_exists
 from carrier_core.world import LOCAL_TENANT_ID
+
+if TYPE_CHECKING:
+    import jwt
 
 #: Signature algorithms taken for end-user tokens (never `none`, never HMAC with a public key).
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
@@ -93,12 +97,16 @@ class Authenticator:
             raise Unauthorized(
                 "not an API key, and end-user tokens are off (CARRIER_JWT_JWKS_URL is not set)"
             )
+        import jwt
+
         with self._lock:
             if self._jwks is None:
                 self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
             return self._jwks
 
     def _end_user(self, token: str) -> Principal:
+        import jwt
+
         settings = self._settings
         client = self._jwks_client()
         if settings.jwt_issuer is None:

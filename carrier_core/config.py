@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -192,6 +191,8 @@ def unknown_config_keys() -> list[str]:
     config_file = _config_file()
     if config_file is None:
         return []
+    import yaml  # only the command line asks: the functions never load it
+
     document = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
     if not isinstance(document, dict):
         return []

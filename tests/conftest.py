@@ -137,7 +137,7 @@ def run_inline(runtime: Runtime) -> Callable[[Ingested], None]:
 @pytest.fixture
 def api(runtime: Runtime) -> Iterator[TestClient]:
     """The v1 API over the offline runtime, turns run inline (no queue)."""
-    from carrier_core.api import create_app
+    from carrier_core.api.app import create_app
 
     with TestClient(create_app(lambda: runtime, run_inline(runtime))) as client:
         yield client

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.character import handle_for
 from carrier_core.cli import main
 from carrier_core.memory import MemoryKind

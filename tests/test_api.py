@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.turn import Ingested
 from tests.conftest import TenantKey, run_inline
 

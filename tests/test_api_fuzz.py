@@ -15,7 +15,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from tests.conftest import TenantKey, run_inline
 
 #: Examples per operation (hypothesis shrinks a failure to a small case and prints it).

@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 from carrier_aws.local.emulator import LambdaContext, ResponseReceiver
 from carrier_aws.local.template import read_template
 from carrier_aws.runtime import close_runtime, database_url, runtime
+from carrier_aws.secret_values import forget_secret_values
 from carrier_core import load_character, run_turn
 from carrier_core.store import DatabaseError
 from carrier_core.store.migrate import latest_version, migrate
@@ -133,9 +134,7 @@ def stack(server: PostgresProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     }.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
-        from aws_lambda_powertools.utilities import parameters
-
-        parameters.clear_caches()
+        forget_secret_values()
         secrets = boto3.client("secretsmanager")
         owner = {
             "username": OWNER,
@@ -160,7 +159,7 @@ def stack(server: PostgresProcess, monkeypatch: pytest.MonkeyPatch) -> Iterator[
             yield Stack(server, dbname, owner_arn["ARN"], app_arn["ARN"], _handler_module())
         finally:
             close_runtime()
-            parameters.clear_caches()
+            forget_secret_values()
 
 
 def test_the_functions_run_a_turn_as_the_app_login_which_may_do_nothing_else(

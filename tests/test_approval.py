@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, dev_key_file
 from carrier_core.world import LOCAL_TENANT_ID

@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime, run_turn
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.attachments import DESCRIBED
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models import (

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, revoke_key

@@ -23,6 +23,7 @@ from carrier_aws.runtime import (
     database_url,
     runtime,
 )
+from carrier_aws.secret_values import read_json_secret
 from carrier_core import load_character, run_turn
 from tests.certificates import throwaway_tls
 from tests.conftest import CHARACTERS
@@ -85,6 +86,25 @@ def test_missing_settings_and_bad_secrets_are_named(
         database_url()
     monkeypatch.setenv("CARRIER_DB_SECRET_ARN", _secret({"username": "u", "password": "p"}))
     with pytest.raises(ConfigurationError, match="no database host"):
+        database_url()
+
+
+def test_a_secret_is_read_once_per_max_age_again_when_asked_and_must_be_json(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = boto3.client("secretsmanager")
+    arn = secrets.create_secret(Name="kept", SecretString='{"v": 1}')["ARN"]
+    assert read_json_secret(arn) == {"v": 1}
+    secrets.put_secret_value(SecretId=arn, SecretString='{"v": 2}')
+    assert read_json_secret(arn) == {"v": 1}, "a warm container reuses the value it read"
+    assert read_json_secret(arn, refresh=True) == {"v": 2}
+    secrets.put_secret_value(SecretId=arn, SecretString='{"v": 3}')
+    assert read_json_secret(arn, max_age_s=0) == {"v": 3}, "an old value is read anew"
+    not_json = secrets.create_secret(Name="not-json", SecretString="user=u")["ARN"]
+    monkeypatch.setenv("CARRIER_DB_SECRET_ARN", not_json)
+    with pytest.raises(
+        ConfigurationError, match=r"the database secret: the secret .*not-json.* is not JSON"
+    ):
         database_url()
 
 

@@ -22,7 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from carrier_core import Character, Runtime
-from carrier_core.api import Submit, create_app
+from carrier_core.api.app import create_app
+from carrier_core.api.posting import Submit
 from carrier_core.memory import MemoryKind
 from carrier_core.models import offline_models
 from carrier_core.store import Store

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from carrier_core import Character
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.cli import main
 from carrier_core.config import Settings
 from carrier_core.models.select import primary_provider

@@ -20,7 +20,7 @@ from carrier_aws.local.cli import console_link
 from carrier_aws.local.emulator import Emulator
 from carrier_aws.local.template import load_yaml
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.api.webconsole import ASSETS, content_security_policy
 from carrier_core.store import Store
 from tests.conftest import ROOT, TenantKey, run_inline

@@ -23,7 +23,7 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from carrier_core import Character, Runtime, Settings, load_character, run_turn
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.api.errors import MAX_DOCUMENT_BYTES
 from carrier_core.knowledge import (
     DocumentError,

@@ -131,12 +131,22 @@ TRACE_ID = "1-5759e988-bd862e3fe1be46a994272793"
 LAMBDA_SCRIPT = """
 import json, logging, sys
 from types import SimpleNamespace
+from botocore.config import Config
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import correlated, function_handler
+
+# Nothing listens there: the call fails, and its trace says so.
+sqs = AwsClient("sqs", endpoint_url="http://127.0.0.1:9",
+                config=Config(retries={"max_attempts": 1}, connect_timeout=1))
 
 @function_handler
 def handler(event, context):
     with correlated(event["turn_id"], event["message_id"]):
         logging.getLogger("carrier_core.turn.decide").warning("a library's line")
+        try:
+            sqs.list_queues()
+        except Exception:
+            pass
     return {"ok": True}
 
 context = SimpleNamespace(
@@ -165,6 +175,8 @@ def test_in_lambda_library_lines_are_json_and_the_trace_is_annotated_with_the_tu
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{port}",
         "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "POWERTOOLS_SERVICE_NAME": "carrier-test",
         "PYTHONPATH": str(ROOT),
     }
@@ -196,3 +208,12 @@ def test_in_lambda_library_lines_are_json_and_the_trace_is_annotated_with_the_tu
     assert segment["trace_id"] == TRACE_ID
     assert segment["annotations"]["turn_id"] == ids["turn_id"]
     assert segment["annotations"]["message_id"] == ids["message_id"]
+    # AWS calls are traced, though botocore is patched on the first session, not at import.
+    calls = [doc for doc in walk_segments(received) if doc.get("namespace") == "aws"]
+    assert [(c["name"], c["aws"]["operation"]) for c in calls] == [("sqs", "ListQueues")]
+
+
+def walk_segments(documents: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for doc in documents:
+        yield doc
+        yield from walk_segments(doc.get("subsegments", []))

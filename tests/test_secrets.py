@@ -29,7 +29,7 @@ from carrier_aws.runtime import runtime as functions_runtime
 from carrier_aws.secrets import PREFIX_VARIABLE, SecretsManagerStore
 from carrier_core import Character, Runtime, Settings, parse_character
 from carrier_core.agent_settings import get_setting
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.character import SECRET, SecretPath, is_credential_name
 from carrier_core.cli import chat
 from carrier_core.secrets import (

@@ -35,7 +35,7 @@ from carrier_aws.local.emulator import Emulator, Function
 from carrier_aws.local.template import load_yaml
 from carrier_aws.webhooks import queue_deliveries
 from carrier_core import Character, Runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
 from carrier_core.store import Store
 from carrier_core.webhooks import (

@@ -42,7 +42,7 @@ What the functions did is counted as Lambda would bill and AWS would meter it (f
   bills it (warm: no init phase; in one process, so time waiting for the CPU counts too).
 - `api_calls`, by (function, service, operation): the AWS API calls a handler makes
   (`StartExecution`, `SendMessage`, `PostToConnection`...), from a botocore `before-call`
-  hook registered on every boto3 session (the hook does nothing outside a handler). A call
+  hook registered on every botocore session (the hook does nothing outside a handler). A call
   is the handler's when its context says so: `call` and the HTTP meter set a context
   variable, which Starlette's worker threads inherit and other threads do not. So moto's
   own clients (the state machine's Lambda and SQS integrations, which are state transitions,
@@ -73,6 +73,7 @@ from types import ModuleType, TracebackType
 from typing import Any, cast
 from unittest import mock
 
+from carrier_aws import clients
 from carrier_aws.local.template import (
     ACCOUNT_ID,
     REGION,
@@ -627,6 +628,7 @@ class Emulator:
         )
         aws.start()
         stack.callback(aws.stop)
+        stack.enter_context(clients.separate_session())
         emulator = self
 
         def invoke(

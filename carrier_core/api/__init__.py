@@ -1,6 +1,6 @@
-"""The client API: REST under /v1, OpenAPI docs at /docs."""
+"""The client API: REST under /v1 (`carrier_core.api.app.create_app`), OpenAPI docs at
+/docs, and the WebSocket protocol (`carrier_core.api.websocket`).
 
-from carrier_core.api.app import create_app
-from carrier_core.api.deps import Submit
-
-__all__ = ["Submit", "create_app"]
+Nothing is imported here: the WebSocket function imports its protocol without the HTTP
+app (FastAPI and the routes), which would double its cold start.
+"""

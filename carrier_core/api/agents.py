@@ -9,9 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel
 
-from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep
 from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, id_cursor
+from carrier_core.api.posting import agent_of
 from carrier_core.character import HANDLE, Character, CharacterError, parse_character
 from carrier_core.embed import RequestEmbedding
 from carrier_core.knowledge import plan_knowledge

@@ -27,8 +27,10 @@ from carrier_core.api import (
     webconsole,
     webhooks,
 )
-from carrier_core.api.deps import Resume, Services, Submit
-from carrier_core.api.errors import ERROR_RESPONSES, BodyLimit, install_error_handlers
+from carrier_core.api.deps import Resume, Services
+from carrier_core.api.errors import ERROR_RESPONSES
+from carrier_core.api.http_errors import BodyLimit, install_error_handlers
+from carrier_core.api.posting import Submit
 from carrier_core.embed import RequestEmbedding
 from carrier_core.runtime import Runtime
 

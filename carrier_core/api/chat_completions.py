@@ -37,9 +37,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import Caller, RuntimeDep, agent_of, services
-from carrier_core.api.errors import ApiError, ErrorBody, error_response
-from carrier_core.api.rooms import CONFLICT_RESPONSE, MessagePost, post
+from carrier_core.api.deps import Caller, RuntimeDep, services
+from carrier_core.api.errors import ApiError, ErrorBody
+from carrier_core.api.http_errors import error_response
+from carrier_core.api.posting import MessagePost, agent_of, post
+from carrier_core.api.rooms import CONFLICT_RESPONSE
 from carrier_core.api.turns import Usage, turn_view
 from carrier_core.attachments import check_attachments
 from carrier_core.auth import Forbidden, Principal

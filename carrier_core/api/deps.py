@@ -1,4 +1,5 @@
-"""What every route needs: the runtime, the caller, and the caller's right to an agent.
+"""What every route needs: the runtime, the caller, and its right to a turn (to an agent:
+`carrier_core.api.posting.agent_of`).
 
 A resource of another tenant answers 404, exactly like one that does not exist,
 so that ids cannot be probed across tenants.
@@ -11,31 +12,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from carrier_core.api.posting import CLIENT_SOURCE, Submit, agent_of
 from carrier_core.auth import Authenticator, Principal
 from carrier_core.embed import RequestEmbedding, embed_pending
 from carrier_core.runtime import Runtime
-from carrier_core.store import AgentRecord, NotFound, TurnRecord
-from carrier_core.store.store import no_agent
-from carrier_core.turn import Ingested
+from carrier_core.store import NotFound, TurnRecord
 from carrier_core.turn.approval import Approval
 from carrier_core.world import entity_id_for
-
-#: Called once a message is stored: starts the room's runner if the delivery claimed it
-#: (`Ingested.runner`): a state machine execution in the cloud, a thread in tests.
-Submit = Callable[[Ingested], None]
 
 #: Called once an approval is answered, with the token of the state machine task that
 #: waits for it (None: none waits yet, or the turn runs in this process).
 Resume = Callable[[Approval, str | None], None]
-
-#: The source every client surface (REST, WebSocket, chat completions) stores messages
-#: under, so one sender and one room key mean the same entity and room on all of them.
-CLIENT_SOURCE = "api"
 
 
 @dataclass
@@ -105,15 +96,6 @@ AgentRef = Annotated[
 ]
 
 
-def agent_of(runtime: Runtime, principal: Principal, ref: str | uuid.UUID) -> AgentRecord:
-    """The agent with this id or handle, if the caller's tenant owns it and the caller may
-    use it; else 404."""
-    agent = runtime.store.tenant_agent(principal.tenant_id, ref)
-    if not principal.may_use(agent.id):
-        raise no_agent(ref)
-    return agent
-
-
 def turn_of(runtime: Runtime, principal: Principal, turn_id: uuid.UUID) -> TurnRecord:
     """The turn, if the caller may see it: its agent is theirs, and an end user sent it."""
     missing = NotFound(f"no turn with id {turn_id}")
@@ -127,13 +109,3 @@ def turn_of(runtime: Runtime, principal: Principal, turn_id: uuid.UUID) -> TurnR
         if sender != entity_id_for(turn.agent_id, CLIENT_SOURCE, principal.user):
             raise missing
     return turn
-
-
-def room_key(principal: Principal, room: str) -> str:
-    """The stored key of the room a caller names. An end user's rooms are their own: the
-    key is scoped to their subject, so no one else's token reaches them (an API key of the
-    tenant sees them as `user:<subject>:<room>`). The subject is percent-encoded, so no
-    two subjects share a prefix."""
-    if principal.user is None:
-        return room
-    return f"user:{quote(principal.user, safe='@.-_')}:{room}"

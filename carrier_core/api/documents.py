@@ -17,9 +17,10 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import BaseModel
 
-from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, EmbedDep, RuntimeDep
 from carrier_core.api.errors import ApiError, ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
+from carrier_core.api.posting import agent_of
 from carrier_core.knowledge import (
     DocumentError,
     DocumentRecord,

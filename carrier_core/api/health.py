@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from carrier_core.api.deps import RuntimeDep
-from carrier_core.api.errors import unavailable_response
+from carrier_core.api.http_errors import unavailable_response
 
 router = APIRouter(prefix="/v1", tags=["health"])
 

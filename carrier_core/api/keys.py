@@ -8,7 +8,8 @@ from datetime import datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import Caller, RuntimeDep, agent_of
+from carrier_core.api.deps import Caller, RuntimeDep
+from carrier_core.api.posting import agent_of
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound
 from carrier_core.tenants import ApiKey, create_key, revoke_key, tenant_keys

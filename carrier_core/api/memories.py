@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import CLIENT_SOURCE, AgentRef, Caller, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, RuntimeDep
 from carrier_core.api.errors import ApiError
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
+from carrier_core.api.posting import CLIENT_SOURCE, agent_of
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_recorded

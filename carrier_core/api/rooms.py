@@ -8,32 +8,27 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from carrier_core.api.deps import (
-    CLIENT_SOURCE,
-    AgentRef,
-    Caller,
-    RuntimeDep,
-    Submit,
-    agent_of,
-    room_key,
-    services,
-)
-from carrier_core.api.errors import ApiError, ErrorBody
+from carrier_core.api.deps import AgentRef, Caller, RuntimeDep, services
+from carrier_core.api.errors import ErrorBody
 from carrier_core.api.pages import Cursor, Limit, Page, id_cursor, seq_cursor
-from carrier_core.auth import Forbidden, Principal
+from carrier_core.api.posting import (
+    CLIENT_SOURCE,
+    MAX_ROOM_CHARS,
+    Accepted,
+    MessagePost,
+    agent_of,
+    post,
+    room_key,
+)
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound, RoomRecord
-from carrier_core.turn import InvalidMessage, MessageConflict, ingest
-from carrier_core.world import RoomKind, room_id_for
+from carrier_core.world import room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent}/rooms", tags=["rooms"])
-
-#: The longest room key a client may name.
-MAX_ROOM_CHARS = 200
 
 RoomKey = Annotated[
     StorableText,
@@ -48,31 +43,6 @@ class RoomView(BaseModel):
     kind: str
     created_at: datetime
     messages: int
-
-
-class MessagePost(BaseModel):
-    """A message to the agent. With an end-user token the sender is the token's subject."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str
-    sender: str | None = Field(
-        default=None, description="the sender's id; required with an API key"
-    )
-    sender_name: str | None = None
-    room_kind: RoomKind = RoomKind.DM
-    world: str | None = None
-    client_message_id: str | None = Field(
-        default=None,
-        description="the sender's id for this message: posting it twice is one message",
-    )
-    attachments: list[dict[str, Any]] = Field(default_factory=list)
-
-
-class Accepted(BaseModel):
-    message_id: uuid.UUID
-    turn_id: uuid.UUID
-    status: str
 
 
 class MessageView(BaseModel):
@@ -101,63 +71,6 @@ def message_view(memory: Memory, turn_id: uuid.UUID | None = None) -> MessageVie
         attachments=memory.content.attachments,
         created_at=memory.created_at,
         turn_id=turn_id,
-    )
-
-
-def sender_for(principal: Principal, sender: str | None) -> str:
-    """End users speak as themselves; an API key names the sender."""
-    if principal.user is not None:
-        if sender is not None and sender != principal.user:
-            raise Forbidden("an end-user token may only send as its own subject")
-        return principal.user
-    if sender is None:
-        raise ApiError(422, "invalid_request", "body.sender: required with an API key")
-    return sender
-
-
-def post(
-    runtime: Runtime,
-    submit: Submit,
-    principal: Principal,
-    agent: str | uuid.UUID,
-    room: str,
-    body: MessagePost,
-    idempotency_key: str | None = None,
-) -> Accepted:
-    """Store a message and its turn, then hand them to `submit` to start the room's
-    runner: shared by every client surface. Stored means accepted: whatever happens
-    next, the turn ends answered or failed."""
-    agent_id = agent_of(runtime, principal, agent).id
-    if not 1 <= len(room) <= MAX_ROOM_CHARS:
-        raise ApiError(422, "invalid_request", f"room: 1 to {MAX_ROOM_CHARS} characters")
-    data = body.model_dump()
-    data["sender"] = sender_for(principal, body.sender)
-    # A client id makes the post idempotent; without one, each post is a new message.
-    data["client_message_id"] = (
-        body.client_message_id or idempotency_key or f"carrier-{uuid.uuid4()}"
-    )
-    data.update(agent_id=agent_id, room=room_key(principal, room), source=CLIENT_SOURCE)
-    try:
-        ingested = ingest(runtime, data)
-    except MessageConflict as exc:
-        raise _conflict(exc, from_header=body.client_message_id is None) from None
-    except InvalidMessage as exc:
-        raise ApiError(422, "invalid_message", str(exc)) from None
-    submit(ingested)
-    return Accepted(
-        message_id=ingested.message_id, turn_id=ingested.turn_id, status=ingested.status
-    )
-
-
-def _conflict(exc: MessageConflict, *, from_header: bool) -> ApiError:
-    """409: the client's id for a message was used before for a different one. Named as
-    the client gave it (the Idempotency-Key header or body.client_message_id)."""
-    where = "Idempotency-Key" if from_header else "body.client_message_id"
-    return ApiError(
-        409,
-        "conflict",
-        f"{where} {exc.client_message_id!r} was already used for a message from this"
-        f" sender that differs in its {exc.what}; a new message needs a new one",
     )
 
 

@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from carrier_core.api.deps import AgentRef, Caller, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, RuntimeDep
+from carrier_core.api.posting import agent_of
 from carrier_core.auth import Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import NotFound

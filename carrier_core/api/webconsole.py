@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from carrier_core.api.errors import error_response
+from carrier_core.api.http_errors import error_response
 
 #: The console's files, by the name they are served under, and their content types. Only
 #: these are served: a name not listed is 404, so no path reaches any other file.

@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from carrier_core.api.deps import AgentRef, Caller, RuntimeDep, agent_of
+from carrier_core.api.deps import AgentRef, Caller, RuntimeDep
 from carrier_core.api.errors import ApiError
 from carrier_core.api.pages import Cursor, Limit, Page, seq_cursor
+from carrier_core.api.posting import agent_of
 from carrier_core.auth import Principal
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText

@@ -66,9 +66,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from carrier_core.api.deps import CLIENT_SOURCE, Submit, agent_of, room_key
 from carrier_core.api.errors import UNAVAILABLE_MESSAGE, ApiError
-from carrier_core.api.rooms import MAX_ROOM_CHARS, MessagePost, post
+from carrier_core.api.posting import (
+    CLIENT_SOURCE,
+    MAX_ROOM_CHARS,
+    MessagePost,
+    Submit,
+    agent_of,
+    post,
+    room_key,
+)
 from carrier_core.auth import Authenticator, Forbidden, Unauthorized
 from carrier_core.connections import Connection, add_connection, get_connection
 from carrier_core.frames import Frame, accepted_frame, error_frame

@@ -3,18 +3,18 @@ action that needs approval, keep the waiting state machine task's token with the
 
 import uuid
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 
 from carrier_aws.approvals import ask
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.push import push_sent, push_turn
 from carrier_aws.runtime import runtime
 from carrier_core.frames import acted_frames
 from carrier_core.turn import act
 
-sfn = boto3.client("stepfunctions")
-sqs = boto3.client("sqs")
+sfn = AwsClient("stepfunctions")
+sqs = AwsClient("sqs")
 
 
 @function_handler

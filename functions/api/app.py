@@ -4,21 +4,21 @@ document and its fragments, and queues their embedding for the embed function. A
 approval's answer wakes the turn's waiting execution. It also
 serves the web console at `/`, which it tells where the WebSocket API is."""
 
-import boto3
 from mangum import Mangum
 
 from carrier_aws.approvals import wake
+from carrier_aws.clients import AwsClient
 from carrier_aws.embedding import embedding_requester
 from carrier_aws.observability import accepted, function_handler
 from carrier_aws.push import client_url
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
-from carrier_core.api import create_app
+from carrier_core.api.app import create_app
 from carrier_core.turn import Ingested
 from carrier_core.turn.approval import Approval
 
-sfn = boto3.client("stepfunctions")
-sqs = boto3.client("sqs")
+sfn = AwsClient("stepfunctions")
+sqs = AwsClient("sqs")
 
 
 def submit(ingested: Ingested) -> None:

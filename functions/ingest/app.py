@@ -5,11 +5,11 @@ consumed), the room's runner answers it (`carrier_aws.runners`), and the sweep d
 the room again if that runner stops.
 """
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import accepted, function_handler, logger, send_metrics
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
@@ -17,7 +17,7 @@ from carrier_core.store import NotFound
 from carrier_core.turn import InvalidMessage, ingest
 
 processor = SqsFifoPartialProcessor()
-sfn = boto3.client("stepfunctions")
+sfn = AwsClient("stepfunctions")
 
 
 def record_handler(record: SQSRecord) -> None:

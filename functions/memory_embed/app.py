@@ -4,7 +4,6 @@ invocation embeds (a long document) gets a request of its own queued for the res
 
 import uuid
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -13,13 +12,14 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from carrier_aws.clients import AwsClient
 from carrier_aws.embedding import queue_embedding
 from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.runtime import runtime
 from carrier_core.turn import embed_pending
 
 processor = BatchProcessor(event_type=EventType.SQS)
-sqs = boto3.client("sqs")
+sqs = AwsClient("sqs")
 
 
 def record_handler(record: SQSRecord) -> None:

@@ -15,10 +15,10 @@ the emulator's schedule thread calls this same function (`--schedule-interval` s
 the minute).
 """
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import accepted, function_handler, send_metrics
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
@@ -29,7 +29,7 @@ from carrier_core.turn import Ingested
 #: longest a task's run may take without being cut off.
 RUN_ALLOWANCE_S = 60
 
-sfn = boto3.client("stepfunctions")
+sfn = AwsClient("stepfunctions")
 
 
 def submit(ingested: Ingested) -> None:

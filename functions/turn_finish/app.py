@@ -12,9 +12,9 @@ import os
 import uuid
 from collections.abc import Mapping
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import correlated, function_handler, logger, send_metrics
 from carrier_aws.push import push_turn
 from carrier_aws.runners import (
@@ -35,8 +35,8 @@ from carrier_core.frames import finished_frames
 from carrier_core.store import TurnEnd
 from carrier_core.turn import Runner
 
-sqs = boto3.client("sqs")
-sfn = boto3.client("stepfunctions")
+sqs = AwsClient("sqs")
+sfn = AwsClient("stepfunctions")
 
 
 def finish(turn_id: uuid.UUID, ids: Mapping[str, str], failure: dict | None) -> None:

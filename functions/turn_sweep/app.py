@@ -8,16 +8,16 @@ reports how long the oldest unfinished turn has waited (`OldestUnfinishedTurnAge
 an alarm watches).
 """
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 
 from carrier_aws.approvals import expire
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import function_handler, send_metrics
 from carrier_aws.runners import state_machine_arn, sweep_rooms
 from carrier_aws.runtime import runtime
 from carrier_core.turn.schedule import oldest_unfinished_s
 
-sfn = boto3.client("stepfunctions")
+sfn = AwsClient("stepfunctions")
 
 
 @function_handler

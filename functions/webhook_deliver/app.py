@@ -6,7 +6,6 @@ handed back at once (see carrier_aws.webhooks). On its schedule (an EventBridge
 import json
 import os
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -16,6 +15,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.runtime import runtime
 from carrier_aws.webhooks import (
@@ -28,7 +28,7 @@ from carrier_aws.webhooks import (
 
 # A batch whose every record waits for a retry is not an error of the function.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-sqs = boto3.client("sqs")
+sqs = AwsClient("sqs")
 
 METRICS = {"delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
 

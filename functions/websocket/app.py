@@ -9,8 +9,7 @@ connection, and the turn's own frames are pushed by the steps that run it.
 
 from functools import cache
 
-import boto3
-
+from carrier_aws.clients import AwsClient
 from carrier_aws.observability import accepted, function_handler, logger
 from carrier_aws.push import connection_endpoint, pusher
 from carrier_aws.runners import start_claimed, state_machine_arn
@@ -21,7 +20,7 @@ from carrier_core.connections import remove_connection
 from carrier_core.frames import Frame
 from carrier_core.turn import Ingested
 
-sfn = boto3.client("stepfunctions")
+sfn = AwsClient("stepfunctions")
 
 
 @cache
