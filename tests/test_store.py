@@ -175,7 +175,7 @@ def test_knowledge_search_finds_the_same_fragments_read_whole_or_through_its_ind
         return [f.memory.content.text for f in found]
 
     assert search() == ["sailing boats", "sailing boats in the harbour"]
-    monkeypatch.setattr("carrier_core.store.store.EXACT_KNOWLEDGE_UP_TO", 2)
+    monkeypatch.setattr("carrier_core.store.memories.EXACT_KNOWLEDGE_UP_TO", 2)
     assert search() == ["sailing boats", "sailing boats in the harbour"]
 
 
@@ -219,7 +219,7 @@ def test_room_recall_looks_among_the_newest_earlier_messages_only(
         return [f.memory.content.text for f in found]
 
     assert recall() == ["sailing boats"]
-    monkeypatch.setattr("carrier_core.store.store.SEARCH_WINDOW", 3)
+    monkeypatch.setattr("carrier_core.store.memories.SEARCH_WINDOW", 3)
     assert recall() != ["sailing boats"]  # the oldest message is past the window
 
 

@@ -20,7 +20,7 @@ from carrier_core.auth import Authenticator, Principal
 from carrier_core.embed import RequestEmbedding, embed_pending
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord, NotFound, TurnRecord
-from carrier_core.store.store import no_agent
+from carrier_core.store.agents import no_agent
 from carrier_core.turn import Ingested
 from carrier_core.turn.approval import Approval
 from carrier_core.world import entity_id_for
