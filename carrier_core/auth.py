@@ -22,7 +22,7 @@ import jwt
 from carrier_core.config import Settings
 from carrier_core.storable import storable
 from carrier_core.store import Store
-from carrier_core.tenants import KEY_PREFIX, key_for_secret, tenant_exists
+from carrier_core.tenants import KEY_PREFIX, key_for_secret
 from carrier_core.world import LOCAL_TENANT_ID
 
 #: Signature algorithms taken for end-user tokens (never `none`, never HMAC with a public key).
@@ -132,7 +132,7 @@ class Authenticator:
         if tenant_id == LOCAL_TENANT_ID:
             # Its id is the same in every database: never one a token may name.
             raise Unauthorized("end-user tokens cannot act for the local tenant")
-        if not tenant_exists(self._store, tenant_id):
+        if not self._store.tenant_exists(tenant_id):
             raise Unauthorized(f"the token's tenant {tenant_id} does not exist")
         subject = str(claims["sub"])
         try:

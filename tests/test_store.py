@@ -289,9 +289,7 @@ def test_memory_dedupe_key_makes_stores_idempotent(store: Store) -> None:
 
 
 def test_an_agent_id_cannot_be_taken_over_by_another_tenant(store: Store) -> None:
-    from carrier_core.tenants import ensure_tenant
-
-    acme, globex = ensure_tenant(store, "acme"), ensure_tenant(store, "globex")
+    acme, globex = store.ensure_tenant("acme"), store.ensure_tenant("globex")
     theirs = Character(name="Ada", id=uuid.uuid4(), bio=["acme's own"])
     store.save_agent(theirs, acme.id)
     with pytest.raises(AgentConflict, match="belongs to another tenant"):

@@ -28,7 +28,7 @@ from carrier_core.connections import Connection, add_connection, get_connection
 from carrier_core.frames import Frame
 from carrier_core.memory import MemoryKind
 from carrier_core.store import Store
-from carrier_core.tenants import create_key, revoke_key
+from carrier_core.tenants import create_key
 from carrier_core.turn import run_turn
 from carrier_core.world import entity_id_for, room_id_for
 from tests.conftest import ROOT, TenantKey
@@ -297,7 +297,7 @@ def test_revoking_the_key_silences_its_open_connections(
         connect(url(server, agent_id, "r1", tenant.key)) as live,
     ):
         wait_for(lambda: connections(store) == 2)
-        assert revoke_key(store, tenant.tenant_id, spare.key.id)
+        assert store.revoke_key(tenant.tenant_id, spare.key.id)
         revoked.send(json.dumps({"action": "sendMessage", "text": "Hi", "sender": "grace"}))
         refused = json.loads(revoked.recv(timeout=WAIT_S))
         assert (refused["type"], refused["code"]) == ("error", "unauthorized")

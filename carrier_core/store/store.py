@@ -14,11 +14,12 @@ from carrier_core.store.base import StoreBase
 from carrier_core.store.database import Login, PoolHealth, RoundTrips, database_url, open_pool
 from carrier_core.store.memories import MemoryStore
 from carrier_core.store.migrate import check_schema, migrate
+from carrier_core.store.tenants import TenantStore
 from carrier_core.store.turns import TurnStore
 from carrier_core.store.usage import UsageLedger
 
 
-class Store(TurnStore, MemoryStore, AgentStore, UsageLedger, StoreBase):
+class Store(TurnStore, MemoryStore, AgentStore, UsageLedger, TenantStore, StoreBase):
     """Postgres-backed state of all agents. Safe to share between threads."""
 
     @classmethod
