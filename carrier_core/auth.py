@@ -22,6 +22,7 @@ import jwt
 from carrier_core.config import Settings
 from carrier_core.storable import storable
 from carrier_core.store import Store
+from carrier_core.store.connections import Connection
 from carrier_core.tenants import KEY_PREFIX, key_for_secret
 from carrier_core.world import LOCAL_TENANT_ID
 
@@ -48,6 +49,16 @@ class Principal:
     user: str | None = None
     #: When an end user's token expires (a WebSocket connection opened with it ends then).
     expires_at: datetime | None = None
+
+    @classmethod
+    def of_connection(cls, connection: Connection) -> Principal:
+        """Who sends on a WebSocket connection: its connect-time check, narrowed to its
+        agent (the token is not sent again with each frame)."""
+        return cls(
+            tenant_id=connection.tenant_id,
+            agent_ids=frozenset({connection.agent_id}),
+            user=connection.sender or None,
+        )
 
     @property
     def is_end_user(self) -> bool:

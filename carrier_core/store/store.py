@@ -11,15 +11,26 @@ from __future__ import annotations
 from carrier_core.config import Settings
 from carrier_core.store.agents import AgentStore
 from carrier_core.store.base import StoreBase
+from carrier_core.store.connections import ConnectionStore
 from carrier_core.store.database import Login, PoolHealth, RoundTrips, database_url, open_pool
 from carrier_core.store.memories import MemoryStore
 from carrier_core.store.migrate import check_schema, migrate
 from carrier_core.store.tenants import TenantStore
 from carrier_core.store.turns import TurnStore
 from carrier_core.store.usage import UsageLedger
+from carrier_core.store.webhooks import WebhookStore
 
 
-class Store(TurnStore, MemoryStore, AgentStore, UsageLedger, TenantStore, StoreBase):
+class Store(
+    TurnStore,
+    MemoryStore,
+    AgentStore,
+    UsageLedger,
+    TenantStore,
+    ConnectionStore,
+    WebhookStore,
+    StoreBase,
+):
     """Postgres-backed state of all agents. Safe to share between threads."""
 
     @classmethod
