@@ -1,15 +1,16 @@
 """The store callers hold: every data area's named queries over one connection pool.
 
 Each area is a class in a module of its own (`turns`, `memories`, `agents`, `usage`,
-`tenants`, `connections`, `webhooks`), all over `StoreBase`; `Store` combines them, so
-a caller holds one object and a step can run calls of several areas in one `atomic`
-block.
+`tenants`, `connections`, `webhooks`, `approvals`), all over `StoreBase`; `Store`
+combines them, so a caller holds one object and a step can run calls of several areas
+in one `atomic` block.
 """
 
 from __future__ import annotations
 
 from carrier_core.config import Settings
 from carrier_core.store.agents import AgentStore
+from carrier_core.store.approvals import ApprovalStore
 from carrier_core.store.base import StoreBase
 from carrier_core.store.connections import ConnectionStore
 from carrier_core.store.database import Login, PoolHealth, RoundTrips, database_url, open_pool
@@ -29,6 +30,7 @@ class Store(
     TenantStore,
     ConnectionStore,
     WebhookStore,
+    ApprovalStore,
     StoreBase,
 ):
     """Postgres-backed state of all agents. Safe to share between threads."""
