@@ -37,7 +37,7 @@ from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
 from carrier_core.store import Store
 from carrier_core.store.database import embedded_database_url
-from carrier_core.tenants import create_key, ensure_tenant
+from carrier_core.tenants import create_key
 from carrier_core.turn import run_turn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def main() -> None:
         )
         with Runtime.open(settings, offline_models()) as runtime:
             store = runtime.store
-            tenant = ensure_tenant(store, "bench")
+            tenant = store.ensure_tenant("bench")
             key = create_key(store, tenant.id, name="bench").secret
             agent = runtime.register_agent(load_character(ROOT / "characters/ada.json"), tenant.id)
             for n in range(30):

@@ -69,7 +69,7 @@ def ask(
 
 def expire(runtime: Runtime, sfn: Any) -> int:
     """The sweep's part: expire the approvals whose time ran out and wake their turns."""
-    expired = approval.expire_due(runtime.store)
+    expired = runtime.store.expire_due_approvals()
     for settled, token in expired:
         push_turn(runtime, settled.turn_id, partial(approval_frames, settled))
         wake(sfn, settled, token)

@@ -21,15 +21,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from carrier_aws.clients import AwsClient
-from carrier_core.connections import (
-    Connection,
-    remove_connection,
-    room_connections,
-    turn_connections,
-)
 from carrier_core.frames import Frame, encode, sent_frames
 from carrier_core.runtime import Runtime
 from carrier_core.store import Store
+from carrier_core.store.connections import Connection
 from carrier_core.turn import Acted
 
 log = logging.getLogger(__name__)
@@ -104,7 +99,7 @@ class Pusher:
             except Exception as exc:
                 if _gone(exc):
                     log.info("connection %s is gone; forgetting it", connection_id)
-                    remove_connection(store, connection_id)
+                    store.remove_connection(connection_id)
                 else:
                     log.warning("push to connection %s failed: %s", connection_id, exc)
                 return False
@@ -119,7 +114,7 @@ class Pusher:
         query. Nothing here raises: a failure is logged and the step goes on.
         """
         return self._to(
-            runtime, f"turn {turn_id}", lambda: turn_connections(runtime.store, turn_id), frames
+            runtime, f"turn {turn_id}", lambda: runtime.store.turn_connections(turn_id), frames
         )
 
     def to_room(
@@ -134,7 +129,7 @@ class Pusher:
         return self._to(
             runtime,
             f"room {room_id}",
-            lambda: room_connections(runtime.store, agent_id, room_id),
+            lambda: runtime.store.room_connections(agent_id, room_id),
             frames,
         )
 

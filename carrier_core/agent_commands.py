@@ -15,7 +15,6 @@ from typing import Any
 from carrier_core.command_line import CommandError, open_runtime, read_settings
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord
-from carrier_core.tenants import tenant_names
 
 
 def find_agent(runtime: Runtime, agent: str) -> AgentRecord:
@@ -37,7 +36,7 @@ def find_agent(runtime: Runtime, agent: str) -> AgentRecord:
 def list_agents(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
         agents = runtime.store.agents()
-        tenants = tenant_names(runtime.store)
+        tenants = runtime.store.tenant_names()
         if not agents:
             print("no agents yet: `carrier chat --character FILE` registers one", file=sys.stderr)
             return 0

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from carrier_core.config import Settings
 from carrier_core.storable import storable
 from carrier_core.store import Store
-from carrier_core.tenants import KEY_PREFIX, key_for_secret, tenant_exists
+from carrier_core.store.connections import Connection
+from carrier_core.tenants import KEY_PREFIX, key_for_secret
 from carrier_core.world import LOCAL_TENANT_ID
 
 if TYPE_CHECKING:
@@ -52,6 +53,16 @@ class Principal:
     user: str | None = None
     #: When an end user's token expires (a WebSocket connection opened with it ends then).
     expires_at: datetime | None = None
+
+    @classmethod
+    def of_connection(cls, connection: Connection) -> Principal:
+        """Who sends on a WebSocket connection: its connect-time check, narrowed to its
+        agent (the token is not sent again with each frame)."""
+        return cls(
+            tenant_id=connection.tenant_id,
+            agent_ids=frozenset({connection.agent_id}),
+            user=connection.sender or None,
+        )
 
     @property
     def is_end_user(self) -> bool:
@@ -140,7 +151,7 @@ class Authenticator:
         if tenant_id == LOCAL_TENANT_ID:
             # Its id is the same in every database: never one a token may name.
             raise Unauthorized("end-user tokens cannot act for the local tenant")
-        if not tenant_exists(self._store, tenant_id):
+        if not self._store.tenant_exists(tenant_id):
             raise Unauthorized(f"the token's tenant {tenant_id} does not exist")
         subject = str(claims["sub"])
         try:

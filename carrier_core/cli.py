@@ -46,15 +46,7 @@ from carrier_core.runtime import Runtime
 from carrier_core.secrets import SecretStoreError
 from carrier_core.store import AgentConflict, DatabaseError, NotFound
 from carrier_core.tasks.commands import register as register_tasks
-from carrier_core.tenants import (
-    Tenant,
-    create_key,
-    dev_key_file,
-    ensure_tenant,
-    revoke_key,
-    tenant_keys,
-    tenant_named,
-)
+from carrier_core.tenants import Tenant, create_key, dev_key_file
 from carrier_core.turn import InvalidMessage, evaluate, run_turn
 
 QUIT = {"/quit", "/exit", "/q"}
@@ -354,7 +346,7 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 def keys_create(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
-        tenant = ensure_tenant(runtime.store, args.tenant)
+        tenant = runtime.store.ensure_tenant(args.tenant)
         agents = (
             None
             if not args.agent
@@ -376,7 +368,7 @@ def _tenant_agent(runtime: Runtime, tenant: Tenant, agent: str) -> uuid.UUID:
 
 
 def _tenant(runtime: Runtime, name: str) -> Tenant:
-    found = tenant_named(runtime.store, name)
+    found = runtime.store.tenant_named(name)
     if found is None:
         raise CommandError(f"no tenant named {name!r}", 2)
     return found
@@ -384,7 +376,7 @@ def _tenant(runtime: Runtime, name: str) -> Tenant:
 
 def keys_list(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
-        for key in tenant_keys(runtime.store, _tenant(runtime, args.tenant).id):
+        for key in runtime.store.tenant_keys(_tenant(runtime, args.tenant).id):
             state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "live"
             scope = "all agents" if key.agent_ids is None else ", ".join(map(str, key.agent_ids))
             print(f"{key.id}  {key.prefix}…  {state}  {key.name or '-'}  ({scope})")
@@ -393,7 +385,7 @@ def keys_list(args: argparse.Namespace) -> int:
 
 def keys_revoke(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
-        if not revoke_key(runtime.store, _tenant(runtime, args.tenant).id, args.key_id):
+        if not runtime.store.revoke_key(_tenant(runtime, args.tenant).id, args.key_id):
             raise CommandError(f"tenant {args.tenant} has no live key {args.key_id}", 2)
     print(f"revoked {args.key_id}", file=sys.stderr)
     return 0

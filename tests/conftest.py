@@ -115,10 +115,10 @@ class TenantKey:
 
 @pytest.fixture
 def make_tenant(store: Store) -> Callable[[str], TenantKey]:
-    from carrier_core.tenants import create_key, ensure_tenant
+    from carrier_core.tenants import create_key
 
     def make(name: str) -> TenantKey:
-        tenant = ensure_tenant(store, name)
+        tenant = store.ensure_tenant(name)
         return TenantKey(tenant.id, create_key(store, tenant.id, name="test").secret)
 
     return make

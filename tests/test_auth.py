@@ -23,7 +23,7 @@ from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
 from carrier_core.store import Store
-from carrier_core.tenants import create_key, revoke_key
+from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
 from tests.jwks import Issuer
@@ -191,7 +191,7 @@ def test_every_route_but_health_needs_credentials(
 ) -> None:
     world = build_world(client, store, make_tenant, "acme")
     revoked = create_key(store, world.tenant.tenant_id)
-    assert revoke_key(store, world.tenant.tenant_id, revoked.key.id)
+    assert store.revoke_key(world.tenant.tenant_id, revoked.key.id)
     for method, path in routes(client.app):
         if (method, path) in PUBLIC:
             assert call(client, method, path, world).status_code == 200

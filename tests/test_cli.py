@@ -21,7 +21,7 @@ from carrier_core.cli import main
 from carrier_core.config import Settings
 from carrier_core.models.select import primary_provider
 from carrier_core.store import Store
-from carrier_core.tenants import key_for_secret, tenant_named
+from carrier_core.tenants import key_for_secret
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
 from tests.dev_server import CARRIER
 from tests.test_chat_completions import serving
@@ -136,7 +136,7 @@ def test_keys_are_made_listed_and_revoked_from_the_command_line(
     out, err = capsys.readouterr()
     secret = out.strip()
     key = key_for_secret(store, secret)
-    acme = tenant_named(store, "acme")
+    acme = store.tenant_named("acme")
     assert acme is not None and f"tenant acme: {acme.id}" in err
     assert key is not None and key.tenant_id == acme.id and key.name == "ci"
     assert "shown once" in err and secret not in err

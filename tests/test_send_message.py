@@ -32,7 +32,7 @@ from carrier_core.plugin import Action, ActionResult, ModelProvider, OutgoingMes
 from carrier_core.store import Store
 from carrier_core.turn import act, run_turn
 from carrier_core.turn.context import TurnContext
-from carrier_core.webhooks import create_webhook, delivery, plan_deliveries
+from carrier_core.webhooks import create_webhook, plan_deliveries
 from carrier_core.world import room_id_for
 from tests.conftest import TenantKey, make_runtime
 from tests.test_turn import count, message, xml
@@ -230,7 +230,7 @@ def test_webhooks_get_a_sent_message_for_the_room_it_went_to(
     )
     turn_id = run_turn(runtime, message(agent, "Tell ops: done")).turn_id
 
-    planned = [delivery(store, d) for d in plan_deliveries(runtime, turn_id)]
+    planned = [store.delivery(d) for d in plan_deliveries(runtime, turn_id)]
     got = sorted(
         (d.webhook_id, d.payload["room"], d.payload["reply"]["text"]) for d in planned if d
     )

@@ -181,7 +181,7 @@ def test_knowledge_search_finds_the_same_fragments_read_whole_or_through_its_ind
         return [f.memory.content.text for f in found]
 
     assert search() == ["sailing boats", "sailing boats in the harbour"]
-    monkeypatch.setattr("carrier_core.store.store.EXACT_KNOWLEDGE_UP_TO", 2)
+    monkeypatch.setattr("carrier_core.store.memories.EXACT_KNOWLEDGE_UP_TO", 2)
     assert search() == ["sailing boats", "sailing boats in the harbour"]
 
 
@@ -225,7 +225,7 @@ def test_room_recall_looks_among_the_newest_earlier_messages_only(
         return [f.memory.content.text for f in found]
 
     assert recall() == ["sailing boats"]
-    monkeypatch.setattr("carrier_core.store.store.SEARCH_WINDOW", 3)
+    monkeypatch.setattr("carrier_core.store.memories.SEARCH_WINDOW", 3)
     assert recall() != ["sailing boats"]  # the oldest message is past the window
 
 
@@ -295,9 +295,7 @@ def test_memory_dedupe_key_makes_stores_idempotent(store: Store) -> None:
 
 
 def test_an_agent_id_cannot_be_taken_over_by_another_tenant(store: Store) -> None:
-    from carrier_core.tenants import ensure_tenant
-
-    acme, globex = ensure_tenant(store, "acme"), ensure_tenant(store, "globex")
+    acme, globex = store.ensure_tenant("acme"), store.ensure_tenant("globex")
     theirs = Character(name="Ada", id=uuid.uuid4(), bio=["acme's own"])
     store.save_agent(theirs, acme.id)
     with pytest.raises(AgentConflict, match="belongs to another tenant"):

@@ -44,7 +44,6 @@ from carrier_core.webhooks import (
     backoff_delay,
     check_url,
     deliver,
-    delivery,
     new_secret,
     plan_deliveries,
     signed_headers,
@@ -881,7 +880,7 @@ def test_what_a_receiver_says_is_not_kept_in_last_error(
 
     assert outcome.status == "pending" and outcome.error
     assert "secret" not in outcome.error and "redis" not in outcome.error
-    found = delivery(hooks_runtime.store, delivery_id)
+    found = hooks_runtime.store.delivery(delivery_id)
     assert found is not None and found.last_error == outcome.error
 
 
@@ -952,7 +951,7 @@ def test_the_sweep_schedule_queues_again_a_delivery_whose_message_was_lost(
 
     assert received.headers["webhook-id"] == str(delivery_id)
     assert_signed(made["secret"], received)
-    found = delivery(store, delivery_id)
+    found = store.delivery(delivery_id)
     assert found is not None and (found.status, found.attempts) == ("delivered", 1)
 
 
@@ -1083,7 +1082,7 @@ def test_the_function_leaves_records_for_later_when_its_time_runs_low(
         again = emulator.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
         assert len(again.get("Messages", [])) == 2
     for delivery_id in planned:
-        found = delivery(hooks_runtime.store, delivery_id)
+        found = hooks_runtime.store.delivery(delivery_id)
         assert found is not None and (found.status, found.attempts) == ("pending", 0)
 
 

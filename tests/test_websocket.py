@@ -24,11 +24,11 @@ from websockets.sync.client import ClientConnection, connect
 from carrier_aws.local.emulator import Emulator
 from carrier_aws.push import Pusher
 from carrier_core import Character, Runtime
-from carrier_core.connections import Connection, add_connection, get_connection
 from carrier_core.frames import Frame
 from carrier_core.memory import MemoryKind
 from carrier_core.store import Store
-from carrier_core.tenants import create_key, revoke_key
+from carrier_core.store.connections import Connection
+from carrier_core.tenants import create_key
 from carrier_core.turn import run_turn
 from carrier_core.world import entity_id_for, room_id_for
 from tests.conftest import ROOT, TenantKey
@@ -297,7 +297,7 @@ def test_revoking_the_key_silences_its_open_connections(
         connect(url(server, agent_id, "r1", tenant.key)) as live,
     ):
         wait_for(lambda: connections(store) == 2)
-        assert revoke_key(store, tenant.tenant_id, spare.key.id)
+        assert store.revoke_key(tenant.tenant_id, spare.key.id)
         revoked.send(json.dumps({"action": "sendMessage", "text": "Hi", "sender": "grace"}))
         refused = json.loads(revoked.recv(timeout=WAIT_S))
         assert (refused["type"], refused["code"]) == ("error", "unauthorized")
@@ -394,10 +394,10 @@ def test_the_cloud_handler_takes_api_gateway_events_and_forgets_a_gone_connectio
         answer = emulator.call(function, refused)
         assert answer["statusCode"] == 401
         assert json.loads(answer["body"])["error"]["code"] == "unauthorized"
-        assert get_connection(store, connection_id) is None
+        assert store.live_connection(connection_id) is None
 
         assert emulator.call(function, connected) == {"statusCode": 200}
-        stored = get_connection(store, connection_id)
+        stored = store.live_connection(connection_id)
         assert stored is not None and stored.room == "lobby" and stored.sender == ""
         assert stored.endpoint == emulator.environment["WEBSOCKET_ENDPOINT"]
         assert stored.endpoint.endswith(".execute-api.us-east-1.amazonaws.com/live")
@@ -413,7 +413,7 @@ def test_the_cloud_handler_takes_api_gateway_events_and_forgets_a_gone_connectio
         [runner] = emulator.executions()
         assert runner["name"].startswith("room-") and "-g" in runner["name"]
         assert emulator.hooked_pushes == {"gone": 1}
-        assert get_connection(store, connection_id) is None
+        assert store.live_connection(connection_id) is None
 
         assert emulator.call(function, event("websocket_disconnect.json", tenant.key)) == {
             "statusCode": 200
@@ -434,7 +434,7 @@ def test_a_push_that_fails_is_logged_and_the_step_goes_on(
     room_id = room_id_for(agent_id, "api", "r1")
     # Nothing listens on this port: the push fails, does not raise, and the row stays.
     dead = Connection("dead=", tenant.tenant_id, agent_id, room_id, "r1", "", "http://127.0.0.1:9")
-    add_connection(store, dead)
+    store.add_connection(dead)
     built: list[Frame] = []
 
     def frames() -> list[Frame]:
@@ -454,4 +454,4 @@ def test_a_push_that_fails_is_logged_and_the_step_goes_on(
         monkeypatch.setenv(name, value)
     assert pusher.to_turn(runtime, turn.turn_id, frames) == 0
     assert len(built) == 1
-    assert get_connection(store, "dead=") is not None
+    assert store.live_connection("dead=") is not None

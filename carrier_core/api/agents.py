@@ -21,7 +21,7 @@ from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
 from carrier_core.store import AgentConflict, AgentRecord, NotFound
-from carrier_core.store.store import agent_id_in
+from carrier_core.store.agents import agent_id_in
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 

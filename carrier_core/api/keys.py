@@ -12,7 +12,7 @@ from carrier_core.api.deps import Caller, RuntimeDep
 from carrier_core.api.posting import agent_of
 from carrier_core.storable import StorableText
 from carrier_core.store import NotFound
-from carrier_core.tenants import ApiKey, create_key, revoke_key, tenant_keys
+from carrier_core.tenants import ApiKey, create_key
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
@@ -67,13 +67,13 @@ def create(runtime: RuntimeDep, principal: Caller, request: KeyRequest) -> NewKe
 @router.get("", response_model=list[KeyView])
 def list_keys(runtime: RuntimeDep, principal: Caller) -> list[KeyView]:
     principal.require_full_key("listing keys")
-    return [_view(k) for k in tenant_keys(runtime.store, principal.tenant_id)]
+    return [_view(k) for k in runtime.store.tenant_keys(principal.tenant_id)]
 
 
 @router.delete("/{key_id}", status_code=204, response_class=Response)
 def revoke(runtime: RuntimeDep, principal: Caller, key_id: uuid.UUID) -> Response:
     """Revoke a key at once (a key may revoke itself)."""
     principal.require_full_key("revoking keys")
-    if not revoke_key(runtime.store, principal.tenant_id, key_id):
+    if not runtime.store.revoke_key(principal.tenant_id, key_id):
         raise NotFound(f"no live key with id {key_id}")
     return Response(status_code=204)

@@ -18,7 +18,7 @@ from carrier_core.api.errors import ApiError
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import AgentRecord
-from carrier_core.store.store import no_agent
+from carrier_core.store.agents import no_agent
 from carrier_core.turn import Ingested, InvalidMessage, MessageConflict, ingest
 from carrier_core.world import RoomKind
 

@@ -136,7 +136,7 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
     answering = store.answering(turn)
     turn_id = answering.id
     calls = store.model_calls(turn_id)
-    approvals = approval.turn_approvals(store, turn_id)
+    approvals = store.turn_approvals(turn_id)
     said = store.turn_memories(turn_id, MemoryKind.MESSAGE)
     return TurnView(
         turn_id=turn.id,

@@ -26,11 +26,7 @@ from carrier_core.webhooks import (
     InvalidWebhookUrl,
     TooManyWebhooks,
     Webhook,
-    agent_webhooks,
     create_webhook,
-    delete_webhook,
-    webhook,
-    webhook_deliveries,
 )
 from carrier_core.webhooks.targets import MAX_URL_CHARS
 
@@ -129,7 +125,7 @@ def create(
 @router.get("", response_model=list[WebhookView])
 def list_webhooks(runtime: RuntimeDep, principal: Caller, agent: AgentRef) -> list[WebhookView]:
     agent_id = _allowed(runtime, principal, agent)
-    return [_view(hook) for hook in agent_webhooks(runtime.store, agent_id)]
+    return [_view(hook) for hook in runtime.store.agent_webhooks(agent_id)]
 
 
 @router.get("/{webhook_id}", response_model=WebhookView)
@@ -137,7 +133,7 @@ def get_webhook(
     runtime: RuntimeDep, principal: Caller, agent: AgentRef, webhook_id: uuid.UUID
 ) -> WebhookView:
     agent_id = _allowed(runtime, principal, agent)
-    return _view(webhook(runtime.store, agent_id, webhook_id))
+    return _view(runtime.store.webhook(agent_id, webhook_id))
 
 
 @router.delete("/{webhook_id}", status_code=204, response_class=Response)
@@ -146,7 +142,7 @@ def delete(
 ) -> Response:
     """Delete a webhook and its deliveries; those not yet made are dropped."""
     agent_id = _allowed(runtime, principal, agent)
-    if not delete_webhook(runtime.store, agent_id, webhook_id):
+    if not runtime.store.delete_webhook(agent_id, webhook_id):
         raise NotFound(f"no webhook with id {webhook_id}")
     return Response(status_code=204)
 
@@ -165,9 +161,9 @@ def list_deliveries(
 ) -> Page[DeliveryView]:
     """The webhook's deliveries, newest first; `status=failed` lists those given up on."""
     agent_id = _allowed(runtime, principal, agent)
-    webhook(runtime.store, agent_id, webhook_id)
-    found = webhook_deliveries(
-        runtime.store, webhook_id, limit=limit, status=status, before_seq=seq_cursor(cursor)
+    runtime.store.webhook(agent_id, webhook_id)
+    found = runtime.store.webhook_deliveries(
+        webhook_id, limit=limit, status=status, before_seq=seq_cursor(cursor)
     )
     return Page(
         data=[_delivery_view(d) for d in found],

@@ -76,12 +76,12 @@ from carrier_core.api.posting import (
     post,
     room_key,
 )
-from carrier_core.auth import Authenticator, Forbidden, Unauthorized
-from carrier_core.connections import Connection, add_connection, get_connection
+from carrier_core.auth import Authenticator, Forbidden, Principal, Unauthorized
 from carrier_core.frames import Frame, accepted_frame, error_frame
 from carrier_core.runtime import Runtime
 from carrier_core.storable import storable
 from carrier_core.store import DatabaseUnavailable, NotFound
+from carrier_core.store.connections import Connection
 from carrier_core.turn import Ingested
 from carrier_core.world import room_id_for
 
@@ -164,8 +164,7 @@ def connect(
         if described is None:
             raise
         raise Refused(*described) from None
-    return add_connection(
-        runtime.store,
+    return runtime.store.add_connection(
         Connection(
             id=connection_id,
             tenant_id=principal.tenant_id,
@@ -227,7 +226,7 @@ def receive(
     the client is owed an answer either way.
     """
     client_message_id = _client_message_id(body)
-    connection = get_connection(runtime.store, connection_id)
+    connection = runtime.store.live_connection(connection_id)
     if connection is None:
         send(error_frame("unauthorized", "this connection is closed; connect again"))
         return
@@ -245,7 +244,7 @@ def receive(
         post(
             runtime,
             accept_then_submit,
-            connection.principal,
+            Principal.of_connection(connection),
             connection.agent_id,
             connection.room,
             message,

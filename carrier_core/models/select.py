@@ -151,7 +151,7 @@ def openai_models(
             max_output_tokens=settings.max_output_tokens,
         )
 
-    from carrier_core.store.store import EMBEDDING_DIMENSIONS
+    from carrier_core.store.base import EMBEDDING_DIMENSIONS
 
     embedding: EmbeddingModel
     embedding_model = role_model(settings, character, provider, "embedding", "")

@@ -265,8 +265,7 @@ def _completed(ctx: TurnContext, acted: Acted) -> Acted:
 
 def _approval(ctx: TurnContext, key: str, action: str, decision: Decision) -> approval.Approval:
     """The action's request for approval, asked once (and expired if its time ran out)."""
-    asked = approval.request(
-        ctx.runtime.store,
+    asked = ctx.runtime.store.request_approval(
         turn_id=ctx.turn.id,
         agent_id=ctx.turn.agent_id,
         step_key=key,

@@ -19,99 +19,29 @@ wakes the execution, and no execution is woken twice.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
-from psycopg.rows import DictRow
-from psycopg.types.json import Jsonb
 
 from carrier_core.store import Store, TurnRecord
+from carrier_core.store.approvals import Approval
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
 
-_COLUMNS = (
-    "id, turn_id, agent_id, step_key, action, arguments, status, requested_at, expires_at,"
-    " answered_at, answered_by, reason"
-)
-
-
-@dataclass(frozen=True)
-class Approval:
-    id: uuid.UUID
-    turn_id: uuid.UUID
-    agent_id: uuid.UUID
-    #: The act step it pauses (act:<decide step>:<index>).
-    step_key: str
-    action: str
-    #: What the action would act on: the decided text and the message it answers.
-    arguments: dict[str, Any]
-    #: pending, approved, rejected or expired.
-    status: str
-    requested_at: datetime
-    expires_at: datetime
-    answered_at: datetime | None
-    #: `key:<id>` (an API key) or `user:<subject>` (an end user); None when it expired.
-    answered_by: str | None
-    reason: str | None
-
-    def as_json(self) -> dict[str, Any]:
-        """The request as clients see it (frames, webhooks, the turn's view)."""
-        return {
-            "id": str(self.id),
-            "turn_id": str(self.turn_id),
-            "action": self.action,
-            "arguments": self.arguments,
-            "status": self.status,
-            "requested_at": self.requested_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
-            "answered_by": self.answered_by,
-            "reason": self.reason,
-        }
+__all__ = [
+    "APPROVED",
+    "EXPIRED",
+    "PENDING",
+    "REJECTED",
+    "Approval",
+    "Expired",
+    "NotPending",
+    "answer",
+    "expire_if_due",
+    "keep_token",
+    "turn_status",
+]
 
 
 class NotPending(ValueError):
     """The turn has no approval waiting for an answer (none asked, or answered already)."""
-
-
-def _approval(row: DictRow) -> Approval:
-    return Approval(**{k: row[k] for k in _COLUMNS.replace(" ", "").split(",")})
-
-
-def request(
-    store: Store,
-    *,
-    turn_id: uuid.UUID,
-    agent_id: uuid.UUID,
-    step_key: str,
-    action: str,
-    arguments: dict[str, Any],
-    timeout_s: float,
-) -> Approval:
-    """The act step's request, made once: a retried step gets the first one back."""
-    with store.connection() as conn:
-        row = conn.execute(
-            "WITH made AS (INSERT INTO approvals (id, turn_id, agent_id, step_key, action,"
-            " arguments, expires_at) VALUES (%s, %s, %s, %s, %s, %s,"
-            " now() + %s * interval '1 second')"
-            f" ON CONFLICT (turn_id, step_key) DO NOTHING RETURNING {_COLUMNS})"
-            f" SELECT {_COLUMNS} FROM made UNION ALL"
-            f" SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s AND step_key = %s",
-            (
-                uuid.uuid4(),
-                turn_id,
-                agent_id,
-                step_key,
-                action,
-                Jsonb(arguments),
-                timeout_s,
-                turn_id,
-                step_key,
-            ),
-        ).fetchone()
-    assert row is not None
-    return _approval(row)
 
 
 def expire_if_due(store: Store, approval: Approval) -> Approval:
@@ -119,45 +49,15 @@ def expire_if_due(store: Store, approval: Approval) -> Approval:
     checks, so a turn taken up after its expiry does not wait for a sweep)."""
     if approval.status != PENDING:
         return approval
-    with store.connection() as conn:
-        row = conn.execute(
-            f"UPDATE approvals SET status = 'expired', answered_at = now() WHERE id = %s"
-            f" AND status = 'pending' AND expires_at <= now() RETURNING {_COLUMNS}",
-            (approval.id,),
-        ).fetchone()
-    return approval if row is None else _approval(row)
-
-
-def pending(store: Store, turn_id: uuid.UUID) -> Approval | None:
-    """The turn's approval that waits for an answer, if any."""
-    with store.connection() as conn:
-        row = conn.execute(
-            f"SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s AND status = 'pending'",
-            (turn_id,),
-        ).fetchone()
-    return None if row is None else _approval(row)
-
-
-def turn_approvals(store: Store, turn_id: uuid.UUID) -> list[Approval]:
-    with store.connection() as conn:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s ORDER BY requested_at",
-            (turn_id,),
-        ).fetchall()
-    return [_approval(r) for r in rows]
+    return store.expire_approval_if_due(approval.id) or approval
 
 
 def keep_token(store: Store, approval_id: uuid.UUID, token: str) -> tuple[Approval, bool]:
     """Keep the waiting task's token with its request; True when it was answered already,
     so the caller wakes the execution itself."""
-    with store.connection() as conn:
-        row = conn.execute(
-            f"UPDATE approvals SET task_token = %s WHERE id = %s RETURNING {_COLUMNS}",
-            (token, approval_id),
-        ).fetchone()
-    if row is None:
+    approval = store.keep_approval_token(approval_id, token)
+    if approval is None:
         raise NotPending(f"no approval with id {approval_id}")
-    approval = _approval(row)
     return approval, approval.status != PENDING
 
 
@@ -180,36 +80,15 @@ def answer(
     """Settle the turn's pending approval; with it, the token of the execution to wake
     (None when no execution waits yet, or the turn runs in one process). Raises `Expired`
     for one whose time ran out (expiring it), `NotPending` when none waits."""
-    status = APPROVED if approve else REJECTED
-    with store.connection() as conn:
-        row = conn.execute(
-            "UPDATE approvals SET status = CASE WHEN expires_at > now() THEN %s"
-            " ELSE 'expired' END, answered_at = now(),"
-            " answered_by = CASE WHEN expires_at > now() THEN %s END,"
-            " reason = CASE WHEN expires_at > now() THEN %s END"
-            " WHERE turn_id = %s AND status = 'pending'"
-            f" RETURNING {_COLUMNS}, task_token",
-            (status, by, reason, turn_id),
-        ).fetchone()
-    if row is None:
+    settled = store.settle_approval(
+        turn_id, status=APPROVED if approve else REJECTED, by=by, reason=reason
+    )
+    if settled is None:
         raise NotPending(f"turn {turn_id} has no approval waiting for an answer")
-    settled = _approval(row)
-    if settled.status == EXPIRED:
-        raise Expired(settled, row["task_token"])
-    return settled, row["task_token"]
-
-
-def expire_due(store: Store, limit: int = 100) -> list[tuple[Approval, str | None]]:
-    """Expire the pending approvals whose time ran out; each with its token to wake."""
-    with store.connection() as conn:
-        rows = conn.execute(
-            "UPDATE approvals SET status = 'expired', answered_at = now() WHERE id IN"
-            " (SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= now()"
-            " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
-            f" RETURNING {_COLUMNS}, task_token",
-            (limit,),
-        ).fetchall()
-    return [(_approval(r), r["task_token"]) for r in rows]
+    approval, token = settled
+    if approval.status == EXPIRED:
+        raise Expired(approval, token)
+    return approval, token
 
 
 def turn_status(turn: TurnRecord, latest: Approval | None) -> str:

@@ -70,7 +70,7 @@ def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False
     return TurnResult(
         turn_id=turn_id,
         message_id=record.message_id,
-        status=approval.turn_status(record, approval.pending(runtime.store, record.id)),
+        status=approval.turn_status(record, runtime.store.pending_approval(record.id)),
         replies=[m for m in said if m.room_id == record.room_id],
         error=record.error,
         duplicate=duplicate,
@@ -133,7 +133,7 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool
 def _hold_for(runtime: Runtime, turn_id: uuid.UUID) -> None:
     """Keep the room for the paused turn until its approval expires: no other runner
     takes it up meanwhile, and once it expires any new message's runner does."""
-    waiting = approval.pending(runtime.store, turn_id)
+    waiting = runtime.store.pending_approval(turn_id)
     if waiting is not None:
         hold_room(runtime, turn_id, waiting.expires_at)
 

@@ -1,6 +1,7 @@
 """Webhooks: an agent's replies POSTed to URLs its tenant registers, signed, retried, kept.
 
-- `registry`: webhooks of an agent (all its rooms, or one), each with its own secret;
+- `registry`: webhooks of an agent (all its rooms, or one), each with its own secret
+  (their rows, and their deliveries', are the store's: `carrier_core.store.webhooks`);
 - `targets`: which URLs are allowed (http(s), public addresses), and the addresses an
   attempt connects to (those checked);
 - `signature`: Standard Webhooks signing (`webhook-id`, `webhook-timestamp`,
@@ -12,27 +13,21 @@ queue (`carrier_aws.webhooks`), with a periodic sweep (`stale_deliveries`) for m
 lost on the way; in a test a loop.
 """
 
+from carrier_core.store.webhooks import Delivery, DeliveryStatus
 from carrier_core.webhooks.delivery import (
-    Delivery,
-    DeliveryStatus,
     Outcome,
     backoff_delay,
     deliver,
-    delivery,
     plan_approval_deliveries,
     plan_deliveries,
     stale_deliveries,
-    webhook_deliveries,
 )
 from carrier_core.webhooks.registry import (
     MAX_WEBHOOKS_PER_AGENT,
     NewWebhook,
     TooManyWebhooks,
     Webhook,
-    agent_webhooks,
     create_webhook,
-    delete_webhook,
-    webhook,
 )
 from carrier_core.webhooks.signature import new_secret, signature, signed_headers
 from carrier_core.webhooks.targets import InvalidWebhookUrl, check_url
@@ -46,19 +41,14 @@ __all__ = [
     "Outcome",
     "TooManyWebhooks",
     "Webhook",
-    "agent_webhooks",
     "backoff_delay",
     "check_url",
     "create_webhook",
-    "delete_webhook",
     "deliver",
-    "delivery",
     "new_secret",
     "plan_approval_deliveries",
     "plan_deliveries",
     "signature",
     "signed_headers",
     "stale_deliveries",
-    "webhook",
-    "webhook_deliveries",
 ]

@@ -39,16 +39,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from psycopg.rows import DictRow
-from psycopg.types.json import Jsonb
 
 from carrier_core.events import EventType
 from carrier_core.memory import Content
 from carrier_core.runtime import Runtime
-from carrier_core.store import Store, where
+from carrier_core.store import Store
+from carrier_core.store.webhooks import DeliveryStatus
 
 if TYPE_CHECKING:
     from carrier_core.turn.approval import Approval
@@ -74,28 +73,6 @@ OVERDUE_AFTER_S = 900.0
 #: The most deliveries one sweep queues again (the rest wait for the next sweep).
 SWEEP_LIMIT = 500
 USER_AGENT = "Carrier-Webhooks/1"
-
-DeliveryStatus = Literal["pending", "delivered", "failed"]
-
-
-@dataclass(frozen=True)
-class Delivery:
-    id: uuid.UUID
-    webhook_id: uuid.UUID
-    #: The reply delivered; None for an approval request (`approval_id`).
-    memory_id: uuid.UUID | None
-    turn_id: uuid.UUID
-    payload: dict[str, Any]
-    status: DeliveryStatus
-    attempts: int
-    #: The HTTP status of the last attempt; None if it got no answer.
-    last_status: int | None
-    last_error: str | None
-    #: When a pending delivery is tried next (None before its first attempt).
-    next_attempt_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    seq: int
 
 
 @dataclass(frozen=True)
@@ -153,34 +130,7 @@ def plan_deliveries(runtime: Runtime, turn_id: uuid.UUID) -> list[uuid.UUID]:
     for what an action sent there (SEND_MESSAGE). Safe to call again: what is planned
     stays, and the ids of the deliveries not yet attempted are returned every time, for
     the caller to queue."""
-    with runtime.store.transaction() as conn:
-        planned = conn.execute(
-            "SELECT w.id AS webhook_id, m.id, m.content, m.created_at, t.id AS turn_id,"
-            " t.agent_id, t.message_id, r.name AS room FROM turns t"
-            " JOIN memories m ON m.turn_id = t.id AND m.kind = 'message'"
-            " AND m.entity_id = t.agent_id"
-            " JOIN rooms r ON r.id = m.room_id"
-            " JOIN webhooks w ON w.agent_id = t.agent_id"
-            " AND (w.room_id IS NULL OR w.room_id = m.room_id)"
-            " WHERE t.id = %s ORDER BY w.created_at, w.id, m.seq",
-            (turn_id,),
-        ).fetchall()
-        if planned:
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO webhook_deliveries (id, webhook_id, memory_id, turn_id, payload)"
-                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (webhook_id, memory_id) DO NOTHING",
-                    [
-                        (uuid.uuid4(), row["webhook_id"], row["id"], turn_id, Jsonb(_payload(row)))
-                        for row in planned
-                    ],
-                )
-        pending = conn.execute(
-            "SELECT id FROM webhook_deliveries WHERE turn_id = %s AND status = 'pending'"
-            " AND attempts = 0 ORDER BY seq",
-            (turn_id,),
-        ).fetchall()
-    return [row["id"] for row in pending]
+    return runtime.store.plan_reply_deliveries(turn_id, _payload)
 
 
 def plan_approval_deliveries(runtime: Runtime, approval: Approval) -> list[uuid.UUID]:
@@ -192,21 +142,7 @@ def plan_approval_deliveries(runtime: Runtime, approval: Approval) -> list[uuid.
         "turn_id": str(approval.turn_id),
         "approval": approval.as_json(),
     }
-    with runtime.store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO webhook_deliveries (id, webhook_id, approval_id, turn_id, payload)"
-            " SELECT gen_random_uuid(), w.id, %s, t.id, %s FROM webhooks w"
-            " JOIN turns t ON t.agent_id = w.agent_id"
-            " WHERE t.id = %s AND (w.room_id IS NULL OR w.room_id = t.room_id)"
-            " ON CONFLICT (webhook_id, approval_id) WHERE approval_id IS NOT NULL DO NOTHING",
-            (approval.id, Jsonb(payload), approval.turn_id),
-        )
-        pending = conn.execute(
-            "SELECT id FROM webhook_deliveries WHERE approval_id = %s AND status = 'pending'"
-            " AND attempts = 0 ORDER BY seq",
-            (approval.id,),
-        ).fetchall()
-    return [row["id"] for row in pending]
+    return runtime.store.plan_approval_deliveries(approval.id, approval.turn_id, payload)
 
 
 def stale_deliveries(
@@ -223,18 +159,9 @@ def stale_deliveries(
     Each is marked swept, and not returned again for `overdue_after_s`: a message queued
     now has that long to be handled before it is taken for lost too. A second message
     for a delivery still queued is harmless: an attempt is claimed before it is made."""
-    with runtime.store.connection() as conn:
-        rows = conn.execute(
-            "UPDATE webhook_deliveries SET swept_at = now() WHERE id IN ("
-            " SELECT id FROM webhook_deliveries WHERE status = 'pending'"
-            " AND (swept_at IS NULL OR swept_at < now() - make_interval(secs => %(overdue)s))"
-            " AND ((attempts = 0 AND created_at < now() - make_interval(secs => %(unqueued)s))"
-            " OR next_attempt_at < now() - make_interval(secs => %(overdue)s))"
-            " ORDER BY created_at, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, created_at, seq",
-            {"overdue": overdue_after_s, "unqueued": unqueued_after_s, "limit": limit},
-        ).fetchall()
-    return [row["id"] for row in sorted(rows, key=lambda row: (row["created_at"], row["seq"]))]
+    return runtime.store.sweep_deliveries(
+        unqueued_after_s=unqueued_after_s, overdue_after_s=overdue_after_s, limit=limit
+    )
 
 
 # -- delivering --------------------------------------------------------------------------
@@ -347,61 +274,27 @@ def _send(
     return None, reason
 
 
-def _claim(store: Store, delivery_id: uuid.UUID, lease_s: float) -> DictRow | None:
-    with store.connection() as conn:
-        return conn.execute(
-            "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, updated_at = now(),"
-            " next_attempt_at = now() + make_interval(secs => %s)"
-            " FROM webhooks w WHERE d.id = %s AND w.id = d.webhook_id AND d.status = 'pending'"
-            " AND (d.next_attempt_at IS NULL"
-            " OR d.next_attempt_at <= now() + make_interval(secs => %s))"
-            " RETURNING d.attempts, d.payload, d.webhook_id, w.url, w.secret",
-            (lease_s, delivery_id, _CLOCK_SLACK_S),
-        ).fetchone()
-
-
 def _unclaimed(store: Store, delivery_id: uuid.UUID) -> Outcome:
-    with store.connection() as conn:
-        row = conn.execute(
-            "SELECT status, attempts, last_status, last_error FROM webhook_deliveries"
-            " WHERE id = %s",
-            (delivery_id,),
-        ).fetchone()
-    if row is None:
+    found = store.delivery(delivery_id)
+    if found is None:
         return Outcome(delivery_id, "gone", attempted=False)
     return Outcome(
         delivery_id,
-        row["status"],
+        found.status,
         attempted=False,
-        attempts=row["attempts"],
-        last_status=row["last_status"],
-        error=row["last_error"],
+        attempts=found.attempts,
+        last_status=found.last_status,
+        error=found.last_error,
     )
-
-
-def _record(
-    store: Store,
-    delivery_id: uuid.UUID,
-    status: DeliveryStatus,
-    last_status: int | None,
-    error: str | None,
-    retry_in: float | None,
-) -> None:
-    with store.connection() as conn:
-        conn.execute(
-            "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s,"
-            " next_attempt_at = CASE WHEN %s::float8 IS NULL THEN NULL"
-            " ELSE now() + make_interval(secs => %s::float8) END, updated_at = now()"
-            " WHERE id = %s",
-            (status, last_status, error, retry_in, retry_in, delivery_id),
-        )
 
 
 def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None = None) -> Outcome:
     """Make one attempt at a delivery, if it is pending and due, and record it."""
     settings = runtime.settings
     timeout = timeout or settings.webhook_timeout_s
-    claimed = _claim(runtime.store, delivery_id, lease_s=timeout + 30)
+    claimed = runtime.store.claim_delivery(
+        delivery_id, lease_s=timeout + 30, slack_s=_CLOCK_SLACK_S
+    )
     if claimed is None:
         return _unclaimed(runtime.store, delivery_id)
     attempts: int = claimed["attempts"]
@@ -431,7 +324,7 @@ def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None =
     else:
         new_status = "pending"
         retry_in = backoff_delay(attempts, settings.webhook_backoff_s)
-    _record(runtime.store, delivery_id, new_status, status, error, retry_in)
+    runtime.store.record_attempt(delivery_id, new_status, status, error, retry_in)
     # The URL and secret stay out of the log: a URL may carry a token of the receiver's.
     log.info(
         "webhook delivery %s to webhook %s: attempt %d, %s (%s)",
@@ -442,40 +335,3 @@ def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None =
         error or status,
     )
     return Outcome(delivery_id, new_status, True, attempts, status, error, retry_in)
-
-
-# -- inspecting ----------------------------------------------------------------------------
-
-_DELIVERY_COLUMNS = (
-    "id, webhook_id, memory_id, turn_id, payload, status, attempts, last_status, last_error,"
-    " next_attempt_at, created_at, updated_at, seq"
-)
-
-
-def webhook_deliveries(
-    store: Store,
-    webhook_id: uuid.UUID,
-    *,
-    limit: int,
-    status: DeliveryStatus | None = None,
-    before_seq: int | None = None,
-) -> list[Delivery]:
-    """A page of a webhook's deliveries, newest first (keyset: `before_seq` the last seq)."""
-    filters, params = where(
-        ("webhook_id = %s", webhook_id), ("status = %s", status), ("seq < %s", before_seq)
-    )
-    with store.connection() as conn:
-        rows = conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries"
-            f" WHERE {filters} ORDER BY seq DESC LIMIT %s".encode(),
-            [*params, limit],
-        ).fetchall()
-    return [Delivery(**row) for row in rows]
-
-
-def delivery(store: Store, delivery_id: uuid.UUID) -> Delivery | None:
-    with store.connection() as conn:
-        row = conn.execute(
-            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = %s", (delivery_id,)
-        ).fetchone()
-    return None if row is None else Delivery(**row)

@@ -16,7 +16,6 @@ from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api import websocket
 from carrier_core.auth import Authenticator
-from carrier_core.connections import remove_connection
 from carrier_core.frames import Frame
 from carrier_core.turn import Ingested
 
@@ -55,7 +54,7 @@ def handler(event: dict, context: object) -> dict:
             return {"statusCode": refused.status, "body": refused.body}
         return {"statusCode": 200}
     if route == "$disconnect":
-        remove_connection(rt.store, connection_id)
+        rt.store.remove_connection(connection_id)
         return {"statusCode": 200}
 
     def send(frame: Frame) -> None:

@@ -1,0 +1,370 @@
+"""Agents, and who and where they talk: entities, worlds, rooms, participants and
+relationships."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from carrier_core.character import Character, parse_character
+from carrier_core.store.base import NotFound, StoreBase, entity_name, where
+from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind, World
+
+
+class AgentConflict(ValueError):
+    """An agent id that another tenant already uses, or a handle the tenant gave to an
+    agent of another id."""
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    handle: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    name: str
+    kind: str
+    source: str
+    created_at: datetime
+    messages: int
+
+
+def agent_id_in(ref: str | uuid.UUID) -> uuid.UUID | None:
+    """The id `ref` spells, or None if it is a handle (a handle is not a UUID)."""
+    if isinstance(ref, uuid.UUID):
+        return ref
+    try:
+        return uuid.UUID(ref)
+    except ValueError:
+        return None
+
+
+def no_agent(ref: str | uuid.UUID) -> NotFound:
+    """The error for an agent that is not there (or not the caller's), named as asked."""
+    agent_id = agent_id_in(ref)
+    return NotFound(f"no agent with id {agent_id}" if agent_id else f"no agent with handle {ref!r}")
+
+
+_AGENT_COLUMNS = "id, tenant_id, handle, name, created_at, updated_at"
+
+
+def _people_rows(room: str) -> str:
+    """SQL of a room's members, in the order they joined (`joined_at`)."""
+    return (
+        "SELECT pe.id, pe.agent_id, pe.names, pe.metadata, pp.joined_at FROM participants pp"
+        f" JOIN entities pe ON pe.id = pp.entity_id WHERE pp.room_id = {room}"
+        " ORDER BY pp.joined_at"
+    )
+
+
+def _relationship_rows(agent: str, entity: str) -> str:
+    """SQL of an agent's known relationships of one person, newest first (`LIMIT %s`)."""
+    return (
+        f"SELECT {entity_name('rs')} AS source,"
+        f" coalesce({entity_name('rt')}, rta.name) AS target, rr.tags, rr.updated_at"
+        " FROM relationships rr JOIN entities rs ON rs.id = rr.source_entity_id"
+        " LEFT JOIN entities rt ON rt.id = rr.target_entity_id"
+        " LEFT JOIN agents rta ON rta.id = rr.target_entity_id"
+        f" WHERE rr.agent_id = {agent} AND {entity} IN (rr.source_entity_id, rr.target_entity_id)"
+        " ORDER BY rr.updated_at DESC LIMIT %s"
+    )
+
+
+#: How many relationships of the sender a prompt shows.
+RELATIONSHIPS_SHOWN = 10
+
+
+def _relationship(row: Any) -> tuple[str, str, list[str]]:
+    return (row["source"], row["target"] or "someone", list(row["tags"]))
+
+
+class AgentStore(StoreBase):
+    """Agents of every tenant, and the people, worlds and rooms each meets."""
+
+    def agents(self) -> list[AgentRecord]:
+        """Every tenant's agents (the command line's view of a database), by handle."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY handle, created_at".encode()
+            ).fetchall()
+        return [AgentRecord(**row) for row in rows]
+
+    def reset_memory(self, agent_id: uuid.UUID) -> int:
+        """Forget what the agent learned by talking: its rooms with their messages and turns,
+        its facts, relationships, the people and worlds it met. Its character, knowledge
+        documents, webhooks and keys stay. Returns the number of memories deleted."""
+        with self.transaction() as conn:
+            deleted = conn.execute(
+                "DELETE FROM memories WHERE agent_id = %s AND kind NOT IN ('document', 'fragment')",
+                (agent_id,),
+            ).rowcount
+            for table in ("rooms", "relationships", "worlds"):
+                conn.execute(f"DELETE FROM {table} WHERE agent_id = %s".encode(), (agent_id,))
+            conn.execute(
+                "DELETE FROM entities WHERE agent_id = %s AND id <> %s", (agent_id, agent_id)
+            )
+        return deleted
+
+    # -- agents ---------------------------------------------------------------
+
+    def save_agent(
+        self,
+        character: Character,
+        tenant_id: uuid.UUID = LOCAL_TENANT_ID,
+        *,
+        handle: str | None = None,
+    ) -> uuid.UUID:
+        """Store or update an agent of `tenant_id`, found by its handle (the character's
+        unless given), else by the character's id; a stored agent keeps its handle.
+
+        Raises `AgentConflict` if the id is another tenant's (a character file's `id` must
+        not reach across tenants), or if the handle is the tenant's agent of another id."""
+        handle = handle or character.handle
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT id FROM agents WHERE tenant_id = %s AND handle = %s", (tenant_id, handle)
+            ).fetchone()
+            agent_id = character.agent_id if row is None else row["id"]
+            if character.id is not None and character.id != agent_id:
+                raise AgentConflict(
+                    f"handle {handle!r} is agent {agent_id}, not the character's id {character.id}"
+                )
+            try:
+                changed = conn.execute(
+                    "INSERT INTO agents (id, tenant_id, handle, name, character)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                    " character = excluded.character, updated_at = now()"
+                    " WHERE agents.tenant_id = excluded.tenant_id"
+                    " AND agents.character IS DISTINCT FROM excluded.character",
+                    (agent_id, tenant_id, handle, character.name, Jsonb(character.to_document())),
+                ).rowcount
+            except psycopg.errors.UniqueViolation:
+                # Another writer gave the handle to a new agent since it was looked up.
+                raise AgentConflict(f"handle {handle!r} was just taken by another agent") from None
+            if not changed:
+                row = conn.execute(
+                    "SELECT tenant_id FROM agents WHERE id = %s", (agent_id,)
+                ).fetchone()
+                if row is not None and row["tenant_id"] != tenant_id:
+                    raise AgentConflict(f"agent id {agent_id} belongs to another tenant")
+        return agent_id
+
+    def agent_record(self, agent_id: uuid.UUID) -> AgentRecord:
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = %s".encode(), (agent_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no agent with id {agent_id}")
+        return AgentRecord(**row)
+
+    def tenant_agent(self, tenant_id: uuid.UUID, ref: str | uuid.UUID) -> AgentRecord:
+        """The tenant's agent with this id or handle; `NotFound` if none (another tenant's
+        agent is not found either, so ids cannot be probed across tenants)."""
+        agent_id = agent_id_in(ref)
+        missing = no_agent(ref)
+        try:
+            if agent_id is None:
+                return self.agent_by_handle(tenant_id, str(ref))
+            agent = self.agent_record(agent_id)
+        except NotFound:
+            raise missing from None
+        if agent.tenant_id != tenant_id:
+            raise missing
+        return agent
+
+    def agent_by_handle(self, tenant_id: uuid.UUID, handle: str) -> AgentRecord:
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents"
+                " WHERE tenant_id = %s AND handle = %s".encode(),
+                (tenant_id, handle),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no agent with handle {handle!r}")
+        return AgentRecord(**row)
+
+    def tenant_agents(
+        self,
+        tenant_id: uuid.UUID,
+        *,
+        limit: int,
+        after: uuid.UUID | None = None,
+        only: frozenset[uuid.UUID] | None = None,
+    ) -> list[AgentRecord]:
+        """A page of a tenant's agents in id order (keyset pagination: `after` the last id)."""
+        filters, params = where(
+            ("tenant_id = %s", tenant_id),
+            ("id > %s", after),
+            ("id = ANY(%s)", None if only is None else list(only)),
+        )
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents"
+                f" WHERE {filters} ORDER BY id LIMIT %s".encode(),
+                [*params, limit],
+            ).fetchall()
+        return [AgentRecord(**row) for row in rows]
+
+    def delete_agent(self, agent_id: uuid.UUID) -> bool:
+        """Delete an agent and, by cascade, its rooms, memories, turns and hooks."""
+        with self.connection() as conn:
+            return conn.execute("DELETE FROM agents WHERE id = %s", (agent_id,)).rowcount > 0
+
+    def character(self, agent_id: uuid.UUID) -> Character:
+        with self.connection() as conn:
+            row = conn.execute("SELECT character FROM agents WHERE id = %s", (agent_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no agent with id {agent_id}")
+        return parse_character(row["character"], source=f"agent {agent_id}")
+
+    # -- who and where --------------------------------------------------------
+
+    def set_room_metadata(self, room_id: uuid.UUID, key: str, value: Any) -> None:
+        """Set one key of a room's metadata (None removes it), leaving the others as they are."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE rooms SET metadata = CASE WHEN %(value)s::jsonb IS NULL"
+                " THEN metadata - %(key)s ELSE jsonb_set(metadata, ARRAY[%(key)s], %(value)s)"
+                " END WHERE id = %(id)s",
+                {"id": room_id, "key": key, "value": None if value is None else Jsonb(value)},
+            )
+
+    def room(self, room_id: uuid.UUID) -> Room:
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT id, agent_id, world_id, name, kind, source, metadata FROM rooms"
+                " WHERE id = %s",
+                (room_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no room with id {room_id}")
+        return Room(**{**row, "kind": RoomKind(row["kind"])})
+
+    def agent_rooms(
+        self,
+        agent_id: uuid.UUID,
+        *,
+        limit: int,
+        after: uuid.UUID | None = None,
+        room_id: uuid.UUID | None = None,
+    ) -> list[RoomRecord]:
+        """A page of an agent's rooms in id order (or the one room), with message counts."""
+        filters, params = where(
+            ("r.agent_id = %s", agent_id), ("r.id > %s", after), ("r.id = %s", room_id)
+        )
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT r.id, r.agent_id, r.name, r.kind, r.source, r.created_at,"
+                " (SELECT count(*) FROM memories m WHERE m.room_id = r.id"
+                " AND m.kind = 'message') AS messages FROM rooms r"
+                f" WHERE {filters} ORDER BY r.id LIMIT %s".encode(),
+                [*params, limit],
+            ).fetchall()
+        return [RoomRecord(**row) for row in rows]
+
+    def delete_room(self, room_id: uuid.UUID) -> bool:
+        """Forget a room: its messages and turns go with it (facts about people stay)."""
+        with self.connection() as conn:
+            return conn.execute("DELETE FROM rooms WHERE id = %s", (room_id,)).rowcount > 0
+
+    def participants(self, room_id: uuid.UUID) -> list[Entity]:
+        with self.connection() as conn:
+            rows = conn.execute(_people_rows("%s"), (room_id,)).fetchall()
+        return [Entity(**row) for row in rows]
+
+    def save_relationship(self, relationship: Relationship) -> None:
+        with self.connection() as conn:
+            conn.execute(
+                "INSERT INTO relationships (agent_id, source_entity_id, target_entity_id, tags,"
+                " metadata) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (agent_id, source_entity_id, target_entity_id) DO UPDATE SET"
+                " tags = ARRAY(SELECT DISTINCT unnest(relationships.tags || excluded.tags)),"
+                " metadata = relationships.metadata || excluded.metadata, updated_at = now()",
+                (
+                    relationship.agent_id,
+                    relationship.source_entity_id,
+                    relationship.target_entity_id,
+                    relationship.tags,
+                    Jsonb(relationship.metadata),
+                ),
+            )
+
+    def world(self, world_id: uuid.UUID) -> World:
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT id, agent_id, name, metadata FROM worlds WHERE id = %s", (world_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no world with id {world_id}")
+        return World(**row)
+
+    def set_world_role(self, world_id: uuid.UUID, entity_id: uuid.UUID, role: str) -> None:
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE worlds SET metadata = jsonb_set(metadata, '{roles}',"
+                " coalesce(metadata->'roles', '{}') || jsonb_build_object(%s::text, %s::text))"
+                " WHERE id = %s",
+                (str(entity_id), role, world_id),
+            )
+
+    def set_world_settings(self, world_id: uuid.UUID, values: dict[str, Any]) -> None:
+        """Set some of a world's settings (its metadata's `settings`), keeping the others."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE worlds SET metadata = jsonb_set(metadata, '{settings}',"
+                " coalesce(metadata->'settings', '{}') || %s) WHERE id = %s",
+                (Jsonb(values), world_id),
+            )
+
+    def update_entity_metadata(self, entity_id: uuid.UUID, fields: dict[str, Any]) -> None:
+        """Merge fields into what the agent knows of someone (ElizaOS's UPDATE_ENTITY)."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE entities SET metadata = metadata || %s WHERE id = %s",
+                (Jsonb(fields), entity_id),
+            )
+
+    def name_entity(self, entity_id: uuid.UUID, name: str) -> None:
+        """Call someone by the name they gave in conversation ("my name is Grace"), whatever
+        display name their messages come with."""
+        with self.connection() as conn:
+            conn.execute(
+                "UPDATE entities SET metadata = metadata || jsonb_build_object('name', %s::text)"
+                " WHERE id = %s",
+                (name, entity_id),
+            )
+
+    def relationships_of(
+        self, agent_id: uuid.UUID, entity_id: uuid.UUID, limit: int = RELATIONSHIPS_SHOWN
+    ) -> list[tuple[str, str, list[str]]]:
+        """The agent's known relationships of one person, newest first: (source's name,
+        target's name, tags)."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                _relationship_rows("%s", "%s"), (agent_id, entity_id, limit)
+            ).fetchall()
+        return [_relationship(row) for row in rows]
+
+    def relationships(self, agent_id: uuid.UUID) -> list[Relationship]:
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT agent_id, source_entity_id, target_entity_id, tags, metadata"
+                " FROM relationships WHERE agent_id = %s",
+                (agent_id,),
+            ).fetchall()
+        return [Relationship(**row) for row in rows]

@@ -1,0 +1,161 @@
+"""Approval requests, as rows: asked once per act step, answered, expired, and the task
+token of the execution waiting on each (`carrier_core.turn.approval` says what they mean)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from carrier_core.store.base import StoreBase
+
+_COLUMNS = (
+    "id, turn_id, agent_id, step_key, action, arguments, status, requested_at, expires_at,"
+    " answered_at, answered_by, reason"
+)
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: uuid.UUID
+    turn_id: uuid.UUID
+    agent_id: uuid.UUID
+    #: The act step it pauses (act:<decide step>:<index>).
+    step_key: str
+    action: str
+    #: What the action would act on: the decided text and the message it answers.
+    arguments: dict[str, Any]
+    #: pending, approved, rejected or expired.
+    status: str
+    requested_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None
+    #: `key:<id>` (an API key) or `user:<subject>` (an end user); None when it expired.
+    answered_by: str | None
+    reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The request as clients see it (frames, webhooks, the turn's view)."""
+        return {
+            "id": str(self.id),
+            "turn_id": str(self.turn_id),
+            "action": self.action,
+            "arguments": self.arguments,
+            "status": self.status,
+            "requested_at": self.requested_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
+            "answered_by": self.answered_by,
+            "reason": self.reason,
+        }
+
+
+def _approval(row: DictRow) -> Approval:
+    return Approval(**{k: row[k] for k in _COLUMNS.replace(" ", "").split(",")})
+
+
+class ApprovalStore(StoreBase):
+    """Requests for a person's yes, each with the token of the execution it pauses."""
+
+    def request_approval(
+        self,
+        *,
+        turn_id: uuid.UUID,
+        agent_id: uuid.UUID,
+        step_key: str,
+        action: str,
+        arguments: dict[str, Any],
+        timeout_s: float,
+    ) -> Approval:
+        """The act step's request, made once: a retried step gets the first one back."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "WITH made AS (INSERT INTO approvals (id, turn_id, agent_id, step_key, action,"
+                " arguments, expires_at) VALUES (%s, %s, %s, %s, %s, %s,"
+                " now() + %s * interval '1 second')"
+                f" ON CONFLICT (turn_id, step_key) DO NOTHING RETURNING {_COLUMNS})"
+                f" SELECT {_COLUMNS} FROM made UNION ALL"
+                f" SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s AND step_key = %s",
+                (
+                    uuid.uuid4(),
+                    turn_id,
+                    agent_id,
+                    step_key,
+                    action,
+                    Jsonb(arguments),
+                    timeout_s,
+                    turn_id,
+                    step_key,
+                ),
+            ).fetchone()
+        assert row is not None
+        return _approval(row)
+
+    def expire_approval_if_due(self, approval_id: uuid.UUID) -> Approval | None:
+        """The pending request, expired now if its time ran out; None if it was not."""
+        with self.connection() as conn:
+            row = conn.execute(
+                f"UPDATE approvals SET status = 'expired', answered_at = now() WHERE id = %s"
+                f" AND status = 'pending' AND expires_at <= now() RETURNING {_COLUMNS}",
+                (approval_id,),
+            ).fetchone()
+        return None if row is None else _approval(row)
+
+    def pending_approval(self, turn_id: uuid.UUID) -> Approval | None:
+        """The turn's approval that waits for an answer, if any."""
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s AND status = 'pending'",
+                (turn_id,),
+            ).fetchone()
+        return None if row is None else _approval(row)
+
+    def turn_approvals(self, turn_id: uuid.UUID) -> list[Approval]:
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s ORDER BY requested_at",
+                (turn_id,),
+            ).fetchall()
+        return [_approval(r) for r in rows]
+
+    def keep_approval_token(self, approval_id: uuid.UUID, token: str) -> Approval | None:
+        """Keep the waiting task's token with its request; None if there is no such request."""
+        with self.connection() as conn:
+            row = conn.execute(
+                f"UPDATE approvals SET task_token = %s WHERE id = %s RETURNING {_COLUMNS}",
+                (token, approval_id),
+            ).fetchone()
+        return None if row is None else _approval(row)
+
+    def settle_approval(
+        self, turn_id: uuid.UUID, *, status: str, by: str, reason: str | None
+    ) -> tuple[Approval, str | None] | None:
+        """Settle the turn's pending approval as `status` (expired instead if its time ran
+        out), with the token of the execution to wake; None when none waits."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "UPDATE approvals SET status = CASE WHEN expires_at > now() THEN %s"
+                " ELSE 'expired' END, answered_at = now(),"
+                " answered_by = CASE WHEN expires_at > now() THEN %s END,"
+                " reason = CASE WHEN expires_at > now() THEN %s END"
+                " WHERE turn_id = %s AND status = 'pending'"
+                f" RETURNING {_COLUMNS}, task_token",
+                (status, by, reason, turn_id),
+            ).fetchone()
+        return None if row is None else (_approval(row), row["task_token"])
+
+    def expire_due_approvals(self, limit: int = 100) -> list[tuple[Approval, str | None]]:
+        """Expire the pending approvals whose time ran out; each with its token to wake."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "UPDATE approvals SET status = 'expired', answered_at = now() WHERE id IN"
+                " (SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= now()"
+                " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+                f" RETURNING {_COLUMNS}, task_token",
+                (limit,),
+            ).fetchall()
+        return [(_approval(r), r["task_token"]) for r in rows]
