@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from carrier_core.agent_models import AgentModels
 from carrier_core.knowledge.records import mark_embedded, mark_failed
-from carrier_core.memory import MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_measured
 
@@ -47,22 +46,21 @@ def embed_pending(
     done = batches = 0
     embedder = None
     # A knowledge document becomes ready once its fragments are all embedded: looked at
-    # when fragments were embedded now, and when nothing waited (a run that stopped after
-    # embedding a document's last fragments left it waiting). A turn's replies alone need
-    # no look: one statement fewer after every turn.
+    # when some document waits (read with the work) and when nothing waited (a run that
+    # stopped after embedding a document's last fragments left it waiting). A turn's
+    # replies alone need no look: one statement fewer after every turn.
     documents = False
     try:
         while max_batches is None or batches < max_batches:
-            pending, character = runtime.store.embedding_work(
-                agent_id, size, with_character=embedder is None
-            )
+            work = runtime.store.embedding_work(agent_id, size, with_character=embedder is None)
+            pending = work.memories
             if not pending:
                 documents |= batches == 0
                 break
             if embedder is None:
-                assert character is not None  # read with the first batch
-                embedder = runtime.models_for(character).embedding
-            documents |= any(m.kind is MemoryKind.FRAGMENT for m in pending)
+                assert work.character is not None  # read with the first batch
+                embedder = runtime.models_for(work.character).embedding
+            documents |= work.documents_waiting
             texts = [m.content.text[:EMBED_CHARS] for m in pending]
             embeddings, calls = embed_measured(
                 runtime.store, agent_id, embedder, texts, step="embed"

@@ -286,6 +286,51 @@ def test_a_failed_embedding_marks_the_document_failed_until_a_later_run(
     assert (ready.status, ready.error) == (DocumentStatus.READY, None)
 
 
+def test_a_document_failed_by_a_later_batch_becomes_ready_when_a_run_embeds_only_replies(
+    store: Store, ada: Character, tmp_path: Path
+) -> None:
+    """One run embeds a document's last fragment, then its next batch (a reply) fails, and
+    the document is marked failed though its fragments are all embedded. A later run that
+    embeds only a reply must still find the document waiting and mark it ready."""
+    from carrier_core.memory import Content, Memory, MemoryKind
+    from carrier_core.turn import embed_pending
+
+    class FailsSecond(HashEmbedding):
+        calls = 0
+
+        def embed(self, texts: Any) -> Any:
+            self.calls += 1
+            if self.calls == 2:
+                raise ModelError("embedding service down")
+            return super().embed(texts)
+
+    scripted = ScriptedModel()
+    embedder = FailsSecond()
+    runtime = make_runtime(
+        store, ModelSet(small=scripted, large=scripted, embedding=embedder), embed_batch_size=1
+    )
+    agent = runtime.register_agent(Character(name="Eli"))
+    (tmp_path / "a.txt").write_text("Some words to embed.")
+    record, _ = add_document(runtime, agent, file_document(tmp_path / "a.txt"))
+
+    def reply(text: str) -> None:
+        store.add_memory(
+            Memory(
+                agent_id=agent, entity_id=agent, kind=MemoryKind.MESSAGE, content=Content(text=text)
+            )
+        )
+
+    reply("a reply waiting for its embedding")
+    embedder.calls = 0
+    with pytest.raises(ModelError):
+        embed_pending(runtime, agent)
+    assert document(store, agent, record.id).status is DocumentStatus.FAILED
+    reply("another reply")
+    embed_pending(runtime, agent)  # embeds only the two replies
+    ready = document(store, agent, record.id)
+    assert (ready.status, ready.error) == (DocumentStatus.READY, None)
+
+
 def test_unreadable_documents_are_refused_naming_them(runtime: Runtime, tmp_path: Path) -> None:
     agent = runtime.register_agent(Character(name="Eli"))
     cases = {

@@ -146,3 +146,80 @@ def test_decide_sees_the_conversation_as_it_stood_for_its_message(
     prompt = scripted.requests[0].prompt
     assert "message A" in prompt
     assert "message B" not in prompt
+
+
+#: Two runs of one act step meet in its handler (tests below); each waits for the other.
+MEET = threading.Barrier(2, timeout=10)
+
+
+def _meet_and_say(ctx: Any, decision: Decision) -> Any:
+    from carrier_core.plugin import ActionResult
+
+    MEET.wait()
+    return ActionResult(replies=["said once"])
+
+
+def meeting_plugin() -> Any:
+    from carrier_core.plugin import Action, Plugin
+
+    return Plugin(name="meeting", actions=[Action("MEET", "Meet.", _meet_and_say)])
+
+
+def test_two_runs_of_one_act_step_at_once_store_one_reply_and_agree_on_it(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    """A runner taken over while the old one still runs (or a retried invocation) may run
+    an action twice at once: one stores its reply with the step, the other stores nothing
+    and answers with what the first recorded, so no run names a reply that is not there."""
+    agent = scripted_runtime.register_agent(
+        Character(name="Ada", plugins=["tests.test_redelivery:meeting_plugin"])
+    )
+    scripted.add(xml("MEET"))
+    turn_id = ingest(scripted_runtime, message(agent, "hi")).turn_id
+    decide(scripted_runtime, turn_id, 1)
+    MEET.reset()
+    results: list[Any] = [None, None]
+
+    def run(n: int) -> None:
+        results[n] = act(scripted_runtime, turn_id, 0)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    first, second = results
+    assert first is not None and second is not None
+    assert first.reply_ids == second.reply_ids
+    stored = scripted_runtime.store.turn_memories(turn_id, MemoryKind.MESSAGE)
+    assert [m.id for m in stored] == first.reply_ids
+    assert [m.content.text for m in stored] == ["said once"]
+
+
+def test_a_repeated_delivery_while_a_runner_takes_its_turn_does_not_deadlock(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    """A runner locks the room, then its turn (`carrier_next_turn`); a message delivered
+    again locks them in the same order, so neither waits for the other in a circle."""
+    store = scripted_runtime.store
+    first = ingest(scripted_runtime, message(agent, "hi", client_message_id="m-1"))
+    room_id = store.turn(first.turn_id).room_id
+    redelivered: list[Any] = []
+    errors: list[BaseException] = []
+    with store._pool.connection() as runner, runner.transaction():
+        runner.execute("SELECT id FROM rooms WHERE id = %s FOR UPDATE", (room_id,))
+
+        def deliver_again() -> None:
+            again = message(agent, "hi", client_message_id="m-1")
+            try:
+                redelivered.append(ingest(scripted_runtime, again))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=deliver_again)
+        thread.start()
+        thread.join(0.5)  # it is waiting for the room now, holding nothing the runner needs
+        runner.execute("UPDATE turns SET updated_at = now() WHERE id = %s", (first.turn_id,))
+    thread.join(10)
+    assert errors == [] and len(redelivered) == 1
+    assert redelivered[0].turn_id == first.turn_id and not redelivered[0].created

@@ -234,6 +234,12 @@ class AgentStore(StoreBase):
 
     # -- who and where --------------------------------------------------------
 
+    def lock_room(self, room_id: uuid.UUID) -> None:
+        """Lock the room's row until the surrounding transaction ends (`atomic`): what
+        touches a room's turns locks the room first, so no two of them deadlock."""
+        with self.connection() as conn:
+            conn.execute("SELECT id FROM rooms WHERE id = %s FOR UPDATE", (room_id,))
+
     def set_room_metadata(self, room_id: uuid.UUID, key: str, value: Any) -> None:
         """Set one key of a room's metadata (None removes it), leaving the others as they are."""
         with self.connection() as conn:

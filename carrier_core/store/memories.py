@@ -176,6 +176,17 @@ def _knowledge_sql(vector: Any, agent_id: uuid.UUID, count: int) -> tuple[str, l
     return query, params
 
 
+@dataclass(frozen=True)
+class EmbeddingWork:
+    """What the embed step has to do (`MemoryStore.embedding_work`)."""
+
+    memories: list[Memory]
+    #: The agent's character, when asked for and something waits.
+    character: Character | None
+    #: Some knowledge document of the agent is not `ready` (pending, or failed before).
+    documents_waiting: bool
+
+
 class MemoryStore(StoreBase):
     """What agents remember, and how they find it again."""
 
@@ -480,18 +491,20 @@ class MemoryStore(StoreBase):
             )
 
     def unembedded(self, agent_id: uuid.UUID, limit: int) -> list[Memory]:
-        return self.embedding_work(agent_id, limit)[0]
+        return self.embedding_work(agent_id, limit).memories
 
     def embedding_work(
         self, agent_id: uuid.UUID, limit: int, *, with_character: bool = False
-    ) -> tuple[list[Memory], Character | None]:
-        """The agent's oldest memories without an embedding; `with_character`: its character
-        too, read in the same statement (the embedding model is the character's to choose),
-        None when nothing waits."""
+    ) -> EmbeddingWork:
+        """The agent's oldest memories without an embedding, and whether any of its
+        knowledge documents is not `ready` yet; `with_character`: its character too, read
+        in the same statement (the embedding model is the character's to choose), None
+        when nothing waits."""
         character = "a.character" if with_character else "NULL::jsonb AS character"
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT {_M_MEMORY_COLUMNS}, {character}"
+                f"SELECT {_M_MEMORY_COLUMNS}, {character}, EXISTS (SELECT 1 FROM documents d"
+                " WHERE d.agent_id = a.id AND d.status <> 'ready') AS documents_waiting"
                 " FROM memories m JOIN agents a ON a.id = m.agent_id WHERE m.agent_id = %s"
                 " AND m.embedding IS NULL ORDER BY m.seq LIMIT %s",
                 (agent_id, limit),
@@ -499,7 +512,8 @@ class MemoryStore(StoreBase):
         found = None
         if rows and rows[0]["character"] is not None:
             found = parse_character(rows[0]["character"], source=f"agent {agent_id}")
-        return [_memory(row) for row in rows], found
+        waiting = bool(rows and rows[0]["documents_waiting"])
+        return EmbeddingWork([_memory(row) for row in rows], found, waiting)
 
     def count_unembedded(self, agent_id: uuid.UUID) -> int:
         """How many of the agent's memories wait for an embedding (a progress bar's total)."""

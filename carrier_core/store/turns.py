@@ -342,23 +342,26 @@ class TurnStore(StoreBase):
 
     def record_step(
         self, turn_id: uuid.UUID, record: StepRecord, *, said: Sequence[Memory] = ()
-    ) -> None:
-        """Add a step to the turn's history; a keyed step is recorded once, the first time.
+    ) -> bool:
+        """Add a step to the turn's history; a keyed step is recorded once, the first time
+        (False: it was recorded already, by a run of the same step at the same time).
         `said`: the messages the step stores (an action's replies), written in the same
         statement, so a step and what it said are never stored the one without the other
         (a retried step finds its record and says nothing again)."""
         if not said:
             with self.connection() as conn:
-                conn.execute("WITH " + _INSERT_STEP, _step_params(turn_id, record))
-            return
+                made = conn.execute(
+                    "WITH " + _INSERT_STEP + " RETURNING id", _step_params(turn_id, record)
+                ).fetchone()
+            return made is not None
         with self.connection() as conn:
-            conn.execute(
+            made = conn.execute(
                 "WITH said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"
                 " kind, content, dedupe_key, turn_id)"
                 " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[],"
                 " %s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::uuid[])"
                 " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
-                " DO NOTHING), " + _INSERT_STEP,
+                " DO NOTHING), " + _INSERT_STEP + " RETURNING id",
                 (
                     [m.id for m in said],
                     [m.agent_id for m in said],
@@ -371,7 +374,8 @@ class TurnStore(StoreBase):
                     [turn_id for _ in said],
                     *_step_params(turn_id, record),
                 ),
-            )
+            ).fetchone()
+        return made is not None
 
     def save_decision(
         self,

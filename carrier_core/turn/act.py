@@ -23,7 +23,7 @@ from carrier_core.models import ModelError
 from carrier_core.plugin import ActionResult, OutgoingMessage
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
-from carrier_core.store import NotFound
+from carrier_core.store import NotFound, TurnStep
 from carrier_core.turn import approval
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import Room, RoomKind
@@ -169,8 +169,24 @@ def _finish(
         **({"error": acted.error} if acted.error else {}),
         **detail,
     )
-    ctx.runtime.store.record_step(ctx.turn.id, record, said=said)
-    return acted
+    if ctx.runtime.store.record_step(ctx.turn.id, record, said=said):
+        return acted
+    # Another run of this same step (a retried invocation, a runner taking over) recorded it
+    # first, with what it said: that run's result is the step's, and this one stored nothing.
+    recorded = ctx.runtime.store.turn_step(ctx.turn.id, key)
+    assert recorded is not None, "a keyed step, once recorded, stays"
+    return _recorded(recorded)
+
+
+def _recorded(step: TurnStep) -> Acted:
+    """What an act step that ran already did, as its record says."""
+    return Acted(
+        action=step.step.removeprefix("act:"),
+        reply_ids=[uuid.UUID(i) for i in step.detail.get("reply_ids", [])],
+        continue_turn=bool(step.detail.get("continue_turn")),
+        error=step.detail.get("error"),
+        sent_ids=[uuid.UUID(i) for i in step.detail.get("sent_ids", [])],
+    )
 
 
 def _failed(ctx: TurnContext, action: str, key: str, error: str) -> Acted:
@@ -193,15 +209,8 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
         )
     key = f"act:{ctx.turn.steps_taken}:{index}"
-    done = ctx.done
-    if done is not None:
-        return Acted(
-            action=done.step.removeprefix("act:"),
-            reply_ids=[uuid.UUID(i) for i in done.detail.get("reply_ids", [])],
-            continue_turn=bool(done.detail.get("continue_turn")),
-            error=done.detail.get("error"),
-            sent_ids=[uuid.UUID(i) for i in done.detail.get("sent_ids", [])],
-        )
+    if ctx.done is not None:
+        return _recorded(ctx.done)
     name = decision.actions[index]
     action = ctx.plugins.action(name)
     if action is None:
@@ -246,7 +255,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     )
     shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
     status = "ok" if result.success else "error"
-    _finish(ctx, key, status, acted, [*replies, *sent], data=result.data, **shown)
+    acted = _finish(ctx, key, status, acted, [*replies, *sent], data=result.data, **shown)
     return _completed(ctx, acted)
 
 

@@ -227,6 +227,9 @@ def ingest(
         # Its client id was seen before: the stored message, its turn (queued again if it
         # had failed), and the runner if the turn waits for one.
         with store.atomic():
+            # The room first, as every runner locks it before its turns (`carrier_next_turn`):
+            # taking the turn's row first could deadlock with a runner at that moment.
+            store.lock_room(room.id)
             memory, _ = store.add_memory(memory)
             _check_same(memory, message)
             started = store.start_turn(uuid.uuid4(), memory)
