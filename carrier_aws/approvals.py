@@ -22,14 +22,17 @@ from carrier_core.frames import approval_frames
 from carrier_core.runtime import Runtime
 from carrier_core.turn import approval
 from carrier_core.turn.approval import Approval
+from carrier_core.turn.schedule import hold_room
 from carrier_core.webhooks import plan_approval_deliveries
 
 log = logging.getLogger(__name__)
 
 
-def wake(sfn: Any, settled: Approval, token: str | None) -> bool:
-    """Resume the execution waiting on `token`; False when none waits any more (it
-    failed or timed out: the sweep restarts its room, whose act step sees the answer)."""
+def wake(runtime: Runtime, sfn: Any, settled: Approval, token: str | None) -> bool:
+    """Resume the execution waiting on `token`; False when it was not woken. A wake that
+    fails for a while (a throttle, an outage) is tried again by the sweep
+    (`rewake`); an execution no longer waiting (it failed or timed out: the sweep restarts
+    its room, whose act step sees the answer) is not."""
     if not token:
         return False
     errors = sfn.exceptions
@@ -38,7 +41,10 @@ def wake(sfn: Any, settled: Approval, token: str | None) -> bool:
         sfn.send_task_success(taskToken=token, output=json.dumps({"status": settled.status}))
     except gone:
         log.warning("approval %s: no execution waits on its token any more", settled.id)
+    except Exception:
+        log.exception("approval %s: its execution was not woken; the sweep tries again", settled.id)
         return False
+    runtime.store.mark_woken(settled.id)
     return True
 
 
@@ -54,8 +60,11 @@ def ask(
     execution at once, else tell the turn's listeners and webhooks that it waits."""
     asked, answered = approval.keep_token(runtime.store, approval_id, token)
     if answered:
-        wake(sfn, asked, token)
+        wake(runtime, sfn, asked, token)
         return asked
+    # The execution waits, holding no compute: its room stays its own until the request
+    # expires, so the sweep does not look at it every minute meanwhile.
+    hold_room(runtime, asked.turn_id, asked.expires_at)
     push_turn(runtime, asked.turn_id, lambda: approval_frames(asked))
     deliveries = plan_approval_deliveries(runtime, asked)
     queue_url = webhook_queue_url()
@@ -68,9 +77,12 @@ def ask(
 
 
 def expire(runtime: Runtime, sfn: Any) -> int:
-    """The sweep's part: expire the approvals whose time ran out and wake their turns."""
+    """The sweep's part: expire the approvals whose time ran out and wake their turns, and
+    wake again those answered whose wake failed."""
     expired = runtime.store.expire_due_approvals()
     for settled, token in expired:
         push_turn(runtime, settled.turn_id, partial(approval_frames, settled))
-        wake(sfn, settled, token)
+        wake(runtime, sfn, settled, token)
+    for settled, token in runtime.store.approvals_to_wake():
+        wake(runtime, sfn, settled, token)
     return len(expired)

@@ -24,6 +24,7 @@ from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, dev_key_file
+from carrier_core.turn import approval
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import approval_plugin
 from tests.conftest import TenantKey, make_runtime, run_inline
@@ -342,3 +343,47 @@ def test_approved_rejected_and_expired_under_carrier_dev(
     assert done["no"]["replies"] == [] and done["no"]["approval"]["status"] == "rejected"
     assert done["late"]["replies"] == [] and done["late"]["approval"]["status"] == "expired"
     assert all(turn["status"] == "done" for turn in done.values())
+
+
+def test_an_approval_is_used_once_so_a_rerun_after_a_lost_record_does_not_act_again(
+    client: TestClient, runtime: Runtime, sent: list[str]
+) -> None:
+    """A run that took the yes may have acted before it died, its record lost: the act step
+    run again must not act a second time; it records why."""
+    from carrier_core.turn.run import resume_turn
+
+    agent = runtime.register_agent(AGENT)
+    turn_id = uuid.UUID(post(client, agent, "send 7 euros to Bo"))
+    settled, _ = approval.answer(runtime.store, turn_id, approve=True, by="key:test")
+    assert runtime.store.use_approval(settled.id)  # the run that took it, and died
+    resume_turn(runtime, turn_id)
+    assert sent == []
+    assert runtime.store.turn(turn_id).status == "done"
+    [step] = [s for s in runtime.store.turn_steps(turn_id) if s.step.startswith("act")]
+    assert step.status == "error" and "not run again" in step.detail["error"]
+
+
+def test_an_answer_whose_wake_was_lost_is_woken_by_the_sweep(
+    emulated: tuple[Emulator, TestClient], runtime: Runtime, store: Store, sent: list[str]
+) -> None:
+    """The answer is stored, but the wake never reached Step Functions (the answering
+    function died, or was throttled): the turn sweep wakes the execution."""
+    _, client = emulated
+    agent = runtime.register_agent(AGENT)
+    turn_id = post(client, agent, "send 8 euros to Bo", room="lost")
+    wait_for(client, turn_id, "awaiting_approval")
+    deadline = time.monotonic() + 10
+    while store.turn_approvals(uuid.UUID(turn_id))[0].status == "pending":
+        with store.connection() as conn:  # the token is kept by then: answer without a wake
+            answered = conn.execute(
+                "UPDATE approvals SET status = 'approved', answered_by = 'key:lost',"
+                " answered_at = now() - interval '1 minute', expires_at = now() + interval"
+                " '1 hour' WHERE turn_id = %s AND task_token IS NOT NULL RETURNING id",
+                (turn_id,),
+            ).fetchone()
+        if answered is None:
+            assert time.monotonic() < deadline, "the approval step never kept its token"
+            time.sleep(0.05)
+    done = wait_for(client, turn_id, "done", "failed", timeout=20)
+    assert [r["text"] for r in done["replies"]] == ["The money is on its way."]
+    assert sent == ["send 8 euros to Bo"]

@@ -92,8 +92,44 @@ class ApprovalStore(StoreBase):
                     step_key,
                 ),
             ).fetchone()
+            if row is None:  # a run of the same step made it just now, after our snapshot
+                row = conn.execute(
+                    f"SELECT {_COLUMNS} FROM approvals WHERE turn_id = %s AND step_key = %s",
+                    (turn_id, step_key),
+                ).fetchone()
         assert row is not None
         return _approval(row)
+
+    def use_approval(self, approval_id: uuid.UUID) -> bool:
+        """Take an approved request's yes for one run of its action; False if a run took it
+        before (and may have acted: its record never came)."""
+        with self.connection() as conn:
+            used = conn.execute(
+                "UPDATE approvals SET used_at = now() WHERE id = %s AND status = 'approved'"
+                " AND used_at IS NULL RETURNING id",
+                (approval_id,),
+            ).fetchone()
+        return used is not None
+
+    def mark_woken(self, approval_id: uuid.UUID) -> None:
+        with self.connection() as conn:
+            conn.execute("UPDATE approvals SET woken_at = now() WHERE id = %s", (approval_id,))
+
+    def approvals_to_wake(
+        self, *, older_than_s: float = 30.0, limit: int = 100
+    ) -> list[tuple[Approval, str]]:
+        """Settled requests whose waiting execution was never woken (the wake failed, or the
+        process answering died before it), while their turn still runs; with their token."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))},"
+                " a.task_token FROM approvals a JOIN turns t ON t.id = a.turn_id"
+                " WHERE a.status <> 'pending' AND a.task_token IS NOT NULL"
+                " AND a.woken_at IS NULL AND a.answered_at < now() - %s * interval '1 second'"
+                " AND t.status IN ('running', 'retrying') ORDER BY a.answered_at LIMIT %s",
+                (older_than_s, limit),
+            ).fetchall()
+        return [(_approval(r), r["task_token"]) for r in rows]
 
     def expire_approval_if_due(self, approval_id: uuid.UUID) -> Approval | None:
         """The pending request, expired now if its time ran out; None if it was not."""

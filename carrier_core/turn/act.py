@@ -227,6 +227,11 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             why = f": {asked.reason}" if asked.reason else ""
             reason = f"not approved: {asked.status}{by}{why}"
             return _finish(ctx, key, "skipped", Acted(action.name), reason=reason)
+        if not runtime.store.use_approval(asked.id):
+            # A run of this step took the yes and stopped before its record: it may have
+            # acted. An approved action runs at most once, so this run does not.
+            error = "the approved action was run before and its result was lost; not run again"
+            return _finish(ctx, key, "error", Acted(action.name, error=error))
     emit(runtime, ctx.plugins, ctx.turn, EventType.ACTION_STARTED, action=action.name)
     try:
         result = action.handler(ctx, decision)

@@ -9,11 +9,13 @@ unfinished, so its room's later messages wait behind it, in order. Then:
 - in one process (`run_steps`) the runner stops and keeps the room; answering the
   request runs the room again (`resume`).
 
-An answer (`answer`) or the sweep's expiry (`expire_due`) settles the request and hands
-back the token to wake the execution; the act step runs again and acts, or records why
-not. The token is handed to whichever of the answer and the `approval` step comes
-second, under the row's lock, so an answer that beats the token to the database still
-wakes the execution, and no execution is woken twice.
+An answer (`answer`) or the sweep's expiry (`Store.expire_due_approvals`) settles the
+request and hands back the token to wake the execution; the act step runs again and acts
+(once: an approval is used once, `Store.use_approval`), or records why not. A wake that
+fails is tried again by the sweep (`Store.approvals_to_wake`). The token is handed to
+whichever of the answer and the `approval` step comes second, under the row's lock, so an
+answer that beats the token to the database still wakes the execution, and no execution
+is woken twice.
 """
 
 from __future__ import annotations

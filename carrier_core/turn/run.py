@@ -31,7 +31,7 @@ from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, ingest
-from carrier_core.turn.schedule import Runner, hold_room, next_turn
+from carrier_core.turn.schedule import Runner, hand_off, hold_room, next_turn
 from carrier_core.turn.steps import FlowError, check_move
 from carrier_core.turn.steps import StepName as S
 
@@ -173,11 +173,16 @@ def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> Tur
 
 def resume_turn(runtime: Runtime, turn_id: uuid.UUID) -> None:
     """Run again, in this process, the room of a turn that paused for an approval now
-    answered: its runner (the one that paused) carries on from the paused action. Nothing
-    happens if another runner has the room by now: that one takes the turn up."""
+    answered. A new runner takes the room over from the one that paused (which stopped),
+    so that a runner started meanwhile by a later message, if any, stops at its next turn
+    instead of running the room beside this one; nothing happens if the room changed hands
+    since the turn was last taken up (that runner answers it)."""
     with runtime.store.connection() as conn:
         row = conn.execute(
             "SELECT room_id, runner_generation FROM turns WHERE id = %s", (turn_id,)
         ).fetchone()
-    if row is not None and row["runner_generation"] is not None:
-        run_room(runtime, Runner(row["room_id"], int(row["runner_generation"])))
+    if row is None or row["runner_generation"] is None:
+        return
+    successor = hand_off(runtime, Runner(row["room_id"], int(row["runner_generation"])))
+    if successor is not None:
+        run_room(runtime, successor)

@@ -28,7 +28,7 @@ def submit(ingested: Ingested) -> None:
 
 def resume(settled: Approval, token: str | None) -> None:
     """Wake the turn's execution; with no token yet, its approval step wakes it."""
-    wake(sfn, settled, token)
+    wake(runtime(), sfn, settled, token)
 
 
 app = create_app(

@@ -19,6 +19,12 @@ CREATE TABLE IF NOT EXISTS approvals (
     reason        text,
     -- The waiting state machine task's token (cloud and emulator); null in one process.
     task_token    text,
+    -- When the execution waiting on the token was woken; the sweep wakes again an answered
+    -- request whose wake failed (a throttle, a function that died after the answer).
+    woken_at      timestamptz,
+    -- When an approved action was let run: an approval is used once, so an act step run
+    -- again after its handler (a retried invocation) does not act twice.
+    used_at       timestamptz,
     UNIQUE (turn_id, step_key)
 );
 -- The sweep's: pending approvals by when they expire.
