@@ -186,15 +186,14 @@ class StartedTurn:
     #: Made now (not found: the message came before).
     created: bool
     status: str
-    #: The plugins its agent's character names (for the events of ingest: read with it).
-    plugins: tuple[str, ...]
 
 
-#: The plugin names of a turn's agent, for a RETURNING or SELECT over `turns`.
+#: The plugin names of a turn's agent, for a RETURNING over `turns t` (a turn's end reads
+#: them with it, for its events; ingest's are read by `carrier_accept`, migration 0014).
 _AGENT_PLUGINS = (
     "(SELECT coalesce(array(SELECT jsonb_array_elements_text(CASE WHEN"
     " jsonb_typeof(a.character -> 'plugins') = 'array' THEN a.character -> 'plugins'"
-    " ELSE '[]' END)), '{}') FROM agents a WHERE a.id = turns.agent_id) AS plugins"
+    " ELSE '[]' END)), '{}') FROM agents a WHERE a.id = t.agent_id) AS plugins"
 )
 
 
@@ -215,16 +214,15 @@ class TurnStore(StoreBase):
                 "INSERT INTO turns (id, agent_id, room_id, message_id, status)"
                 " VALUES (%s, %s, %s, %s, 'queued') ON CONFLICT (message_id) DO UPDATE"
                 " SET status = 'queued', error = NULL, attempts = 0, updated_at = now()"
-                f" WHERE turns.status = 'failed' RETURNING id, status, {_AGENT_PLUGINS}",
+                " WHERE turns.status = 'failed' RETURNING id, status",
                 (turn_id, message.agent_id, message.room_id, message.id),
             ).fetchone()
             if row is None:
                 row = conn.execute(
-                    f"SELECT id, status, {_AGENT_PLUGINS} FROM turns WHERE message_id = %s",
-                    (message.id,),
+                    "SELECT id, status FROM turns WHERE message_id = %s", (message.id,)
                 ).fetchone()
         assert row is not None
-        return StartedTurn(row["id"], row["id"] == turn_id, row["status"], tuple(row["plugins"]))
+        return StartedTurn(row["id"], row["id"] == turn_id, row["status"])
 
     def accept_message(
         self,
@@ -324,7 +322,7 @@ class TurnStore(StoreBase):
                 " RETURNING t.message_id, t.status,"
                 " extract(epoch FROM now() - t.created_at)::float8 AS seconds, c.calls,"
                 " c.input_tokens, c.output_tokens, c.cost_usd,"
-                f" {_AGENT_PLUGINS.replace('turns.agent_id', 't.agent_id')}",
+                f" {_AGENT_PLUGINS}",
                 ("failed" if error else "done", error, turn_id, turn_id),
             ).fetchone()
         if row is None:
@@ -348,12 +346,34 @@ class TurnStore(StoreBase):
         `said`: the messages the step stores (an action's replies), written in the same
         statement, so a step and what it said are never stored the one without the other
         (a retried step finds its record and says nothing again)."""
-        if not said:
-            with self.connection() as conn:
-                made = conn.execute(
-                    "WITH " + _INSERT_STEP + " RETURNING id", _step_params(turn_id, record)
-                ).fetchone()
-            return made is not None
+        said_now = ""
+        said_params: tuple[Any, ...] = ()
+        if said:
+            said_now = (
+                "said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"
+                " kind, content, dedupe_key, turn_id)"
+                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[],"
+                " %s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::uuid[])"
+                " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+                " DO NOTHING), "
+            )
+            said_params = (
+                [m.id for m in said],
+                [m.agent_id for m in said],
+                [m.entity_id for m in said],
+                [m.room_id for m in said],
+                [m.world_id for m in said],
+                [m.kind.value for m in said],
+                [Jsonb(m.content.model_dump(mode="json", exclude_none=True)) for m in said],
+                [m.dedupe_key for m in said],
+                [turn_id for _ in said],
+            )
+        with self.connection() as conn:
+            made = conn.execute(
+                "WITH " + said_now + _INSERT_STEP + " RETURNING id",
+                (*said_params, *_step_params(turn_id, record)),
+            ).fetchone()
+        return made is not None
         with self.connection() as conn:
             made = conn.execute(
                 "WITH said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"

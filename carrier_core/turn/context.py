@@ -31,7 +31,21 @@ if TYPE_CHECKING:
     from carrier_core.memory import Memory
     from carrier_core.plugin import Plugins
     from carrier_core.runtime import Runtime
+    from carrier_core.store.turns import Scene
     from carrier_core.world import Entity, Room
+
+
+def _read_with(scene: Scene) -> dict[str, Any]:
+    """What a step's scene read besides the turn, under the keys `TurnContext.once` knows it
+    by: the decide step's conversation, the evaluate step's unreflected count."""
+    found: dict[str, Any] = {}
+    if scene.unreflected is not None:
+        found["unreflected"] = scene.unreflected
+    if scene.conversation is not None:
+        found["recent"] = scene.conversation.recent
+        found["people"] = scene.conversation.people
+        found["relationships"] = scene.conversation.relationships
+    return found
 
 
 def json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -70,11 +84,6 @@ class TurnContext:
     _usage_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: Ledger rows of the step's model calls, written with its record.
     calls: list[ModelCall] = field(default_factory=list)
-    _recent: list[NamedMessage] | None = field(default=None, repr=False)
-    _unreflected: int | None = field(default=None, repr=False)
-    _people: list[Entity] | None = field(default=None, repr=False)
-    _relationships: list[tuple[str, str, list[str]]] | None = field(default=None, repr=False)
-    _recent_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _once: dict[str, Any] = field(default_factory=dict, repr=False)
     _once_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: For an act step: the record of the action it was asked to run, if that ran already.
@@ -114,10 +123,7 @@ class TurnContext:
             state=State(values=dict(scene.turn.state)),
             step=step,
             done=scene.done,
-            _unreflected=scene.unreflected,
-            _recent=scene.conversation.recent if scene.conversation else None,
-            _people=scene.conversation.people if scene.conversation else None,
-            _relationships=scene.conversation.relationships if scene.conversation else None,
+            _once=_read_with(scene),
         )
 
     @property
@@ -222,49 +228,48 @@ class TurnContext:
             self.message.embedding = self.embed([self.message.content.text]).vectors[0]
         return self.message.embedding
 
-    def recent_messages(self) -> list[NamedMessage]:
-        """The conversation as it stood for this turn's message, oldest first, with speaker
-        names: read once per step (the conversation's provider, the attachments' provider
-        and the describing of images all need it), and a description made in the step is
-        kept on its message here."""
-        with self._recent_lock:  # providers run in threads: one read, whoever asks first
-            if self._recent is None:
-                self._recent = self.runtime.store.recent_messages(
-                    self.room.id, self.runtime.settings.recent_messages, through=self.message
-                )
-            return self._recent
-
     def once(self, key: str, make: Callable[[], _T]) -> _T:
         """`make()`, made once per step however many providers (in threads) ask: for reads
-        several providers share, such as the decide step's one statement of searches."""
+        several providers share, such as the decide step's one statement of searches. What
+        the step's scene read already is there from the start (`_read_with`)."""
         with self._once_lock:
             if key not in self._once:
                 self._once[key] = make()
             found: _T = self._once[key]
             return found
 
+    def recent_messages(self) -> list[NamedMessage]:
+        """The conversation as it stood for this turn's message, oldest first, with speaker
+        names: read once per step (the conversation's provider, the attachments' provider
+        and the describing of images all need it), and a description made in the step is
+        kept on its message here."""
+        return self.once(
+            "recent",
+            lambda: self.runtime.store.recent_messages(
+                self.room.id, self.runtime.settings.recent_messages, through=self.message
+            ),
+        )
+
     def people(self) -> list[Entity]:
-        """The room's members, in the order they joined: read with the decide step's
-        scene, or now."""
-        if self._people is None:
-            self._people = self.runtime.store.participants(self.room.id)
-        return self._people
+        """The room's members, in the order they joined."""
+        return self.once("people", lambda: self.runtime.store.participants(self.room.id))
 
     def relationships(self) -> list[tuple[str, str, list[str]]]:
         """What the agent knows of how the sender relates to others, newest first:
-        (source, target, tags); read with the decide step's scene, or now."""
-        if self._relationships is None:
-            self._relationships = self.runtime.store.relationships_of(
+        (source, target, tags)."""
+        return self.once(
+            "relationships",
+            lambda: self.runtime.store.relationships_of(
                 self.message.agent_id, self.message.entity_id
-            )
-        return self._relationships
+            ),
+        )
 
     def unreflected_messages(self) -> int:
-        """Messages from others in the room since its reflection bookmark: read with the
-        evaluate step's scene, or now."""
-        if self._unreflected is None:
-            self._unreflected = self.runtime.store.messages_since_reflection(self.room.id)[0]
-        return self._unreflected
+        """Messages from others in the room since its reflection bookmark."""
+        return self.once(
+            "unreflected",
+            lambda: self.runtime.store.messages_since_reflection(self.room.id)[0],
+        )
 
     def attachment_messages(self) -> list[NamedMessage]:
         """The recent messages that carry attachments."""

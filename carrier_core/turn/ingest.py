@@ -34,7 +34,7 @@ from carrier_core.events import EventType, emit_for
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
-from carrier_core.store import UNFINISHED, NotFound, StepRecord, StepUsage
+from carrier_core.store import UNFINISHED, NotFound
 from carrier_core.turn.schedule import Runner, claim_room
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
@@ -233,10 +233,8 @@ def ingest(
             memory, _ = store.add_memory(memory)
             _check_same(memory, message)
             started = store.start_turn(uuid.uuid4(), memory)
+            # A message is stored with its turn, always: this finds it, never makes it.
             turn_id, turn_created, status = started.id, started.created, started.status
-            if turn_created:  # a message stored without its turn (by a version before 14)
-                usage = StepUsage(detail={"message_id": str(memory.id)})
-                store.record_step(turn_id, StepRecord("ingest", "ok", started_at, usage))
             runner = None
             if status in UNFINISHED:
                 with store.connection() as conn:

@@ -67,10 +67,12 @@ def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False
     """What became of a turn; a coalesced turn has the replies of the turn that answered it."""
     record = runtime.store.turn(turn_id)
     said = runtime.store.turn_memories(record.answered_by or turn_id, MemoryKind.MESSAGE)
+    # Only a running turn can wait for an approval: no read for the others.
+    waiting = runtime.store.pending_approval(record.id) if record.status == "running" else None
     return TurnResult(
         turn_id=turn_id,
         message_id=record.message_id,
-        status=approval.turn_status(record, runtime.store.pending_approval(record.id)),
+        status=approval.turn_status(record, waiting),
         replies=[m for m in said if m.room_id == record.room_id],
         error=record.error,
         duplicate=duplicate,
@@ -99,7 +101,7 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool
             elif here is S.ACT:
                 acted = act(runtime, turn_id, index)
                 if acted.approval_id is not None:
-                    there = check_move(here, S.APPROVAL)
+                    check_move(here, S.APPROVAL)  # the room waits for a person's answer
                     _hold_for(runtime, turn_id)
                     return False
                 more |= acted.continue_turn
