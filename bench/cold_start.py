@@ -123,7 +123,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "pydantic": (
         "pydantic",
         "pydantic_core",
-        "pydantic_settings",
         "annotated_types",
         "typing_inspection",
     ),

@@ -1,22 +1,24 @@
-"""Settings: environment variables first, then an optional YAML file, then defaults.
+"""Settings: given values first, then environment variables, then an optional YAML
+file, then defaults.
 
 Every process of a deployment (a chat, a Lambda) reads the same names, so a
 value set once in the environment means the same thing everywhere.
+
+The sources are merged here rather than by pydantic-settings: every setting is a single
+value that pydantic parses from its string form, and that package cost each Lambda's
+cold start some 30 ms of imports (bench/cold_start.py).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Environment variables of a setting are this prefix and its name, in any case.
+ENV_PREFIX = "CARRIER_"
 
 
 def _config_file() -> Path | None:
@@ -29,10 +31,15 @@ def _config_file() -> Path | None:
     return local if local.is_file() else None
 
 
-class Settings(BaseSettings):
-    """Runtime settings. Env names are `CARRIER_<FIELD>`; the database also reads `DATABASE_URL`."""
+class Settings(BaseModel):
+    """Runtime settings. Env names are `CARRIER_<FIELD>`; the database also reads `DATABASE_URL`.
 
-    model_config = SettingsConfigDict(env_prefix="CARRIER_", extra="ignore")
+    `Settings(field=value)` takes the given values over the environment's and the file's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def __init__(self, **given: Any) -> None:
+        super().__init__(**{**_file_values(), **_environment_values(), **_by_field(given)})
 
     database_url: str | None = Field(
         default=None,
@@ -169,20 +176,53 @@ class Settings(BaseSettings):
     def data_dir(self) -> Path:
         return self.home.expanduser()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _config_file()
-        if config_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
-        return tuple(sources)
+
+def _names() -> dict[str, str]:
+    """Each setting's field by every name it may be given under, lowercased: its field
+    name, and its aliases (such as `DATABASE_URL`)."""
+    names = {}
+    for name, field in Settings.model_fields.items():
+        names[name] = name
+        if isinstance(field.validation_alias, AliasChoices):
+            names.update((str(choice).lower(), name) for choice in field.validation_alias.choices)
+    return names
+
+
+def _by_field(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` keyed by field name (unknown keys are dropped, as `extra="ignore"` would)."""
+    names = _names()
+    return {names[key.lower()]: value for key, value in values.items() if key.lower() in names}
+
+
+def _environment_values() -> dict[str, str]:
+    """Settings set in the environment: `CARRIER_<FIELD>` in any case, or for a setting with
+    aliases the first of them that is set (`DATABASE_URL`, then `CARRIER_DATABASE_URL`)."""
+    environment = {key.lower(): value for key, value in os.environ.items()}
+    found = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            keys = [str(choice).lower() for choice in alias.choices]
+        else:
+            keys = [f"{ENV_PREFIX.lower()}{name}"]
+        value = next((environment[key] for key in keys if key in environment), None)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def _file_values() -> dict[str, Any]:
+    """Settings from the YAML file (`CARRIER_CONFIG`, or ./carrier.yaml), if there is one."""
+    config_file = _config_file()
+    if config_file is None:
+        return {}
+    import yaml  # only where a file is used: the functions never have one
+
+    with open(config_file, encoding="utf-8") as stream:
+        document = yaml.safe_load(stream) or {}
+    if not isinstance(document, dict):
+        raise ValueError(f"{config_file}: the configuration must map setting names to values")
+    return _by_field({str(key): value for key, value in document.items()})
 
 
 def unknown_config_keys() -> list[str]:
@@ -196,9 +236,5 @@ def unknown_config_keys() -> list[str]:
     document = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
     if not isinstance(document, dict):
         return []
-    known = set(Settings.model_fields)
-    for field in Settings.model_fields.values():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            known.update(str(choice) for choice in alias.choices)
-    return sorted(str(key) for key in document if str(key) not in known)
+    known = _names()
+    return sorted(str(key) for key in document if str(key).lower() not in known)
