@@ -21,6 +21,7 @@ is woken twice.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from carrier_core.store import Store, TurnRecord
 from carrier_core.store.approvals import Approval
@@ -95,7 +96,13 @@ def answer(
 
 def turn_status(turn: TurnRecord, latest: Approval | None) -> str:
     """The turn's status as clients see it, given its latest approval request: a running
-    turn whose action waits for an answer is `awaiting_approval`."""
-    if turn.status == "running" and latest is not None and latest.status == PENDING:
+    turn whose action waits for an answer is `awaiting_approval`, until the request
+    expires (the sweep records the expiry a little later; an answer is refused already)."""
+    if (
+        turn.status == "running"
+        and latest is not None
+        and latest.status == PENDING
+        and latest.expires_at > datetime.now(UTC)
+    ):
         return "awaiting_approval"
     return turn.status
