@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TextIO
@@ -47,7 +47,8 @@ from carrier_core.secrets import SecretStoreError
 from carrier_core.store import AgentConflict, DatabaseError, NotFound
 from carrier_core.tasks.commands import register as register_tasks
 from carrier_core.tenants import Tenant, create_key, dev_key_file
-from carrier_core.turn import InvalidMessage, evaluate, run_turn
+from carrier_core.turn import InvalidMessage, approval, evaluate, run_turn, turn_result
+from carrier_core.turn.run import TurnResult, resume_turn
 
 QUIT = {"/quit", "/exit", "/q"}
 
@@ -64,8 +65,23 @@ def _lines(stdin: TextIO, interactive: bool) -> Iterator[str]:
             return
 
 
-#: Sends one line, returns the replies and the turn's error, if any.
-Send = Callable[[str], tuple[list[str], str | None]]
+@dataclass(frozen=True)
+class Said:
+    """What a turn said, as the terminal shows it."""
+
+    lines: list[str]
+    error: str | None = None
+    #: The action the turn waits on a person's yes for, as the question names it, and how
+    #: to answer (True: approve); the answer gives what the turn said after it.
+    waiting: str | None = None
+    answer: Callable[[bool], Said] | None = None
+
+
+#: Sends one line and gives what its turn said.
+Send = Callable[[str], Said]
+
+#: Answers that approve an action the agent waits on; anything else refuses it.
+YES = {"y", "yes"}
 
 
 def _converse(name: str, send: Send, stdin: TextIO, stdout: TextIO) -> None:
@@ -88,14 +104,28 @@ def _exchange(
         if not line.strip():
             continue
         try:
-            replies, error = send(line)
+            said = send(line)
         except InvalidMessage as exc:
             print(f"carrier: {exc}", file=sys.stderr)
             continue
-        if error:
-            print(f"carrier: turn failed: {error}", file=sys.stderr)
-        for text in replies:
-            print(f"{name}: {text}" if interactive else text, file=stdout, flush=True)
+        while True:
+            if said.error:
+                print(f"carrier: turn failed: {said.error}", file=sys.stderr)
+            for text in said.lines:
+                print(f"{name}: {text}" if interactive else text, file=stdout, flush=True)
+            if said.answer is None:
+                break
+            # The person at the terminal answers: the next line is the answer (y or yes
+            # approves), so a piped chat can answer too. Ctrl-D refuses.
+            print(f"carrier: {name} wants to {said.waiting}. Approve? [y/N]", file=sys.stderr)
+            answer = next(lines, "")
+            said = said.answer(answer.strip().lower() in YES)
+
+
+def _waiting(action: str, arguments: Mapping[str, Any]) -> str:
+    """The action an approval asks for, as the question names it."""
+    text = str(arguments.get("text") or "").strip()
+    return f"run {action}" + (f" ({text})" if text else "")
 
 
 def reply_lines(text: str, attachments: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -158,21 +188,39 @@ def _over_http(
                 raise CommandError(f"{base_url}: {exc.code}: {detail}", 1) from None
             raise InvalidMessage(f"{exc.code}: {detail}") from None
 
-    def send(text: str) -> tuple[list[str], str | None]:
-        body = {"text": text, "sender": user, "sender_name": user}
-        turn_id = call("POST", f"/v1/agents/{agent}/rooms/{room}/messages", body)["turn_id"]
+    def said(turn_id: str, shown: int = 0) -> Said:
+        """What the turn said after the `shown` replies, once it ended or waits on an
+        approval (which the key answers, as the person at the terminal says)."""
         deadline = time.monotonic() + 120
         while True:
             turn = call("GET", f"/v1/turns/{turn_id}")
-            if turn["status"] in ("done", "failed") or time.monotonic() > deadline:
+            if turn["status"] in ("done", "failed", "awaiting_approval"):
+                break
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         if verbose:
             steps: Any = call("GET", f"/v1/turns/{turn_id}/steps")
             for line in turn_trace(steps, None, []):
                 print(line, file=sys.stderr)
-        lines = [ln for r in turn["replies"] for ln in reply_lines(r["text"], r["attachments"])]
-        return lines, turn["error"]
+        replies = turn["replies"]
+        lines = [ln for r in replies[shown:] for ln in reply_lines(r["text"], r["attachments"])]
+        waiting = turn.get("approval")
+        if turn["status"] != "awaiting_approval" or not waiting:
+            return Said(lines, turn["error"])
+
+        def answer(yes: bool) -> Said:
+            try:
+                call("POST", f"/v1/turns/{turn_id}/approval", {"approve": yes})
+            except InvalidMessage as exc:  # 409: expired meanwhile; the turn goes on
+                print(f"carrier: {exc}", file=sys.stderr)
+            return said(turn_id, len(replies))
+
+        return Said(lines, turn["error"], _waiting(waiting["action"], waiting["arguments"]), answer)
+
+    def send(text: str) -> Said:
+        body = {"text": text, "sender": user, "sender_name": user}
+        return said(call("POST", f"/v1/agents/{agent}/rooms/{room}/messages", body)["turn_id"])
 
     return send
 
@@ -248,18 +296,35 @@ def chat(
             print(f"carrier: {args.character}: {note}", file=sys.stderr)
         turns: list[uuid.UUID] = []
 
-        def send(text: str) -> tuple[list[str], str | None]:
-            message = {"agent_id": agent_id, "room": room, "sender": user, "sender_name": user}
-            result = run_turn(runtime, {**message, "text": text, "source": "cli"})
-            turns.append(result.turn_id)
+        def said(result: TurnResult, shown: int = 0) -> Said:
+            """What the turn said after the `shown` replies; if it waits on an approval,
+            the question, answered here in this process as an API key holder would."""
             if args.verbose:
                 _print_trace(runtime, result.turn_id)
             lines = [
                 line
-                for reply in result.replies
+                for reply in result.replies[shown:]
                 for line in reply_lines(reply.content.text, reply.content.attachments)
             ]
-            return lines, result.error
+            waiting = runtime.store.pending_approval(result.turn_id)
+            if result.status != "awaiting_approval" or waiting is None:
+                return Said(lines, result.error)
+
+            def answer(yes: bool) -> Said:
+                try:
+                    approval.answer(runtime.store, result.turn_id, approve=yes, by=f"cli:{user}")
+                except approval.NotPending as exc:  # expired meanwhile: the turn goes on
+                    print(f"carrier: {exc}", file=sys.stderr)
+                resume_turn(runtime, result.turn_id)
+                return said(turn_result(runtime, result.turn_id), len(result.replies))
+
+            return Said(lines, result.error, _waiting(waiting.action, waiting.arguments), answer)
+
+        def send(text: str) -> Said:
+            message = {"agent_id": agent_id, "room": room, "sender": user, "sender_name": user}
+            result = run_turn(runtime, {**message, "text": text, "source": "cli"})
+            turns.append(result.turn_id)
+            return said(result)
 
         _converse(character.name, send, stdin, stdout)
         if turns:

@@ -7,7 +7,10 @@ sweep expires approvals)."""
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +25,7 @@ from websockets.sync.client import connect
 from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
+from carrier_core.cli import main
 from carrier_core.store import Store
 from carrier_core.tenants import create_key, dev_key_file
 from carrier_core.turn import approval
@@ -30,6 +34,7 @@ from tests import approval_plugin
 from tests.conftest import TenantKey, make_runtime, run_inline
 from tests.dev_server import carrier_dev, offline_environment
 from tests.jwks import AUDIENCE, ISSUER, serve_jwks
+from tests.test_chat_completions import serving as serving_api
 from tests.test_webhooks import Receiver, assert_signed, register, serving
 from tests.test_websocket import WAIT_S, frames_until_done, serve, url
 
@@ -390,3 +395,55 @@ def test_an_answer_whose_wake_was_lost_is_woken_by_the_sweep(
     done = wait_for(client, turn_id, "done", "failed", timeout=20)
     assert [r["text"] for r in done["replies"]] == ["The money is on its way."]
     assert sent == ["send 8 euros to Bo"]
+
+
+# -- carrier chat ----------------------------------------------------------------------------
+
+
+CHAT_INPUT = "send 5 euros to Bo\ny\nsend 2 euros to Al\nno\nhello\n"
+
+
+def test_carrier_chat_asks_the_person_at_the_terminal(database_url: str, tmp_path: Path) -> None:
+    """In one process the chat's turn stops at the action; the next line answers it (y or
+    yes approves), and the room goes on: the later message is answered at once."""
+    character = tmp_path / "penny.json"
+    character.write_text(AGENT.model_dump_json(exclude_defaults=True))
+    env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "carrier_core.cli", "chat", "--character", str(character)],
+        input=CHAT_INPUT,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,  # where `tests.approval_plugin` is found
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    question = "carrier: Penny wants to run SEND_FUNDS. Approve? [y/N]"
+    assert done.stderr.count(question) == 2, done.stderr
+    [paid, greeting] = done.stdout.splitlines()
+    assert paid == "The money is on its way." and greeting
+
+
+def test_carrier_chat_over_the_api_answers_with_its_key(
+    runtime: Runtime,
+    store: Store,
+    sent: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runtime.register_agent(AGENT)
+    key = create_key(store, LOCAL_TENANT_ID).secret
+    character = tmp_path / "penny.json"
+    character.write_text(AGENT.model_dump_json(exclude_defaults=True))
+    with serving_api(create_app(lambda: runtime, run_inline(runtime))) as api:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(CHAT_INPUT))
+        code = main(["chat", "--character", str(character), "--api", api, "--key", key])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert err.count("Penny wants to run SEND_FUNDS. Approve? [y/N]") == 2, err
+    [paid, greeting] = out.splitlines()
+    assert paid == "The money is on its way." and greeting
+    assert sent == ["send 5 euros to Bo"]
