@@ -22,7 +22,6 @@ from carrier_core.frames import approval_frames
 from carrier_core.runtime import Runtime
 from carrier_core.turn import approval
 from carrier_core.turn.approval import Approval
-from carrier_core.turn.schedule import hold_room
 from carrier_core.webhooks import plan_approval_deliveries
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def ask(
         return asked
     # The execution waits, holding no compute: its room stays its own until the request
     # expires, so the sweep does not look at it every minute meanwhile.
-    hold_room(runtime, asked.turn_id, asked.expires_at)
+    runtime.store.hold_room(asked.turn_id, asked.expires_at)
     push_turn(runtime, asked.turn_id, lambda: approval_frames(asked))
     deliveries = plan_approval_deliveries(runtime, asked)
     queue_url = webhook_queue_url()

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from carrier_core.runtime import Runtime
+from carrier_core.store.runners import Stalled
 from carrier_core.turn import Runner, hand_off, next_turn
-from carrier_core.turn.schedule import Stalled, extend_lease, stalled_rooms, take_over
+from carrier_core.turn.schedule import extend_lease, take_over
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def sweep_rooms(
     which takes up the stopped runner's turn. `every_lease`: look at held leases too
     (a new emulated account knows no execution from before it)."""
     counts: Counter[str] = Counter()
-    for stalled in stalled_rooms(runtime, every_lease=every_lease):
+    for stalled in runtime.store.stalled_rooms(every_lease=every_lease):
         try:
             counts[_sweep_room(runtime, sfn, machine_arn, stalled)] += 1
         except Exception:  # a throttled call for one room must not leave the others

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 
 from carrier_core.agent_models import AgentModels
-from carrier_core.knowledge.records import mark_embedded, mark_failed
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_measured
 
@@ -76,8 +75,8 @@ def embed_pending(
             if len(pending) < size:
                 break
     except ModelError as exc:
-        mark_failed(runtime.store, agent_id, f"embedding failed: {exc}")
+        runtime.store.mark_documents_failed(agent_id, f"embedding failed: {exc}")
         raise
     if documents:
-        mark_embedded(runtime.store, agent_id)
+        runtime.store.mark_documents_embedded(agent_id)
     return done

@@ -15,7 +15,7 @@ from carrier_core import Character, Runtime
 from carrier_core.bootstrap.choice import ask_choice
 from carrier_core.models.scripted import ScriptedModel
 from carrier_core.plugin import Plugin
-from carrier_core.tasks import TaskContext, TaskResult, TaskWorker, list_tasks, run_due_tasks
+from carrier_core.tasks import TaskContext, TaskResult, TaskWorker, run_due_tasks
 from carrier_core.turn import run_turn
 from tests.test_turn import message, xml
 
@@ -66,7 +66,7 @@ def test_the_option_named_runs_the_worker_with_it(
     assert "Where to deploy v2. Options: staging; production; or ABORT." in decide_prompt
     assert chosen == ["staging"]
     assert result.reply_texts == ["Where to deploy v2: staging.", "Deploying to staging."]
-    assert list_tasks(scripted_runtime.store, agent) == []  # done with
+    assert scripted_runtime.store.tasks(agent) == []  # done with
     assert scripted_runtime.store.room(room).metadata.get("choices") is None
     # With no choice left, the next turn's prompt shows none and CHOOSE_OPTION is not offered.
     scripted.add(xml("REPLY", text="Sure."))
@@ -84,12 +84,12 @@ def test_abort_cancels_and_an_unknown_option_changes_nothing(
     assert unknown.reply_texts == ["the moon is not one of the options (staging, production)."]
     [step] = [s for s in scripted_runtime.store.turn_steps(unknown.turn_id) if s.key == "act:1:0"]
     assert step.status == "error" and "no option 'the moon'" in step.detail["error"]
-    assert [t.id for t in list_tasks(scripted_runtime.store, agent)] == [task_id]
+    assert [t.id for t in scripted_runtime.store.tasks(agent)] == [task_id]
 
     scripted.add(xml("CHOOSE_OPTION"), picked(task_id, "abort"))
     cancelled = run_turn(scripted_runtime, message(agent, "never mind, cancel it"))
     assert cancelled.reply_texts == ["Cancelled: Where to deploy v2."]
-    assert chosen == [] and list_tasks(scripted_runtime.store, agent) == []
+    assert chosen == [] and scripted_runtime.store.tasks(agent) == []
 
 
 def test_the_scheduler_never_runs_a_task_that_waits_for_a_choice(
@@ -99,7 +99,7 @@ def test_the_scheduler_never_runs_a_task_that_waits_for_a_choice(
     later = datetime.now(UTC) + timedelta(days=1)
     counts = run_due_tasks(scripted_runtime, lambda ingested: None, now=later)
     assert sum(counts.values()) == 0 and chosen == []
-    assert [t.id for t in list_tasks(scripted_runtime.store, agent)] == [task_id]
+    assert [t.id for t in scripted_runtime.store.tasks(agent)] == [task_id]
 
 
 def test_in_a_world_only_its_owner_and_admins_may_choose(

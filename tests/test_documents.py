@@ -31,9 +31,6 @@ from carrier_core.knowledge import (
     Outcome,
     UnsupportedDocument,
     add_document,
-    delete_document,
-    document,
-    documents_page,
     file_document,
 )
 from carrier_core.knowledge.chunk import chunk_text
@@ -122,7 +119,7 @@ def library(tmp_path: Path) -> Path:
 
 def documents_of(store: Store, agent_id: uuid.UUID) -> dict[str, Any]:
     """The agent's documents by title."""
-    return {d.title: d for d in documents_page(store, agent_id, limit=100)}
+    return {d.title: d for d in store.documents_page(agent_id, limit=100)}
 
 
 def test_a_character_s_files_are_imported_and_a_fact_only_in_the_pdf_is_recalled(
@@ -232,7 +229,7 @@ def test_the_same_content_is_stored_once_and_a_changed_file_replaces_its_fragmen
     shutil.copy(notes, copy)
     same, outcome = add_document(runtime, agent, file_document(copy))
     assert (same.id, outcome) == (first.id, Outcome.UNCHANGED)
-    assert len(documents_page(store, agent, limit=10)) == 1 + len(ada.knowledge)
+    assert len(store.documents_page(agent, limit=10)) == 1 + len(ada.knowledge)
 
     notes.write_text("The spare key moved: it is in the shed now.")
     changed, outcome = add_document(runtime, agent, file_document(notes))
@@ -245,13 +242,13 @@ def test_the_same_content_is_stored_once_and_a_changed_file_replaces_its_fragmen
     from carrier_core.turn import embed_pending
 
     embed_pending(runtime, agent)
-    assert document(store, agent, first.id).status is DocumentStatus.READY
+    assert store.document(agent, first.id).status is DocumentStatus.READY
 
-    assert delete_document(store, agent, first.id)
+    assert store.delete_document(agent, first.id)
     assert fragments_of(store, first.id) == []
-    assert not delete_document(store, agent, first.id)
+    assert not store.delete_document(agent, first.id)
     with pytest.raises(LookupError, match="no document with id"):
-        document(store, agent, first.id)
+        store.document(agent, first.id)
 
 
 def test_a_failed_embedding_marks_the_document_failed_until_a_later_run(
@@ -277,12 +274,12 @@ def test_a_failed_embedding_marks_the_document_failed_until_a_later_run(
 
     with pytest.raises(ModelError):
         embed_pending(runtime, agent)
-    failed = document(store, agent, record.id)
+    failed = store.document(agent, record.id)
     assert failed.status is DocumentStatus.FAILED
     assert failed.error == "embedding failed: embedding service down"
     embedder.down = False
     embed_pending(runtime, agent)
-    ready = document(store, agent, record.id)
+    ready = store.document(agent, record.id)
     assert (ready.status, ready.error) == (DocumentStatus.READY, None)
 
 
@@ -324,10 +321,10 @@ def test_a_document_failed_by_a_later_batch_becomes_ready_when_a_run_embeds_only
     embedder.calls = 0
     with pytest.raises(ModelError):
         embed_pending(runtime, agent)
-    assert document(store, agent, record.id).status is DocumentStatus.FAILED
+    assert store.document(agent, record.id).status is DocumentStatus.FAILED
     reply("another reply")
     embed_pending(runtime, agent)  # embeds only the two replies
-    ready = document(store, agent, record.id)
+    ready = store.document(agent, record.id)
     assert (ready.status, ready.error) == (DocumentStatus.READY, None)
 
 
@@ -347,7 +344,7 @@ def test_unreadable_documents_are_refused_naming_them(runtime: Runtime, tmp_path
     (tmp_path / "deck.key").write_bytes(b"x")
     with pytest.raises(UnsupportedDocument, match=r"deck\.key: not imported: \.key files"):
         file_document(tmp_path / "deck.key")
-    assert documents_page(runtime.store, agent, limit=10) == []
+    assert runtime.store.documents_page(agent, limit=10) == []
 
 
 def test_fragments_fit_the_token_budget_and_overlap() -> None:
@@ -587,7 +584,7 @@ def test_bad_uploads_are_refused_naming_what_is_wrong(
     assert error(bad_title)[:2] == (422, "invalid_request")
     cursor = client.get(f"/v1/agents/{agent}/documents", params={"cursor": "abc"})
     assert error(cursor)[:2] == (422, "invalid_cursor")
-    titles = {d.title for d in documents_page(store, agent, limit=10)}
+    titles = {d.title for d in store.documents_page(agent, limit=10)}
     assert not titles & {"deck.pptx", "empty.txt", "scan.pdf", "big.txt", "t.txt"}
 
 

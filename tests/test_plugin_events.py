@@ -24,7 +24,7 @@ from carrier_core.services import ServiceError
 from carrier_core.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.turn import TurnContext, ingest, next_turn, run_room
-from carrier_core.turn.schedule import stalled_rooms, take_over
+from carrier_core.turn.schedule import take_over
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import event_plugin
 from tests.conftest import make_runtime
@@ -140,7 +140,7 @@ def test_a_turn_given_up_fires_run_timeout_then_run_ended(
     assert stuck.runner is not None
     assert next_turn(runtime, stuck.runner) is not None  # its runner stops mid-turn
     expire_lease(runtime.store, stuck.runner.room_id)
-    [stalled] = stalled_rooms(runtime)
+    [stalled] = runtime.store.stalled_rooms()
     runner = take_over(runtime, stalled)
     assert runner is not None
     run_room(runtime, runner)

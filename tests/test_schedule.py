@@ -18,8 +18,9 @@ from carrier_core.frames import finished_frames
 from carrier_core.memory import MemoryKind
 from carrier_core.models import HashEmbedding, ModelSet, ModelUnavailable, ScriptedModel
 from carrier_core.store import Store
+from carrier_core.store.runners import Stalled
 from carrier_core.turn import Runner, decide, finish_turn, hand_off, ingest, next_turn, run_room
-from carrier_core.turn.schedule import Stalled, stalled_rooms, take_over
+from carrier_core.turn.schedule import take_over
 from tests.conftest import make_runtime
 from tests.test_redelivery import message, xml
 
@@ -164,7 +165,7 @@ def test_a_turn_whose_runners_keep_stopping_is_failed_and_the_room_moves_on(
         assert (turn.attempt, turn.give_up) == (attempt, None)
         # The runner stops mid-turn; its lease runs out; the sweep takes the room over.
         expire_lease(runtime.store, room_id)
-        [stalled] = stalled_rooms(runtime)
+        [stalled] = runtime.store.stalled_rooms()
         runner = take_over(runtime, stalled)
     assert runner is not None
     scripted.add(xml("REPLY", text="next, at last"))
@@ -185,7 +186,7 @@ def test_a_superseded_runner_stops_and_leaves_the_room_to_its_successor(
     old = ingested.runner
     assert old is not None
     expire_lease(runtime.store, old.room_id)
-    [stalled] = stalled_rooms(runtime)
+    [stalled] = runtime.store.stalled_rooms()
     assert stalled.runner == old
     new = take_over(runtime, stalled)
     assert new is not None and new.room_id == old.room_id and new.generation > old.generation
@@ -203,11 +204,11 @@ def test_the_sweep_finds_lapsed_leases_and_waiting_turns_with_no_runner(
     runtime = scripted_runtime
     held = ingest(runtime, message(agent, "hello"))
     assert held.runner is not None
-    assert stalled_rooms(runtime) == []  # a live lease is left alone
-    assert [s.runner for s in stalled_rooms(runtime, every_lease=True)] == [held.runner]
+    assert runtime.store.stalled_rooms() == []  # a live lease is left alone
+    assert [s.runner for s in runtime.store.stalled_rooms(every_lease=True)] == [held.runner]
     with runtime.store.connection() as conn:  # a lease lost some other way
         conn.execute("UPDATE rooms SET runner_until = NULL")
-    [orphan] = stalled_rooms(runtime)
+    [orphan] = runtime.store.stalled_rooms()
     assert orphan == Stalled(held.runner.room_id, held.runner.generation, None)
     assert orphan.runner is None
     successor = take_over(runtime, orphan)

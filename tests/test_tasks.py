@@ -22,7 +22,6 @@ from carrier_core.tasks import (
     InvalidTask,
     UnknownTaskWorker,
     create_task,
-    list_tasks,
     run_due_tasks,
 )
 from carrier_core.world import LOCAL_TENANT_ID, room_id_for
@@ -128,7 +127,7 @@ def test_two_schedulers_racing_run_each_due_time_once(
     assert sum(o["ran"] for o in outcomes) == len(tasks)
     # Nothing is due any more: the one-shot tasks are gone, the repeating ones due in a minute.
     assert run_due_tasks(runtime, nothing) == Counter()
-    assert len(list_tasks(runtime.store, agent)) == 10
+    assert len(runtime.store.tasks(agent)) == 10
 
 
 def test_a_failing_worker_is_kept_failed_once_and_repeating_tries_again(
@@ -231,7 +230,7 @@ def test_a_room_task_s_message_starts_a_turn_that_is_answered(
     assert len(said) == 1 and not said[0]["from_agent"]
     turn = api.get(f"/v1/turns/{said[0]['turn_id']}", headers=headers).json()
     assert turn["status"] == "done" and turn["replies"], turn
-    assert list_tasks(runtime.store, agent) == []  # a one-shot task that ran
+    assert runtime.store.tasks(agent) == []  # a one-shot task that ran
     assert ran(task.id) == 1
 
 
@@ -281,8 +280,8 @@ def test_the_api_lists_an_agent_s_tasks_to_its_tenant_only(
     assert (
         api.delete(f"/v1/agents/{agent}/tasks/{daily.id}", headers=acme.headers).status_code == 204
     )
-    assert [t.id for t in list_tasks(store, agent)] != [daily.id]
-    assert len(list_tasks(store, agent)) == 1
+    assert [t.id for t in store.tasks(agent)] != [daily.id]
+    assert len(store.tasks(agent)) == 1
 
 
 def test_carrier_tasks_list_shows_them(

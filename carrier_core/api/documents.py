@@ -28,9 +28,6 @@ from carrier_core.knowledge import (
     Outcome,
     UnsupportedDocument,
     add_document,
-    delete_document,
-    document,
-    documents_page,
     upload_document,
 )
 from carrier_core.knowledge.documents import MAX_TITLE_CHARS
@@ -109,7 +106,7 @@ def upload(
         # Embedded at once (not in the cloud) and failed: the document says so (failed, why).
         with suppress(ModelError):
             embed(agent_id)
-        record = document(runtime.store, agent_id, record.id)
+        record = runtime.store.document(agent_id, record.id)
     if outcome is Outcome.UNCHANGED:
         response.status_code = 200
     return UploadedView(**_view(record).model_dump(), outcome=outcome)
@@ -126,7 +123,7 @@ def list_documents(
     """Newest first."""
     principal.require_key("reading documents")
     agent_id = agent_of(runtime, principal, agent).id
-    records = documents_page(runtime.store, agent_id, limit=limit, before_seq=seq_cursor(cursor))
+    records = runtime.store.documents_page(agent_id, limit=limit, before_seq=seq_cursor(cursor))
     return Page(
         data=[_view(r) for r in records],
         next_cursor=str(records[-1].seq) if len(records) == limit else None,
@@ -139,7 +136,7 @@ def get_document(
 ) -> DocumentView:
     principal.require_key("reading documents")
     agent_id = agent_of(runtime, principal, agent).id
-    return _view(document(runtime.store, agent_id, document_id))
+    return _view(runtime.store.document(agent_id, document_id))
 
 
 @router.delete("/{document_id}", status_code=204, response_class=Response)
@@ -149,6 +146,6 @@ def remove_document(
     """Remove a document and its fragments: the agent no longer recalls it."""
     principal.require_key("removing documents")
     agent_id = agent_of(runtime, principal, agent).id
-    if not delete_document(runtime.store, agent_id, document_id):
+    if not runtime.store.delete_document(agent_id, document_id):
         raise NotFound(f"no document with id {document_id}")
     return Response(status_code=204)

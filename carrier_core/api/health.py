@@ -19,8 +19,7 @@ class Health(BaseModel):
 @router.get("/health", response_model=Health, responses={503: {"description": "database down"}})
 def health(runtime: RuntimeDep) -> Health | JSONResponse:
     try:
-        with runtime.store.connection() as conn:
-            conn.execute("SELECT 1")
+        runtime.store.ping()
     except Exception:  # any failure to reach the database is "unavailable"
         return unavailable_response()
     return Health(status="ok")

@@ -18,7 +18,7 @@ from carrier_core.api.posting import agent_of
 from carrier_core.auth import Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store import NotFound
-from carrier_core.tasks import Task, TaskStatus, delete_task, list_tasks
+from carrier_core.tasks import Task, TaskStatus
 
 router = APIRouter(prefix="/v1/agents/{agent}/tasks", tags=["tasks"])
 
@@ -80,13 +80,13 @@ def _allowed(runtime: Runtime, principal: Principal, agent: str) -> uuid.UUID:
 def list_agent_tasks(runtime: RuntimeDep, principal: Caller, agent: AgentRef) -> list[TaskView]:
     """The agent's tasks, soonest due first."""
     agent_id = _allowed(runtime, principal, agent)
-    return [task_view(task) for task in list_tasks(runtime.store, agent_id)]
+    return [task_view(task) for task in runtime.store.tasks(agent_id)]
 
 
 @router.delete("/{task_id}", status_code=204, response_class=Response)
 def delete(runtime: RuntimeDep, principal: Caller, agent: AgentRef, task_id: uuid.UUID) -> Response:
     """Delete a task: it is not run again (a run under way finishes)."""
     agent_id = _allowed(runtime, principal, agent)
-    if not delete_task(runtime.store, agent_id, task_id):
+    if not runtime.store.delete_task(agent_id, task_id):
         raise NotFound(f"no task with id {task_id}")
     return Response(status_code=204)

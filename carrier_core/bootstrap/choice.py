@@ -22,9 +22,8 @@ from carrier_core.bootstrap.roles import ask, world_role
 from carrier_core.decision import Decision
 from carrier_core.plugin import Action, ActionResult, Provider, ProviderResult
 from carrier_core.runtime import Runtime
-from carrier_core.tasks import Task, TaskContext, TaskResult, create_task, delete_task
-from carrier_core.tasks.records import tasks_awaiting_choice
-from carrier_core.tasks.workers import AWAITING_CHOICE
+from carrier_core.store.tasks import AWAITING_CHOICE
+from carrier_core.tasks import Task, TaskContext, TaskResult, create_task
 from carrier_core.turn.context import TurnContext
 
 #: The room metadata key that says choices wait there.
@@ -65,7 +64,7 @@ def ask_choice(
 def _waiting(ctx: TurnContext) -> list[Task]:
     if not ctx.room.metadata.get(KEY):
         return []
-    return tasks_awaiting_choice(ctx.runtime.store, ctx.turn.agent_id, ctx.room.id)
+    return ctx.runtime.store.tasks_awaiting_choice(ctx.turn.agent_id, ctx.room.id)
 
 
 def _options(task: Task) -> list[dict[str, str]]:
@@ -144,7 +143,7 @@ def _settle(ctx: TurnContext, task: Task, option: str, waiting: list[Task]) -> A
             said.append(result.message)
     else:
         said.append(f"Cancelled: {task.description}.")
-    delete_task(ctx.runtime.store, ctx.turn.agent_id, task.id)
+    ctx.runtime.store.delete_task(ctx.turn.agent_id, task.id)
     if len(waiting) == 1:
         ctx.runtime.store.set_room_metadata(ctx.room.id, KEY, None)
     return ActionResult(replies=said, text=" ".join(said), values=values)

@@ -13,8 +13,6 @@ confirmation.
 
 from __future__ import annotations
 
-from psycopg.rows import DictRow
-
 from carrier_core.bootstrap.roles import ask
 from carrier_core.decision import Decision
 from carrier_core.plugin import Action, ActionResult, OutgoingMessage
@@ -24,72 +22,27 @@ from carrier_core.world import Room, RoomKind
 #: How many rooms and people the model is shown as reachable (the most recently active).
 SHOWN = 20
 
-_ROOM_COLUMNS = "r.id, r.agent_id, r.world_id, r.name, r.kind, r.source, r.metadata"
-#: Rooms of the turn's source first, then the most recently spoken in.
-_PREFERRED = (
-    " ORDER BY (r.source = %(source)s) DESC,"
-    " (SELECT max(m.seq) FROM memories m WHERE m.room_id = r.id) DESC NULLS LAST, r.id"
-)
-
-
-def _room(row: DictRow | None) -> Room | None:
-    return None if row is None else Room(**{**row, "kind": RoomKind(row["kind"])})
-
-
-def room_named(ctx: TurnContext, name: str) -> Room | None:
-    """The agent's room with this key ("#ops" and "ops" alike, any case), or None."""
-    with ctx.runtime.store.connection() as conn:
-        row = conn.execute(
-            f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.agent_id = %(agent)s"
-            f" AND lower(r.name) = lower(%(name)s){_PREFERRED} LIMIT 1",
-            {"agent": ctx.turn.agent_id, "name": name.lstrip("#"), "source": ctx.room.source},
-        ).fetchone()
-    return _room(row)
-
-
-def direct_room_of(ctx: TurnContext, person: str) -> Room | None:
-    """The direct room with the agent of someone it knows by this name (any case, "@"
-    or not) or id, or None: a person with no direct room cannot be reached."""
-    with ctx.runtime.store.connection() as conn:
-        row = conn.execute(
-            f"SELECT {_ROOM_COLUMNS} FROM entities e"
-            " JOIN participants p ON p.entity_id = e.id"
-            " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
-            " WHERE e.agent_id = %(agent)s AND (e.id::text = %(name)s"
-            " OR lower(e.metadata->>'name') = lower(%(name)s)"
-            " OR lower(%(name)s) = ANY(SELECT lower(n) FROM unnest(e.names) n))"
-            f"{_PREFERRED} LIMIT 1",
-            {"agent": ctx.turn.agent_id, "name": person.lstrip("@"), "source": ctx.room.source},
-        ).fetchone()
-    return _room(row)
-
 
 def _reachable(ctx: TurnContext) -> str:
     """The rooms and people the model may name, most recently active first."""
-    with ctx.runtime.store.connection() as conn:
-        rooms = conn.execute(
-            "SELECT r.name FROM rooms r WHERE r.agent_id = %(agent)s AND r.kind = 'group'"
-            f"{_PREFERRED} LIMIT %(shown)s",
-            {"agent": ctx.turn.agent_id, "source": ctx.room.source, "shown": SHOWN},
-        ).fetchall()
-        people = conn.execute(
-            "SELECT coalesce(e.metadata->>'name', e.names[1]) AS name FROM entities e"
-            " JOIN participants p ON p.entity_id = e.id"
-            " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
-            f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(shown)s",
-            {"agent": ctx.turn.agent_id, "source": ctx.room.source, "shown": SHOWN},
-        ).fetchall()
+    rooms, people = ctx.runtime.store.reachable(ctx.turn.agent_id, ctx.room.source, SHOWN)
     return (
-        f"Rooms you can post in: {', '.join(r['name'] for r in rooms) or 'none'}.\n"
-        f"People you can message directly: {', '.join(p['name'] for p in people) or 'none'}."
+        f"Rooms you can post in: {', '.join(rooms) or 'none'}.\n"
+        f"People you can message directly: {', '.join(people) or 'none'}."
     )
 
 
 def _target(ctx: TurnContext, target: str, kind: str) -> tuple[Room, str] | None:
     """Where a message for `target` goes, and how to name it: a person's direct room (by
-    their name) or a room (by its key), looked up in the order `kind` says."""
-    person = direct_room_of(ctx, target)
-    room = None if person is not None and kind == "user" else room_named(ctx, target)
+    their name, "@" or not, or id) or a room (by its key, "#ops" and "ops" alike), looked
+    up in the order `kind` says."""
+    store, agent_id, source = ctx.runtime.store, ctx.turn.agent_id, ctx.room.source
+    person = store.direct_room(agent_id, target.lstrip("@"), source)
+    room = (
+        None
+        if person is not None and kind == "user"
+        else store.room_named(agent_id, target.lstrip("#"), source)
+    )
     if room is not None:
         return room, room.name
     if person is not None:

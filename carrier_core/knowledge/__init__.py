@@ -18,14 +18,7 @@ from carrier_core.knowledge.documents import (
 )
 from carrier_core.knowledge.extract import DocumentError, UnsupportedDocument
 from carrier_core.knowledge.items import KnowledgePlan, import_knowledge, plan_knowledge
-from carrier_core.knowledge.records import (
-    DocumentRecord,
-    DocumentStatus,
-    Outcome,
-    delete_document,
-    document,
-    documents_page,
-)
+from carrier_core.store.knowledge import DocumentRecord, DocumentStatus, Outcome
 
 __all__ = [
     "DocumentError",
@@ -38,9 +31,6 @@ __all__ = [
     "Skipped",
     "UnsupportedDocument",
     "add_document",
-    "delete_document",
-    "document",
-    "documents_page",
     "file_document",
     "files_at",
     "import_files",

@@ -19,15 +19,10 @@ from carrier_core.command_line import CommandError, open_runtime, progress_bar, 
 from carrier_core.embed import embed_pending
 from carrier_core.knowledge.documents import ImportReport, files_at, import_files
 from carrier_core.knowledge.extract import DocumentError
-from carrier_core.knowledge.records import (
-    DocumentStatus,
-    Outcome,
-    delete_document,
-    documents_page,
-)
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
+from carrier_core.store.knowledge import DocumentStatus, Outcome
 
 #: Documents listed per page read (all are listed).
 _PAGE = 100
@@ -94,7 +89,7 @@ def list_documents(args: argparse.Namespace) -> int:
         agent_id = find_agent(runtime, args.agent).id
         records = []
         before: int | None = None
-        while page := documents_page(runtime.store, agent_id, limit=_PAGE, before_seq=before):
+        while page := runtime.store.documents_page(agent_id, limit=_PAGE, before_seq=before):
             records += page
             before = page[-1].seq
     if not records:
@@ -118,7 +113,7 @@ def remove(args: argparse.Namespace) -> int:
     """Remove a document and its fragments."""
     with open_runtime(read_settings()) as runtime:
         agent_id = find_agent(runtime, args.agent).id
-        if not delete_document(runtime.store, agent_id, args.document_id):
+        if not runtime.store.delete_document(agent_id, args.document_id):
             raise CommandError(f"agent {args.agent} has no document {args.document_id}", 2)
     print(f"removed {args.document_id}", file=sys.stderr)
     return 0

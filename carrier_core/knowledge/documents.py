@@ -20,15 +20,9 @@ from pathlib import Path
 from carrier_core.agent_models import AgentModels
 from carrier_core.knowledge.chunk import chunk_text
 from carrier_core.knowledge.extract import DocumentError, content_type_for, extract_text
-from carrier_core.knowledge.records import (
-    DocumentRecord,
-    NewDocument,
-    Outcome,
-    save_document,
-    stored_as,
-)
 from carrier_core.models.tokens import count_tokens
 from carrier_core.storable import storable
+from carrier_core.store.knowledge import DocumentRecord, NewDocument, Outcome
 
 #: Longest title kept (a longer one is cut).
 MAX_TITLE_CHARS = 200
@@ -118,7 +112,7 @@ def add_document(
 
     Raises `DocumentError` naming the document when it cannot be read or holds no text."""
     digest = hashlib.sha256(document.data).hexdigest()
-    unchanged = stored_as(runtime.store, agent_id, document.source, digest)
+    unchanged = runtime.store.document_stored_as(agent_id, document.source, digest)
     if unchanged is not None:
         return unchanged, Outcome.UNCHANGED
     text = extract_text(document.name, document.data, document.content_type)
@@ -131,7 +125,7 @@ def add_document(
         overlap=settings.knowledge_chunk_overlap,
     )
     new = NewDocument(document.title, document.source, document.content_type, digest)
-    return save_document(runtime.store, agent_id, new, fragments)
+    return runtime.store.save_document(agent_id, new, fragments)
 
 
 @dataclass(frozen=True)

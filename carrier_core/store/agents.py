@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from carrier_core.character import Character, parse_character
@@ -89,6 +90,18 @@ RELATIONSHIPS_SHOWN = 10
 
 def _relationship(row: Any) -> tuple[str, str, list[str]]:
     return (row["source"], row["target"] or "someone", list(row["tags"]))
+
+
+_ROOM_COLUMNS = "r.id, r.agent_id, r.world_id, r.name, r.kind, r.source, r.metadata"
+#: Rooms of the preferred source first, then the most recently spoken in.
+_PREFERRED = (
+    " ORDER BY (r.source = %(source)s) DESC,"
+    " (SELECT max(m.seq) FROM memories m WHERE m.room_id = r.id) DESC NULLS LAST, r.id"
+)
+
+
+def _room(row: DictRow | None) -> Room | None:
+    return None if row is None else Room(**{**row, "kind": RoomKind(row["kind"])})
 
 
 class AgentStore(StoreBase):
@@ -287,6 +300,53 @@ class AgentStore(StoreBase):
         """Forget a room: its messages and turns go with it (facts about people stay)."""
         with self.connection() as conn:
             return conn.execute("DELETE FROM rooms WHERE id = %s", (room_id,)).rowcount > 0
+
+    def room_named(self, agent_id: uuid.UUID, name: str, prefer_source: str) -> Room | None:
+        """The agent's room with this name (any case), or None; of several, the one of
+        `prefer_source`, then the most recently spoken in."""
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.agent_id = %(agent)s"
+                f" AND lower(r.name) = lower(%(name)s){_PREFERRED} LIMIT 1",
+                {"agent": agent_id, "name": name, "source": prefer_source},
+            ).fetchone()
+        return _room(row)
+
+    def direct_room(self, agent_id: uuid.UUID, person: str, prefer_source: str) -> Room | None:
+        """The direct room with the agent of someone it knows by this name (any case) or
+        id, or None; of several, as `room_named` chooses."""
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {_ROOM_COLUMNS} FROM entities e"
+                " JOIN participants p ON p.entity_id = e.id"
+                " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+                " WHERE e.agent_id = %(agent)s AND (e.id::text = %(name)s"
+                " OR lower(e.metadata->>'name') = lower(%(name)s)"
+                " OR lower(%(name)s) = ANY(SELECT lower(n) FROM unnest(e.names) n))"
+                f"{_PREFERRED} LIMIT 1",
+                {"agent": agent_id, "name": person, "source": prefer_source},
+            ).fetchone()
+        return _room(row)
+
+    def reachable(
+        self, agent_id: uuid.UUID, prefer_source: str, shown: int
+    ) -> tuple[list[str], list[str]]:
+        """The names of the agent's group rooms and of the people it has a direct room
+        with, at most `shown` of each, ordered as `room_named` chooses."""
+        with self.connection() as conn:
+            rooms = conn.execute(
+                "SELECT r.name FROM rooms r WHERE r.agent_id = %(agent)s AND r.kind = 'group'"
+                f"{_PREFERRED} LIMIT %(shown)s",
+                {"agent": agent_id, "source": prefer_source, "shown": shown},
+            ).fetchall()
+            people = conn.execute(
+                "SELECT coalesce(e.metadata->>'name', e.names[1]) AS name FROM entities e"
+                " JOIN participants p ON p.entity_id = e.id"
+                " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+                f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(shown)s",
+                {"agent": agent_id, "source": prefer_source, "shown": shown},
+            ).fetchall()
+        return [r["name"] for r in rooms], [p["name"] for p in people]
 
     def participants(self, room_id: uuid.UUID) -> list[Entity]:
         with self.connection() as conn:

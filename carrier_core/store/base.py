@@ -66,6 +66,11 @@ class StoreBase:
     def close(self) -> None:
         self._pool.close()
 
+    def ping(self) -> None:
+        """One trivial statement: raises if the database cannot be reached (health checks)."""
+        with self.connection() as conn:
+            conn.execute("SELECT 1")
+
     @property
     def embedding_dimensions(self) -> int:
         """The size of the stored vector column (384 unless `carrier reembed` changed it)."""

@@ -1,9 +1,9 @@
 """The store callers hold: every data area's named queries over one connection pool.
 
-Each area is a class in a module of its own (`turns`, `memories`, `agents`, `usage`,
-`tenants`, `connections`, `webhooks`, `approvals`), all over `StoreBase`; `Store`
-combines them, so a caller holds one object and a step can run calls of several areas
-in one `atomic` block.
+Each area is a class in a module of its own (`turns`, `runners`, `memories`, `agents`,
+`knowledge`, `tasks`, `usage`, `tenants`, `connections`, `webhooks`, `approvals`), all
+over `StoreBase`; `Store` combines them, so a caller holds one object and a step can run
+calls of several areas in one `atomic` block.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from carrier_core.store.approvals import ApprovalStore
 from carrier_core.store.base import StoreBase
 from carrier_core.store.connections import ConnectionStore
 from carrier_core.store.database import Login, PoolHealth, RoundTrips, database_url, open_pool
+from carrier_core.store.knowledge import KnowledgeStore
 from carrier_core.store.memories import MemoryStore
 from carrier_core.store.migrate import check_schema, migrate
+from carrier_core.store.runners import RunnerStore
+from carrier_core.store.tasks import TaskStore
 from carrier_core.store.tenants import TenantStore
 from carrier_core.store.turns import TurnStore
 from carrier_core.store.usage import UsageLedger
@@ -24,8 +27,11 @@ from carrier_core.store.webhooks import WebhookStore
 
 class Store(
     TurnStore,
+    RunnerStore,
     MemoryStore,
     AgentStore,
+    KnowledgeStore,
+    TaskStore,
     UsageLedger,
     TenantStore,
     ConnectionStore,

@@ -12,14 +12,13 @@ from typing import Any
 
 from carrier_core.agent_commands import find_agent
 from carrier_core.command_line import open_runtime, read_settings
-from carrier_core.tasks.records import list_tasks
 
 
 def list_command(args: argparse.Namespace) -> int:
     with open_runtime(read_settings()) as runtime:
         agent_id = find_agent(runtime, args.agent).id if args.agent else None
         handles = {a.id: a.handle for a in runtime.store.agents()}
-        tasks = list_tasks(runtime.store, agent_id)
+        tasks = runtime.store.tasks(agent_id)
     if not tasks:
         print("no tasks: plugins schedule them (carrier_core.tasks.create_task)", file=sys.stderr)
         return 0

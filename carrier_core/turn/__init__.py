@@ -5,6 +5,7 @@ and can run in a process of its own. `run_turn` chains them in-process.
 """
 
 from carrier_core.embed import embed_pending
+from carrier_core.store.runners import NextTurn, Runner
 from carrier_core.turn.act import Acted, act
 from carrier_core.turn.context import State, TurnContext
 from carrier_core.turn.decide import SAFE_REPLY, Decided, decide
@@ -24,7 +25,7 @@ from carrier_core.turn.run import (
     run_turn,
     turn_result,
 )
-from carrier_core.turn.schedule import NextTurn, Runner, hand_off, next_turn
+from carrier_core.turn.schedule import hand_off, next_turn
 
 __all__ = [
     "SAFE_REPLY",

@@ -35,7 +35,7 @@ from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
 from carrier_core.store import UNFINISHED, NotFound
-from carrier_core.turn.schedule import Runner, claim_room
+from carrier_core.store.runners import Runner
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
 
 
@@ -166,7 +166,7 @@ def ingest(
     runtime: Runtime, data: IncomingMessage | dict[str, Any], *, take_expired: bool = False
 ) -> Ingested:
     """Store the message and its turn, and claim the room's runner if it is free
-    (`take_expired`: or if its lease ran out; see `claim_room`)."""
+    (`take_expired`: or if its lease ran out; see `Store.claim_room`)."""
     started_at = datetime.now(UTC)
     message = validate_message(data, runtime.settings.max_message_chars)
     agent_id = message.agent_id
@@ -237,8 +237,7 @@ def ingest(
             turn_id, turn_created, status = started.id, started.created, started.status
             runner = None
             if status in UNFINISHED:
-                with store.connection() as conn:
-                    runner = claim_room(conn, room.id, lease_s, take_expired=take_expired)
+                runner = store.claim_room(room.id, lease_s, take_expired=take_expired)
     return Ingested(
         agent_id=agent_id,
         turn_id=turn_id,

@@ -26,12 +26,13 @@ from carrier_core.events import run_ended
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage, TurnEnd
+from carrier_core.store.runners import Runner
 from carrier_core.turn import approval
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, ingest
-from carrier_core.turn.schedule import Runner, hand_off, hold_room, next_turn
+from carrier_core.turn.schedule import hand_off, next_turn
 from carrier_core.turn.steps import FlowError, check_move
 from carrier_core.turn.steps import StepName as S
 
@@ -137,7 +138,7 @@ def _hold_for(runtime: Runtime, turn_id: uuid.UUID) -> None:
     takes it up meanwhile, and once it expires any new message's runner does."""
     waiting = runtime.store.pending_approval(turn_id)
     if waiting is not None:
-        hold_room(runtime, turn_id, waiting.expires_at)
+        runtime.store.hold_room(turn_id, waiting.expires_at)
 
 
 def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
@@ -179,12 +180,9 @@ def resume_turn(runtime: Runtime, turn_id: uuid.UUID) -> None:
     so that a runner started meanwhile by a later message, if any, stops at its next turn
     instead of running the room beside this one; nothing happens if the room changed hands
     since the turn was last taken up (that runner answers it)."""
-    with runtime.store.connection() as conn:
-        row = conn.execute(
-            "SELECT room_id, runner_generation FROM turns WHERE id = %s", (turn_id,)
-        ).fetchone()
-    if row is None or row["runner_generation"] is None:
+    runner = runtime.store.turn_runner(turn_id)
+    if runner is None:
         return
-    successor = hand_off(runtime, Runner(row["room_id"], int(row["runner_generation"])))
+    successor = hand_off(runtime, runner)
     if successor is not None:
         run_room(runtime, successor)

@@ -10,7 +10,7 @@ the cloud (`carrier_aws.runners`), a loop in this process for `carrier chat` and
   lease each time, and gives the lease back in the transaction that finds nothing left;
 - both lock the room row first, so a message stored while a runner gives up its lease
   is either seen by that runner or finds the lease free and starts the next one;
-- a lease that ran out is looked at by the sweep (`stalled_rooms`, `take_over`): a
+- a lease that ran out is looked at by the sweep (`Store.stalled_rooms`, `take_over`): a
   runner that stopped (a crash, an outage) is replaced, and its turn is taken up again.
   Every step is idempotent, so the new runner carries on where the old one stopped;
   a turn taken up `turn_max_attempts` times without finishing is failed instead.
@@ -19,202 +19,41 @@ Double texting: by default every message gets its own turn, in order. An agent w
 character says `settings.double_texting: coalesce` answers the messages that queued up
 behind a running turn together, in one turn for the newest that sees them all; the
 others are `coalesced`, `answered_by` that turn. No message is ever dropped.
+
+The lease's statements are the store's (`carrier_core.store.runners`); here they run with
+this runtime's lease length and limit of attempts.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
-
-import psycopg
-
 from carrier_core.runtime import Runtime
-from carrier_core.store import UNFINISHED_SQL
-
-
-@dataclass(frozen=True)
-class Runner:
-    """A room's runner, by its generation: each claim of the room's lease makes a new one,
-    drawn from one database sequence, so no two runners ever share a name."""
-
-    room_id: uuid.UUID
-    generation: int
-
-    @property
-    def name(self) -> str:
-        """Its execution's name. Derived, so starting one runner twice is harmless."""
-        return f"room-{self.room_id}-g{self.generation}"
-
-
-@dataclass(frozen=True)
-class NextTurn:
-    """The turn a runner takes up next."""
-
-    turn_id: uuid.UUID
-    agent_id: uuid.UUID
-    message_id: uuid.UUID
-    #: Runners that took it up, this one included (more than 1: a runner stopped in it).
-    attempt: int
-    #: Set when the turn has used up its attempts: record it failed with this reason.
-    give_up: str | None = None
-
-
-def _lease(runtime: Runtime) -> float:
-    return runtime.settings.runner_lease_s
-
-
-def claim_room(
-    conn: psycopg.Connection[Any], room_id: uuid.UUID, lease_s: float, *, take_expired: bool
-) -> Runner | None:
-    """Claim the room's runner if none holds it, inside the caller's transaction.
-
-    The room row is locked either way, until the caller commits: a runner giving the
-    lease back waits for the message this transaction stores, or this waits for it.
-    `take_expired` also takes a lease whose time ran out, without asking whether its
-    runner still lives (in-process runners, which renew their lease at every turn).
-    """
-    row = conn.execute(
-        "WITH old AS (SELECT id, runner_until FROM rooms WHERE id = %s FOR UPDATE)"
-        " UPDATE rooms r SET runner_generation = nextval('runner_generations'),"
-        " runner_until = now() + %s * interval '1 second' FROM old WHERE r.id = old.id"
-        " AND (old.runner_until IS NULL OR (%s AND old.runner_until < now()))"
-        " RETURNING r.runner_generation",
-        (room_id, lease_s, take_expired),
-    ).fetchone()
-    return None if row is None else Runner(room_id, int(row["runner_generation"]))
+from carrier_core.store.runners import NextTurn, Runner, Stalled
 
 
 def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
     """The room's next turn for this runner, marked running; None when the runner is done.
 
     None also when the runner was superseded (the sweep took the room over): it must
-    stop. When nothing is left, the lease is given back in the same transaction. One
-    round trip: the database function `carrier_next_turn` (migration 0004) does it all.
+    stop. When nothing is left, the lease is given back in the same transaction. A turn
+    taken up more than `turn_max_attempts` times comes with `give_up` set.
     """
-    with runtime.store.connection() as conn:
-        row = conn.execute(
-            "SELECT turn_id, agent_id, message_id, attempt, error"
-            " FROM carrier_next_turn(%s, %s, %s)",
-            (runner.room_id, runner.generation, _lease(runtime)),
-        ).fetchone()
-    if row is None:
-        return None
-    attempt = int(row["attempt"])
-    give_up = None
-    if attempt > runtime.settings.turn_max_attempts:
-        give_up = f"the turn was taken up {attempt - 1} times and never finished" + (
-            f"; last error: {row['error']}" if row["error"] else ""
-        )
-    return NextTurn(
-        turn_id=row["turn_id"],
-        agent_id=row["agent_id"],
-        message_id=row["message_id"],
-        attempt=attempt,
-        give_up=give_up,
-    )
+    settings = runtime.settings
+    return runtime.store.next_turn(runner, settings.runner_lease_s, settings.turn_max_attempts)
 
 
 def hand_off(runtime: Runtime, runner: Runner) -> Runner | None:
     """Pass the room to a fresh runner (the caller starts it), keeping the lease: a
     long-lived room's execution ends after a bounded number of turns. None if this
     runner was superseded already."""
-    return _new_runner(runtime, runner.room_id, "runner_generation = %s", runner.generation)
-
-
-def _new_runner(
-    runtime: Runtime, room_id: uuid.UUID, condition: str, *params: Any
-) -> Runner | None:
-    """A new generation for the room, with a fresh lease, if `condition` holds on its row.
-    Generations come from one sequence: never reused, even by a room made again."""
-    with runtime.store.connection() as conn:
-        row = conn.execute(
-            "UPDATE rooms SET runner_generation = nextval('runner_generations'),"
-            " runner_until = now() + %s * interval '1 second'"
-            f" WHERE id = %s AND {condition} RETURNING runner_generation",
-            (_lease(runtime), room_id, *params),
-        ).fetchone()
-    return None if row is None else Runner(room_id, int(row["runner_generation"]))
-
-
-# -- the sweep ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stalled:
-    """A room the sweep looks at: its lease ran out, or turns wait and no runner holds it."""
-
-    room_id: uuid.UUID
-    generation: int
-    #: The lease's end as read; None: no runner holds the room.
-    until: datetime | None
-
-    @property
-    def runner(self) -> Runner | None:
-        """The runner whose lease ran out, if one holds the room."""
-        return None if self.until is None else Runner(self.room_id, self.generation)
-
-
-def stalled_rooms(
-    runtime: Runtime, *, every_lease: bool = False, limit: int = 500
-) -> list[Stalled]:
-    """Rooms whose runner may have stopped: lease run out (with `every_lease`, any lease,
-    e.g. when a new process knows no runner from before can be alive), or turns waiting
-    with no runner at all."""
-    with runtime.store.connection() as conn:
-        rows = conn.execute(
-            "SELECT id, runner_generation, runner_until FROM rooms"
-            " WHERE runner_until < now() OR (%s AND runner_until IS NOT NULL)"
-            " UNION SELECT r.id, r.runner_generation, r.runner_until FROM turns t"
-            " JOIN rooms r ON r.id = t.room_id"
-            f" WHERE t.status IN {UNFINISHED_SQL} AND r.runner_until IS NULL"
-            " LIMIT %s",
-            (every_lease, limit),
-        ).fetchall()
-    return [Stalled(r["id"], int(r["runner_generation"]), r["runner_until"]) for r in rows]
-
-
-def oldest_unfinished_s(runtime: Runtime) -> float:
-    """Seconds since the oldest unfinished turn's message arrived, 0 when none is left:
-    how far behind the runners are (the sweep reports it; an alarm watches it)."""
-    with runtime.store.connection() as conn:
-        row = conn.execute(
-            "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS age"
-            f" FROM turns WHERE status IN {UNFINISHED_SQL}"
-        ).fetchone()
-    return float(row["age"]) if row else 0.0
+    return runtime.store.hand_off(runner, runtime.settings.runner_lease_s)
 
 
 def extend_lease(runtime: Runtime, runner: Runner) -> None:
     """The runner is alive (in a long step or a retry's wait): leave it the room."""
-    with runtime.store.connection() as conn:
-        conn.execute(
-            "UPDATE rooms SET runner_until = now() + %s * interval '1 second'"
-            " WHERE id = %s AND runner_generation = %s AND runner_until IS NOT NULL",
-            (_lease(runtime), runner.room_id, runner.generation),
-        )
-
-
-def hold_room(runtime: Runtime, turn_id: uuid.UUID, until: datetime) -> None:
-    """Keep the turn's room for its runner until `until` (a paused turn's approval
-    expires then), if that runner still holds it."""
-    with runtime.store.connection() as conn:
-        conn.execute(
-            "UPDATE rooms r SET runner_until = greatest(r.runner_until, %s) FROM turns t"
-            " WHERE t.id = %s AND r.id = t.room_id AND r.runner_generation = t.runner_generation"
-            " AND r.runner_until IS NOT NULL",
-            (until, turn_id),
-        )
+    runtime.store.extend_lease(runner, runtime.settings.runner_lease_s)
 
 
 def take_over(runtime: Runtime, stalled: Stalled) -> Runner | None:
     """Give a stalled room a new runner (the caller starts it); None if the room changed
     since it was read (its runner renewed the lease, or someone else took it over)."""
-    return _new_runner(
-        runtime,
-        stalled.room_id,
-        "runner_generation = %s AND runner_until IS NOT DISTINCT FROM %s",
-        stalled.generation,
-        stalled.until,
-    )
+    return runtime.store.take_over(stalled, runtime.settings.runner_lease_s)

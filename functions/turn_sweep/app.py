@@ -15,7 +15,6 @@ from carrier_aws.clients import AwsClient
 from carrier_aws.observability import function_handler, send_metrics
 from carrier_aws.runners import state_machine_arn, sweep_rooms
 from carrier_aws.runtime import runtime
-from carrier_core.turn.schedule import oldest_unfinished_s
 
 sfn = AwsClient("stepfunctions")
 
@@ -26,7 +25,7 @@ def handler(event: dict, context: object) -> dict:
     every_lease = bool((event.get("detail") or {}).get("every_lease"))
     counts = sweep_rooms(runtime(), sfn, state_machine_arn(), every_lease=every_lease)
     expired = expire(runtime(), sfn)
-    oldest = oldest_unfinished_s(runtime())
+    oldest = runtime().store.oldest_unfinished_s()
     send_metrics(
         {
             **{f"Runners_{outcome}": (MetricUnit.Count, n) for outcome, n in counts.items()},

@@ -1,4 +1,4 @@
-"""An agent's tasks: made (by plugins and actions, with `create_task`), listed, deleted.
+"""Making an agent's task (by plugins and actions, with `create_task`), checked first.
 
 A task is checked when it is made: its worker must be one of the agent's plugins', its
 room one of the agent's rooms, its `updateInterval` a positive number of milliseconds,
@@ -13,13 +13,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg.rows import DictRow
-from psycopg.types.json import Jsonb
-
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json, storable
-from carrier_core.store import NotFound, Store
-from carrier_core.tasks.workers import AWAITING_CHOICE, UPDATE_INTERVAL, Task, TaskStatus
+from carrier_core.store.tasks import UPDATE_INTERVAL, Task
 
 #: Longest worker name, description and tag.
 MAX_NAME_CHARS = 100
@@ -33,17 +29,6 @@ class InvalidTask(ValueError):
 
 class UnknownTaskWorker(InvalidTask):
     """No plugin of the agent registers a task worker of that name."""
-
-
-#: A task's columns, in `Task`'s names.
-TASK_COLUMNS = (
-    "id, tenant_id, agent_id, name, description, room_id, tags, metadata, due_at, status,"
-    " runs, failures, last_run_at, last_error, created_at, updated_at"
-)
-
-
-def task_from_row(row: DictRow) -> Task:
-    return Task(**{**row, "status": TaskStatus(row["status"])})
 
 
 def unknown_worker(name: str, known: Sequence[str]) -> str:
@@ -110,61 +95,12 @@ def create_task(
         raise UnknownTaskWorker(unknown_worker(name, list(workers)))
     now = datetime.now(UTC)
     due = due_at or (now + interval if interval else now)
-    with runtime.store.transaction() as conn:
-        agent = conn.execute("SELECT tenant_id FROM agents WHERE id = %s", (agent_id,)).fetchone()
-        if agent is None:
-            raise NotFound(f"no agent with id {agent_id}")
-        if room_id is not None:
-            room = conn.execute(
-                "SELECT 1 FROM rooms WHERE id = %s AND agent_id = %s", (room_id, agent_id)
-            ).fetchone()
-            if room is None:
-                raise NotFound(f"agent {agent_id} has no room with id {room_id}")
-        row = conn.execute(
-            "INSERT INTO tasks (id, tenant_id, agent_id, name, description, room_id, tags,"
-            " metadata, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            f" RETURNING {TASK_COLUMNS}",
-            (
-                uuid.uuid4(),
-                agent["tenant_id"],
-                agent_id,
-                name,
-                description,
-                room_id,
-                list(tags),
-                Jsonb(metadata),
-                due,
-            ),
-        ).fetchone()
-    assert row is not None
-    return task_from_row(row)
-
-
-def list_tasks(store: Store, agent_id: uuid.UUID | None = None) -> list[Task]:
-    """The agent's tasks (None: every agent's), soonest due first."""
-    condition, params = ("WHERE agent_id = %s", (agent_id,)) if agent_id else ("", ())
-    with store.connection() as conn:
-        rows = conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks {condition} ORDER BY due_at, id", params
-        ).fetchall()
-    return [task_from_row(row) for row in rows]
-
-
-def delete_task(store: Store, agent_id: uuid.UUID, task_id: uuid.UUID) -> bool:
-    """Delete the agent's task (a failed one, or one no longer wanted); False if none."""
-    with store.connection() as conn:
-        deleted = conn.execute(
-            "DELETE FROM tasks WHERE id = %s AND agent_id = %s", (task_id, agent_id)
-        ).rowcount
-    return deleted > 0
-
-
-def tasks_awaiting_choice(store: Store, agent_id: uuid.UUID, room_id: uuid.UUID) -> list[Task]:
-    """The agent's tasks in the room that wait for someone to choose an option."""
-    with store.connection() as conn:
-        rows = conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE agent_id = %s AND room_id = %s"
-            " AND %s = ANY(tags) ORDER BY created_at, id",
-            (agent_id, room_id, AWAITING_CHOICE),
-        ).fetchall()
-    return [task_from_row(row) for row in rows]
+    return runtime.store.add_task(
+        agent_id,
+        name,
+        description=description,
+        room_id=room_id,
+        tags=tags,
+        metadata=metadata,
+        due_at=due,
+    )
