@@ -24,7 +24,9 @@ they are in use (which is what makes post-filtering lose rows). Embeddings are 3
 topic + subtopic + noise, so nearest neighbours are meaningful (same subtopic, then same
 topic) rather than the near-ties of uniform noise. Rows: 8% facts (about 5 users per
 agent), knowledge fragments unevenly spread (the largest agent holds 0.6% of all rows, the
-k-th largest about 1/k^1.1 of that, at least 3), the rest messages in 20 rooms per agent.
+k-th largest about 1/k^1.1 of that, at least 3), the rest messages in 20 rooms per agent;
+then `--long-room` more messages (default 5,000, recall's whole window) in one room, whose
+recall is measured apart: there the cost of comparing with a long history shows.
 
 Each query goes through `Store.search_memories` with the providers' arguments, except
 `count=10` (recall@10, as the issue measures; the providers ask 4-6) and `threshold=-1`
@@ -62,6 +64,7 @@ same questions of the same data.
 from __future__ import annotations
 
 import argparse
+import itertools
 import operator
 import os
 import platform
@@ -114,6 +117,9 @@ STATS_FLUSH_S = 11.0
 #: The recall provider's recent window (Settings.recent_messages).
 RECENT = Settings.model_fields["recent_messages"].default
 
+#: Messages of the long room (`--long-room`): as many as recall's window holds.
+LONG_ROOM = 5_000
+
 GOAL_RECALL = 0.95
 GOAL_P95_MS = 20.0
 
@@ -154,6 +160,7 @@ class Space:
 class Agent:
     id: uuid.UUID
     topics: list[int]
+    #: Its rooms; the first agent's first room also holds the long room's messages.
     rooms: list[uuid.UUID]
     users: list[uuid.UUID]
     document: uuid.UUID
@@ -230,14 +237,32 @@ def memory_rows(rng: random.Random, space: Space, agents: list[Agent], rows: int
         )
 
 
+def long_room_rows(rng: random.Random, space: Space, agent: Agent, count: int) -> Iterator[Row]:
+    """`count` more messages in the agent's first room, after everything else: a room
+    with a long history, where recall compares with the newest `SEARCH_WINDOW`."""
+    room, user = agent.rooms[0], agent.users[0]
+    for n in range(count):
+        yield (
+            uuid.UUID(int=rng.getrandbits(128), version=4),
+            agent.id,
+            agent.id if n % 2 else user,
+            room,
+            "message",
+            Jsonb({"text": f"long room message {n}"}),
+            Vector(space.point(rng, agent.topics[0])),
+            None,
+        )
+
+
 def load(url: str, agents: list[Agent], rows_iter: Iterator[Row]) -> int:
     count = 0
     with psycopg.connect(url, autocommit=False) as conn:
         register_vector(conn)
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO agents (id, name, character, tenant_id) VALUES (%s, %s, '{}', %s)",
-                [(a.id, f"agent-{i}", LOCAL_TENANT) for i, a in enumerate(agents)],
+                "INSERT INTO agents (id, name, handle, character, tenant_id)"
+                " VALUES (%s, %s, %s, '{}', %s)",
+                [(a.id, f"agent-{i}", f"agent-{i}", LOCAL_TENANT) for i, a in enumerate(agents)],
             )
             cur.executemany(
                 "INSERT INTO rooms (id, agent_id, name, kind, source)"
@@ -277,13 +302,22 @@ class Build:
     analyze_s: float
 
 
-def build(url: str, agents: list[Agent], rows: int, rng: random.Random, space: Space) -> Build:
+def build(
+    url: str, agents: list[Agent], rows: int, long_room: int, rng: random.Random, space: Space
+) -> Build:
     with psycopg.connect(url, autocommit=True) as conn:
         indexes = droppable_indexes(conn)
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"'.encode())
     started = time.perf_counter()
-    loaded = load(url, agents, memory_rows(rng, space, agents, rows))
+    loaded = load(
+        url,
+        agents,
+        itertools.chain(
+            memory_rows(rng, space, agents, rows),
+            long_room_rows(rng, space, agents[0], long_room),
+        ),
+    )
     load_s = time.perf_counter() - started
     index_s = {}
     with psycopg.connect(url, autocommit=True) as conn:
@@ -438,15 +472,22 @@ def knowledge_case(space: Space, rng: random.Random, agent: Agent) -> tuple[Sear
 
 
 def message_cases(
-    store: Store, space: Space, rng: random.Random, agents: list[Agent], n: int
+    store: Store,
+    space: Space,
+    rng: random.Random,
+    agents: list[Agent],
+    n: int,
+    *,
+    long_room: bool = False,
 ) -> list[tuple[Search, int]]:
     """A recent message of a random room as the turn's message: recall looks before the
-    recent window that ends with it, as the recall provider does."""
+    recent window that ends with it, as the recall provider does. `long_room`: always the
+    long room (the first agent's first room)."""
     cases = []
     with store.connection() as conn:
         for _ in range(n):
-            agent = rng.choice(agents)
-            room = rng.randrange(ROOMS_PER_AGENT)
+            agent = agents[0] if long_room else rng.choice(agents)
+            room = 0 if long_room else rng.randrange(ROOMS_PER_AGENT)
             row = conn.execute(
                 "SELECT id, (SELECT count(*) FROM memories WHERE room_id = %s) AS n"
                 " FROM memories WHERE room_id = %s AND kind = 'message'"
@@ -549,6 +590,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200, help="per recall kind")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--long-room",
+        type=int,
+        default=LONG_ROOM,
+        help="messages added to one room, for room recall in a long history (0: none)",
+    )
     parser.add_argument("--data-dir", type=Path, default=CACHE / "pg")
     parser.add_argument(
         "--reuse",
@@ -581,7 +628,7 @@ def main() -> None:
                 f" {applied or 'none'} ({migrate_s:.1f} s)"
             )
         else:
-            built = build(url, agents, args.rows, rng, space)
+            built = build(url, agents, args.rows, args.long_room, rng, space)
             print(
                 f"Built: COPY {built.load_s:.1f} s; indexes "
                 + ", ".join(f"{n} {s:.1f} s" for n, s in built.index_s.items())
@@ -604,6 +651,16 @@ def main() -> None:
         kinds = [
             ("facts", [fact_case(space, rng, rng.choice(with_facts)) for _ in range(n)]),
             ("room messages", message_cases(store, space, rng, agents, n)),
+            *(
+                [
+                    (
+                        f"room messages, a room of {args.long_room:,} more",
+                        message_cases(store, space, rng, agents, n, long_room=True),
+                    )
+                ]
+                if args.long_room
+                else []
+            ),
             (
                 f"knowledge, large (top {LARGE_KB_AGENTS})",
                 [knowledge_case(space, rng, rng.choice(large)) for _ in range(n)],
