@@ -316,3 +316,36 @@ def test_the_import_graph_sees_cycles_through_functions_and_packages() -> None:
     assert "carrier_core.turn" in imports["carrier_core.sdk"]
     # plugin.py names the runtime only for the type checker.
     assert "carrier_core.runtime" not in imports["carrier_core.plugin"]
+
+
+def _is_sql_text(node: ast.expr) -> bool:
+    """A string literal, an f-string, a concatenation of them, or one of them `.encode()`d."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (str, bytes))
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp):
+        return _is_sql_text(node.left) or _is_sql_text(node.right)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return node.func.attr == "encode" and _is_sql_text(node.func.value)
+    return False
+
+
+def test_only_the_store_runs_sql() -> None:
+    """Every statement lives in `carrier_core/store/`, one module per data area: code
+    elsewhere asks the store, it does not write SQL of its own."""
+    offenders = []
+    for folder in ("carrier_core", "carrier_aws", "functions"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.is_relative_to(ROOT / "carrier_core" / "store"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("execute", "executemany", "copy")
+                    and node.args
+                    and _is_sql_text(node.args[0])
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
