@@ -63,7 +63,7 @@ def decided_frames(turn_id: uuid.UUID, decided: Decided) -> list[Frame]:
             "step": "decided",
             "decide_step": decided.step,
             "respond": decided.respond,
-            "actions": decided.to_run,
+            "actions": decided.chosen,
         }
     ]
 

@@ -102,6 +102,11 @@ class Action:
     #: Neither speaks nor does anything the user sees (IGNORE, NONE, CONTINUE): choosing
     #: only silent actions in a conversation that must be answered still adds REPLY.
     silent: bool = False
+    #: Its handler only says the decided text, with no model call and nothing else done
+    #: (REPLY). Chosen alone, with a text, it is a simple reply: the decide step runs it
+    #: and stores the reply in its own statement, and no act step follows (ElizaOS, too,
+    #: answers a simple response without processing actions).
+    simple: bool = False
 
 
 @dataclass(frozen=True)

@@ -118,5 +118,6 @@ def test_a_decide_step_run_again_gives_its_stored_answer_without_a_model_call(
 
     scripted.add(xml("REPLY", text="Yes."))
     second = decide(scripted_runtime, turn_id, 2)
-    assert not second.again and second.to_run == ["REPLY"]
+    # Its REPLY with a text is a simple reply, said by this step itself.
+    assert not second.again and second.chosen == ["REPLY"] and second.acted is not None
     assert f"# Weather now\n{FORECAST}" in scripted.requests[-1].prompt

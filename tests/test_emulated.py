@@ -191,8 +191,8 @@ def test_the_state_machine_reaches_the_handlers_through_the_invoke_hook(
     assert wait_turn(client, accepted["turn_id"])["status"] == "done"
     emulator.drain()
     assert emulator.hooked_invocations == {
-        "LlmStepFunction": 3,  # the invoke above, then decide and evaluate
-        "ActionExecFunction": 1,  # REPLY
+        # The invoke above, then decide (which says the simple reply itself) and evaluate.
+        "LlmStepFunction": 3,
         "TurnFinishFunction": 2,  # the runner's first turn, then finish (and nothing next)
     }
 
@@ -218,7 +218,8 @@ def test_a_dynamic_provider_the_model_names_makes_the_state_machine_decide_again
     steps = [s.step for s in store.turn_steps(uuid.UUID(accepted["turn_id"]))]
     assert steps[:4] == ["ingest", "decide", "decide", "act:REPLY"]
     assert emulator.invocations["LlmStepFunction"] == 3  # two decide steps, then evaluate
-    assert emulator.invocations["ActionExecFunction"] == 1
+    # The second step's REPLY, with its text, is a simple reply: the step said it itself.
+    assert emulator.invocations.get("ActionExecFunction", 0) == 0
 
 
 def test_a_message_delivered_three_times_at_once_is_one_turn_and_one_reply(
@@ -476,13 +477,10 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert call("task_run_schedule.json") == {}  # no task is scheduled
 
         # Each step again, as a retried invocation would: the stored results come back.
+        # The decision is a simple reply, said by the decide step: no act step follows.
         decided = call("llm_step_decide.json")
-        assert decided == {
-            "respond": True,
-            "step": 1,
-            "again": False,
-            "actions": [{"turn_id": turn_id, "message_id": EVENT_MESSAGE_ID, "index": 0}],
-        }
+        assert decided == {"respond": False, "step": 1, "again": False, "actions": []}
+        # Act on it all the same (the act step of another decision): its record comes back.
         assert call("action_exec.json") == {
             "action": "REPLY",
             "continue_turn": False,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from carrier_core import Character, InvalidMessage, Runtime, run_turn
+from carrier_core.config import Settings
 from carrier_core.decision import Decision, render_decision
 from carrier_core.memory import MemoryKind
 from carrier_core.models import (
@@ -29,6 +30,7 @@ from carrier_core.turn import (
     embed_pending,
     evaluate,
     ingest,
+    next_turn,
     run_room,
 )
 from carrier_core.world import entity_id_for
@@ -559,19 +561,47 @@ def test_the_reply_is_embedded_after_the_turn_with_its_ledger_row(
 
 
 def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
-    store: Store, ada: Character
+    database_url: str, ada: Character
 ) -> None:
     """Counted, not timed: every statement a turn sends, BEGIN/COMMIT included (ingest,
-    the runner, decide with its providers, act, evaluate, finish, embed, the runner again),
-    without the result's reads: at most 12, one read and one write per step."""
+    the runner, decide with its providers and its simple reply, evaluate, finish, embed,
+    the runner again), without the result's reads: 10, one read and one write per step.
+    On a store of its own, so that no other test's work left running is counted."""
+    store = Store.open(Settings(database_url=database_url))
+    try:
+        runtime = make_runtime(store, offline_models(), reflection_interval=1000)
+        agent = runtime.register_agent(ada)
+        for text in ("hello there", "I like sailing"):
+            run_turn(runtime, message(agent, text))
+        before = store.round_trips.count
+        ingested = ingest(runtime, message(agent, "tell me more about engines"), take_expired=True)
+        assert ingested.runner is not None
+        run_room(runtime, ingested.runner)
+        sent = store.round_trips.count - before
+        assert store.turn(ingested.turn_id).status == "done"
+        assert sent == 10, sent
+    finally:
+        store.close()
+
+
+def test_a_simple_reply_is_said_by_the_decide_step_itself(store: Store, ada: Character) -> None:
+    """REPLY alone, with its text, runs inside the decide step and is stored with the
+    decision: no act step follows, the history keeps its act row, and the decide step run
+    again (a retried invocation) gives what the first run said without saying it twice."""
     runtime = make_runtime(store, offline_models(), reflection_interval=1000)
     agent = runtime.register_agent(ada)
-    for text in ("hello there", "I like sailing"):
-        run_turn(runtime, message(agent, text))
-    before = store.round_trips.count
-    ingested = ingest(runtime, message(agent, "tell me more about engines"), take_expired=True)
+    ingested = ingest(runtime, message(agent, "hello there"), take_expired=True)
     assert ingested.runner is not None
-    run_room(runtime, ingested.runner)
-    sent = store.round_trips.count - before
-    assert store.turn(ingested.turn_id).status == "done"
-    assert sent <= 12, sent
+    turn = next_turn(runtime, ingested.runner)
+    assert turn is not None
+    decided = decide(runtime, turn.turn_id, 1)
+    assert decided.chosen == ["REPLY"] and decided.to_run == []
+    assert decided.acted is not None and len(decided.acted.reply_ids) == 1
+    assert decide(runtime, turn.turn_id, 1).acted == decided.acted
+    said = store.turn_memories(turn.turn_id, MemoryKind.MESSAGE)
+    assert [m.id for m in said] == decided.acted.reply_ids
+    steps = [(s.step, s.key, s.status) for s in store.turn_steps(turn.turn_id)]
+    assert [s for s in steps if s[0] != "ingest"] == [
+        ("decide", "decide:1", "ok"),
+        ("act:REPLY", "act:1:0", "ok"),
+    ]

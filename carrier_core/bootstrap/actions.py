@@ -69,6 +69,7 @@ ACTIONS = [
         "Answer with the text you wrote. Pick this whenever you should say something.",
         _reply,
         similes=("RESPOND", "RESPONSE", "GREET", "ANSWER"),
+        simple=True,
     ),
     Action(
         "IGNORE",

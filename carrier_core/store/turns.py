@@ -94,27 +94,61 @@ class StepRecord:
 
 
 # A step's history row and its ledger rows, in one statement: one commit, never one alone.
-_INSERT_STEP = (
-    f"c AS ({_INSERT_CALLS})"
-    " INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls, input_tokens,"
-    " output_tokens, started_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (turn_id, key) WHERE key IS NOT NULL DO NOTHING"
-)
-
-
-def _step_params(turn_id: uuid.UUID, record: StepRecord) -> tuple[Any, ...]:
-    usage = record.usage
+def _insert_steps(count: int) -> str:
+    """The end of a statement that adds `count` steps to a turn's history, with their
+    model calls' ledger rows (`_step_params` of each); a keyed step already there is
+    kept as it is."""
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * count)
     return (
-        _calls(record.calls),
-        turn_id,
-        record.step,
-        record.key,
-        record.status,
-        Jsonb(usage.detail),
-        usage.model_calls,
-        usage.input_tokens,
-        usage.output_tokens,
-        record.started_at,
+        f"c AS ({_INSERT_CALLS})"
+        " INSERT INTO turn_steps (turn_id, step, key, status, detail, model_calls, input_tokens,"
+        f" output_tokens, started_at) VALUES {rows}"
+        " ON CONFLICT (turn_id, key) WHERE key IS NOT NULL DO NOTHING"
+    )
+
+
+def _step_params(turn_id: uuid.UUID, *records: StepRecord) -> tuple[Any, ...]:
+    """The parameters of `_insert_steps(len(records))`."""
+    rows: list[Any] = []
+    for record in records:
+        usage = record.usage
+        rows += [
+            turn_id,
+            record.step,
+            record.key,
+            record.status,
+            Jsonb(usage.detail),
+            usage.model_calls,
+            usage.input_tokens,
+            usage.output_tokens,
+            record.started_at,
+        ]
+    return (_calls([call for record in records for call in record.calls]), *rows)
+
+
+def _said(turn_id: uuid.UUID, said: Sequence[Memory]) -> tuple[str, tuple[Any, ...]]:
+    """A CTE storing the messages a step said (none: no CTE), and its parameters; a message
+    stored already (its dedupe key) is kept, so a rerun step says nothing twice."""
+    if not said:
+        return "", ()
+    return (
+        "said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"
+        " kind, content, dedupe_key, turn_id)"
+        " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[],"
+        " %s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::uuid[])"
+        " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
+        " DO NOTHING), ",
+        (
+            [m.id for m in said],
+            [m.agent_id for m in said],
+            [m.entity_id for m in said],
+            [m.room_id for m in said],
+            [m.world_id for m in said],
+            [m.kind.value for m in said],
+            [Jsonb(m.content.model_dump(mode="json", exclude_none=True)) for m in said],
+            [m.dedupe_key for m in said],
+            [turn_id for _ in said],
+        ),
     )
 
 
@@ -346,54 +380,11 @@ class TurnStore(StoreBase):
         `said`: the messages the step stores (an action's replies), written in the same
         statement, so a step and what it said are never stored the one without the other
         (a retried step finds its record and says nothing again)."""
-        said_now = ""
-        said_params: tuple[Any, ...] = ()
-        if said:
-            said_now = (
-                "said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"
-                " kind, content, dedupe_key, turn_id)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[],"
-                " %s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::uuid[])"
-                " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
-                " DO NOTHING), "
-            )
-            said_params = (
-                [m.id for m in said],
-                [m.agent_id for m in said],
-                [m.entity_id for m in said],
-                [m.room_id for m in said],
-                [m.world_id for m in said],
-                [m.kind.value for m in said],
-                [Jsonb(m.content.model_dump(mode="json", exclude_none=True)) for m in said],
-                [m.dedupe_key for m in said],
-                [turn_id for _ in said],
-            )
+        said_now, said_params = _said(turn_id, said)
         with self.connection() as conn:
             made = conn.execute(
-                "WITH " + said_now + _INSERT_STEP + " RETURNING id",
+                "WITH " + said_now + _insert_steps(1) + " RETURNING id",
                 (*said_params, *_step_params(turn_id, record)),
-            ).fetchone()
-        return made is not None
-        with self.connection() as conn:
-            made = conn.execute(
-                "WITH said AS (INSERT INTO memories (id, agent_id, entity_id, room_id, world_id,"
-                " kind, content, dedupe_key, turn_id)"
-                " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[],"
-                " %s::uuid[], %s::text[], %s::jsonb[], %s::text[], %s::uuid[])"
-                " ON CONFLICT (agent_id, kind, room_id, dedupe_key) WHERE dedupe_key IS NOT NULL"
-                " DO NOTHING), " + _INSERT_STEP + " RETURNING id",
-                (
-                    [m.id for m in said],
-                    [m.agent_id for m in said],
-                    [m.entity_id for m in said],
-                    [m.room_id for m in said],
-                    [m.world_id for m in said],
-                    [m.kind.value for m in said],
-                    [Jsonb(m.content.model_dump(mode="json", exclude_none=True)) for m in said],
-                    [m.dedupe_key for m in said],
-                    [turn_id for _ in said],
-                    *_step_params(turn_id, record),
-                ),
             ).fetchone()
         return made is not None
 
@@ -407,17 +398,22 @@ class TurnStore(StoreBase):
         state: dict[str, Any],
         steps_taken: int,
         record: StepRecord,
+        acted: tuple[StepRecord, Sequence[Memory]] | None = None,
     ) -> None:
         """Persist a decide step in one statement: the message's embedding (made for
-        recall), the decision and state on the turn, and the step's history row."""
+        recall), the decision and state on the turn, and the step's history row; with
+        `acted`, the record of the action the step ran itself (a simple reply) and what
+        it said, in the same statement."""
         embedding = None if message.embedding is None else self._vector(message.embedding)
+        records = (record,) if acted is None else (record, acted[0])
+        said_now, said_params = _said(turn_id, () if acted is None else acted[1])
         with self.connection() as conn:
             conn.execute(
                 "WITH m AS (UPDATE memories SET embedding = %s WHERE id = %s"
                 " AND embedding IS NULL AND %s::vector IS NOT NULL),"
                 " t AS (UPDATE turns SET status = %s, decision = %s, state = %s,"
                 " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s"
-                f" AND status IN {UNFINISHED_SQL}), " + _INSERT_STEP,
+                f" AND status IN {UNFINISHED_SQL}), " + said_now + _insert_steps(len(records)),
                 (
                     embedding,
                     message.id,
@@ -427,7 +423,8 @@ class TurnStore(StoreBase):
                     Jsonb(state),
                     steps_taken,
                     turn_id,
-                    *_step_params(turn_id, record),
+                    *said_params,
+                    *_step_params(turn_id, *records),
                 ),
             )
 

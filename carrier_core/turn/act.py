@@ -20,10 +20,10 @@ from carrier_core.decision import Decision
 from carrier_core.events import EventType, emit
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import ModelError
-from carrier_core.plugin import ActionResult, OutgoingMessage
+from carrier_core.plugin import Action, ActionResult, OutgoingMessage
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
-from carrier_core.store import NotFound, TurnStep
+from carrier_core.store import NotFound, StepRecord, TurnStep
 from carrier_core.turn import approval
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import Room, RoomKind
@@ -150,16 +150,11 @@ def _replies(
     ]
 
 
-def _finish(
-    ctx: TurnContext,
-    key: str,
-    status: str,
-    acted: Acted,
-    said: Sequence[Memory] = (),
-    **detail: object,
-) -> Acted:
-    """Record the action's step, with the messages it said (one statement)."""
-    record = ctx.step_record(
+def step_record(
+    ctx: TurnContext, key: str, status: str, acted: Acted, **detail: object
+) -> StepRecord:
+    """The action's row of the turn's history."""
+    return ctx.step_record(
         f"act:{acted.action}",
         status,
         key=key,
@@ -169,16 +164,28 @@ def _finish(
         **({"error": acted.error} if acted.error else {}),
         **detail,
     )
+
+
+def _finish(
+    ctx: TurnContext,
+    key: str,
+    status: str,
+    acted: Acted,
+    said: Sequence[Memory] = (),
+    **detail: object,
+) -> Acted:
+    """Record the action's step, with the messages it said (one statement)."""
+    record = step_record(ctx, key, status, acted, **detail)
     if ctx.runtime.store.record_step(ctx.turn.id, record, said=said):
         return acted
     # Another run of this same step (a retried invocation, a runner taking over) recorded it
     # first, with what it said: that run's result is the step's, and this one stored nothing.
     recorded = ctx.runtime.store.turn_step(ctx.turn.id, key)
     assert recorded is not None, "a keyed step, once recorded, stays"
-    return _recorded(recorded)
+    return recorded_acted(recorded)
 
 
-def _recorded(step: TurnStep) -> Acted:
+def recorded_acted(step: TurnStep) -> Acted:
     """What an act step that ran already did, as its record says."""
     return Acted(
         action=step.step.removeprefix("act:"),
@@ -189,50 +196,34 @@ def _recorded(step: TurnStep) -> Acted:
     )
 
 
-def _failed(ctx: TurnContext, action: str, key: str, error: str) -> Acted:
-    """Record a failed action; someone waiting in a direct conversation is told."""
+@dataclass(frozen=True)
+class Outcome:
+    """What running an action came to, before it is recorded."""
+
+    status: str
+    acted: Acted
+    #: The messages it says (replies, then those it sends to other rooms).
+    said: list[Memory]
+    #: More for the step's record (`text`, `values`, `data`, or why it was skipped).
+    detail: dict[str, Any]
+    #: Its handler ran: ACTION_COMPLETED (and MESSAGE_SENT) fire once it is recorded.
+    ran: bool
+
+
+def _failed(ctx: TurnContext, action: str, key: str, error: str) -> Outcome:
+    """A failed action; someone waiting in a direct conversation is told."""
     said = []
     if ctx.room.kind is RoomKind.DM:
         said = _replies(ctx, [FAILED_ACTION_REPLY.format(action=action)], action, f"{key}:failed")
-    acted = Acted(action, reply_ids=[m.id for m in said], error=error)
-    return _completed(ctx, _finish(ctx, key, "error", acted, said))
+    return Outcome(
+        "error", Acted(action, reply_ids=[m.id for m in said], error=error), said, {}, True
+    )
 
 
-def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
-    """Run the action at `index` of the turn's latest decision."""
-    ctx = TurnContext.load(runtime, turn_id, "act", act_index=index)
-    if ctx.turn.decision is None:
-        raise ValueError(f"turn {turn_id} has no decision to act on; run decide first")
-    decision = Decision.model_validate(ctx.turn.decision)
-    if not 0 <= index < len(decision.actions):
-        raise IndexError(
-            f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
-        )
-    key = f"act:{ctx.turn.steps_taken}:{index}"
-    if ctx.done is not None:
-        return _recorded(ctx.done)
-    name = decision.actions[index]
-    action = ctx.plugins.action(name)
-    if action is None:
-        error = f"no action named {name!r}"
-        return _finish(ctx, key, "skipped", Acted(name, error=error))
-    if not action.validate(ctx):
-        return _finish(ctx, key, "skipped", Acted(action.name), reason="its validate declined")
-    if action.needs_approval:
-        asked = _approval(ctx, key, action.name, decision)
-        if asked.status == approval.PENDING:
-            return Acted(action.name, approval_id=asked.id)
-        if asked.status != approval.APPROVED:
-            by = f" by {asked.answered_by}" if asked.answered_by else ""
-            why = f": {asked.reason}" if asked.reason else ""
-            reason = f"not approved: {asked.status}{by}{why}"
-            return _finish(ctx, key, "skipped", Acted(action.name), reason=reason)
-        if not runtime.store.use_approval(asked.id):
-            # A run of this step took the yes and stopped before its record: it may have
-            # acted. An approved action runs at most once, so this run does not.
-            error = "the approved action was run before and its result was lost; not run again"
-            return _finish(ctx, key, "error", Acted(action.name, error=error))
-    emit(runtime, ctx.plugins, ctx.turn, EventType.ACTION_STARTED, action=action.name)
+def run_action(ctx: TurnContext, key: str, action: Action, decision: Decision) -> Outcome:
+    """Run the action's handler (its validate said yes): what it said and did, to be
+    recorded under `key` (by the act step, or by a decide step that ran a simple reply)."""
+    emit(ctx.runtime, ctx.plugins, ctx.turn, EventType.ACTION_STARTED, action=action.name)
     try:
         result = action.handler(ctx, decision)
         if not isinstance(result, ActionResult):
@@ -260,11 +251,49 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     )
     shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
     status = "ok" if result.success else "error"
-    acted = _finish(ctx, key, status, acted, [*replies, *sent], data=result.data, **shown)
-    return _completed(ctx, acted)
+    return Outcome(status, acted, [*replies, *sent], {"data": result.data, **shown}, True)
 
 
-def _completed(ctx: TurnContext, acted: Acted) -> Acted:
+def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
+    """Run the action at `index` of the turn's latest decision."""
+    ctx = TurnContext.load(runtime, turn_id, "act", act_index=index)
+    if ctx.turn.decision is None:
+        raise ValueError(f"turn {turn_id} has no decision to act on; run decide first")
+    decision = Decision.model_validate(ctx.turn.decision)
+    if not 0 <= index < len(decision.actions):
+        raise IndexError(
+            f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
+        )
+    key = f"act:{ctx.turn.steps_taken}:{index}"
+    if ctx.done is not None:
+        return recorded_acted(ctx.done)
+    name = decision.actions[index]
+    action = ctx.plugins.action(name)
+    if action is None:
+        error = f"no action named {name!r}"
+        return _finish(ctx, key, "skipped", Acted(name, error=error))
+    if not action.validate(ctx):
+        return _finish(ctx, key, "skipped", Acted(action.name), reason="its validate declined")
+    if action.needs_approval:
+        asked = _approval(ctx, key, action.name, decision)
+        if asked.status == approval.PENDING:
+            return Acted(action.name, approval_id=asked.id)
+        if asked.status != approval.APPROVED:
+            by = f" by {asked.answered_by}" if asked.answered_by else ""
+            why = f": {asked.reason}" if asked.reason else ""
+            reason = f"not approved: {asked.status}{by}{why}"
+            return _finish(ctx, key, "skipped", Acted(action.name), reason=reason)
+        if not runtime.store.use_approval(asked.id):
+            # A run of this step took the yes and stopped before its record: it may have
+            # acted. An approved action runs at most once, so this run does not.
+            error = "the approved action was run before and its result was lost; not run again"
+            return _finish(ctx, key, "error", Acted(action.name, error=error))
+    outcome = run_action(ctx, key, action, decision)
+    acted = _finish(ctx, key, outcome.status, outcome.acted, outcome.said, **outcome.detail)
+    return completed(ctx, acted) if outcome.ran else acted
+
+
+def completed(ctx: TurnContext, acted: Acted) -> Acted:
     """Fire the events of an action whose handler ran, once what it said is stored:
     MESSAGE_SENT for each reply, then ACTION_COMPLETED."""
     fire = partial(emit, ctx.runtime, ctx.plugins, ctx.turn)

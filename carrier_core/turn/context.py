@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -124,6 +124,19 @@ class TurnContext:
             step=step,
             done=scene.done,
             _once=_read_with(scene),
+        )
+
+    def for_step(self, step: str) -> TurnContext:
+        """This context for a step run within this one (a decide step's simple reply):
+        the same scene and state, with usage and a record of its own."""
+        return replace(
+            self,
+            step=step,
+            usage=StepUsage(),
+            started_at=datetime.now(UTC),
+            calls=[],
+            _usage_lock=threading.Lock(),
+            done=None,
         )
 
     @property

@@ -23,16 +23,17 @@ evaluator to store after the reply.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from carrier_core.decision import Decision, parse_decision
 from carrier_core.events import EventType, emit
 from carrier_core.model_output import UnparsableOutput
 from carrier_core.models import ModelRateLimited, ModelRequest, ModelRole, ModelUnavailable
-from carrier_core.plugin import Plugins
+from carrier_core.plugin import Action, Plugins
 from carrier_core.runtime import Runtime
 from carrier_core.turn import templates
+from carrier_core.turn.act import Acted, completed, recorded_acted, run_action, step_record
 from carrier_core.turn.context import TurnContext, json_safe
 from carrier_core.turn.describe import describe_images
 from carrier_core.turn.inline_reflection import inline_ask
@@ -58,11 +59,31 @@ class Decided:
     #: The model asked for dynamic providers this step did not have: the turn decides
     #: again with them, and this step's actions do not run.
     again: bool = False
+    #: The simple reply this step ran itself (`Action.simple`): no act step follows.
+    acted: Acted | None = None
+
+    @property
+    def chosen(self) -> list[str]:
+        """The actions chosen to run: none when the step is silent or decides again."""
+        return self.decision.actions if self.respond and not self.again else []
 
     @property
     def to_run(self) -> list[str]:
-        """The actions to run after this step: none when it is silent or decides again."""
-        return self.decision.actions if self.respond and not self.again else []
+        """The actions left for act steps: the chosen ones, unless this step ran its
+        simple reply itself."""
+        return [] if self.acted is not None else self.chosen
+
+
+def simple_reply(ctx: TurnContext, decision: Decision, chosen: list[str]) -> Action | None:
+    """The action of a simple reply, which the decide step runs itself: the only action
+    chosen, flagged `simple` (REPLY), with a decided text to say, needing no approval, and
+    valid here. None otherwise: the act steps run what was chosen."""
+    if len(chosen) != 1 or not decision.text.strip():
+        return None
+    action = ctx.plugins.action(chosen[0])
+    if action is None or not action.simple or action.needs_approval:
+        return None
+    return action if action.validate(ctx) else None
 
 
 def asked_providers(decision: Decision, plugins: Plugins) -> tuple[set[str], list[str]]:
@@ -141,8 +162,13 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     asked = ctx.state.values.get(ASKED_PROVIDERS) or {}
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
         stored = Decision.model_validate(ctx.turn.decision)
-        respond = stored.actions != ["IGNORE"]
-        return Decided(stored, respond, ctx.turn.steps_taken, bool(asked.get("again")))
+        decided = Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
+        decided = replace(decided, again=bool(asked.get("again")))
+        if simple_reply(ctx, stored, decided.chosen) is not None:
+            # Its simple reply was stored with the decision: the same run's result.
+            done = runtime.store.turn_step(turn_id, f"act:{decided.step}:0")
+            decided = replace(decided, acted=recorded_acted(done) if done else None)
+        return decided
     if number == 1:
         emit(runtime, ctx.plugins, ctx.turn, EventType.RUN_STARTED)
     names = {ctx.agent_name, ctx.character.username or "", ctx.character.handle}
@@ -185,6 +211,15 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     again = bool(new) and respond and number < runtime.settings.max_steps
     ctx.state.values[ASKED_PROVIDERS] = {"next": sorted(included | wanted), "again": again}
     ctx.query_embedding()  # made before the providers ran; stored with the decision
+    decided = Decided(decision=decision, respond=respond, step=number, again=again)
+    simple = simple_reply(ctx, decision, decided.chosen)
+    replying = ctx.for_step("act")
+    said = None
+    if simple is not None:
+        key = f"act:{number}:0"
+        outcome = run_action(replying, key, simple, decision)
+        record = step_record(replying, key, outcome.status, outcome.acted, **outcome.detail)
+        said = (record, outcome.said)
     runtime.store.save_decision(
         turn_id,
         message=ctx.message,
@@ -213,8 +248,12 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
             **({"reflection_asked": ask.count} if ask else {}),
             **detail,
         ),
+        acted=said,
     )
-    return Decided(decision=decision, respond=respond, step=number, again=again)
+    if simple is None:
+        return decided
+    acted = completed(replying, outcome.acted) if outcome.ran else outcome.acted
+    return replace(decided, acted=acted)
 
 
 def _reflection(ctx: TurnContext, decision: Decision, *, asked: bool) -> dict[str, Any] | None:

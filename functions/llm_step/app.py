@@ -7,7 +7,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
-from carrier_core.frames import decided_frames
+from carrier_core.frames import acted_frames, decided_frames
 from carrier_core.turn import decide, evaluate
 
 
@@ -18,9 +18,15 @@ def handler(event: dict, context: object) -> dict:
         if event["op"] == "decide":
             decided = decide(runtime(), turn_id, int(event["step"]))
             push_turn(runtime(), turn_id, lambda: decided_frames(turn_id, decided))
-            send_metrics({"Decisions": (MetricUnit.Count, 1)}, ids)
+            metrics = {"Decisions": (MetricUnit.Count, 1)}
+            if decided.acted is not None:  # a simple reply, run and stored with the decision
+                acted = decided.acted
+                push_turn(runtime(), turn_id, lambda: acted_frames(runtime(), turn_id, acted))
+                metrics["Actions"] = (MetricUnit.Count, 1)
+            send_metrics(metrics, ids)
             return {
-                "respond": decided.respond,
+                # Act steps follow only for actions left to run.
+                "respond": bool(decided.to_run),
                 "step": decided.step,
                 "again": decided.again,
                 "actions": [{**ids, "index": i} for i in range(len(decided.to_run))],
