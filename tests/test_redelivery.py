@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from carrier_core.decision import Decision, render_decision
 from carrier_core.memory import MemoryKind
 from carrier_core.models import ModelError, ScriptedModel
 from carrier_core.store import Store
-from carrier_core.turn import act, decide, ingest
+from carrier_core.turn import act, decide, ingest, next_turn
 from carrier_core.turn.act import FAILED_ACTION_REPLY
 from tests.conftest import make_runtime
 
@@ -223,3 +224,30 @@ def test_a_repeated_delivery_while_a_runner_takes_its_turn_does_not_deadlock(
     thread.join(10)
     assert errors == [] and len(redelivered) == 1
     assert redelivered[0].turn_id == first.turn_id and not redelivered[0].created
+
+
+def test_a_simple_reply_takes_its_room_before_its_turn(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    """A decide step that stores its simple reply takes the room's row before the turn's,
+    in the order runners and redeliveries take them: one holding the room and then
+    taking the turn (as a redelivery does) neither deadlocks with it nor waits for it."""
+    scripted.add(xml("REPLY", text="in order"))
+    ingested = ingest(scripted_runtime, message(agent, "hello"), take_expired=True)
+    assert ingested.runner is not None
+    turn = next_turn(scripted_runtime, ingested.runner)
+    assert turn is not None
+    room_id = scripted_runtime.store.turn(turn.turn_id).room_id
+    outcome: list[Any] = []
+    with scripted_runtime.store._pool.connection() as other, other.transaction():
+        other.execute("SELECT FROM rooms WHERE id = %s FOR UPDATE", (room_id,))
+        decider = threading.Thread(
+            target=lambda: outcome.append(decide(scripted_runtime, turn.turn_id, 1))
+        )
+        decider.start()
+        time.sleep(0.5)  # the decide step now waits for the room, holding nothing of the turn
+        other.execute("SET LOCAL lock_timeout = '3s'")
+        other.execute("UPDATE turns SET updated_at = now() WHERE id = %s", (turn.turn_id,))
+    decider.join(timeout=10)
+    [decided] = outcome
+    assert decided.acted is not None and len(decided.acted.reply_ids) == 1
