@@ -194,9 +194,8 @@ def _over_http(
         deadline = time.monotonic() + 120
         while True:
             turn = call("GET", f"/v1/turns/{turn_id}")
-            if turn["status"] in ("done", "failed", "awaiting_approval"):
-                break
-            if time.monotonic() > deadline:
+            ready = turn["status"] in ("done", "failed", "awaiting_approval")
+            if ready or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         if verbose:

@@ -211,15 +211,24 @@ def _environment_values() -> dict[str, str]:
     return found
 
 
-def _file_values() -> dict[str, Any]:
-    """Settings from the YAML file (`CARRIER_CONFIG`, or ./carrier.yaml), if there is one."""
+def _config_document() -> tuple[Path, Any] | None:
+    """The YAML file (`CARRIER_CONFIG`, or ./carrier.yaml) and what it holds ({} when
+    empty), if there is one."""
     config_file = _config_file()
     if config_file is None:
-        return {}
+        return None
     import yaml  # only where a file is used: the functions never have one
 
     with open(config_file, encoding="utf-8") as stream:
-        document = yaml.safe_load(stream) or {}
+        return config_file, yaml.safe_load(stream) or {}
+
+
+def _file_values() -> dict[str, Any]:
+    """Settings from the YAML file, if there is one."""
+    found = _config_document()
+    if found is None:
+        return {}
+    config_file, document = found
     if not isinstance(document, dict):
         raise ValueError(f"{config_file}: the configuration must map setting names to values")
     return _by_field({str(key): value for key, value in document.items()})
@@ -228,13 +237,8 @@ def _file_values() -> dict[str, Any]:
 def unknown_config_keys() -> list[str]:
     """Keys of the YAML configuration file that name no setting: they are ignored, so the
     command line says so (a misspelt key would otherwise change nothing, silently)."""
-    config_file = _config_file()
-    if config_file is None:
-        return []
-    import yaml  # only the command line asks: the functions never load it
-
-    document = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-    if not isinstance(document, dict):
+    found = _config_document()
+    if found is None or not isinstance(found[1], dict):
         return []
     known = _names()
-    return sorted(str(key) for key in document if str(key).lower() not in known)
+    return sorted(str(key) for key in found[1] if str(key).lower() not in known)

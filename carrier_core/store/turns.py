@@ -407,23 +407,21 @@ class TurnStore(StoreBase):
         embedding = None if message.embedding is None else self._vector(message.embedding)
         records = (record,) if acted is None else (record, acted[0])
         said_now, said_params = _said(turn_id, () if acted is None else acted[1])
-        room_first = ""
+        room_first = room_taken = ""
         room_params: tuple[Any, ...] = ()
         if said_now:
             # A reply's room row is checked (its foreign key) as the statement ends, after
             # the turn's row was taken. Take the room first, as runners and redeliveries do
             # (the room, then its turns): otherwise each could wait on the other for good.
             room_first = "r AS (SELECT FROM rooms WHERE id = %s FOR KEY SHARE), "
-            room_params = (message.room_id,)
+            room_taken, room_params = " AND EXISTS (SELECT FROM r)", (message.room_id,)
         with self.connection() as conn:
             conn.execute(
                 f"WITH {room_first}m AS (UPDATE memories SET embedding = %s WHERE id = %s"
                 " AND embedding IS NULL AND %s::vector IS NOT NULL),"
                 " t AS (UPDATE turns SET status = %s, decision = %s, state = %s,"
                 " steps_taken = %s, error = NULL, updated_at = now() WHERE id = %s"
-                f" AND status IN {UNFINISHED_SQL}"
-                + (" AND EXISTS (SELECT FROM r)" if said_now else "")
-                + "), "
+                f" AND status IN {UNFINISHED_SQL}{room_taken}), "
                 + said_now
                 + _insert_steps(len(records)),
                 (

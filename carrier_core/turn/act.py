@@ -150,6 +150,12 @@ def _replies(
     ]
 
 
+def act_key(step: int, index: int) -> str:
+    """The history key of the action at `index` of decide step `step`'s decision: each
+    runs (and says what it says) once under it."""
+    return f"act:{step}:{index}"
+
+
 def step_record(
     ctx: TurnContext, key: str, status: str, acted: Acted, **detail: object
 ) -> StepRecord:
@@ -264,7 +270,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
         raise IndexError(
             f"turn {turn_id} chose {len(decision.actions)} action(s); there is no action {index}"
         )
-    key = f"act:{ctx.turn.steps_taken}:{index}"
+    key = act_key(ctx.turn.steps_taken, index)
     if ctx.done is not None:
         return recorded_acted(ctx.done)
     name = decision.actions[index]

@@ -33,7 +33,14 @@ from carrier_core.models import ModelRateLimited, ModelRequest, ModelRole, Model
 from carrier_core.plugin import Action, Plugins
 from carrier_core.runtime import Runtime
 from carrier_core.turn import templates
-from carrier_core.turn.act import Acted, completed, recorded_acted, run_action, step_record
+from carrier_core.turn.act import (
+    Acted,
+    act_key,
+    completed,
+    recorded_acted,
+    run_action,
+    step_record,
+)
 from carrier_core.turn.context import TurnContext, json_safe
 from carrier_core.turn.describe import describe_images
 from carrier_core.turn.inline_reflection import inline_ask
@@ -162,11 +169,11 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     asked = ctx.state.values.get(ASKED_PROVIDERS) or {}
     if ctx.turn.decision is not None and ctx.turn.steps_taken >= number:
         stored = Decision.model_validate(ctx.turn.decision)
-        decided = Decided(stored, stored.actions != ["IGNORE"], ctx.turn.steps_taken)
-        decided = replace(decided, again=bool(asked.get("again")))
+        respond = stored.actions != ["IGNORE"]
+        decided = Decided(stored, respond, ctx.turn.steps_taken, bool(asked.get("again")))
         if simple_reply(ctx, stored, decided.chosen) is not None:
             # Its simple reply was stored with the decision: the same run's result.
-            done = runtime.store.turn_step(turn_id, f"act:{decided.step}:0")
+            done = runtime.store.turn_step(turn_id, act_key(decided.step, 0))
             decided = replace(decided, acted=recorded_acted(done) if done else None)
         return decided
     if number == 1:
@@ -213,13 +220,13 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     ctx.query_embedding()  # made before the providers ran; stored with the decision
     decided = Decided(decision=decision, respond=respond, step=number, again=again)
     simple = simple_reply(ctx, decision, decided.chosen)
-    replying = ctx.for_step("act")
+    replied = None  # the simple reply's step, run here: its context and outcome
     said = None
     if simple is not None:
-        key = f"act:{number}:0"
+        key, replying = act_key(number, 0), ctx.for_step("act")
         outcome = run_action(replying, key, simple, decision)
         record = step_record(replying, key, outcome.status, outcome.acted, **outcome.detail)
-        said = (record, outcome.said)
+        replied, said = (replying, outcome), (record, outcome.said)
     runtime.store.save_decision(
         turn_id,
         message=ctx.message,
@@ -250,8 +257,9 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
         ),
         acted=said,
     )
-    if simple is None:
+    if replied is None:
         return decided
+    replying, outcome = replied
     acted = completed(replying, outcome.acted) if outcome.ran else outcome.acted
     return replace(decided, acted=acted)
 
