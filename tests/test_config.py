@@ -59,3 +59,13 @@ def test_empty_jwt_settings_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, "")
     settings = Settings()
     assert (settings.jwt_jwks_url, settings.jwt_issuer, settings.jwt_audience) == (None,) * 3
+
+
+def test_a_config_file_that_is_not_a_mapping_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "carrier.yaml"
+    config.write_text("- recent_messages\n- 5\n")
+    monkeypatch.setenv("CARRIER_CONFIG", str(config))
+    with pytest.raises(ValueError, match=r"carrier\.yaml: the configuration must map setting"):
+        Settings()
