@@ -257,6 +257,66 @@ def test_a_long_lived_room_is_handed_to_a_fresh_execution(
     assert hand_off(runtime, runner) is None  # superseded: no successor of its own
 
 
+def test_finishing_a_turn_takes_the_room_s_next_one_in_the_same_statement(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    """The finish step's two halves, one round trip: the turn ends (its events fire, a turn
+    ended already is left be) and the room's next turn is taken for the runner as
+    `next_turn` takes it; the last one gives the room back; a superseded runner ends its
+    turn and is given nothing more."""
+    runtime = scripted_runtime
+    first, second = (ingest(runtime, message(agent, f"m{n}")) for n in range(2))
+    runner = first.runner
+    assert runner is not None
+    turn = next_turn(runtime, runner)
+    assert turn is not None and turn.turn_id == first.turn_id
+    before = runtime.store.round_trips.count
+    following = finish_turn(runtime, first.turn_id, runner=runner)
+    assert runtime.store.round_trips.count - before == 1
+    assert runtime.store.turn(first.turn_id).status == "done"
+    assert following is not None and following.turn_id == second.turn_id
+    assert following.attempt == 1 and runtime.store.turn(second.turn_id).status == "running"
+    # Ended already (a retried finish): its end stands, and the runner is given its turn
+    # again, as `next_turn` would give it, not counted as a new attempt.
+    again = finish_turn(runtime, first.turn_id, error="late", runner=runner)
+    assert again == following
+    assert runtime.store.turn(first.turn_id).status == "done"
+    assert finish_turn(runtime, second.turn_id, runner=runner) is None
+    assert room_row(runtime.store, runner.room_id)["runner_until"] is None  # given back
+
+    third = ingest(runtime, message(agent, "m2"))
+    assert third.runner is not None
+    assert next_turn(runtime, third.runner) is not None
+    assert hand_off(runtime, third.runner) is not None  # third.runner is superseded
+    assert finish_turn(runtime, third.turn_id, error="boom", runner=third.runner) is None
+    assert runtime.store.turn(third.turn_id).status == "failed"
+
+
+def test_finishing_a_turn_locks_its_room_before_the_turn(
+    scripted_runtime: Runtime, agent: uuid.UUID
+) -> None:
+    """As every runner does (and a redelivery, which holds the room and then wants the
+    turn): while another transaction holds the room, the finish waits without having
+    touched the turn's row, so the two never deadlock."""
+    runtime = scripted_runtime
+    ingested = ingest(runtime, message(agent, "hello"))
+    runner = ingested.runner
+    assert runner is not None and next_turn(runtime, runner) is not None
+    results: list[Any] = []
+    with runtime.store.transaction() as conn:
+        conn.execute("SELECT 1 FROM rooms WHERE id = %s FOR UPDATE", (runner.room_id,))
+        finishing = threading.Thread(
+            target=lambda: results.append(finish_turn(runtime, ingested.turn_id, runner=runner))
+        )
+        finishing.start()
+        finishing.join(timeout=0.5)
+        assert finishing.is_alive(), "the finish did not wait for the room"
+        # The turn's row is free: the finish has not updated it yet.
+        conn.execute("SELECT 1 FROM turns WHERE id = %s FOR UPDATE NOWAIT", (ingested.turn_id,))
+    finishing.join(timeout=10)
+    assert results == [None] and runtime.store.turn(ingested.turn_id).status == "done"
+
+
 def test_a_message_stored_while_the_runner_gives_the_room_back_claims_it_after(
     scripted_runtime: Runtime, agent: uuid.UUID
 ) -> None:

@@ -564,9 +564,9 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
     database_url: str, ada: Character
 ) -> None:
     """Counted, not timed: every statement a turn sends, BEGIN/COMMIT included (ingest,
-    the runner, decide with its providers and its simple reply, evaluate, finish, embed,
-    the runner again), without the result's reads: 10, one read and one write per step.
-    On a store of its own, so that no other test's work left running is counted."""
+    the runner, decide with its providers and its simple reply, evaluate, finish with the
+    runner's next turn, embed), without the result's reads: 9, one read and one write per
+    step. On a store of its own, so that no other test's work left running is counted."""
     store = Store.open(Settings(database_url=database_url))
     try:
         runtime = make_runtime(store, offline_models(), reflection_interval=1000)
@@ -579,9 +579,57 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
         run_room(runtime, ingested.runner)
         sent = store.round_trips.count - before
         assert store.turn(ingested.turn_id).status == "done"
-        assert sent == 10, sent
+        assert sent == 9, sent
     finally:
         store.close()
+
+
+def test_only_the_writes_after_the_reply_commit_without_waiting_for_the_disk(
+    store: Store, ada: Character
+) -> None:
+    """The message accepted and the reply stored wait for the write-ahead log to reach
+    disk; the turn's end, the runner's next turn and the embeddings do not (`LAZY_COMMIT`).
+    Each write runs in a transaction of its own here, and the transaction's commit mode is
+    read before it commits; none of it outlives its transaction."""
+    runtime = make_runtime(store, offline_models(), reflection_interval=1000)
+    agent = runtime.register_agent(ada)
+
+    def commit_mode(write: Any) -> str:
+        with store.atomic():
+            write()
+            with store.connection() as conn:
+                row = conn.execute("SHOW synchronous_commit").fetchone()
+        assert row is not None
+        return str(row["synchronous_commit"])
+
+    found: dict[str, Any] = {}
+    modes = {
+        "accept": commit_mode(
+            lambda: found.update(ingested=ingest(runtime, message(agent, "hi"), take_expired=True))
+        ),
+        "next": commit_mode(
+            lambda: found.update(turn=next_turn(runtime, found["ingested"].runner))
+        ),
+        "decide": commit_mode(lambda: decide(runtime, found["turn"].turn_id, 1)),
+        "finish": commit_mode(lambda: store.end_turn(found["turn"].turn_id)),
+        "embed": commit_mode(lambda: embed_pending(runtime, agent)),
+        "next, none left": commit_mode(
+            lambda: found.update(last=next_turn(runtime, found["ingested"].runner))
+        ),
+    }
+    assert modes == {
+        "accept": "on",
+        "next": "off",
+        "decide": "on",
+        "finish": "off",
+        "embed": "off",
+        "next, none left": "off",
+    }
+    assert found["last"] is None and store.turn(found["turn"].turn_id).status == "done"
+    assert store.unembedded(agent, 10) == []
+    with store.connection() as conn:
+        row = conn.execute("SHOW synchronous_commit").fetchone()
+    assert row is not None and row["synchronous_commit"] == "on"
 
 
 def test_a_simple_reply_is_said_by_the_decide_step_itself(store: Store, ada: Character) -> None:

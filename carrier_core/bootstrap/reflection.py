@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from carrier_core.decision import LEARNED_FIELDS, Decision
@@ -25,7 +26,7 @@ from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.plugin import Evaluator
 from carrier_core.turn import templates
 from carrier_core.turn.context import TurnContext
-from carrier_core.world import Relationship
+from carrier_core.world import Entity, Relationship
 
 _PROMPT = """Read the conversation below and note what is worth remembering about the people in it.
 
@@ -41,6 +42,10 @@ Answer with one JSON object and nothing else:
   "names": [{{"about": "name as shown in the conversation", "name": "name they asked for"}}]}}
 Only include facts that are stated, lasting, and about a person in the conversation. List in
 "names" only people who said what they are called ("my name is ...", "call me ...")."""
+
+
+#: How many of the newest facts about the sender the reflection prompt shows as known.
+KNOWN_FACTS_SHOWN = 50
 
 
 class ReflectionError(ValueError):
@@ -81,14 +86,18 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
         # Learned through the turn's message: later ones were not in its decide prompt.
         _, newest = store.messages_since_reflection(ctx.room.id, through_seq=ctx.message.seq)
         return {"inline": True, **_learn(ctx, inline, newest)}
-    pending, newest = store.messages_since_reflection(ctx.room.id)
-    if pending == 0:
+    scene = store.reflection_scene(
+        ctx.room.id,
+        ctx.message.entity_id,
+        recent=ctx.runtime.settings.recent_messages,
+        known=KNOWN_FACTS_SHOWN,
+    )
+    newest = scene.newest
+    if scene.pending == 0:
         return {"facts_found": 0, "facts_stored": 0, "relationships": 0}
-    recent = store.recent_messages(ctx.room.id, ctx.runtime.settings.recent_messages)
-    conversation = "\n".join(f"{m.speaker}: {m.memory.content.text}" for m in recent)
-    people = _people(ctx)
-    known = store.facts_about(ctx.message.agent_id, ctx.message.entity_id)
-    known_text = "\n".join(f"- {f.content.text}" for f in known) or "(none)"
+    conversation = "\n".join(f"{m.speaker}: {m.memory.content.text}" for m in scene.recent)
+    people = _people(ctx, lambda: scene.people)
+    known_text = "\n".join(f"- {f.content.text}" for f in scene.known) or "(none)"
     template = ctx.character.templates.get(templates.REFLECT)
     unknown: tuple[str, ...] = ()
     if template:
@@ -132,9 +141,13 @@ def _reflect(ctx: TurnContext) -> dict[str, Any]:
     return result
 
 
-def _people(ctx: TurnContext) -> dict[str, uuid.UUID]:
-    """The room's people by name, the agent among them: whom facts can be about."""
-    people = {e.name: e.id for e in ctx.runtime.store.participants(ctx.room.id)}
+def _people(
+    ctx: TurnContext, read: Callable[[], list[Entity]] | None = None
+) -> dict[str, uuid.UUID]:
+    """The room's people by name, the agent among them: whom facts can be about. Read
+    once per step (`read`: with the reflection's scene; else on its own)."""
+    members = ctx.once("people", read) if read is not None else ctx.people()
+    people = {e.name: e.id for e in members}
     people[ctx.agent_name] = ctx.message.agent_id
     return people
 

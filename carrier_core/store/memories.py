@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from carrier_core.attachments import DESCRIBED
 from carrier_core.character import Character, parse_character
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
-from carrier_core.store.base import NotFound, StoreBase, entity_name, where
+from carrier_core.store.base import LAZY_COMMIT, NotFound, StoreBase, entity_name, where
 from carrier_core.store.usage import _INSERT_CALLS, ModelCall, _calls
 
 
@@ -75,6 +75,15 @@ def _recent_rows(room: str, cutoff: str) -> str:
         " LEFT JOIN agents ra ON ra.id = rm.entity_id"
         f" WHERE rm.room_id = {room} AND rm.kind = 'message'{cutoff}"
         " ORDER BY rm.seq DESC LIMIT %s"
+    )
+
+
+def _fact_rows(agent: str, entity: str) -> str:
+    """SQL of the newest facts about a person, newest first (`LIMIT %s`): read alone
+    (`Store.facts_about`) or with the reflection's scene."""
+    return (
+        f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = {agent}"
+        f" AND entity_id = {entity} AND kind = 'fact' ORDER BY seq DESC LIMIT %s"
     )
 
 
@@ -480,13 +489,14 @@ class MemoryStore(StoreBase):
         calls: Sequence[ModelCall] = (),
     ) -> None:
         """Store memories' embeddings, with the ledger rows of the call that made them, in
-        one statement."""
+        one statement, committed lazily (`LAZY_COMMIT`): lost, they are made again."""
         if not embeddings:
             return
         with self.connection() as conn:
             conn.execute(
                 f"WITH c AS ({_INSERT_CALLS}) UPDATE memories m SET embedding = v.embedding"
-                " FROM unnest(%s::uuid[], %s::vector[]) AS v(id, embedding) WHERE m.id = v.id",
+                " FROM unnest(%s::uuid[], %s::vector[]) AS v(id, embedding),"
+                f" (SELECT {LAZY_COMMIT}) lazy WHERE m.id = v.id",
                 (
                     _calls(calls),
                     [memory_id for memory_id, _ in embeddings],
@@ -543,8 +553,7 @@ class MemoryStore(StoreBase):
         """The newest `limit` facts about an entity, oldest first."""
         with self.connection() as conn:
             rows = conn.execute(
-                f"SELECT * FROM (SELECT {_MEMORY_COLUMNS} FROM memories WHERE agent_id = %s"
-                " AND entity_id = %s AND kind = 'fact' ORDER BY seq DESC LIMIT %s) f ORDER BY seq",
+                f"SELECT * FROM ({_fact_rows('%s', '%s')}) f ORDER BY seq",
                 (agent_id, entity_id, limit),
             ).fetchall()
         return [_memory(row) for row in rows]

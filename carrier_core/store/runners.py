@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from carrier_core.store.base import StoreBase
-from carrier_core.store.turns import UNFINISHED_SQL
+from carrier_core.store.turns import END_COLUMNS, UNFINISHED_SQL, TurnEnd, turn_end
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,25 @@ class NextTurn:
     attempt: int
     #: Set when the turn has used up its attempts: record it failed with this reason.
     give_up: str | None = None
+
+
+def _next_turn(row: Any, max_attempts: int) -> NextTurn | None:
+    """The next turn from its `next_…` columns; None when there is none."""
+    if row["next_turn_id"] is None:
+        return None
+    attempt = int(row["next_attempt"])
+    give_up = None
+    if attempt > max_attempts:
+        give_up = f"the turn was taken up {attempt - 1} times and never finished" + (
+            f"; last error: {row['next_error']}" if row["next_error"] else ""
+        )
+    return NextTurn(
+        turn_id=row["next_turn_id"],
+        agent_id=row["next_agent_id"],
+        message_id=row["next_message_id"],
+        attempt=attempt,
+        give_up=give_up,
+    )
 
 
 @dataclass(frozen=True)
@@ -86,25 +105,33 @@ class RunnerStore(StoreBase):
         `give_up` set. One round trip: `carrier_next_turn` (migration 0004) does it all."""
         with self.connection() as conn:
             row = conn.execute(
-                "SELECT turn_id, agent_id, message_id, attempt, error"
+                "SELECT turn_id AS next_turn_id, agent_id AS next_agent_id,"
+                " message_id AS next_message_id, attempt AS next_attempt, error AS next_error"
                 " FROM carrier_next_turn(%s, %s, %s)",
                 (runner.room_id, runner.generation, lease_s),
             ).fetchone()
-        if row is None:
-            return None
-        attempt = int(row["attempt"])
-        give_up = None
-        if attempt > max_attempts:
-            give_up = f"the turn was taken up {attempt - 1} times and never finished" + (
-                f"; last error: {row['error']}" if row["error"] else ""
-            )
-        return NextTurn(
-            turn_id=row["turn_id"],
-            agent_id=row["agent_id"],
-            message_id=row["message_id"],
-            attempt=attempt,
-            give_up=give_up,
-        )
+        return None if row is None else _next_turn(row, max_attempts)
+
+    def end_turn_and_next(
+        self,
+        turn_id: uuid.UUID,
+        runner: Runner,
+        lease_s: float,
+        max_attempts: int,
+        *,
+        error: str | None = None,
+    ) -> tuple[TurnEnd | None, NextTurn | None]:
+        """The finish step's two halves in one round trip: end the turn as `end_turn`
+        does, then take the room's next turn as `next_turn` does (`carrier_end_turn`,
+        migration 0015)."""
+        with self.connection() as conn:
+            row = conn.execute(
+                f"SELECT {END_COLUMNS}, next_turn_id, next_agent_id, next_message_id,"
+                " next_attempt, next_error FROM carrier_end_turn(%s, %s, %s, %s)",
+                (turn_id, error, runner.generation, lease_s),
+            ).fetchone()
+        assert row is not None  # one row, whether or not the turn had ended already
+        return turn_end(row), _next_turn(row, max_attempts)
 
     def hand_off(self, runner: Runner, lease_s: float) -> Runner | None:
         """A fresh runner for the room, keeping the lease; None if this runner was

@@ -24,7 +24,13 @@ from carrier_core.store.agents import (
     _relationship_rows,
 )
 from carrier_core.store.base import NotFound, StoreBase, entity_name
-from carrier_core.store.memories import NamedMessage, _memory, _named, _recent_rows
+from carrier_core.store.memories import (
+    NamedMessage,
+    _fact_rows,
+    _memory,
+    _named,
+    _recent_rows,
+)
 from carrier_core.store.usage import _INSERT_CALLS, ModelCall, _calls
 from carrier_core.world import Entity, Room, RoomKind
 
@@ -181,6 +187,23 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class ReflectionScene:
+    """What the reflection evaluator reads before its model call, in one statement
+    (`Store.reflection_scene`)."""
+
+    #: Messages from others after the room's reflection bookmark.
+    pending: int
+    #: The newest message's seq: the bookmark to set once they are reflected on.
+    newest: int
+    #: The room's last messages, oldest first.
+    recent: list[NamedMessage]
+    #: The room's members, in the order they joined.
+    people: list[Entity]
+    #: The newest facts about the sender, oldest first.
+    known: list[Memory]
+
+
+@dataclass(frozen=True)
 class Accepted:
     """What taking a message in did (`Store.accept_message`)."""
 
@@ -224,11 +247,24 @@ class StartedTurn:
 
 #: The plugin names of a turn's agent, for a RETURNING over `turns t` (a turn's end reads
 #: them with it, for its events; ingest's are read by `carrier_accept`, migration 0014).
-_AGENT_PLUGINS = (
-    "(SELECT coalesce(array(SELECT jsonb_array_elements_text(CASE WHEN"
-    " jsonb_typeof(a.character -> 'plugins') = 'array' THEN a.character -> 'plugins'"
-    " ELSE '[]' END)), '{}') FROM agents a WHERE a.id = t.agent_id) AS plugins"
-)
+#: The columns of a turn's end that `carrier_end_turn` returns (`turn_end` reads them).
+END_COLUMNS = "message_id, status, seconds, calls, input_tokens, output_tokens, cost_usd, plugins"
+
+
+def turn_end(row: Any) -> TurnEnd | None:
+    """A turn's end from `carrier_end_turn`'s row; None if it had ended already."""
+    if row["message_id"] is None:
+        return None
+    return TurnEnd(
+        message_id=row["message_id"],
+        status=row["status"],
+        seconds=float(row["seconds"]),
+        model_calls=int(row["calls"]),
+        input_tokens=int(row["input_tokens"]),
+        output_tokens=int(row["output_tokens"]),
+        cost_usd=float(row["cost_usd"]),
+        plugins=tuple(row["plugins"]),
+    )
 
 
 _STEP_COLUMNS = (
@@ -345,32 +381,16 @@ class TurnStore(StoreBase):
     def end_turn(self, turn_id: uuid.UUID, *, error: str | None = None) -> TurnEnd | None:
         """End a turn, done or failed with its reason, and sum up its model calls in the
         same statement; None if it had ended already: a failure reported after the turn
-        ended (its runner failing to move on to the next turn) is not the turn's."""
+        ended (its runner failing to move on to the next turn) is not the turn's. Committed
+        lazily (`carrier_end_turn`, migration 0015): a turn whose end was lost is taken up
+        again, and its steps find what they did. `Store.end_turn_and_next` also takes the
+        room's next turn."""
         with self.connection() as conn:
             row = conn.execute(
-                "UPDATE turns t SET status = %s, error = %s, updated_at = now()"
-                " FROM (SELECT count(*) AS calls, coalesce(sum(input_tokens), 0) AS input_tokens,"
-                " coalesce(sum(output_tokens), 0) AS output_tokens,"
-                " coalesce(sum(cost_usd), 0) AS cost_usd FROM model_calls WHERE turn_id = %s) c"
-                f" WHERE t.id = %s AND t.status IN {UNFINISHED_SQL}"
-                " RETURNING t.message_id, t.status,"
-                " extract(epoch FROM now() - t.created_at)::float8 AS seconds, c.calls,"
-                " c.input_tokens, c.output_tokens, c.cost_usd,"
-                f" {_AGENT_PLUGINS}",
-                ("failed" if error else "done", error, turn_id, turn_id),
+                f"SELECT {END_COLUMNS} FROM carrier_end_turn(%s, %s, NULL, NULL)",
+                (turn_id, error),
             ).fetchone()
-        if row is None:
-            return None
-        return TurnEnd(
-            message_id=row["message_id"],
-            status=row["status"],
-            seconds=float(row["seconds"]),
-            model_calls=int(row["calls"]),
-            input_tokens=int(row["input_tokens"]),
-            output_tokens=int(row["output_tokens"]),
-            cost_usd=float(row["cost_usd"]),
-            plugins=tuple(row["plugins"]),
-        )
+        return None if row is None else turn_end(row)
 
     def record_step(
         self, turn_id: uuid.UUID, record: StepRecord, *, said: Sequence[Memory] = ()
@@ -469,6 +489,37 @@ class TurnStore(StoreBase):
                 (turn_id, key),
             ).fetchone()
         return None if row is None else TurnStep(**row)
+
+    def reflection_scene(
+        self, room_id: uuid.UUID, sender_id: uuid.UUID, *, recent: int, known: int
+    ) -> ReflectionScene:
+        """What the reflection evaluator reads, in one round trip: the room's messages after
+        its bookmark (`messages_since_reflection`), its last `recent` messages, its members
+        and the newest `known` facts about the sender (`facts_about`)."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "SELECT p.n, p.newest,"
+                " (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.seq), '[]') FROM"
+                f" ({_recent_rows('r.id', '')}) x) AS recent,"
+                " (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.joined_at), '[]') FROM"
+                f" ({_people_rows('r.id')}) x) AS people,"
+                " (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.seq), '[]') FROM"
+                f" ({_fact_rows('r.agent_id', '%s')}) x) AS known"
+                " FROM rooms r CROSS JOIN LATERAL (SELECT count(m.id) FILTER"
+                " (WHERE m.entity_id <> r.agent_id) AS n, coalesce(max(m.seq), r.reflected_seq)"
+                " AS newest FROM memories m WHERE m.room_id = r.id AND m.kind = 'message'"
+                " AND m.seq > r.reflected_seq) p WHERE r.id = %s",
+                (recent, sender_id, known, room_id),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no room with id {room_id}")
+        return ReflectionScene(
+            pending=int(row["n"]),
+            newest=int(row["newest"]),
+            recent=_named(row["recent"]),
+            people=[Entity(**person) for person in row["people"]],
+            known=[_memory(fact) for fact in row["known"]],
+        )
 
     def turn_scene(
         self,

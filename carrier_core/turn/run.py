@@ -25,8 +25,8 @@ from carrier_core.embed import embed_pending
 from carrier_core.events import run_ended
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage, TurnEnd
-from carrier_core.store.runners import Runner
+from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage
+from carrier_core.store.runners import NextTurn, Runner
 from carrier_core.turn import approval
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
@@ -55,13 +55,25 @@ class TurnResult:
 
 
 def finish_turn(
-    runtime: Runtime, turn_id: uuid.UUID, error: str | None = None, *, timed_out: bool = False
-) -> TurnEnd | None:
+    runtime: Runtime,
+    turn_id: uuid.UUID,
+    error: str | None = None,
+    *,
+    timed_out: bool = False,
+    runner: Runner | None = None,
+) -> NextTurn | None:
     """Mark a turn done, or failed with its reason (`timed_out`: it was given up), and fire
-    its end's events (`run_ended`); None if it had ended already."""
-    end = runtime.store.end_turn(turn_id, error=error)
+    its end's events (`run_ended`). With the room's `runner`, also take the room's next turn
+    in the same statement, as `next_turn` does, and return it (None: the runner is done)."""
+    if runner is None:
+        end, after = runtime.store.end_turn(turn_id, error=error), None
+    else:
+        settings = runtime.settings
+        end, after = runtime.store.end_turn_and_next(
+            turn_id, runner, settings.runner_lease_s, settings.turn_max_attempts, error=error
+        )
     run_ended(runtime, turn_id, end, error, timed_out=timed_out)
-    return end
+    return after
 
 
 def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False) -> TurnResult:
@@ -81,11 +93,14 @@ def turn_result(runtime: Runtime, turn_id: uuid.UUID, *, duplicate: bool = False
     )
 
 
-def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
+def run_steps(
+    runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID, runner: Runner
+) -> NextTurn | None:
     """The steps after ingest, in this process, moving as the step table allows
     (`steps.py`, which the state machine follows too). The turn ends done or failed with
-    its reason, and True is returned; False when it waits for an approval (the runner
-    stops and keeps the room; `approval.resume` runs it again)."""
+    its reason, and the finish step takes the room's next turn for `runner` and returns it;
+    None when the runner is done, or when the turn waits for an approval (the runner stops
+    and keeps the room; `approval.resume` runs it again)."""
     here, number, actions, index, more = S.DECIDE, 1, 0, 0, False
     try:
         while True:
@@ -104,7 +119,7 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool
                 if acted.approval_id is not None:
                     check_move(here, S.APPROVAL)  # the room waits for a person's answer
                     _hold_for(runtime, turn_id)
-                    return False
+                    return None
                 more |= acted.continue_turn
                 index += 1
                 if index < actions:
@@ -124,13 +139,13 @@ def run_steps(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> bool
     except DatabaseUnavailable:
         raise  # nothing can be recorded: the turn is taken up again once the database is back
     except Exception as exc:
-        finish_turn(runtime, turn_id, error=f"{here}: {type(exc).__name__}: {exc}")
-        return True
+        error = f"{here}: {type(exc).__name__}: {exc}"
+        return finish_turn(runtime, turn_id, error=error, runner=runner)
     # The embed step runs after the turn is marked done: in one process there is no queue
     # to hand it to, and the reply's waiters should not wait for it.
-    finish_turn(runtime, turn_id)
+    after = finish_turn(runtime, turn_id, runner=runner)
     _embed(runtime, turn_id, agent_id)
-    return True
+    return after
 
 
 def _hold_for(runtime: Runtime, turn_id: uuid.UUID) -> None:
@@ -157,11 +172,14 @@ def _embed(runtime: Runtime, turn_id: uuid.UUID, agent_id: uuid.UUID) -> None:
 def run_room(runtime: Runtime, runner: Runner) -> None:
     """Answer the room's turns one after another until none is left (or the room is
     taken over, or a turn waits for an approval), as the state machine does in the cloud."""
-    while (turn := next_turn(runtime, runner)) is not None:
+    turn = next_turn(runtime, runner)
+    while turn is not None:
         if turn.give_up is not None:
-            finish_turn(runtime, turn.turn_id, error=turn.give_up, timed_out=True)
-        elif not run_steps(runtime, turn.turn_id, turn.agent_id):
-            return
+            turn = finish_turn(
+                runtime, turn.turn_id, error=turn.give_up, timed_out=True, runner=runner
+            )
+        else:
+            turn = run_steps(runtime, turn.turn_id, turn.agent_id, runner)
 
 
 def run_turn(runtime: Runtime, message: IncomingMessage | dict[str, Any]) -> TurnResult:
