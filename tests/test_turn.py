@@ -584,11 +584,11 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
         store.close()
 
 
-def test_only_the_writes_after_the_reply_commit_without_waiting_for_the_disk(
+def test_the_turn_s_end_and_the_runner_s_next_turn_commit_without_waiting_for_the_disk(
     store: Store, ada: Character
 ) -> None:
-    """The message accepted and the reply stored wait for the write-ahead log to reach
-    disk; the turn's end, the runner's next turn and the embeddings do not (`LAZY_COMMIT`).
+    """The message accepted, the reply stored and the embeddings wait for the write-ahead
+    log to reach disk; the turn's end and the runner's next turn do not (migration 0015).
     Each write runs in a transaction of its own here, and the transaction's commit mode is
     read before it commits; none of it outlives its transaction."""
     runtime = make_runtime(store, offline_models(), reflection_interval=1000)
@@ -622,7 +622,7 @@ def test_only_the_writes_after_the_reply_commit_without_waiting_for_the_disk(
         "next": "off",
         "decide": "on",
         "finish": "off",
-        "embed": "off",
+        "embed": "on",
         "next, none left": "off",
     }
     assert found["last"] is None and store.turn(found["turn"].turn_id).status == "done"

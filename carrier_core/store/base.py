@@ -23,16 +23,6 @@ from carrier_core.store.database import DatabaseUnavailable, PoolHealth, RoundTr
 
 EMBEDDING_DIMENSIONS = 384
 
-#: Put in a write statement, lets its transaction commit without waiting for the
-#: write-ahead log to reach disk: for the writes after a turn's reply (the turn's end, the
-#: runner's next turn, embeddings), where a commit lost in a database crash only means
-#: that work is done again (the sweep takes up a turn whose end was lost; the embed step
-#: finds what has no embedding). The replies, and the messages accepted, always wait for
-#: the disk; and as the log is flushed in order, their commits make the lazy ones before
-#: them durable too. It holds for the whole transaction: never used in one that also
-#: writes what must not be lost.
-LAZY_COMMIT = "set_config('synchronous_commit', 'off', true)"
-
 
 class NotFound(LookupError):
     """A row the caller named by id does not exist."""

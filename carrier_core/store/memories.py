@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from carrier_core.attachments import DESCRIBED
 from carrier_core.character import Character, parse_character
 from carrier_core.memory import Content, Memory, MemoryKind, ScoredMemory
-from carrier_core.store.base import LAZY_COMMIT, NotFound, StoreBase, entity_name, where
+from carrier_core.store.base import NotFound, StoreBase, entity_name, where
 from carrier_core.store.usage import _INSERT_CALLS, ModelCall, _calls
 
 
@@ -489,14 +489,13 @@ class MemoryStore(StoreBase):
         calls: Sequence[ModelCall] = (),
     ) -> None:
         """Store memories' embeddings, with the ledger rows of the call that made them, in
-        one statement, committed lazily (`LAZY_COMMIT`): lost, they are made again."""
+        one statement."""
         if not embeddings:
             return
         with self.connection() as conn:
             conn.execute(
                 f"WITH c AS ({_INSERT_CALLS}) UPDATE memories m SET embedding = v.embedding"
-                " FROM unnest(%s::uuid[], %s::vector[]) AS v(id, embedding),"
-                f" (SELECT {LAZY_COMMIT}) lazy WHERE m.id = v.id",
+                " FROM unnest(%s::uuid[], %s::vector[]) AS v(id, embedding) WHERE m.id = v.id",
                 (
                     _calls(calls),
                     [memory_id for memory_id, _ in embeddings],

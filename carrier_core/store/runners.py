@@ -102,7 +102,8 @@ class RunnerStore(StoreBase):
     def next_turn(self, runner: Runner, lease_s: float, max_attempts: int) -> NextTurn | None:
         """The room's next turn for this runner, marked running; None when the runner is
         done, or was superseded. A turn taken up more than `max_attempts` times comes with
-        `give_up` set. One round trip: `carrier_next_turn` (migration 0004) does it all."""
+        `give_up` set. One round trip: `carrier_next_turn` (migrations 0004, 0007, 0015) does it
+        all, committed lazily (see migration 0015)."""
         with self.connection() as conn:
             row = conn.execute(
                 "SELECT turn_id AS next_turn_id, agent_id AS next_agent_id,"

@@ -245,8 +245,6 @@ class StartedTurn:
     status: str
 
 
-#: The plugin names of a turn's agent, for a RETURNING over `turns t` (a turn's end reads
-#: them with it, for its events; ingest's are read by `carrier_accept`, migration 0014).
 #: The columns of a turn's end that `carrier_end_turn` returns (`turn_end` reads them).
 END_COLUMNS = "message_id, status, seconds, calls, input_tokens, output_tokens, cost_usd, plugins"
 

@@ -1,9 +1,15 @@
--- The writes after a turn's reply commit without waiting for the write-ahead log to reach
--- disk (`LAZY_COMMIT`, carrier_core/store/base.py). Losing such a commit in a database
--- crash only leaves the room's lease, and its turns, as they were before it: the room is
--- taken up again when the lease runs out, and the turn's steps find what they did. A later
--- full commit (the next reply, the next message accepted) makes the lazy ones before it
--- durable too, as the log is flushed in order.
+-- The runner's next turn and a turn's end commit without waiting for the write-ahead log
+-- to reach disk: each function sets `synchronous_commit` off for its own transaction
+-- (set_config's third argument: it ends with the transaction, so it is no session state a
+-- pooler would have to keep). Losing such a commit in a database crash only leaves the
+-- room's lease and its turns as they were before it: the room is taken up again when the
+-- lease runs out (the sweep; in one process, the room's next message), and the turn's steps
+-- find what they did, so nothing is said twice. In the cloud the turn's end shares its
+-- transaction with the planning of its webhook deliveries: a plan is lost only with the end,
+-- and made again when the turn ends again (its push, events and metrics are then sent
+-- again too: they are at least once). A later full commit (a reply, a message accepted)
+-- makes the lazy ones before it durable too, as the log is flushed in order. The messages
+-- accepted, the replies and everything else commit as before.
 --
 -- The runner's next turn: otherwise as migration 0007 made it.
 CREATE OR REPLACE FUNCTION carrier_next_turn(p_room uuid, p_generation bigint, p_lease_s double precision)
