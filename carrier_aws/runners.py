@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from carrier_core.runtime import Runtime
-from carrier_core.store.runners import Stalled
+from carrier_core.store.runners import NextTurn, Stalled
 from carrier_core.turn import Runner, hand_off, next_turn
 from carrier_core.turn.schedule import extend_lease, take_over
 
@@ -95,6 +95,19 @@ def next_state(
 ) -> dict[str, Any]:
     """The state machine's state for the runner's next turn; `turn_id` is None when the
     runner is done (nothing left, superseded, or handed over to a fresh execution)."""
+    if turns >= limit:
+        successor = hand_off(runtime, runner)
+        if successor is not None:
+            start(successor)
+        return runner_state(runtime, runner, turns, None)
+    return runner_state(runtime, runner, turns, next_turn(runtime, runner))
+
+
+def runner_state(
+    runtime: Runtime, runner: Runner, turns: int, turn: NextTurn | None
+) -> dict[str, Any]:
+    """The state machine's state for the runner's next turn `turn`, taken already (None:
+    the runner is done)."""
     state: dict[str, Any] = {
         "room_id": str(runner.room_id),
         "generation": runner.generation,
@@ -103,12 +116,6 @@ def next_state(
         # A Catch puts a step's failure here; the finish step records the turn failed then.
         "error": None,
     }
-    if turns >= limit:
-        successor = hand_off(runtime, runner)
-        if successor is not None:
-            start(successor)
-        return state
-    turn = next_turn(runtime, runner)
     if turn is None:
         return state
     return {

@@ -25,6 +25,8 @@ from typing import Any
 from carrier_core.events import run_ended
 from carrier_core.runtime import Runtime
 from carrier_core.store import TurnEnd
+from carrier_core.store.runners import NextTurn, Runner
+from carrier_core.turn.schedule import end_turn
 from carrier_core.webhooks import Outcome, deliver, plan_deliveries, stale_deliveries
 
 log = logging.getLogger(__name__)
@@ -87,19 +89,26 @@ def queue_deliveries(
 
 
 def finish_turn_and_plan_deliveries(
-    runtime: Runtime, turn_id: uuid.UUID, error: str | None, *, timed_out: bool = False
-) -> tuple[TurnEnd | None, list[uuid.UUID]]:
+    runtime: Runtime,
+    turn_id: uuid.UUID,
+    error: str | None,
+    *,
+    timed_out: bool = False,
+    runner: Runner | None = None,
+) -> tuple[TurnEnd | None, list[uuid.UUID], NextTurn | None]:
     """Finish the turn and plan its replies' webhook deliveries in one transaction, so no
     delivery is ever left unplanned: the sweep can find a planned delivery whose message
     was lost, never one that was not planned. None are planned where `WEBHOOK_QUEUE_URL`
     is unset. Failed or not, the replies a turn stored were said, so they are sent.
     The end's plugin events fire once that is committed (`timed_out`: RUN_TIMEOUT too).
-    Returns the turn's end (None if it had ended already) and the deliveries planned."""
+    With the room's `runner`, the room's next turn is taken in the end's own statement.
+    Returns the turn's end (None if it had ended already), the deliveries planned, and the
+    next turn taken (None: none, or no runner given)."""
     with runtime.store.atomic():
-        end = runtime.store.end_turn(turn_id, error=error)
+        end, after = end_turn(runtime, turn_id, error, runner)
         planned = plan_deliveries(runtime, turn_id) if webhook_queue_url() else []
     run_ended(runtime, turn_id, end, error, timed_out=timed_out)
-    return end, planned
+    return end, planned, after
 
 
 def webhook_queue_url() -> str | None:

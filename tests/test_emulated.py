@@ -26,6 +26,7 @@ from carrier_core import Character, Runtime
 from carrier_core.memory import MemoryKind
 from carrier_core.store import Store
 from carrier_core.tenants import create_key
+from carrier_core.turn import ingest, next_turn
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
 from tests.conftest import ROOT, TenantKey
@@ -516,6 +517,52 @@ def test_the_example_events_drive_a_turn_through_each_handler(
         assert call("turn_finish_error.json") == finished
         error = store.turn(uuid.UUID(turn_id)).error
         assert error is not None and error.startswith("ModelRateLimited: ")
+
+
+def test_the_finish_function_takes_the_next_turn_under_its_limit_and_hands_off_at_it(
+    emulator: Emulator,
+    runtime: Runtime,
+    agent_id: uuid.UUID,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under the runner's turn limit, the turn's end takes the room's next turn in the same
+    statement; at the limit it takes none, and the room goes to a fresh execution."""
+    first, second = (
+        ingest(runtime, {"agent_id": agent_id, "room": "limit", "sender": "grace", "text": t})
+        for t in ("one", "two")
+    )
+    runner = first.runner
+    assert runner is not None
+    taken = next_turn(runtime, runner)  # the runner's `next` state
+    assert taken is not None and taken.turn_id == first.turn_id
+    finish = emulator.functions["TurnFinishFunction"]
+    event = {
+        "op": "finish",
+        "room_id": str(runner.room_id),
+        "generation": runner.generation,
+        "turns": 0,
+        "turn_id": str(first.turn_id),
+        "message_id": str(taken.message_id),
+        "error": None,
+    }
+    monkeypatch.setenv("CARRIER_RUNNER_TURN_LIMIT", "3")
+    state = emulator.call(finish, event)
+    assert (state["turn_id"], state["turns"]) == (str(second.turn_id), 1)
+    assert store.turn(first.turn_id).status == "done"
+    assert store.turn(second.turn_id).status == "running"
+    monkeypatch.setenv("CARRIER_RUNNER_TURN_LIMIT", "2")
+    ended = {**event, "turns": 1, "turn_id": state["turn_id"], "message_id": state["message_id"]}
+    state = emulator.call(finish, ended)
+    assert (state["turn_id"], state["turns"]) == (None, 2)
+    assert store.turn(second.turn_id).status == "done"
+    emulator.drain()
+    generations = [
+        int(e["name"].rsplit("-g", 1)[1])
+        for e in emulator.executions()
+        if e["name"].startswith(f"room-{runner.room_id}-g")
+    ]
+    assert generations and min(generations) > runner.generation  # the fresh execution
 
 
 def test_carrier_dev_serves_the_api_and_carrier_chat_talks_through_it(

@@ -168,7 +168,7 @@ def test_the_finish_function_s_timed_out_failures_fire_run_timeout(
     assert not timed_out({"Error": "ModelUnavailable"}) and not timed_out({})
     agent = _agent(scripted_runtime, LISTENING)
     ingested = ingest(scripted_runtime, _message(agent, "hello"))
-    end, _ = finish_turn_and_plan_deliveries(
+    end, _, _ = finish_turn_and_plan_deliveries(
         scripted_runtime, ingested.turn_id, "States.Timeout: decide", timed_out=True
     )
     assert end is not None and end.status == "failed"

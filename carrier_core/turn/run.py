@@ -32,7 +32,7 @@ from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
 from carrier_core.turn.evaluate import evaluate
 from carrier_core.turn.ingest import IncomingMessage, ingest
-from carrier_core.turn.schedule import hand_off, next_turn
+from carrier_core.turn.schedule import end_turn, hand_off, next_turn
 from carrier_core.turn.steps import FlowError, check_move
 from carrier_core.turn.steps import StepName as S
 
@@ -65,13 +65,7 @@ def finish_turn(
     """Mark a turn done, or failed with its reason (`timed_out`: it was given up), and fire
     its end's events (`run_ended`). With the room's `runner`, also take the room's next turn
     in the same statement, as `next_turn` does, and return it (None: the runner is done)."""
-    if runner is None:
-        end, after = runtime.store.end_turn(turn_id, error=error), None
-    else:
-        settings = runtime.settings
-        end, after = runtime.store.end_turn_and_next(
-            turn_id, runner, settings.runner_lease_s, settings.turn_max_attempts, error=error
-        )
+    end, after = end_turn(runtime, turn_id, error, runner)
     run_ended(runtime, turn_id, end, error, timed_out=timed_out)
     return after
 

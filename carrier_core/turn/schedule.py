@@ -26,7 +26,10 @@ this runtime's lease length and limit of attempts.
 
 from __future__ import annotations
 
+import uuid
+
 from carrier_core.runtime import Runtime
+from carrier_core.store import TurnEnd
 from carrier_core.store.runners import NextTurn, Runner, Stalled
 
 
@@ -39,6 +42,20 @@ def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:
     """
     settings = runtime.settings
     return runtime.store.next_turn(runner, settings.runner_lease_s, settings.turn_max_attempts)
+
+
+def end_turn(
+    runtime: Runtime, turn_id: uuid.UUID, error: str | None, runner: Runner | None
+) -> tuple[TurnEnd | None, NextTurn | None]:
+    """End the turn, done or failed with `error` (None: it had ended already); with the
+    room's `runner`, also take the room's next turn in the same statement, as `next_turn`
+    does (None: the runner is done)."""
+    if runner is None:
+        return runtime.store.end_turn(turn_id, error=error), None
+    settings = runtime.settings
+    return runtime.store.end_turn_and_next(
+        turn_id, runner, settings.runner_lease_s, settings.turn_max_attempts, error=error
+    )
 
 
 def hand_off(runtime: Runtime, runner: Runner) -> Runner | None:

@@ -1,5 +1,5 @@
-"""Finish function: end a turn (done, or failed with the reason a Catch passed on), then
-give the room's runner its next turn.
+"""Finish function: end a turn (done, or failed with the reason a Catch passed on), and
+give the room's runner its next turn (taken in the end's own statement).
 
 The state machine is a room's runner: it starts here with `{"op": "next"}` and comes back
 after every turn with `{"op": "finish", "turn_id", "message_id", "error"?}`; both answer
@@ -21,6 +21,7 @@ from carrier_aws.runners import (
     TURN_LIMIT,
     failure_reason,
     next_state,
+    runner_state,
     start_runner,
     state_machine_arn,
     timed_out,
@@ -33,19 +34,21 @@ from carrier_aws.webhooks import (
 )
 from carrier_core.frames import finished_frames
 from carrier_core.store import TurnEnd
-from carrier_core.turn import Runner
+from carrier_core.turn import NextTurn, Runner
 
 sqs = AwsClient("sqs")
 sfn = AwsClient("stepfunctions")
 
 
-def finish(turn_id: uuid.UUID, ids: Mapping[str, str], failure: dict | None) -> None:
+def finish(
+    turn_id: uuid.UUID, ids: Mapping[str, str], failure: dict | None, runner: Runner | None
+) -> NextTurn | None:
     error = None
     if failure:
         logger.error("turn failed", extra={"failure": failure})
         error = failure_reason(failure)
-    end, delivery_ids = finish_turn_and_plan_deliveries(
-        runtime(), turn_id, error, timed_out=timed_out(failure or {})
+    end, delivery_ids, after = finish_turn_and_plan_deliveries(
+        runtime(), turn_id, error, timed_out=timed_out(failure or {}), runner=runner
     )
     push_turn(runtime(), turn_id, lambda: finished_frames(runtime(), turn_id))
     values: dict[str, tuple[MetricUnit, float]] = {}
@@ -61,6 +64,7 @@ def finish(turn_id: uuid.UUID, ids: Mapping[str, str], failure: dict | None) -> 
     if end is not None:
         values.update(ended(end))
     send_metrics(values, ids)
+    return after
 
 
 def ended(end: TurnEnd) -> dict[str, tuple[MetricUnit, float]]:
@@ -79,18 +83,25 @@ def ended(end: TurnEnd) -> dict[str, tuple[MetricUnit, float]]:
 def handler(event: dict, context: object) -> dict:
     runner = Runner(uuid.UUID(event["room_id"]), int(event["generation"]))
     turns = int(event.get("turns", 0))
-    if event.get("op") == "finish":
+    limit = int(os.environ.get("CARRIER_RUNNER_TURN_LIMIT", TURN_LIMIT))
+    finished = event.get("op") == "finish"
+    taken = None
+    if finished:
         turn_id = uuid.UUID(event["turn_id"])
-        with correlated(turn_id, event.get("message_id")) as ids:
-            finish(turn_id, ids, event.get("error"))
         turns += 1
-    state = next_state(
-        runtime(),
-        runner,
-        turns,
-        lambda successor: start_runner(sfn, state_machine_arn(), successor),
-        limit=int(os.environ.get("CARRIER_RUNNER_TURN_LIMIT", TURN_LIMIT)),
-    )
+        # Under its limit the runner keeps the room: the turn's end takes its next turn too.
+        with correlated(turn_id, event.get("message_id")) as ids:
+            taken = finish(turn_id, ids, event.get("error"), runner if turns < limit else None)
+    if finished and turns < limit:
+        state = runner_state(runtime(), runner, turns, taken)
+    else:
+        state = next_state(
+            runtime(),
+            runner,
+            turns,
+            lambda successor: start_runner(sfn, state_machine_arn(), successor),
+            limit=limit,
+        )
     if state["turn_id"]:
         with correlated(state["turn_id"], state["message_id"]):
             logger.info("turn taken up", extra={"runner": runner.name})
