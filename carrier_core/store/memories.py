@@ -87,6 +87,17 @@ def _fact_rows(agent: str, entity: str) -> str:
     )
 
 
+def _since_reflection(cutoff: str) -> str:
+    """SQL of the messages of room `r` after its reflection bookmark: how many are from
+    others than its agent (`n`) and the newest one's seq (`newest`, the bookmark to set
+    once they are reflected on); `cutoff`: more conditions on `u`."""
+    return (
+        "SELECT count(u.id) FILTER (WHERE u.entity_id <> r.agent_id) AS n,"
+        " coalesce(max(u.seq), r.reflected_seq) AS newest FROM memories u"
+        f" WHERE u.room_id = r.id AND u.kind = 'message' AND u.seq > r.reflected_seq{cutoff}"
+    )
+
+
 def _named(rows: Sequence[Any]) -> list[NamedMessage]:
     return [NamedMessage(_memory(row), row["speaker"]) for row in rows]
 
@@ -565,11 +576,9 @@ class MemoryStore(StoreBase):
         With `through_seq`, only messages up to it: what a turn's decide step saw."""
         with self.connection() as conn:
             row = conn.execute(
-                "SELECT count(m.id) FILTER (WHERE m.entity_id <> r.agent_id) AS n,"
-                " coalesce(max(m.seq), r.reflected_seq) AS newest FROM rooms r"
-                " LEFT JOIN memories m ON m.room_id = r.id AND m.kind = 'message'"
-                " AND m.seq > r.reflected_seq AND (%s::bigint IS NULL OR m.seq <= %s::bigint)"
-                " WHERE r.id = %s GROUP BY r.reflected_seq",
+                "SELECT p.n, p.newest FROM rooms r CROSS JOIN LATERAL"
+                f" ({_since_reflection(' AND (%s::bigint IS NULL OR u.seq <= %s::bigint)')}) p"
+                " WHERE r.id = %s",
                 (through_seq, through_seq, room_id),
             ).fetchone()
         if row is None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from carrier_core.store.base import StoreBase
-from carrier_core.store.turns import END_COLUMNS, UNFINISHED_SQL, TurnEnd, turn_end
+from carrier_core.store.turns import _END_COLUMNS, UNFINISHED_SQL, TurnEnd, _turn_end
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,12 @@ class RunnerStore(StoreBase):
         migration 0015)."""
         with self.connection() as conn:
             row = conn.execute(
-                f"SELECT {END_COLUMNS}, next_turn_id, next_agent_id, next_message_id,"
+                f"SELECT {_END_COLUMNS}, next_turn_id, next_agent_id, next_message_id,"
                 " next_attempt, next_error FROM carrier_end_turn(%s, %s, %s, %s)",
                 (turn_id, error, runner.generation, lease_s),
             ).fetchone()
         assert row is not None  # one row, whether or not the turn had ended already
-        return turn_end(row), _next_turn(row, max_attempts)
+        return _turn_end(row), _next_turn(row, max_attempts)
 
     def hand_off(self, runner: Runner, lease_s: float) -> Runner | None:
         """A fresh runner for the room, keeping the lease; None if this runner was

@@ -30,6 +30,7 @@ from carrier_core.store.memories import (
     _memory,
     _named,
     _recent_rows,
+    _since_reflection,
 )
 from carrier_core.store.usage import _INSERT_CALLS, ModelCall, _calls
 from carrier_core.world import Entity, Room, RoomKind
@@ -245,11 +246,11 @@ class StartedTurn:
     status: str
 
 
-#: The columns of a turn's end that `carrier_end_turn` returns (`turn_end` reads them).
-END_COLUMNS = "message_id, status, seconds, calls, input_tokens, output_tokens, cost_usd, plugins"
+#: The columns of a turn's end that `carrier_end_turn` returns (`_turn_end` reads them).
+_END_COLUMNS = "message_id, status, seconds, calls, input_tokens, output_tokens, cost_usd, plugins"
 
 
-def turn_end(row: Any) -> TurnEnd | None:
+def _turn_end(row: Any) -> TurnEnd | None:
     """A turn's end from `carrier_end_turn`'s row; None if it had ended already."""
     if row["message_id"] is None:
         return None
@@ -385,10 +386,10 @@ class TurnStore(StoreBase):
         room's next turn."""
         with self.connection() as conn:
             row = conn.execute(
-                f"SELECT {END_COLUMNS} FROM carrier_end_turn(%s, %s, NULL, NULL)",
+                f"SELECT {_END_COLUMNS} FROM carrier_end_turn(%s, %s, NULL, NULL)",
                 (turn_id, error),
             ).fetchone()
-        return None if row is None else turn_end(row)
+        return None if row is None else _turn_end(row)
 
     def record_step(
         self, turn_id: uuid.UUID, record: StepRecord, *, said: Sequence[Memory] = ()
@@ -503,10 +504,7 @@ class TurnStore(StoreBase):
                 f" ({_people_rows('r.id')}) x) AS people,"
                 " (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.seq), '[]') FROM"
                 f" ({_fact_rows('r.agent_id', '%s')}) x) AS known"
-                " FROM rooms r CROSS JOIN LATERAL (SELECT count(m.id) FILTER"
-                " (WHERE m.entity_id <> r.agent_id) AS n, coalesce(max(m.seq), r.reflected_seq)"
-                " AS newest FROM memories m WHERE m.room_id = r.id AND m.kind = 'message'"
-                " AND m.seq > r.reflected_seq) p WHERE r.id = %s",
+                f" FROM rooms r CROSS JOIN LATERAL ({_since_reflection('')}) p WHERE r.id = %s",
                 (recent, sender_id, known, room_id),
             ).fetchone()
         if row is None:
@@ -548,11 +546,7 @@ class TurnStore(StoreBase):
             )
             params.append(act_index)
         if unreflected:
-            parts.append(
-                " (SELECT count(*) FROM memories u WHERE u.room_id = r.id"
-                " AND u.kind = 'message' AND u.seq > r.reflected_seq"
-                " AND u.entity_id <> r.agent_id) AS unreflected"
-            )
+            parts.append(f" (SELECT p.n FROM ({_since_reflection('')}) p) AS unreflected")
         if conversation is not None:
             parts.append(
                 " (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.seq), '[]') FROM"

@@ -204,16 +204,15 @@ def recorded_acted(step: TurnStep) -> Acted:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What running an action came to, before it is recorded."""
+    """What running an action came to, before it is recorded (its handler ran: once it is
+    recorded, `completed` fires its events)."""
 
     status: str
     acted: Acted
     #: The messages it says (replies, then those it sends to other rooms).
     said: list[Memory]
-    #: More for the step's record (`text`, `values`, `data`, or why it was skipped).
+    #: More for the step's record (`text`, `values`, `data`).
     detail: dict[str, Any]
-    #: Its handler ran: ACTION_COMPLETED (and MESSAGE_SENT) fire once it is recorded.
-    ran: bool
 
 
 def _failed(ctx: TurnContext, action: str, key: str, error: str) -> Outcome:
@@ -221,9 +220,7 @@ def _failed(ctx: TurnContext, action: str, key: str, error: str) -> Outcome:
     said = []
     if ctx.room.kind is RoomKind.DM:
         said = _replies(ctx, [FAILED_ACTION_REPLY.format(action=action)], action, f"{key}:failed")
-    return Outcome(
-        "error", Acted(action, reply_ids=[m.id for m in said], error=error), said, {}, True
-    )
+    return Outcome("error", Acted(action, reply_ids=[m.id for m in said], error=error), said, {})
 
 
 def run_action(ctx: TurnContext, key: str, action: Action, decision: Decision) -> Outcome:
@@ -257,7 +254,7 @@ def run_action(ctx: TurnContext, key: str, action: Action, decision: Decision) -
     )
     shown = {k: v for k, v in (("text", result.text), ("values", result.values)) if v}
     status = "ok" if result.success else "error"
-    return Outcome(status, acted, [*replies, *sent], {"data": result.data, **shown}, True)
+    return Outcome(status, acted, [*replies, *sent], {"data": result.data, **shown})
 
 
 def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
@@ -296,7 +293,7 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
             return _finish(ctx, key, "error", Acted(action.name, error=error))
     outcome = run_action(ctx, key, action, decision)
     acted = _finish(ctx, key, outcome.status, outcome.acted, outcome.said, **outcome.detail)
-    return completed(ctx, acted) if outcome.ran else acted
+    return completed(ctx, acted)
 
 
 def completed(ctx: TurnContext, acted: Acted) -> Acted:

@@ -260,8 +260,7 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     if replied is None:
         return decided
     replying, outcome = replied
-    acted = completed(replying, outcome.acted) if outcome.ran else outcome.acted
-    return replace(decided, acted=acted)
+    return replace(decided, acted=completed(replying, outcome.acted))
 
 
 def _reflection(ctx: TurnContext, decision: Decision, *, asked: bool) -> dict[str, Any] | None:
