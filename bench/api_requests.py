@@ -35,10 +35,10 @@ from fastapi.testclient import TestClient
 from carrier_core import Runtime, Settings, load_character
 from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
-from carrier_core.store import Store
 from carrier_core.store.database import embedded_database_url
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
-from carrier_core.turn import run_turn
+from carrier_core.turn.run import run_turn
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -88,7 +88,7 @@ from psycopg.types.json import Jsonb
 
 from carrier_core.config import Settings
 from carrier_core.memory import MemoryKind
-from carrier_core.store import EMBEDDING_DIMENSIONS
+from carrier_core.store.base import EMBEDDING_DIMENSIONS
 from carrier_core.store.migrate import migrate
 from carrier_core.store.store import Store
 

@@ -71,9 +71,10 @@ from carrier_core.models import (
     ModelSet,
     Usage,
 )
-from carrier_core.store import EMBEDDING_DIMENSIONS
+from carrier_core.store.base import EMBEDDING_DIMENSIONS
 from carrier_core.store.database import database_url
-from carrier_core.turn import ingest, run_room, run_turn, turn_result
+from carrier_core.turn.ingest import ingest
+from carrier_core.turn.run import run_room, run_turn, turn_result
 from carrier_core.world import entity_id_for, room_id_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,15 +14,17 @@ import logging
 import uuid
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_aws.push import push_turn
 from carrier_aws.webhooks import queue_deliveries, webhook_queue_url
 from carrier_core.frames import approval_frames
-from carrier_core.runtime import Runtime
 from carrier_core.turn import approval
-from carrier_core.turn.approval import Approval
 from carrier_core.webhooks import plan_approval_deliveries
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.turn.approval import Approval
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_aws.clients import AwsClient
-from carrier_core.character import Character
-from carrier_core.config import Settings
 from carrier_core.models import (
     EmbeddingDimensionMismatch,
     EmbeddingModel,
@@ -49,6 +47,10 @@ from carrier_core.models.errors import looks_like_context_overflow
 from carrier_core.models.schemas import task_tool
 from carrier_core.models.select import role_model
 from carrier_core.plugin import ModelProvider, Plugin
+
+if TYPE_CHECKING:
+    from carrier_core.character import Character
+    from carrier_core.config import Settings
 
 DEFAULT_LARGE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 DEFAULT_SMALL = "anthropic.claude-3-haiku-20240307-v1:0"

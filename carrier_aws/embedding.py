@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from carrier_core.embed import RequestEmbedding
+if TYPE_CHECKING:
+    from carrier_core.embed import RequestEmbedding
 
 QUEUE_VARIABLE = "EMBED_QUEUE_URL"
 

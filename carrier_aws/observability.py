@@ -28,13 +28,14 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import botocore
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
-from carrier_core.turn import Ingested
+if TYPE_CHECKING:
+    from carrier_core.turn.ingest import Ingested
 
 logger = Logger()
 tracer = Tracer(auto_patch=False)

@@ -18,14 +18,16 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_aws.clients import AwsClient
 from carrier_core.frames import Frame, encode, sent_frames
-from carrier_core.runtime import Runtime
-from carrier_core.store import Store
-from carrier_core.store.connections import Connection
-from carrier_core.turn import Acted
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.connections import Connection
+    from carrier_core.store.store import Store
+    from carrier_core.turn.act import Acted
 
 log = logging.getLogger(__name__)
 

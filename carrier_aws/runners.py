@@ -15,12 +15,13 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from carrier_core.runtime import Runtime
-from carrier_core.store.runners import NextTurn, Stalled
-from carrier_core.turn import Runner, hand_off, next_turn
-from carrier_core.turn.schedule import extend_lease, take_over
+from carrier_core.turn.schedule import extend_lease, hand_off, next_turn, take_over
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.runners import NextTurn, Runner, Stalled
 
 log = logging.getLogger(__name__)
 

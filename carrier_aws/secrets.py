@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from carrier_aws.clients import AwsClient
-from carrier_core.character import SecretPath
 from carrier_core.secrets import SecretStoreError, decode_secrets, encode_secrets
 
 if TYPE_CHECKING:
+    from carrier_core.character import SecretPath
     from carrier_core.config import Settings
 
 #: The secrets' name prefix, without the trailing slash.

@@ -20,14 +20,16 @@ import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.events import run_ended
-from carrier_core.runtime import Runtime
-from carrier_core.store import TurnEnd
-from carrier_core.store.runners import NextTurn, Runner
 from carrier_core.turn.schedule import end_turn
 from carrier_core.webhooks import Outcome, deliver, plan_deliveries, stale_deliveries
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.runners import NextTurn, Runner
+    from carrier_core.store.turns import TurnEnd
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.command_line import CommandError, open_runtime, read_settings
-from carrier_core.runtime import Runtime
-from carrier_core.store import AgentRecord
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.agents import AgentRecord
 
 
 def find_agent(runtime: Runtime, agent: str) -> AgentRecord:

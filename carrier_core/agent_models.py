@@ -8,12 +8,13 @@ agent. They take this as an argument, and the runtime is one, so they never impo
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from carrier_core.character import Character
-from carrier_core.config import Settings
-from carrier_core.models.base import ModelSet
-from carrier_core.store import Store
+if TYPE_CHECKING:
+    from carrier_core.character import Character
+    from carrier_core.config import Settings
+    from carrier_core.models.base import ModelSet
+    from carrier_core.store.store import Store
 
 
 class AgentModels(Protocol):

@@ -17,11 +17,13 @@ from __future__ import annotations
 import binascii
 import mimetypes
 from base64 import b64decode
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from carrier_core.memory import Memory
 from carrier_core.models.base import IMAGE_TYPES, ModelImage
+
+if TYPE_CHECKING:
+    from carrier_core.memory import Memory
 
 #: The fields of ElizaOS's `Media`: each a string when present.
 MEDIA_FIELDS = ("id", "url", "title", "source", "description", "text", "contentType")

@@ -20,15 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from carrier_core.config import Settings
 from carrier_core.storable import storable
-from carrier_core.store import Store
-from carrier_core.store.connections import Connection
 from carrier_core.tenants import KEY_PREFIX, key_for_secret
 from carrier_core.world import LOCAL_TENANT_ID
 
 if TYPE_CHECKING:
     import jwt
+
+    from carrier_core.config import Settings
+    from carrier_core.store.connections import Connection
+    from carrier_core.store.store import Store
 
 #: Signature algorithms taken for end-user tokens (never `none`, never HMAC with a public key).
 JWT_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]

@@ -115,7 +115,9 @@ class CharacterError(ValueError):
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # defer_build: a character's validators are built when one is first read, not at
+    # import. Most Lambda functions (ingest, the sweep, webhooks...) never read one.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 class ExampleContent(_Open):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dotenv import load_dotenv
 
@@ -36,19 +36,25 @@ from carrier_core.command_line import (
     read_character,
     read_settings,
 )
-from carrier_core.config import Settings
 from carrier_core.knowledge import DocumentError
 from carrier_core.knowledge.commands import register as register_knowledge
 from carrier_core.models import ModelError
 from carrier_core.models.select import primary_provider
 from carrier_core.plugin import PluginError
-from carrier_core.runtime import Runtime
 from carrier_core.secrets import SecretStoreError
-from carrier_core.store import AgentConflict, DatabaseError, NotFound
+from carrier_core.store.agents import AgentConflict
+from carrier_core.store.base import NotFound
+from carrier_core.store.database import DatabaseError
 from carrier_core.tasks.commands import register as register_tasks
 from carrier_core.tenants import Tenant, create_key, dev_key_file
-from carrier_core.turn import InvalidMessage, approval, evaluate, run_turn, turn_result
-from carrier_core.turn.run import TurnResult, resume_turn
+from carrier_core.turn import approval
+from carrier_core.turn.evaluate import evaluate
+from carrier_core.turn.ingest import InvalidMessage
+from carrier_core.turn.run import TurnResult, resume_turn, run_turn, turn_result
+
+if TYPE_CHECKING:
+    from carrier_core.config import Settings
+    from carrier_core.runtime import Runtime
 
 QUIT = {"/quit", "/exit", "/q"}
 

@@ -19,7 +19,7 @@ from carrier_core.character import Character, CharacterError, load_character
 from carrier_core.config import Settings, unknown_config_keys
 from carrier_core.runtime import Runtime
 from carrier_core.secrets import SecretStoreError
-from carrier_core.store import DatabaseError
+from carrier_core.store.database import DatabaseError
 
 
 class CommandError(Exception):

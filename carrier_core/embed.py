@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from carrier_core.agent_models import AgentModels
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_measured
+
+if TYPE_CHECKING:
+    from carrier_core.agent_models import AgentModels
 
 #: Longer texts are cut before embedding: embedding models take a few thousand tokens at most.
 EMBED_CHARS = 8000

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from carrier_core.store import StepRecord, StepUsage, TurnEnd, TurnRecord
+from carrier_core.store.turns import StepRecord, StepUsage, TurnEnd, TurnRecord
 
 if TYPE_CHECKING:
     from carrier_core.plugin import Plugins

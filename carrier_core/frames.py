@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.events import EventType
-from carrier_core.memory import Memory
-from carrier_core.runtime import Runtime
-from carrier_core.turn import Acted, Decided
-from carrier_core.turn.approval import Approval
+
+if TYPE_CHECKING:
+    from carrier_core.memory import Memory
+    from carrier_core.runtime import Runtime
+    from carrier_core.turn.act import Acted
+    from carrier_core.turn.approval import Approval
+    from carrier_core.turn.decide import Decided
 
 #: A frame as sent: JSON-ready (ids are strings).
 Frame = dict[str, Any]

@@ -24,7 +24,6 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 from carrier_core.events import EventHandler, EventType, check_events
-from carrier_core.services import Service
 
 if TYPE_CHECKING:
     from carrier_core.character import Character
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
     from carrier_core.decision import Decision
     from carrier_core.models.base import ModelSet
     from carrier_core.runtime import Runtime
+    from carrier_core.services import Service
     from carrier_core.tasks.workers import TaskWorker
     from carrier_core.turn.context import TurnContext
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from carrier_core.embed import EMBED_CHARS
 from carrier_core.models import EmbeddingDimensionMismatch, EmbeddingModel
 from carrier_core.models.ledger import embed_measured
-from carrier_core.runtime import Runtime
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
 
 #: Called with (memories done, memories in all).
 Progress = Callable[[int, int], None]

@@ -13,19 +13,21 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from carrier_core.character import SECRET, Character, CharacterError, SecretPath, secret_location
 from carrier_core.config import Settings
 from carrier_core.embed import embed_pending
-from carrier_core.knowledge import import_knowledge, plan_knowledge
 from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
 from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugin, Plugins, load_plugins
 from carrier_core.secrets import SecretStore, open_secret_store
 from carrier_core.services import Services
-from carrier_core.store import Store
-from carrier_core.store.database import Login
+from carrier_core.store.store import Store
 from carrier_core.world import LOCAL_TENANT_ID
+
+if TYPE_CHECKING:
+    from carrier_core.store.database import Login
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,9 @@ class Runtime:
         (`SECRET`), in one transaction: a secret that cannot be kept stores no agent. A
         secret given as `SECRET` keeps the value stored before (a document read from the API
         and sent back); `CharacterError` if there is none."""
+        # Imported here: of the Lambda functions, only the API registers agents.
+        from carrier_core.knowledge import import_knowledge, plan_knowledge
+
         knowledge = plan_knowledge(character)
         given = character.secret_values()
         with self.store.atomic():

@@ -17,10 +17,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from carrier_core.store import Store
 from carrier_core.store.tenants import ApiKey, Tenant
 from carrier_core.world import LOCAL_TENANT_ID
+
+if TYPE_CHECKING:
+    from carrier_core.store.store import Store
 
 #: Every key starts with this, so a leaked key is easy to recognise (and to scan for).
 KEY_PREFIX = "carrier_"

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 
 from carrier_core import Character, Runtime, Settings, load_character
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, offline_models
-from carrier_core.store import Store
-from carrier_core.turn import Ingested, run_room
+from carrier_core.store.store import Store
+from carrier_core.turn.ingest import Ingested
+from carrier_core.turn.run import run_room
 from carrier_core.world import LOCAL_TENANT_ID
 from tests.jwks import Issuer, serve_jwks
 

@@ -8,8 +8,8 @@ from carrier_core import Character, Runtime
 from carrier_core.decision import Decision
 from carrier_core.models.scripted import ScriptedModel
 from carrier_core.plugin import Action, ActionResult, Plugin
-from carrier_core.turn import run_turn
 from carrier_core.turn.context import TurnContext
+from carrier_core.turn.run import run_turn
 from tests.test_turn import message, xml
 
 

@@ -20,9 +20,9 @@ from carrier_core.api.app import create_app
 from carrier_core.character import handle_for
 from carrier_core.cli import main
 from carrier_core.memory import MemoryKind
-from carrier_core.store import AgentConflict
+from carrier_core.store.agents import AgentConflict
 from carrier_core.store.migrate import migrate, migrations
-from carrier_core.turn import run_turn
+from carrier_core.turn.run import run_turn
 from tests.conftest import CHARACTERS, TenantKey, run_inline
 from tests.test_chat_completions import serving
 from tests.test_migrations import fresh_database  # noqa: F401 (a fixture)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
-from carrier_core.turn import Ingested
+from carrier_core.turn.ingest import Ingested
 from tests.conftest import TenantKey, run_inline
 
 

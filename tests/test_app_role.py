@@ -24,12 +24,13 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import make_conninfo
 
+from carrier_aws.database import database_url
 from carrier_aws.local.emulator import LambdaContext, ResponseReceiver
 from carrier_aws.local.template import read_template
-from carrier_aws.runtime import close_runtime, database_url, runtime
+from carrier_aws.runtime import close_runtime, runtime
 from carrier_aws.secret_values import forget_secret_values
 from carrier_core import load_character, run_turn
-from carrier_core.store import DatabaseError
+from carrier_core.store.database import DatabaseError
 from carrier_core.store.migrate import latest_version, migrate
 from carrier_core.store.roles import APP_ROLE, ensure_app_login
 from tests.conftest import CHARACTERS, ROOT

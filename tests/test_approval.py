@@ -26,7 +26,7 @@ from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.cli import main
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key, dev_key_file
 from carrier_core.turn import approval
 from carrier_core.world import LOCAL_TENANT_ID

@@ -35,9 +35,10 @@ from carrier_core.models import anthropic as an
 from carrier_core.models import openai as oa
 from carrier_core.models.offline import DESCRIBE_IMAGE
 from carrier_core.models.select import FallbackModel
-from carrier_core.store import Store
-from carrier_core.turn import InvalidMessage, TurnResult
+from carrier_core.store.store import Store
 from carrier_core.turn.describe import PROMPT, SYSTEM
+from carrier_core.turn.ingest import InvalidMessage
+from carrier_core.turn.run import TurnResult
 from carrier_core.webhooks import deliver, plan_deliveries
 from tests.conftest import TenantKey, make_runtime, run_inline
 from tests.fake_llm import FakeLLM, Reply, error, fake_llm

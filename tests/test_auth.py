@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline

@@ -16,13 +16,8 @@ from cryptography.x509.oid import NameOID
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from carrier_aws.runtime import (
-    CA_FILES,
-    ConfigurationError,
-    close_runtime,
-    database_url,
-    runtime,
-)
+from carrier_aws.database import CA_FILES, ConfigurationError, database_url
+from carrier_aws.runtime import close_runtime, runtime
 from carrier_aws.secret_values import read_json_secret
 from carrier_core import load_character, run_turn
 from tests.certificates import throwaway_tls

@@ -32,7 +32,7 @@ from carrier_core.models import (  # noqa: E402
 )
 from carrier_core.models.schemas import TASK_TOOLS  # noqa: E402
 from carrier_core.plugin import load_plugins  # noqa: E402
-from carrier_core.store import Store  # noqa: E402
+from carrier_core.store.store import Store  # noqa: E402
 from tests.conftest import make_runtime  # noqa: E402
 
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"

@@ -26,8 +26,9 @@ from carrier_core.api.app import create_app
 from carrier_core.api.posting import Submit
 from carrier_core.memory import MemoryKind
 from carrier_core.models import offline_models
-from carrier_core.store import Store
-from carrier_core.turn import Ingested, finish_turn, ingest, run_room
+from carrier_core.store.store import Store
+from carrier_core.turn.ingest import Ingested, ingest
+from carrier_core.turn.run import finish_turn, run_room
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
 from tests.jwks import AUDIENCE, ISSUER, Issuer
 

@@ -16,7 +16,7 @@ from carrier_core.bootstrap.choice import ask_choice
 from carrier_core.models.scripted import ScriptedModel
 from carrier_core.plugin import Plugin
 from carrier_core.tasks import TaskContext, TaskResult, TaskWorker, run_due_tasks
-from carrier_core.turn import run_turn
+from carrier_core.turn.run import run_turn
 from tests.test_turn import message, xml
 
 #: The options the worker ran with, in order (the handlers run in this process).

@@ -20,7 +20,7 @@ from carrier_core.api.app import create_app
 from carrier_core.cli import main
 from carrier_core.config import Settings
 from carrier_core.models.select import primary_provider
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tenants import key_for_secret
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
 from tests.dev_server import CARRIER

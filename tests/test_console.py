@@ -22,7 +22,7 @@ from carrier_aws.local.template import load_yaml
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.api.webconsole import ASSETS, content_security_policy
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from tests.conftest import ROOT, TenantKey, run_inline
 
 CONSOLE = ROOT / "carrier_core" / "api" / "console"

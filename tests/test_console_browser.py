@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from tests.conftest import ROOT
 from tests.dev_server import DevServer, carrier_dev, offline_environment
 

@@ -37,8 +37,8 @@ from carrier_core.knowledge.chunk import chunk_text
 from carrier_core.models import ModelError, ModelSet, ScriptedModel
 from carrier_core.models.base import estimate_tokens
 from carrier_core.models.embedding import HashEmbedding
-from carrier_core.store import Store
 from carrier_core.store.migrate import migrate, migrations
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
@@ -239,7 +239,7 @@ def test_the_same_content_is_stored_once_and_a_changed_file_replaces_its_fragmen
     old = "SELECT count(*) AS n FROM memories WHERE content->>'text' LIKE %s"
     assert rows(store, old, "%blue pot%")[0]["n"] == 0
 
-    from carrier_core.turn import embed_pending
+    from carrier_core.embed import embed_pending
 
     embed_pending(runtime, agent)
     assert store.document(agent, first.id).status is DocumentStatus.READY
@@ -270,7 +270,7 @@ def test_a_failed_embedding_marks_the_document_failed_until_a_later_run(
     embedder.down = True
     (tmp_path / "a.txt").write_text("Some words to embed.")
     record, _ = add_document(runtime, agent, file_document(tmp_path / "a.txt"))
-    from carrier_core.turn import embed_pending
+    from carrier_core.embed import embed_pending
 
     with pytest.raises(ModelError):
         embed_pending(runtime, agent)
@@ -289,8 +289,8 @@ def test_a_document_failed_by_a_later_batch_becomes_ready_when_a_run_embeds_only
     """One run embeds a document's last fragment, then its next batch (a reply) fails, and
     the document is marked failed though its fragments are all embedded. A later run that
     embeds only a reply must still find the document waiting and mark it ready."""
+    from carrier_core.embed import embed_pending
     from carrier_core.memory import Content, Memory, MemoryKind
-    from carrier_core.turn import embed_pending
 
     class FailsSecond(HashEmbedding):
         calls = 0

@@ -8,8 +8,8 @@ import uuid
 from carrier_core import Character, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models import ScriptedModel
-from carrier_core.turn import decide, ingest
-from carrier_core.turn.decide import ASKED_PROVIDERS
+from carrier_core.turn.decide import ASKED_PROVIDERS, decide
+from carrier_core.turn.ingest import ingest
 from tests.sample_plugin import FORECAST
 
 PLUGIN = "tests.sample_plugin:forecaster"

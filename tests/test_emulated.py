@@ -24,9 +24,10 @@ from fastapi.testclient import TestClient
 from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
 from carrier_core.memory import MemoryKind
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
-from carrier_core.turn import ingest, next_turn
+from carrier_core.turn.ingest import ingest
+from carrier_core.turn.schedule import next_turn
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin
 from tests.conftest import ROOT, TenantKey

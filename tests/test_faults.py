@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from carrier_core import Character, load_character
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from tests.conftest import ROOT
 from tests.dev_server import DevServer, carrier_dev, offline_environment
 from tests.postgres_process import running_postgres

@@ -21,8 +21,9 @@ import pytest
 from carrier_core import Character, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, offline_models
-from carrier_core.store import Store
-from carrier_core.turn import decide, evaluate
+from carrier_core.store.store import Store
+from carrier_core.turn.decide import decide
+from carrier_core.turn.evaluate import evaluate
 from tests.conftest import make_runtime
 
 Learned = dict[str, list[dict[str, Any]]]

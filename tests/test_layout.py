@@ -6,7 +6,11 @@ import ast
 import importlib.machinery
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -349,3 +353,40 @@ def test_only_the_store_runs_sql() -> None:
                 ):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def _modules_after(statement: str) -> set[str]:
+    """The carrier modules a fresh interpreter holds after running `statement`."""
+    listing = "print(*sorted(m for m in sys.modules if m.startswith('carrier_')))"
+    code = f"import sys\n{statement}\n{listing}"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return set(done.stdout.split())
+
+
+def test_a_function_imports_the_modules_it_runs_and_not_the_whole_runtime() -> None:
+    """Packages import none of their modules (`carrier_core` finds its names on first use):
+    each import of a Lambda function's cold start is one that function runs."""
+    migrate = _modules_after("import carrier_core.store.migrate, carrier_aws.database")
+    assert "carrier_core.runtime" not in migrate
+    assert "carrier_core.store.store" not in migrate
+    # The ingest function's imports: the runtime, and of the turn's steps only ingest.
+    ingest = _modules_after("import carrier_aws.runtime, carrier_core.turn.ingest")
+    assert "carrier_core.runtime" in ingest
+    others = {"carrier_core.turn.decide", "carrier_core.turn.act", "carrier_core.knowledge"}
+    assert not others & ingest
+    assert _modules_after("import carrier_core") == {"carrier_core"}
+
+
+def test_carrier_core_s_names_are_found_on_first_use() -> None:
+    import carrier_core
+    from carrier_core.runtime import Runtime
+    from carrier_core.turn.run import run_turn
+
+    assert carrier_core.Runtime is Runtime
+    assert carrier_core.run_turn is run_turn
+    for name in carrier_core.__all__:
+        assert getattr(carrier_core, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        _ = carrier_core.Nothing  # type: ignore[attr-defined]

@@ -16,8 +16,9 @@ from psycopg.conninfo import make_conninfo
 from carrier_aws.local.emulator import Emulator, ResponseReceiver
 from carrier_aws.local.template import TemplateError, read_template
 from carrier_core import Settings
-from carrier_core.store import DatabaseError, Store
+from carrier_core.store.database import DatabaseError
 from carrier_core.store.migrate import latest_version, migrate
+from carrier_core.store.store import Store
 from tests.conftest import ROOT
 from tests.dev_server import CARRIER, free_port, offline_environment
 

@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from carrier_aws import observability
 from carrier_aws.local.emulator import Emulator
 from carrier_core import Character, Runtime
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests.conftest import ROOT

@@ -11,8 +11,8 @@ import pytest
 
 from carrier_core import Character, Runtime
 from carrier_core.models.scripted import ScriptedModel
-from carrier_core.turn import run_turn
 from carrier_core.turn.participation import names_agent, unanswered_by_rule
+from carrier_core.turn.run import run_turn
 from carrier_core.world import Room, RoomKind
 from tests.test_turn import message, xml
 

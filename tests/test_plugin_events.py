@@ -21,10 +21,12 @@ from carrier_core.events import EventType
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel
 from carrier_core.plugin import Plugin
 from carrier_core.services import ServiceError
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
-from carrier_core.turn import TurnContext, ingest, next_turn, run_room
-from carrier_core.turn.schedule import take_over
+from carrier_core.turn.context import TurnContext
+from carrier_core.turn.ingest import ingest
+from carrier_core.turn.run import run_room
+from carrier_core.turn.schedule import next_turn, take_over
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import event_plugin
 from tests.conftest import make_runtime

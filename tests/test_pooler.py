@@ -20,7 +20,7 @@ import pytest
 
 from carrier_core import Character, Runtime, Settings, run_turn
 from carrier_core.models import offline_models
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from tests.conftest import CHARACTERS
 from tests.dev_server import carrier_chat, carrier_dev, offline_environment
 from tests.pgbouncer import pgbouncer_binary, running_pgbouncer

@@ -13,7 +13,7 @@ from carrier_core.decision import Decision, render_decision
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, estimate_tokens
 from carrier_core.models import tokens as tk
 from carrier_core.plugin import Cut, load_plugins
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.turn.prompt import Section, compose
 from tests.conftest import make_runtime
 

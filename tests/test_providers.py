@@ -31,7 +31,7 @@ from carrier_core.models import (
 from carrier_core.models import anthropic as an
 from carrier_core.models import openai as oa
 from carrier_core.models.select import FallbackModel, primary_provider
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from tests.conftest import make_runtime
 from tests.fake_llm import FakeLLM, Reply, error, fake_llm
 

@@ -16,7 +16,7 @@ import pytest
 
 from carrier_core import Character, Runtime
 from carrier_core.cli import main
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.tasks import create_task
 from tests.conftest import ROOT
 from tests.dev_server import carrier_dev, free_port, offline_environment

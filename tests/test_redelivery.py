@@ -13,9 +13,11 @@ from carrier_core import Character, Runtime, run_turn
 from carrier_core.decision import Decision, render_decision
 from carrier_core.memory import MemoryKind
 from carrier_core.models import ModelError, ScriptedModel
-from carrier_core.store import Store
-from carrier_core.turn import act, decide, ingest, next_turn
-from carrier_core.turn.act import FAILED_ACTION_REPLY
+from carrier_core.store.store import Store
+from carrier_core.turn.act import FAILED_ACTION_REPLY, act
+from carrier_core.turn.decide import decide
+from carrier_core.turn.ingest import ingest
+from carrier_core.turn.schedule import next_turn
 from tests.conftest import make_runtime
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from carrier_core import Character, run_turn
 from carrier_core.bootstrap.providers import PROVIDERS
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.turn.context import TurnContext
 from tests.conftest import make_runtime
 from tests.test_turn import message

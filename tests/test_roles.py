@@ -12,7 +12,7 @@ import pytest
 from carrier_core import Character, Runtime, run_turn
 from carrier_core.bootstrap.roles import can_modify_role
 from carrier_core.models import ScriptedModel
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.world import entity_id_for
 from tests.conftest import make_runtime
 from tests.test_turn import xml

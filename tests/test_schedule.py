@@ -17,10 +17,12 @@ from carrier_core import Character, Runtime, run_turn
 from carrier_core.frames import finished_frames
 from carrier_core.memory import MemoryKind
 from carrier_core.models import HashEmbedding, ModelSet, ModelUnavailable, ScriptedModel
-from carrier_core.store import Store
-from carrier_core.store.runners import Stalled
-from carrier_core.turn import Runner, decide, finish_turn, hand_off, ingest, next_turn, run_room
-from carrier_core.turn.schedule import take_over
+from carrier_core.store.runners import Runner, Stalled
+from carrier_core.store.store import Store
+from carrier_core.turn.decide import decide
+from carrier_core.turn.ingest import ingest
+from carrier_core.turn.run import finish_turn, run_room
+from carrier_core.turn.schedule import hand_off, next_turn, take_over
 from tests.conftest import make_runtime
 from tests.test_redelivery import message, xml
 

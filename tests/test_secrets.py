@@ -38,7 +38,8 @@ from carrier_core.secrets import (
     decode_secrets,
     open_secret_store,
 )
-from carrier_core.store import AgentConflict, Store
+from carrier_core.store.agents import AgentConflict
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
 from tests import sample_plugin

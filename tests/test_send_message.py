@@ -29,9 +29,10 @@ from carrier_core.models import (
 )
 from carrier_core.models.base import Usage
 from carrier_core.plugin import Action, ActionResult, ModelProvider, OutgoingMessage, Plugin
-from carrier_core.store import Store
-from carrier_core.turn import act, run_turn
+from carrier_core.store.store import Store
+from carrier_core.turn.act import act
 from carrier_core.turn.context import TurnContext
+from carrier_core.turn.run import run_turn
 from carrier_core.webhooks import create_webhook, plan_deliveries
 from carrier_core.world import room_id_for
 from tests.conftest import TenantKey, make_runtime

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from carrier_core import Character, Runtime
-from carrier_core.turn import run_turn
+from carrier_core.turn.run import run_turn
 from carrier_core.turn.steps import STEPS, FlowError, StepName, check_move
 from tests.conftest import ROOT
 from tests.test_turn import message

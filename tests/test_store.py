@@ -12,8 +12,10 @@ from psycopg.conninfo import make_conninfo
 from carrier_core import Character
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import HashEmbedding
-from carrier_core.store import AgentConflict, EmbeddingSizeError, Store
+from carrier_core.store.agents import AgentConflict
+from carrier_core.store.base import EmbeddingSizeError
 from carrier_core.store.migrate import migrate, migrations
+from carrier_core.store.store import Store
 
 EMBED = HashEmbedding()
 

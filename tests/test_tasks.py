@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 
 from carrier_core import Character, Runtime, Settings
 from carrier_core.cli import main
-from carrier_core.store import NotFound, Store
+from carrier_core.store.base import NotFound
+from carrier_core.store.store import Store
 from carrier_core.tasks import (
     InvalidTask,
     UnknownTaskWorker,

@@ -14,7 +14,7 @@ import pytest
 from carrier_core import Character, Runtime, run_turn
 from carrier_core.character import load_character
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from tests.conftest import ROOT, make_runtime
 from tests.test_turn import message, xml
 

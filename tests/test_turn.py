@@ -12,6 +12,7 @@ import pytest
 from carrier_core import Character, InvalidMessage, Runtime, run_turn
 from carrier_core.config import Settings
 from carrier_core.decision import Decision, render_decision
+from carrier_core.embed import embed_pending
 from carrier_core.memory import MemoryKind
 from carrier_core.models import (
     Embeddings,
@@ -21,18 +22,14 @@ from carrier_core.models import (
     ScriptedModel,
     offline_models,
 )
-from carrier_core.store import NotFound, Store
-from carrier_core.turn import (
-    SAFE_REPLY,
-    MessageConflict,
-    act,
-    decide,
-    embed_pending,
-    evaluate,
-    ingest,
-    next_turn,
-    run_room,
-)
+from carrier_core.store.base import NotFound
+from carrier_core.store.store import Store
+from carrier_core.turn.act import act
+from carrier_core.turn.decide import SAFE_REPLY, decide
+from carrier_core.turn.evaluate import evaluate
+from carrier_core.turn.ingest import MessageConflict, ingest
+from carrier_core.turn.run import run_room
+from carrier_core.turn.schedule import next_turn
 from carrier_core.world import entity_id_for
 from tests.conftest import make_runtime
 

@@ -20,7 +20,8 @@ from carrier_core.models import (
     Usage,
 )
 from carrier_core.reembed import reembed
-from carrier_core.store import EMBEDDING_DIMENSIONS, Store
+from carrier_core.store.base import EMBEDDING_DIMENSIONS
+from carrier_core.store.store import Store
 from tests.conftest import CHARACTERS, make_runtime
 from tests.fake_llm import FakeLLM, fake_llm
 

@@ -37,7 +37,7 @@ from carrier_aws.webhooks import queue_deliveries
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
-from carrier_core.store import Store
+from carrier_core.store.store import Store
 from carrier_core.webhooks import (
     InvalidWebhookUrl,
     Outcome,

@@ -26,10 +26,10 @@ from carrier_aws.push import Pusher
 from carrier_core import Character, Runtime
 from carrier_core.frames import Frame
 from carrier_core.memory import MemoryKind
-from carrier_core.store import Store
 from carrier_core.store.connections import Connection
+from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
-from carrier_core.turn import run_turn
+from carrier_core.turn.run import run_turn
 from carrier_core.world import entity_id_for, room_id_for
 from tests.conftest import ROOT, TenantKey
 from tests.jwks import AUDIENCE, ISSUER, Issuer

@@ -15,8 +15,8 @@ from carrier_core import Character, Runtime
 from carrier_core.decision import Decision
 from carrier_core.models import ScriptedModel
 from carrier_core.plugin import Action, ActionResult, Plugin, Setting
-from carrier_core.turn import TurnResult, run_turn
 from carrier_core.turn.context import TurnContext
+from carrier_core.turn.run import TurnResult, run_turn
 from tests.test_turn import xml
 
 

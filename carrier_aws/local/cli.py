@@ -36,7 +36,8 @@ from carrier_core.command_line import (
 from carrier_core.knowledge import DocumentError
 from carrier_core.plugin import PluginError
 from carrier_core.secrets import SecretStoreError
-from carrier_core.store import AgentConflict, DatabaseError
+from carrier_core.store.agents import AgentConflict
+from carrier_core.store.database import DatabaseError
 from carrier_core.tenants import dev_key_file, local_dev_key
 
 

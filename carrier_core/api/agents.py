@@ -20,8 +20,8 @@ from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
 from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
-from carrier_core.store import AgentConflict, AgentRecord, NotFound
-from carrier_core.store.agents import agent_id_in
+from carrier_core.store.agents import AgentConflict, AgentRecord, agent_id_in
+from carrier_core.store.base import NotFound
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 

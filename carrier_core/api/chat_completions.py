@@ -47,7 +47,10 @@ from carrier_core.attachments import check_attachments
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import AgentRecord, DatabaseUnavailable, NotFound, TurnRecord
+from carrier_core.store.agents import AgentRecord
+from carrier_core.store.base import NotFound
+from carrier_core.store.database import DatabaseUnavailable
+from carrier_core.store.turns import TurnRecord
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -20,7 +20,8 @@ from carrier_core.api.posting import CLIENT_SOURCE, Submit, agent_of
 from carrier_core.auth import Authenticator, Principal
 from carrier_core.embed import RequestEmbedding, embed_pending
 from carrier_core.runtime import Runtime
-from carrier_core.store import NotFound, TurnRecord
+from carrier_core.store.base import NotFound
+from carrier_core.store.turns import TurnRecord
 from carrier_core.turn.approval import Approval
 from carrier_core.world import entity_id_for
 

@@ -32,7 +32,7 @@ from carrier_core.knowledge import (
 )
 from carrier_core.knowledge.documents import MAX_TITLE_CHARS
 from carrier_core.models import ModelError
-from carrier_core.store import NotFound
+from carrier_core.store.base import NotFound
 
 router = APIRouter(prefix="/v1/agents/{agent}/documents", tags=["documents"])
 

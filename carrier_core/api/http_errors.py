@@ -19,7 +19,8 @@ from carrier_core.api.errors import (
     ApiError,
 )
 from carrier_core.auth import Forbidden, Unauthorized
-from carrier_core.store import DatabaseUnavailable, NotFound
+from carrier_core.store.base import NotFound
+from carrier_core.store.database import DatabaseUnavailable
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:

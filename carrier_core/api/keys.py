@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from carrier_core.api.deps import Caller, RuntimeDep
 from carrier_core.api.posting import agent_of
 from carrier_core.storable import StorableText
-from carrier_core.store import NotFound
+from carrier_core.store.base import NotFound
 from carrier_core.tenants import ApiKey, create_key
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])

@@ -17,7 +17,7 @@ from carrier_core.memory import Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.models.ledger import embed_recorded
 from carrier_core.storable import StorableText
-from carrier_core.store import NotFound
+from carrier_core.store.base import NotFound
 from carrier_core.world import room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent}/memories", tags=["memories"])

@@ -17,9 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from carrier_core.api.errors import ApiError
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.runtime import Runtime
-from carrier_core.store import AgentRecord
-from carrier_core.store.agents import no_agent
-from carrier_core.turn import Ingested, InvalidMessage, MessageConflict, ingest
+from carrier_core.store.agents import AgentRecord, no_agent
+from carrier_core.turn.ingest import Ingested, InvalidMessage, MessageConflict, ingest
 from carrier_core.world import RoomKind
 
 #: Called once a message is stored: starts the room's runner if the delivery claimed it

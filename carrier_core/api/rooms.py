@@ -25,7 +25,8 @@ from carrier_core.api.posting import (
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
-from carrier_core.store import NotFound, RoomRecord
+from carrier_core.store.agents import RoomRecord
+from carrier_core.store.base import NotFound
 from carrier_core.world import room_id_for
 
 router = APIRouter(prefix="/v1/agents/{agent}/rooms", tags=["rooms"])

@@ -14,7 +14,7 @@ from carrier_core.api.errors import ApiError
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
-from carrier_core.store import TurnRecord
+from carrier_core.store.turns import TurnRecord
 from carrier_core.turn import approval
 from carrier_core.turn.run import resume_turn
 

@@ -20,7 +20,7 @@ from carrier_core.api.posting import agent_of
 from carrier_core.auth import Principal
 from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText
-from carrier_core.store import NotFound
+from carrier_core.store.base import NotFound
 from carrier_core.webhooks import (
     Delivery,
     InvalidWebhookUrl,

@@ -80,9 +80,10 @@ from carrier_core.auth import Authenticator, Forbidden, Principal, Unauthorized
 from carrier_core.frames import Frame, accepted_frame, error_frame
 from carrier_core.runtime import Runtime
 from carrier_core.storable import storable
-from carrier_core.store import DatabaseUnavailable, NotFound
+from carrier_core.store.base import NotFound
 from carrier_core.store.connections import Connection
-from carrier_core.turn import Ingested
+from carrier_core.store.database import DatabaseUnavailable
+from carrier_core.turn.ingest import Ingested
 from carrier_core.world import room_id_for
 
 log = logging.getLogger(__name__)

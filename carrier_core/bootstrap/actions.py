@@ -4,13 +4,16 @@ unfollow, mute or unmute the room (`carrier_core.turn.participation`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from carrier_core.decision import Decision
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.plugin import Action, ActionResult
-from carrier_core.turn.context import TurnContext
 from carrier_core.turn.participation import KEY, Participation, participation
 from carrier_core.world import RoomKind
+
+if TYPE_CHECKING:
+    from carrier_core.decision import Decision
+    from carrier_core.turn.context import TurnContext
 
 
 def _reply(ctx: TurnContext, decision: Decision) -> ActionResult:

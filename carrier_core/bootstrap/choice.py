@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.bootstrap.roles import ask, world_role
-from carrier_core.decision import Decision
 from carrier_core.plugin import Action, ActionResult, Provider, ProviderResult
-from carrier_core.runtime import Runtime
 from carrier_core.store.tasks import AWAITING_CHOICE
 from carrier_core.tasks import Task, TaskContext, TaskResult, create_task
-from carrier_core.turn.context import TurnContext
+
+if TYPE_CHECKING:
+    from carrier_core.decision import Decision
+    from carrier_core.runtime import Runtime
+    from carrier_core.turn.context import TurnContext
 
 #: The room metadata key that says choices wait there.
 KEY = "choices"

@@ -13,11 +13,15 @@ confirmation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from carrier_core.bootstrap.roles import ask
-from carrier_core.decision import Decision
 from carrier_core.plugin import Action, ActionResult, OutgoingMessage
-from carrier_core.turn.context import TurnContext
 from carrier_core.world import Room, RoomKind
+
+if TYPE_CHECKING:
+    from carrier_core.decision import Decision
+    from carrier_core.turn.context import TurnContext
 
 #: How many rooms and people the model is shown as reachable (the most recently active).
 SHOWN = 20

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import random
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from carrier_core.attachments import prompt_lines
 from carrier_core.memory import MemoryKind, ScoredMemory
 from carrier_core.plugin import Cut, Provider, ProviderResult
-from carrier_core.store import Search
-from carrier_core.turn.context import TurnContext
+from carrier_core.store.memories import Search
+
+if TYPE_CHECKING:
+    from carrier_core.turn.context import TurnContext
 
 
 def _character(ctx: TurnContext) -> ProviderResult:

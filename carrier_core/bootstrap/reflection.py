@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.decision import LEARNED_FIELDS, Decision
 from carrier_core.memory import Content, Memory, MemoryKind
@@ -25,8 +25,10 @@ from carrier_core.model_output import UnparsableOutput, as_list, parse_structure
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.plugin import Evaluator
 from carrier_core.turn import templates
-from carrier_core.turn.context import TurnContext
 from carrier_core.world import Entity, Relationship
+
+if TYPE_CHECKING:
+    from carrier_core.turn.context import TurnContext
 
 _PROMPT = """Read the conversation below and note what is worth remembering about the people in it.
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from carrier_core.decision import Decision
 from carrier_core.model_output import UnparsableOutput, parse_structured
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.plugin import Action, ActionResult
-from carrier_core.turn.context import TurnContext
+
+if TYPE_CHECKING:
+    from carrier_core.decision import Decision
+    from carrier_core.turn.context import TurnContext
 
 ROLES = ("OWNER", "ADMIN", "NONE")
 

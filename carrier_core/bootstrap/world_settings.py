@@ -12,12 +12,14 @@ what is checked here.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.bootstrap.roles import ask, world_role
-from carrier_core.decision import Decision
 from carrier_core.plugin import Action, ActionResult, Provider, ProviderResult, Setting
-from carrier_core.turn.context import TurnContext
+
+if TYPE_CHECKING:
+    from carrier_core.decision import Decision
+    from carrier_core.turn.context import TurnContext
 
 #: The longest value taken for a setting, in characters.
 MAX_VALUE_CHARS = 1000

@@ -12,7 +12,7 @@ import argparse
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.agent_commands import find_agent
 from carrier_core.command_line import CommandError, open_runtime, progress_bar, read_settings
@@ -21,8 +21,10 @@ from carrier_core.knowledge.documents import ImportReport, files_at, import_file
 from carrier_core.knowledge.extract import DocumentError
 from carrier_core.models import ModelError
 from carrier_core.plugin import PluginError
-from carrier_core.runtime import Runtime
 from carrier_core.store.knowledge import DocumentStatus, Outcome
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
 
 #: Documents listed per page read (all are listed).
 _PAGE = 100

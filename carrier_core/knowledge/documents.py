@@ -16,13 +16,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from carrier_core.agent_models import AgentModels
 from carrier_core.knowledge.chunk import chunk_text
 from carrier_core.knowledge.extract import DocumentError, content_type_for, extract_text
 from carrier_core.models.tokens import count_tokens
 from carrier_core.storable import storable
 from carrier_core.store.knowledge import DocumentRecord, NewDocument, Outcome
+
+if TYPE_CHECKING:
+    from carrier_core.agent_models import AgentModels
 
 #: Longest title kept (a longer one is cut).
 MAX_TITLE_CHARS = 200

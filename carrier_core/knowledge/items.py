@@ -16,8 +16,8 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from carrier_core.agent_models import AgentModels
 from carrier_core.character import Character, KnowledgeDirectory, KnowledgePath
 from carrier_core.knowledge.documents import (
     ImportReport,
@@ -28,6 +28,9 @@ from carrier_core.knowledge.documents import (
     text_document,
 )
 from carrier_core.knowledge.extract import DocumentError
+
+if TYPE_CHECKING:
+    from carrier_core.agent_models import AgentModels
 
 log = logging.getLogger(__name__)
 

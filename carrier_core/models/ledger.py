@@ -13,11 +13,14 @@ import logging
 import time
 import uuid
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.models.base import Embeddings, Generation, ModelBudgetExceeded
 from carrier_core.models.prices import estimate_cost, is_priced
-from carrier_core.store import ModelCall, Store
+from carrier_core.store.usage import ModelCall
+
+if TYPE_CHECKING:
+    from carrier_core.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -13,14 +13,15 @@ import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool
 
-from carrier_core.config import Settings
+if TYPE_CHECKING:
+    from carrier_core.config import Settings
 
 
 class DatabaseError(RuntimeError):

@@ -8,7 +8,8 @@ calls of several areas in one `atomic` block.
 
 from __future__ import annotations
 
-from carrier_core.config import Settings
+from typing import TYPE_CHECKING
+
 from carrier_core.store.agents import AgentStore
 from carrier_core.store.approvals import ApprovalStore
 from carrier_core.store.base import StoreBase
@@ -23,6 +24,9 @@ from carrier_core.store.tenants import TenantStore
 from carrier_core.store.turns import TurnStore
 from carrier_core.store.usage import UsageLedger
 from carrier_core.store.webhooks import WebhookStore
+
+if TYPE_CHECKING:
+    from carrier_core.config import Settings
 
 
 class Store(

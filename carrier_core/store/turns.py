@@ -11,12 +11,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
 from carrier_core.character import Character, parse_character
-from carrier_core.memory import Memory
 from carrier_core.store.agents import (
     RELATIONSHIPS_SHOWN,
     _people_rows,
@@ -34,6 +33,9 @@ from carrier_core.store.memories import (
 )
 from carrier_core.store.usage import _INSERT_CALLS, ModelCall, _calls
 from carrier_core.world import Entity, Room, RoomKind
+
+if TYPE_CHECKING:
+    from carrier_core.memory import Memory
 
 #: Turn statuses of a turn its room still owes an answer (see `carrier_core.turn.schedule`).
 UNFINISHED = ("queued", "running", "retrying")

@@ -11,11 +11,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json, storable
 from carrier_core.store.tasks import UPDATE_INTERVAL, Task
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
 
 #: Longest worker name, description and tag.
 MAX_NAME_CHARS = 100

@@ -25,12 +25,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from carrier_core.runtime import Runtime
-from carrier_core.store.tasks import Task
 from carrier_core.tasks.create import unknown_worker
 from carrier_core.tasks.workers import TaskContext, TaskResult
 from carrier_core.turn.ingest import IncomingMessage, Ingested, ingest
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.tasks import Task
 
 log = logging.getLogger(__name__)
 

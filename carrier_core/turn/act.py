@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.attachments import check_attachments
 from carrier_core.decision import Decision
@@ -21,12 +21,15 @@ from carrier_core.events import EventType, emit
 from carrier_core.memory import Content, Memory, MemoryKind
 from carrier_core.models import ModelError
 from carrier_core.plugin import Action, ActionResult, OutgoingMessage
-from carrier_core.runtime import Runtime
 from carrier_core.storable import check_storable_json
-from carrier_core.store import NotFound, StepRecord, TurnStep
+from carrier_core.store.base import NotFound
 from carrier_core.turn import approval
 from carrier_core.turn.context import TurnContext
 from carrier_core.world import Room, RoomKind
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.turns import StepRecord, TurnStep
 
 FAILED_ACTION_REPLY = "Sorry, something went wrong on my side while doing that ({action})."
 

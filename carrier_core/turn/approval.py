@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from carrier_core.store import Store, TurnRecord
 from carrier_core.store.approvals import Approval
+
+if TYPE_CHECKING:
+    from carrier_core.store.store import Store
+    from carrier_core.store.turns import TurnRecord
 
 PENDING, APPROVED, REJECTED, EXPIRED = "pending", "approved", "rejected", "expired"
 

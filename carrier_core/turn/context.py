@@ -14,14 +14,7 @@ from carrier_core.agent_settings import get_setting
 from carrier_core.models import Embeddings, Generation, ModelError, ModelRequest, ModelSet
 from carrier_core.models.ledger import check_budget, ledger_rows, record_call
 from carrier_core.services import ServiceError
-from carrier_core.store import (
-    ModelCall,
-    NamedMessage,
-    StepRecord,
-    StepUsage,
-    TurnRecord,
-    TurnStep,
-)
+from carrier_core.store.turns import StepRecord, StepUsage, TurnRecord, TurnStep
 
 _R = TypeVar("_R", Generation, Embeddings)
 _T = TypeVar("_T")
@@ -31,7 +24,9 @@ if TYPE_CHECKING:
     from carrier_core.memory import Memory
     from carrier_core.plugin import Plugins
     from carrier_core.runtime import Runtime
+    from carrier_core.store.memories import NamedMessage
     from carrier_core.store.turns import Scene
+    from carrier_core.store.usage import ModelCall
     from carrier_core.world import Entity, Room
 
 

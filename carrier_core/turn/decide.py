@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.decision import Decision, parse_decision
 from carrier_core.events import EventType, emit
 from carrier_core.model_output import UnparsableOutput
 from carrier_core.models import ModelRateLimited, ModelRequest, ModelRole, ModelUnavailable
-from carrier_core.plugin import Action, Plugins
-from carrier_core.runtime import Runtime
 from carrier_core.turn import templates
 from carrier_core.turn.act import (
     Acted,
@@ -47,8 +45,12 @@ from carrier_core.turn.inline_reflection import inline_ask
 from carrier_core.turn.participation import always_answers, unanswered_by_rule
 from carrier_core.turn.prompt import decide_request, template_values
 from carrier_core.turn.state import compose_state
-from carrier_core.turn.templates import ShouldRespond
 from carrier_core.world import RoomKind
+
+if TYPE_CHECKING:
+    from carrier_core.plugin import Action, Plugins
+    from carrier_core.runtime import Runtime
+    from carrier_core.turn.templates import ShouldRespond
 
 SAFE_REPLY = "Sorry, I lost my train of thought there. Could you say that again?"
 #: The turn state's value recording the dynamic providers the model asked for: `next`,

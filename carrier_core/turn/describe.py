@@ -20,13 +20,15 @@ without a call, as one that could not be seen: Carrier fetches no URL for a mode
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.attachments import image_input, needs_description
 from carrier_core.models import ModelImage, ModelRequest, ModelRole, TextModel
 from carrier_core.models.offline import DESCRIBE_IMAGE
-from carrier_core.store import DatabaseUnavailable
-from carrier_core.turn.context import TurnContext
+from carrier_core.store.database import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from carrier_core.turn.context import TurnContext
 
 #: The most images one decide step describes, and the time it may spend on them: the
 #: step must leave time for its own call (an image left over is described next turn).

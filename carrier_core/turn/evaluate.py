@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from carrier_core.decision import Decision
 from carrier_core.events import EventType, emit
-from carrier_core.runtime import Runtime
-from carrier_core.store import StepUsage
+from carrier_core.store.turns import StepUsage
 from carrier_core.turn.context import TurnContext
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
 
 
 def evaluate(runtime: Runtime, turn_id: uuid.UUID, *, force: bool = False) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pydantic import (
@@ -32,11 +32,14 @@ from pydantic import (
 from carrier_core.attachments import as_sent, check_attachments
 from carrier_core.events import EventType, emit_for
 from carrier_core.memory import Content, Memory, MemoryKind
-from carrier_core.runtime import Runtime
 from carrier_core.storable import StorableText, check_storable_json
-from carrier_core.store import UNFINISHED, NotFound
+from carrier_core.store.base import NotFound
 from carrier_core.store.runners import Runner
+from carrier_core.store.turns import UNFINISHED
 from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
 
 
 class InvalidMessage(ValueError):

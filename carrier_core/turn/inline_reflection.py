@@ -16,8 +16,10 @@ keeps what the first one answered rather than pay for the same answer again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from carrier_core.turn.context import TurnContext
+if TYPE_CHECKING:
+    from carrier_core.turn.context import TurnContext
 
 #: The answer's extra tags in the decide prompt's XML form.
 FORMAT = """<facts>a JSON list: [{"claim": "a short sentence naming the person", "about": "person's name"}]</facts>

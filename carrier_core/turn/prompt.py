@@ -22,15 +22,18 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from carrier_core.models import ModelRequest, ModelRole
 from carrier_core.models.tokens import context_window, count_tokens
-from carrier_core.plugin import Cut
 from carrier_core.turn import templates
-from carrier_core.turn.context import TurnContext
 from carrier_core.turn.inline_reflection import FORMAT as LEARNED_FORMAT
 from carrier_core.turn.inline_reflection import InlineAsk
 from carrier_core.world import RoomKind
+
+if TYPE_CHECKING:
+    from carrier_core.plugin import Cut
+    from carrier_core.turn.context import TurnContext
 
 _FIELDS = """<thought>your private reasoning, one or two sentences</thought>
 <actions>comma-separated action names, in the order to run them</actions>

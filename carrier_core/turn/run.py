@@ -19,14 +19,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carrier_core.embed import embed_pending
 from carrier_core.events import run_ended
 from carrier_core.memory import Memory, MemoryKind
-from carrier_core.runtime import Runtime
-from carrier_core.store import DatabaseUnavailable, StepRecord, StepUsage
-from carrier_core.store.runners import NextTurn, Runner
+from carrier_core.store.database import DatabaseUnavailable
+from carrier_core.store.turns import StepRecord, StepUsage
 from carrier_core.turn import approval
 from carrier_core.turn.act import act
 from carrier_core.turn.decide import decide
@@ -35,6 +34,10 @@ from carrier_core.turn.ingest import IncomingMessage, ingest
 from carrier_core.turn.schedule import end_turn, hand_off, next_turn
 from carrier_core.turn.steps import FlowError, check_move
 from carrier_core.turn.steps import StepName as S
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.runners import NextTurn, Runner
 
 
 @dataclass(frozen=True)

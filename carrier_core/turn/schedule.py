@@ -27,10 +27,12 @@ this runtime's lease length and limit of attempts.
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
-from carrier_core.runtime import Runtime
-from carrier_core.store import TurnEnd
-from carrier_core.store.runners import NextTurn, Runner, Stalled
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.runners import NextTurn, Runner, Stalled
+    from carrier_core.store.turns import TurnEnd
 
 
 def next_turn(runtime: Runtime, runner: Runner) -> NextTurn | None:

@@ -21,9 +21,12 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from carrier_core.character import Character
 from carrier_core.model_output import parse_structured
+
+if TYPE_CHECKING:
+    from carrier_core.character import Character
 
 log = logging.getLogger(__name__)
 

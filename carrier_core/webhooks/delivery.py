@@ -45,11 +45,11 @@ from psycopg.rows import DictRow
 
 from carrier_core.events import EventType
 from carrier_core.memory import Content
-from carrier_core.runtime import Runtime
-from carrier_core.store import Store
-from carrier_core.store.webhooks import DeliveryStatus
 
 if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
+    from carrier_core.store.store import Store
+    from carrier_core.store.webhooks import DeliveryStatus
     from carrier_core.turn.approval import Approval
 from carrier_core.webhooks.signature import signed_headers
 from carrier_core.webhooks.targets import RefusedTarget, Target, resolve_target

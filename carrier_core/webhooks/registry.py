@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from carrier_core.runtime import Runtime
 from carrier_core.store.webhooks import TooManyWebhooks, Webhook
 from carrier_core.webhooks.signature import new_secret
 from carrier_core.webhooks.targets import check_url
 from carrier_core.world import room_id_for
+
+if TYPE_CHECKING:
+    from carrier_core.runtime import Runtime
 
 #: Webhooks one agent may have: each reply is sent to every one of them.
 MAX_WEBHOOKS_PER_AGENT = 20

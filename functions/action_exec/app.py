@@ -11,7 +11,7 @@ from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.push import push_sent, push_turn
 from carrier_aws.runtime import runtime
 from carrier_core.frames import acted_frames
-from carrier_core.turn import act
+from carrier_core.turn.act import act
 
 sfn = AwsClient("stepfunctions")
 sqs = AwsClient("sqs")

@@ -14,8 +14,8 @@ from carrier_aws.push import client_url
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api.app import create_app
-from carrier_core.turn import Ingested
 from carrier_core.turn.approval import Approval
+from carrier_core.turn.ingest import Ingested
 
 sfn = AwsClient("stepfunctions")
 sqs = AwsClient("sqs")

@@ -6,23 +6,21 @@ the room again if that runner stops.
 """
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from carrier_aws.clients import AwsClient
 from carrier_aws.observability import accepted, function_handler, logger, send_metrics
+from carrier_aws.queue_batch import QueueRecord, answer_batch
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
-from carrier_core.store import NotFound
-from carrier_core.turn import InvalidMessage, ingest
+from carrier_core.store.base import NotFound
+from carrier_core.turn.ingest import InvalidMessage, ingest
 
-processor = SqsFifoPartialProcessor()
 sfn = AwsClient("stepfunctions")
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: QueueRecord) -> None:
     try:
-        ingested = ingest(runtime(), record.json_body)
+        ingested = ingest(runtime(), record.json_body())
     except (InvalidMessage, NotFound, ValueError) as exc:  # ValueError: the body is not JSON
         # Retrying cannot fix the message: say why and let the queue move on.
         logger.error(
@@ -36,6 +34,5 @@ def record_handler(record: SQSRecord) -> None:
 
 @function_handler
 def handler(event: dict, context: object) -> dict:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    # The queue is FIFO per room: a room's later message must not pass a failed one.
+    return answer_batch(event, record_handler, in_order=True)

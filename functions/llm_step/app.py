@@ -8,7 +8,8 @@ from carrier_aws.observability import correlated, function_handler, send_metrics
 from carrier_aws.push import push_turn
 from carrier_aws.runtime import runtime
 from carrier_core.frames import acted_frames, decided_frames
-from carrier_core.turn import decide, evaluate
+from carrier_core.turn.decide import decide
+from carrier_core.turn.evaluate import evaluate
 
 
 @function_handler

@@ -5,27 +5,21 @@ invocation embeds (a long document) gets a request of its own queued for the res
 import uuid
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from carrier_aws.clients import AwsClient
 from carrier_aws.embedding import queue_embedding
 from carrier_aws.observability import correlated, function_handler, send_metrics
+from carrier_aws.queue_batch import QueueRecord, answer_batch
 from carrier_aws.runtime import runtime
-from carrier_core.turn import embed_pending
+from carrier_core.embed import embed_pending
 
-processor = BatchProcessor(event_type=EventType.SQS)
 sqs = AwsClient("sqs")
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: QueueRecord) -> None:
     # {"agent_id", "turn_id", "message_id"}: the turn whose end asked for it; {"agent_id"}:
     # an upload, or this function for what it left.
-    body = record.json_body
+    body = record.json_body()
     agent_id = uuid.UUID(body["agent_id"])
     with correlated(body.get("turn_id"), body.get("message_id")) as ids:
         embedded = embed_pending(runtime(), agent_id)
@@ -36,6 +30,4 @@ def record_handler(record: SQSRecord) -> None:
 
 @function_handler
 def handler(event: dict, context: object) -> dict:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    return answer_batch(event, record_handler)

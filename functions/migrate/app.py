@@ -10,9 +10,9 @@ migrations run: the secrets are not used.
 
 import os
 
+from carrier_aws.database import OWNER_SECRET_VARIABLE, SECRET_VARIABLE, database_url
 from carrier_aws.migrations import answer, provide_app_login, respond
 from carrier_aws.observability import function_handler, logger
-from carrier_aws.runtime import OWNER_SECRET_VARIABLE, SECRET_VARIABLE, database_url
 from carrier_core.store.migrate import latest_version, migrate
 
 

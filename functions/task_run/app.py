@@ -23,7 +23,7 @@ from carrier_aws.observability import accepted, function_handler, send_metrics
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.tasks import run_due_tasks
-from carrier_core.turn import Ingested
+from carrier_core.turn.ingest import Ingested
 
 #: Seconds kept back from the function's timeout when deciding to claim another task: the
 #: longest a task's run may take without being cut off.

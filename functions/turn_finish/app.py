@@ -33,8 +33,8 @@ from carrier_aws.webhooks import (
     webhook_queue_url,
 )
 from carrier_core.frames import finished_frames
-from carrier_core.store import TurnEnd
-from carrier_core.turn import NextTurn, Runner
+from carrier_core.store.runners import NextTurn, Runner
+from carrier_core.store.turns import TurnEnd
 
 sqs = AwsClient("sqs")
 sfn = AwsClient("stepfunctions")

@@ -7,16 +7,11 @@ import json
 import os
 
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from carrier_aws.clients import AwsClient
 from carrier_aws.observability import correlated, function_handler, send_metrics
+from carrier_aws.queue_batch import QueueRecord, answer_batch
 from carrier_aws.runtime import runtime
 from carrier_aws.webhooks import (
     NoTimeLeft,
@@ -26,14 +21,12 @@ from carrier_aws.webhooks import (
     sweep_deliveries,
 )
 
-# A batch whose every record waits for a retry is not an error of the function.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 sqs = AwsClient("sqs")
 
 METRICS = {"delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
 
 
-def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+def record_handler(record: QueueRecord, lambda_context: LambdaContext) -> None:
     with correlated(*turn_of(record.body)) as ids:
         try:
             outcome = deliver_message(
@@ -72,6 +65,10 @@ def handler(event: dict, context: LambdaContext) -> dict:
         queued = sweep_deliveries(runtime(), sqs, os.environ["WEBHOOK_QUEUE_URL"])
         send_metrics({"WebhooksRequeued": (MetricUnit.Count, queued)})
         return {"queued": queued}
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+    # A batch whose every record waits for a retry is not an error of the function.
+    return answer_batch(
+        event,
+        lambda record: record_handler(record, context),
+        expected=(RetryLater, NoTimeLeft),
+        raise_if_all_fail=False,
     )

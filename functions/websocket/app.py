@@ -17,7 +17,7 @@ from carrier_aws.runtime import runtime
 from carrier_core.api import websocket
 from carrier_core.auth import Authenticator
 from carrier_core.frames import Frame
-from carrier_core.turn import Ingested
+from carrier_core.turn.ingest import Ingested
 
 sfn = AwsClient("stepfunctions")
 
