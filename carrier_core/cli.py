@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -340,8 +340,8 @@ def chat(
 
 def _print_trace(runtime: Runtime, turn_id: uuid.UUID) -> None:
     store = runtime.store
-    steps = [{**asdict(s), "duration_ms": s.duration_ms} for s in store.turn_steps(turn_id)]
-    calls = [asdict(c) for c in store.model_calls(turn_id)]
+    steps = [{**s._asdict(), "duration_ms": s.duration_ms} for s in store.turn_steps(turn_id)]
+    calls = [c._asdict() for c in store.model_calls(turn_id)]
     for line in turn_trace(steps, store.turn(turn_id).decision, calls):
         print(line, file=sys.stderr)
 

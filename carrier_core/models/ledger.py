@@ -12,7 +12,6 @@ import functools
 import logging
 import time
 import uuid
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from carrier_core.models.base import Embeddings, Generation, ModelBudgetExceeded
@@ -82,8 +81,8 @@ def ledger_rows(
             where, _, reason = failure.partition(": ")
             provider, _, name = where.partition("/")
             calls.append(
-                replace(
-                    base, provider=provider, model=name or "?", status="error", error=reason[:1000]
+                base._replace(
+                    provider=provider, model=name or "?", status="error", error=reason[:1000]
                 )
             )
         output_tokens = getattr(result.usage, "output_tokens", 0)
@@ -91,8 +90,7 @@ def ledger_rows(
         if provider != "offline" and not is_priced(result.model):
             _warn_unpriced(result.model)
         calls.append(
-            replace(
-                base,
+            base._replace(
                 provider=provider,
                 model=result.model,
                 input_tokens=result.usage.input_tokens,
@@ -103,8 +101,7 @@ def ledger_rows(
         )
     else:
         calls.append(
-            replace(
-                base,
+            base._replace(
                 status="error",
                 error=f"{type(error).__name__}: {error}"[:1000],
                 latency_ms=latency_ms,

@@ -4,9 +4,8 @@ relationships."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import DictRow
@@ -22,8 +21,7 @@ class AgentConflict(ValueError):
     agent of another id."""
 
 
-@dataclass(frozen=True)
-class AgentRecord:
+class AgentRecord(NamedTuple):
     id: uuid.UUID
     tenant_id: uuid.UUID
     handle: str
@@ -32,8 +30,7 @@ class AgentRecord:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
-class RoomRecord:
+class RoomRecord(NamedTuple):
     id: uuid.UUID
     agent_id: uuid.UUID
     name: str

@@ -4,9 +4,8 @@ token of the execution waiting on each (`carrier_core.turn.approval` says what t
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -19,8 +18,7 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Approval:
+class Approval(NamedTuple):
     id: uuid.UUID
     turn_id: uuid.UUID
     agent_id: uuid.UUID

@@ -16,16 +16,15 @@ neither send nor hear anything more.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from psycopg.rows import DictRow
 
 from carrier_core.store.base import StoreBase
 
 
-@dataclass(frozen=True)
-class Connection:
+class Connection(NamedTuple):
     """A WebSocket connection as stored; `carrier_core.auth.Principal.of_connection` says
     who sends on it."""
 

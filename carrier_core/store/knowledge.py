@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from psycopg.rows import DictRow
 
@@ -38,8 +38,7 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"
 
 
-@dataclass(frozen=True)
-class NewDocument:
+class NewDocument(NamedTuple):
     """A document to store, before it has an id."""
 
     title: str
@@ -51,8 +50,7 @@ class NewDocument:
     sha256: str
 
 
-@dataclass(frozen=True)
-class DocumentRecord:
+class DocumentRecord(NamedTuple):
     id: uuid.UUID
     agent_id: uuid.UUID
     title: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -18,8 +18,7 @@ from carrier_core.store.base import NotFound, StoreBase, entity_name, where
 from carrier_core.store.usage import _INSERT_CALLS, ModelCall, _calls
 
 
-@dataclass
-class NamedMessage:
+class NamedMessage(NamedTuple):
     """A message with the name of who said it, as prompts show it."""
 
     memory: Memory
@@ -200,8 +199,7 @@ def _knowledge_sql(vector: Any, agent_id: uuid.UUID, count: int) -> tuple[str, l
     return query, params
 
 
-@dataclass(frozen=True)
-class EmbeddingWork:
+class EmbeddingWork(NamedTuple):
     """What the embed step has to do (`MemoryStore.embedding_work`)."""
 
     memories: list[Memory]

@@ -5,16 +5,14 @@ over, and the turns they take up (`carrier_core.turn.schedule` says how the leas
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from carrier_core.store.base import StoreBase
 from carrier_core.store.turns import _END_COLUMNS, UNFINISHED_SQL, TurnEnd, _turn_end
 
 
-@dataclass(frozen=True)
-class Runner:
+class Runner(NamedTuple):
     """A room's runner, by its generation: each claim of the room's lease makes a new one,
     drawn from one database sequence, so no two runners ever share a name."""
 
@@ -27,8 +25,7 @@ class Runner:
         return f"room-{self.room_id}-g{self.generation}"
 
 
-@dataclass(frozen=True)
-class NextTurn:
+class NextTurn(NamedTuple):
     """The turn a runner takes up next."""
 
     turn_id: uuid.UUID
@@ -59,8 +56,7 @@ def _next_turn(row: Any, max_attempts: int) -> NextTurn | None:
     )
 
 
-@dataclass(frozen=True)
-class Stalled:
+class Stalled(NamedTuple):
     """A room the sweep looks at: its lease ran out, or turns wait and no runner holds it."""
 
     room_id: uuid.UUID

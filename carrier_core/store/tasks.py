@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -33,8 +32,7 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
     id: uuid.UUID
     tenant_id: uuid.UUID
     agent_id: uuid.UUID

@@ -4,22 +4,20 @@ hashing the secret is `carrier_core.tenants`' job)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from psycopg.rows import DictRow
 
 from carrier_core.store.base import StoreBase
 
 
-@dataclass(frozen=True)
-class Tenant:
+class Tenant(NamedTuple):
     id: uuid.UUID
     name: str
 
 
-@dataclass(frozen=True)
-class ApiKey:
+class ApiKey(NamedTuple):
     id: uuid.UUID
     tenant_id: uuid.UUID
     name: str

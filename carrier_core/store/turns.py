@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
@@ -43,8 +43,7 @@ UNFINISHED = ("queued", "running", "retrying")
 UNFINISHED_SQL = "('queued', 'running', 'retrying')"
 
 
-@dataclass(frozen=True)
-class TurnRecord:
+class TurnRecord(NamedTuple):
     id: uuid.UUID
     agent_id: uuid.UUID
     room_id: uuid.UUID
@@ -61,8 +60,7 @@ class TurnRecord:
     answered_by: uuid.UUID | None = None
 
 
-@dataclass(frozen=True)
-class TurnStep:
+class TurnStep(NamedTuple):
     """One row of a turn's history, with when the step started and ended."""
 
     step: str
@@ -88,8 +86,7 @@ class StepUsage:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     """One row of a turn's history, as a step writes it."""
 
     step: str
@@ -161,8 +158,7 @@ def _said(turn_id: uuid.UUID, said: Sequence[Memory]) -> tuple[str, tuple[Any, .
     )
 
 
-@dataclass(frozen=True)
-class TurnEnd:
+class TurnEnd(NamedTuple):
     """A turn that has just ended, as its metrics report it."""
 
     message_id: uuid.UUID
@@ -177,8 +173,7 @@ class TurnEnd:
     plugins: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Conversation:
+class Conversation(NamedTuple):
     """What a decide step's providers show of the conversation, read with its scene."""
 
     #: The recent messages as they stood for the turn's message, oldest first.
@@ -189,8 +184,7 @@ class Conversation:
     relationships: list[tuple[str, str, list[str]]]
 
 
-@dataclass(frozen=True)
-class ReflectionScene:
+class ReflectionScene(NamedTuple):
     """What the reflection evaluator reads before its model call, in one statement
     (`Store.reflection_scene`)."""
 
@@ -206,8 +200,7 @@ class ReflectionScene:
     known: list[Memory]
 
 
-@dataclass(frozen=True)
-class Accepted:
+class Accepted(NamedTuple):
     """What taking a message in did (`Store.accept_message`)."""
 
     #: The sender joined the room now (its first message there).
@@ -220,8 +213,7 @@ class Accepted:
     plugins: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Scene:
+class Scene(NamedTuple):
     """What a step starts from (`Store.turn_scene`)."""
 
     turn: TurnRecord
@@ -238,8 +230,7 @@ class Scene:
     conversation: Conversation | None = None
 
 
-@dataclass(frozen=True)
-class StartedTurn:
+class StartedTurn(NamedTuple):
     """A message's turn as ingest finds it."""
 
     id: uuid.UUID

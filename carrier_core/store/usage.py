@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
 from carrier_core.store.base import StoreBase
 
 
-@dataclass(frozen=True)
-class ModelCall:
+class ModelCall(NamedTuple):
     """One row of the usage ledger."""
 
     agent_id: uuid.UUID
@@ -33,8 +31,7 @@ class ModelCall:
     cost_usd: float = 0.0
 
 
-@dataclass(frozen=True)
-class UsageRow:
+class UsageRow(NamedTuple):
     """Totals of one agent on one day (UTC)."""
 
     agent: str
@@ -59,8 +56,7 @@ _INSERT_CALLS = (
 
 
 def _calls(calls: Sequence[ModelCall]) -> Jsonb:
-    # Its fields are flat values: `vars` is enough (`asdict` copies each one deeply).
-    rows = [vars(call) for call in calls]
+    rows = [call._asdict() for call in calls]
     return Jsonb(rows, dumps=lambda obj: json.dumps(obj, default=str))
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -22,8 +21,7 @@ class TooManyWebhooks(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Webhook:
+class Webhook(NamedTuple):
     id: uuid.UUID
     tenant_id: uuid.UUID
     agent_id: uuid.UUID
@@ -33,8 +31,7 @@ class Webhook:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     id: uuid.UUID
     webhook_id: uuid.UUID
     #: The reply delivered; None for an approval request (`approval_id`).
