@@ -263,20 +263,21 @@ def remove_bytecode(folder: Path) -> None:
         compiled.unlink()
 
 
-def install_carrier(base_python: str, layer: Path) -> None:
-    """carrier from a copy of the working tree (so no build/ is left in it), as the Makefile
-    installs it: its dist-info carries the plugins' entry points; no carrier_aws/local."""
+def install_carrier(base_python: str, layer: Path, tree: Path = ROOT) -> None:
+    """carrier from a copy of `tree` (the working tree; so no build/ is left in it), as the
+    Makefile installs it: its dist-info carries the plugins' entry points; no
+    carrier_aws/local."""
     for old in [*layer.glob("carrier-*.dist-info"), layer / "carrier_core", layer / "carrier_aws"]:
         shutil.rmtree(old, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="carrier-src-") as tmp:
         source, target = Path(tmp) / "src", Path(tmp) / "target"
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         for name in CARRIER_SOURCES:
-            if (ROOT / name).is_dir():
-                shutil.copytree(ROOT / name, source / name, ignore=ignore)
+            if (tree / name).is_dir():
+                shutil.copytree(tree / name, source / name, ignore=ignore)
             else:
                 source.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(ROOT / name, source / name)
+                shutil.copy2(tree / name, source / name)
         pip(base_python, "--no-deps", "--no-compile", "--target", str(target), str(source))
         shutil.rmtree(target / "carrier_aws" / "local", ignore_errors=True)
         for item in target.iterdir():
