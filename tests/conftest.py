@@ -6,15 +6,20 @@ Set CARRIER_TEST_DATABASE_URL to run against another Postgres with pgvector
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from carrier_aws import observability
 from carrier_core import Character, Runtime, Settings, load_character
 from carrier_core.models import HashEmbedding, ModelSet, ScriptedModel, offline_models
 from carrier_core.store.store import Store
@@ -149,3 +154,22 @@ def issuer() -> Iterator[Issuer]:
     """An OIDC issuer whose JWKS is served over HTTP; `issuer.token(claims)` signs a JWT."""
     with serve_jwks() as served:
         yield served
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """What the functions' logger writes, formatted as in Lambda (the keys are added by
+    the formatter, in the thread that logs)."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(observability.logger.registered_formatter)
+    target = logging.getLogger(observability.logger.name)
+    target.addHandler(handler)
+    try:
+        yield written
+    finally:
+        target.removeHandler(handler)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -264,3 +266,25 @@ def test_messages_accepted_before_postgres_is_killed_are_answered_once_it_is_bac
             deadline = time.monotonic() + 30
             for turn_id in again:
                 assert api.wait_turn(turn_id, deadline)["status"] == "done"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a child subreaper is Linux's")
+def test_the_embedded_postgres_killed_with_its_process_starts_again_while_still_a_zombie(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of a Carrier process and of its embedded postmaster, then a new start before
+    anything reaps the postmaster (tests/killed_postmaster.py): pgserver and Postgres took
+    the zombie for a live server, and the new process could not reach its database."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.killed_postmaster", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["zombie_during_second_start"], "the test did not make the fault it is for"
+    assert report["returncode"] == 0, report["stderr"]
+    assert report["second"], report["stderr"]
+    assert report["second"] != report["first"], "the second start joined the killed server"

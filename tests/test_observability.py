@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -30,27 +29,8 @@ from carrier_core import Character, Runtime
 from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
 from carrier_core.world import LOCAL_TENANT_ID
-from tests.conftest import ROOT
+from tests.conftest import ROOT, json_lines
 from tests.test_emulated import RETRY_SCALE, post, wait_turn
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """What the functions' logger writes, formatted as in Lambda (the keys are added by
-    the formatter, in the thread that logs)."""
-    written = io.StringIO()
-    handler = logging.StreamHandler(written)
-    handler.setFormatter(observability.logger.registered_formatter)
-    target = logging.getLogger(observability.logger.name)
-    target.addHandler(handler)
-    try:
-        yield written
-    finally:
-        target.removeHandler(handler)
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
 def test_a_turns_ids_are_on_the_log_lines_and_metrics_of_each_function_it_meets(

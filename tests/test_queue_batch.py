@@ -10,36 +10,16 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from carrier_aws import observability
 from carrier_aws.queue_batch import BatchFailed, QueueRecord, answer_batch
-from tests.conftest import ROOT
+from tests.conftest import ROOT, json_lines
 
 
 class Retry(Exception):
     """How a handler asks for a record to come back later."""
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    written = io.StringIO()
-    handler = logging.StreamHandler(written)
-    handler.setFormatter(observability.logger.registered_formatter)
-    target = logging.getLogger(observability.logger.name)
-    target.addHandler(handler)
-    try:
-        yield written
-    finally:
-        target.removeHandler(handler)
-
-
-def lines(log: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.getvalue().splitlines() if line.startswith("{")]
 
 
 def batch(*bodies: str) -> dict[str, Any]:
@@ -71,7 +51,9 @@ def test_only_the_records_that_failed_come_back_and_each_failure_is_logged(
     answer = answer_batch(batch("a", "b", "c"), handle)
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     assert handled == ["a", "b", "c"]
-    [line] = [line for line in lines(log_lines) if line.get("sqs_message_id") == "m1"]
+    [line] = [
+        line for line in json_lines(log_lines.getvalue()) if line.get("sqs_message_id") == "m1"
+    ]
     assert line["level"] == "WARNING"
     assert "ValueError: cannot take b" in line["exception"]
 
@@ -89,7 +71,9 @@ def test_a_retry_the_handler_asked_for_is_logged_without_a_traceback(
     handle, _ = handler_failing_on("a", error=Retry)
     answer = answer_batch(batch("a", "b"), handle, expected=(Retry,))
     assert answer == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
-    [line] = [line for line in lines(log_lines) if line.get("sqs_message_id") == "m0"]
+    [line] = [
+        line for line in json_lines(log_lines.getvalue()) if line.get("sqs_message_id") == "m0"
+    ]
     assert line["level"] == "INFO"
     assert "exception" not in line
     assert "cannot take a" in line["reason"]

@@ -7,6 +7,7 @@ server set up by hand. With it, any Postgres 15+ with pgvector will do.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import warnings
@@ -22,6 +23,8 @@ from psycopg_pool import ConnectionPool
 
 if TYPE_CHECKING:
     from carrier_core.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseError(RuntimeError):
@@ -50,6 +53,9 @@ class RoundTrips:
 
 _embedded: dict[Path, Any] = {}
 
+#: How long a start waits for the processes of a server killed outright to exit.
+DEAD_SERVER_WAIT_S = 15.0
+
 
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded Postgres keeping its data in `data_dir / "pg"`."""
@@ -60,6 +66,7 @@ def embedded_database_url(data_dir: Path) -> str:
             # XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to a working default.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
             try:
+                import fasteners
                 import pgserver
             except ImportError:
                 raise DatabaseError(
@@ -67,8 +74,73 @@ def embedded_database_url(data_dir: Path) -> str:
                     "install it with `pip install 'carrier[local]'` or set DATABASE_URL"
                 ) from None
         pg_dir.parent.mkdir(parents=True, exist_ok=True)
-        _embedded[pg_dir] = pgserver.get_server(pg_dir, cleanup_mode="stop")
+        # One Carrier process at a time clears a dead server's lock file and starts anew:
+        # another one starting meanwhile must not take the new server's file for the old.
+        with fasteners.InterProcessLock(str(data_dir / "pg.lock")):
+            _clear_dead_server(pg_dir)
+            _embedded[pg_dir] = pgserver.get_server(pg_dir, cleanup_mode="stop")
     return str(_embedded[pg_dir].get_uri())
+
+
+def _clear_dead_server(pg_dir: Path) -> None:
+    """Remove the lock file (postmaster.pid) of a server that was killed outright.
+
+    A postmaster killed with its Carrier process (kill -9, a crash, the machine's OOM
+    killer) stays a zombie until the system reaps it, which in a container without an
+    init process may be never. Both pgserver and Postgres take a zombie for a running
+    server: pgserver hands out its address, Postgres refuses to start beside it, and the
+    next `carrier dev` cannot reach its database. A server whose process is gone, a
+    zombie or some other program (its id reused) is dead: once the processes it left in
+    its folder have exited (its backends leave soon after it), its lock file goes, and
+    Postgres starts anew and recovers from its log as after any crash. If some remain
+    after `DEAD_SERVER_WAIT_S`, the file stays, and Postgres says what holds it.
+    """
+    import psutil
+
+    lock = pg_dir / "postmaster.pid"
+    try:
+        # Its lines: pid, data folder, start time, port, socket folder, ...
+        lines = lock.read_text().split("\n")
+        pid = int(lines[0])
+    except (FileNotFoundError, ValueError):
+        return
+    try:
+        process = psutil.Process(pid)
+        if process.status() != psutil.STATUS_ZOMBIE and "postgres" in process.name():
+            return  # a live server: join it
+    except psutil.NoSuchProcess:
+        pass
+    log.warning("the embedded Postgres (process %d) was killed; starting it again", pid)
+    deadline = time.monotonic() + DEAD_SERVER_WAIT_S
+    while _processes_in(pg_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _processes_in(pg_dir):
+        return
+    # Its socket's lock file names the dead server too (and Postgres refuses it as well).
+    if len(lines) > 4 and lines[3].strip() and lines[4].strip():
+        socket_lock = Path(lines[4].strip()) / f".s.PGSQL.{lines[3].strip()}.lock"
+        try:
+            if socket_lock.read_text().split("\n", 1)[0].strip() == str(pid):
+                socket_lock.unlink()
+        except FileNotFoundError:
+            pass
+    lock.unlink(missing_ok=True)
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Live processes working in `folder` (a Postgres server's processes all work in its
+    data folder)."""
+    import psutil
+
+    folder = folder.resolve()
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and Path(process.cwd()) == folder:
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def database_url(settings: Settings) -> str:
