@@ -35,6 +35,19 @@ sys.stdin.read()
 """
 
 
+def _stops(pid: int, timeout_s: float = 30) -> bool:
+    """Whether the server process `pid` is gone (or a zombie: it exited) within the time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def main(home: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -58,9 +71,13 @@ def main(home: str) -> None:
     assert second.stdout is not None and second.stderr is not None and second.stdin is not None
     second_started = second.stdout.readline().strip()
     still_zombie = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    second.stdin.close()  # the second process stops its server as it exits
+    users = json.loads((Path(home) / "pg" / ".handle_pids.json").read_text())
+    lock = Path(home) / "pg" / "postmaster.pid"
+    second_pid = int(lock.read_text().split("\n", 1)[0]) if lock.is_file() else None
+    second.stdin.close()  # the last process using the server stops it as it exits
     error = second.stderr.read()
     second.wait(timeout=60)
+    stopped = second_pid is not None and _stops(second_pid)
     while True:  # now reap every orphan this process adopted
         try:
             if os.waitpid(-1, os.WNOHANG) == (0, 0):
@@ -73,6 +90,8 @@ def main(home: str) -> None:
                 "first": first_started,
                 "second": second_started,
                 "zombie_during_second_start": still_zombie,
+                "first_process_listed_as_user": first.pid in users,
+                "second_server_stopped": stopped,
                 "returncode": second.returncode,
                 "stderr": error[-3000:],
             }

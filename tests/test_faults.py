@@ -274,7 +274,9 @@ def test_the_embedded_postgres_killed_with_its_process_starts_again_while_still_
 ) -> None:
     """kill -9 of a Carrier process and of its embedded postmaster, then a new start before
     anything reaps the postmaster (tests/killed_postmaster.py): pgserver and Postgres took
-    the zombie for a live server, and the new process could not reach its database."""
+    the zombie for a live server, and the new process could not reach its database; and
+    the killed process stayed on pgserver's list of the server's users, so no later
+    process ever stopped the server."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.killed_postmaster", str(tmp_path)],
         cwd=ROOT,
@@ -288,3 +290,7 @@ def test_the_embedded_postgres_killed_with_its_process_starts_again_while_still_
     assert report["returncode"] == 0, report["stderr"]
     assert report["second"], report["stderr"]
     assert report["second"] != report["first"], "the second start joined the killed server"
+    # pgserver stops the server when the last process using it exits: the killed one is
+    # no longer counted, so the second process stopped the server it started.
+    assert not report["first_process_listed_as_user"]
+    assert report["second_server_stopped"]

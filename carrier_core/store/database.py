@@ -7,6 +7,7 @@ server set up by hand. With it, any Postgres 15+ with pgvector will do.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -52,6 +53,7 @@ class RoundTrips:
 
 
 _embedded: dict[Path, Any] = {}
+_embedded_lock = threading.Lock()
 
 #: How long a start waits for the processes of a server killed outright to exit.
 DEAD_SERVER_WAIT_S = 15.0
@@ -60,26 +62,32 @@ DEAD_SERVER_WAIT_S = 15.0
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or join) the embedded Postgres keeping its data in `data_dir / "pg"`."""
     pg_dir = data_dir / "pg"
-    if pg_dir not in _embedded:
-        with warnings.catch_warnings():
-            # pgserver asks platformdirs for a runtime folder when imported, which warns when
-            # XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to a working default.
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            try:
-                import fasteners
-                import pgserver
-            except ImportError:
-                raise DatabaseError(
-                    "no DATABASE_URL is set and the embedded Postgres is not installed: "
-                    "install it with `pip install 'carrier[local]'` or set DATABASE_URL"
-                ) from None
-        pg_dir.parent.mkdir(parents=True, exist_ok=True)
-        # One Carrier process at a time clears a dead server's lock file and starts anew:
-        # another one starting meanwhile must not take the new server's file for the old.
-        with fasteners.InterProcessLock(str(data_dir / "pg.lock")):
-            _clear_dead_server(pg_dir)
-            _embedded[pg_dir] = pgserver.get_server(pg_dir, cleanup_mode="stop")
+    with _embedded_lock:
+        if pg_dir not in _embedded:
+            _embedded[pg_dir] = _start_embedded(data_dir, pg_dir)
     return str(_embedded[pg_dir].get_uri())
+
+
+def _start_embedded(data_dir: Path, pg_dir: Path) -> Any:
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime folder when imported, which warns when
+        # XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to a working default.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        try:
+            import fasteners
+            import pgserver
+        except ImportError:
+            raise DatabaseError(
+                "no DATABASE_URL is set and the embedded Postgres is not installed: "
+                "install it with `pip install 'carrier[local]'` or set DATABASE_URL"
+            ) from None
+    pg_dir.parent.mkdir(parents=True, exist_ok=True)
+    # One Carrier process at a time clears a dead server's lock file and starts anew:
+    # another one starting meanwhile must not take the new server's file for the old.
+    with fasteners.InterProcessLock(str(data_dir / "pg.lock")):
+        _clear_dead_server(pg_dir)
+        _forget_dead_users(pg_dir)
+        return pgserver.get_server(pg_dir, cleanup_mode="stop")
 
 
 def _clear_dead_server(pg_dir: Path) -> None:
@@ -99,9 +107,10 @@ def _clear_dead_server(pg_dir: Path) -> None:
 
     lock = pg_dir / "postmaster.pid"
     try:
-        # Its lines: pid, data folder, start time, port, socket folder, ...
+        # Its lines: pid (negative for a single-user server), data folder, start time,
+        # port, socket folder, ...
         lines = lock.read_text().split("\n")
-        pid = int(lines[0])
+        pid = abs(int(lines[0]))
     except (FileNotFoundError, ValueError):
         return
     try:
@@ -110,6 +119,8 @@ def _clear_dead_server(pg_dir: Path) -> None:
             return  # a live server: join it
     except psutil.NoSuchProcess:
         pass
+    except psutil.Error:
+        return  # not ours to look at: leave it to pgserver and Postgres
     log.warning("the embedded Postgres (process %d) was killed; starting it again", pid)
     deadline = time.monotonic() + DEAD_SERVER_WAIT_S
     while _processes_in(pg_dir) and time.monotonic() < deadline:
@@ -125,6 +136,36 @@ def _clear_dead_server(pg_dir: Path) -> None:
         except FileNotFoundError:
             pass
     lock.unlink(missing_ok=True)
+
+
+def _forget_dead_users(pg_dir: Path) -> None:
+    """Take the processes that died while using the server off pgserver's list of them.
+
+    pgserver stops the server when the last process on that list exits (`cleanup_mode`
+    "stop"), and a process killed outright never takes itself off: without this, the
+    server would outlive every later `carrier dev` and `carrier chat`.
+    """
+    import psutil
+
+    listed = pg_dir / ".handle_pids.json"
+    try:
+        pids = json.loads(listed.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    if not isinstance(pids, list):
+        return
+
+    def alive(pid: object) -> bool:
+        try:
+            return isinstance(pid, int) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.Error:
+            return True  # cannot tell: keep it
+
+    living = [pid for pid in pids if alive(pid)]
+    if living != pids:
+        listed.write_text(json.dumps(living))
 
 
 def _processes_in(folder: Path) -> list[int]:
