@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.postgres_process import exited
+
 PR_SET_CHILD_SUBREAPER = 36
 
 #: A Carrier process: start (or join) the embedded server, say when its server started,
@@ -36,16 +38,17 @@ sys.stdin.read()
 
 
 def _stops(pid: int, timeout_s: float = 30) -> bool:
-    """Whether the server process `pid` is gone (or a zombie: it exited) within the time."""
+    """Whether the server process `pid` exits within the time."""
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return True
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
+    while not exited(process):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
-    return False
+    return True
 
 
 def main(home: str) -> None:

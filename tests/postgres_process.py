@@ -172,10 +172,10 @@ class PostgresProcess:
         # A backend exits when it notices its postmaster is gone; a new postmaster will not
         # start while one still holds the old shared memory, so wait for them (bounded).
         deadline = time.monotonic() + 10
-        while not all(_exited(child) for child in children) and time.monotonic() < deadline:
+        while not all(exited(child) for child in children) and time.monotonic() < deadline:
             time.sleep(0.05)
         for child in children:
-            if not _exited(child):
+            if not exited(child):
                 child.kill()
 
     def stop(self) -> None:
@@ -191,7 +191,7 @@ class PostgresProcess:
         self._server = None
 
 
-def _exited(process: psutil.Process) -> bool:
+def exited(process: psutil.Process) -> bool:
     """Gone, or a zombie (nobody may reap an orphan here: it holds nothing any more)."""
     try:
         return bool(process.status() == psutil.STATUS_ZOMBIE)

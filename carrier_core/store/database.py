@@ -103,8 +103,6 @@ def _clear_dead_server(pg_dir: Path) -> None:
     Postgres starts anew and recovers from its log as after any crash. If some remain
     after `DEAD_SERVER_WAIT_S`, the file stays, and Postgres says what holds it.
     """
-    import psutil
-
     lock = pg_dir / "postmaster.pid"
     try:
         # Its lines: pid (negative for a single-user server), data folder, start time,
@@ -113,19 +111,13 @@ def _clear_dead_server(pg_dir: Path) -> None:
         pid = abs(int(lines[0]))
     except (FileNotFoundError, ValueError):
         return
-    try:
-        process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE and "postgres" in process.name():
-            return  # a live server: join it
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.Error:
-        return  # not ours to look at: leave it to pgserver and Postgres
+    if _alive(pid, "postgres"):
+        return  # a live server (or one this process may not look at): join it
     log.warning("the embedded Postgres (process %d) was killed; starting it again", pid)
     deadline = time.monotonic() + DEAD_SERVER_WAIT_S
-    while _processes_in(pg_dir) and time.monotonic() < deadline:
+    while (left := _processes_in(pg_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _processes_in(pg_dir):
+    if left:
         return
     # Its socket's lock file names the dead server too (and Postgres refuses it as well).
     if len(lines) > 4 and lines[3].strip() and lines[4].strip():
@@ -145,8 +137,6 @@ def _forget_dead_users(pg_dir: Path) -> None:
     "stop"), and a process killed outright never takes itself off: without this, the
     server would outlive every later `carrier dev` and `carrier chat`.
     """
-    import psutil
-
     listed = pg_dir / ".handle_pids.json"
     try:
         pids = json.loads(listed.read_text())
@@ -154,18 +144,23 @@ def _forget_dead_users(pg_dir: Path) -> None:
         return
     if not isinstance(pids, list):
         return
-
-    def alive(pid: object) -> bool:
-        try:
-            return isinstance(pid, int) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-        except psutil.Error:
-            return True  # cannot tell: keep it
-
-    living = [pid for pid in pids if alive(pid)]
+    living = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
     if living != pids:
         listed.write_text(json.dumps(living))
+
+
+def _alive(pid: int, name: str = "") -> bool:
+    """Whether process `pid` runs (it exists and is no zombie) and its name holds `name`;
+    True when this process may not look at it (it is not ours to call dead)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and name in process.name()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
 
 
 def _processes_in(folder: Path) -> list[int]:
