@@ -376,6 +376,12 @@ def test_a_function_imports_the_modules_it_runs_and_not_the_whole_runtime() -> N
     assert "carrier_core.runtime" in ingest
     others = {"carrier_core.turn.decide", "carrier_core.turn.act", "carrier_core.knowledge"}
     assert not others & ingest
+    # The API hands turns to runners: it stores messages and answers approvals, and runs
+    # no step but ingest (in one process its approval answer imports the runner on use).
+    api = _modules_after("import carrier_core.api.app")
+    steps = {"carrier_core.turn.run", "carrier_core.turn.decide", "carrier_core.turn.act"}
+    assert not steps & api
+    assert "carrier_core.tasks.run" not in api
     assert _modules_after("import carrier_core") == {"carrier_core"}
 
 

@@ -18,7 +18,7 @@ from carrier_core.api.posting import agent_of
 from carrier_core.auth import Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store.base import NotFound
-from carrier_core.tasks import Task, TaskStatus
+from carrier_core.store.tasks import Task, TaskStatus
 
 router = APIRouter(prefix="/v1/agents/{agent}/tasks", tags=["tasks"])
 

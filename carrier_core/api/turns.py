@@ -16,7 +16,6 @@ from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
 from carrier_core.store.turns import TurnRecord
 from carrier_core.turn import approval
-from carrier_core.turn.run import resume_turn
 
 #: The character setting that lets end users answer approvals in their own rooms.
 END_USERS_APPROVE = "approvals_by_end_users"
@@ -222,6 +221,11 @@ def _resume(
     if resume is not None:
         resume(settled, token)
     else:
+        # In this process the room runs again within the request. Imported here: the
+        # turn's steps are no part of a server that hands turns to runners elsewhere (the
+        # api function's cold start).
+        from carrier_core.turn.run import resume_turn
+
         resume_turn(runtime, settled.turn_id)
 
 
