@@ -1,11 +1,17 @@
 """What Postgres can store: text with neither NUL characters nor unpaired UTF-16 surrogates.
 
 JSON allows both (`"\\u0000"`, `"\\ud800"`), so any client input may carry them; checked
-at the edge, they are a 422 naming the field instead of a database error.
+at the edge, they are a 422 naming the field instead of a database error. What Carrier
+stores without a client to answer (a model's output, a plugin's result, an exception's
+message) is made storable instead (`storable_text`, `storable_json`): the store writes every
+text and JSON value through them, as refusing it would lose the turn.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator
@@ -50,3 +56,45 @@ def check_storable_json(value: Any, depth: int = 0) -> None:
             check_storable_json(item, depth + 1)
     elif not (value is None or isinstance(value, bool | int | float)):
         raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+#: A UTF-16 surrogate: in a Python string always unpaired (JSON's escaped pairs decode to
+#: one character), and not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """The text with NUL characters and unpaired surrogates replaced by U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def _storable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {
+            storable_text(k) if isinstance(k, str) else k: _storable_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_storable_value(item) for item in value]
+    return value
+
+
+def storable_json(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """`value` as JSON that Postgres's jsonb takes, UTF-8 encoded: a string's NUL
+    characters and unpaired surrogates (which jsonb refuses, even escaped) replaced by
+    U+FFFD. The document is walked only when its first encoding shows one."""
+    text = json.dumps(value, ensure_ascii=False, default=default)
+    if "\\u0000" not in text:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    return json.dumps(_storable_value(value), ensure_ascii=False, default=default).encode()

@@ -19,8 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from pgvector.psycopg import register_vector
+from psycopg.adapt import Dumper
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_dumps
 from psycopg_pool import ConnectionPool
+
+from carrier_core.storable import storable_json, storable_text
 
 if TYPE_CHECKING:
     from carrier_core.config import Settings
@@ -183,6 +187,28 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 
 
+class StorableTextDumper(Dumper):
+    """Text parameters as Postgres can hold them (`storable_text`): a model's output or an
+    exception's message with a NUL in it is stored with U+FFFD there, not refused with the
+    turn it belongs to. Client input was checked before it got here (a 422)."""
+
+    oid = 0  # unknown, as psycopg sends a str: the server infers the type
+
+    def dump(self, obj: str) -> bytes:
+        if "\x00" not in obj:
+            try:
+                return obj.encode("utf-8")
+            except UnicodeEncodeError:
+                pass
+        return storable_text(obj).encode("utf-8")
+
+
+def _storable_values(conn: psycopg.Connection[Any]) -> None:
+    """Every text and JSON parameter of this connection is written storable."""
+    conn.adapters.register_dumper(str, StorableTextDumper)
+    set_json_dumps(storable_json, context=conn)
+
+
 #: Where to connect, asked again for every new connection; its argument is true when the
 #: last attempt failed, so that a login kept in a cache (a secret whose password rotates)
 #: is read anew.
@@ -255,6 +281,7 @@ def open_pool(
 
     def configure(conn: psycopg.Connection[Any]) -> None:
         register_vector(conn)
+        _storable_values(conn)
         conn.cursor_factory = CountingCursor
         conn.commit()
 

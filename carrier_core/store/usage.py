@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import date
+from functools import partial
 from typing import Any, NamedTuple
 
 from psycopg.types.json import Jsonb
 
+from carrier_core.storable import storable_json
 from carrier_core.store.base import StoreBase
 
 
@@ -57,7 +58,7 @@ _INSERT_CALLS = (
 
 def _calls(calls: Sequence[ModelCall]) -> Jsonb:
     rows = [call._asdict() for call in calls]
-    return Jsonb(rows, dumps=lambda obj: json.dumps(obj, default=str))
+    return Jsonb(rows, dumps=partial(storable_json, default=str))
 
 
 class UsageLedger(StoreBase):
