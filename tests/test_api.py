@@ -174,6 +174,23 @@ def test_unknown_agents_and_turns_are_404(client: TestClient) -> None:
     assert "no agent with id" in response.json()["error"]["message"]
     assert client.get(f"/v1/turns/{uuid.uuid4()}").status_code == 404
     assert client.get("/v1/turns/not-a-uuid").status_code == 422
+    # A handle Postgres could not hold names no agent either (it was a 500).
+    for path in ("/v1/agents/a%00b", "/v1/agents/a%00b/rooms/lobby/messages"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_room_key_is_one_segment_of_a_url_path(client: TestClient, agent: uuid.UUID) -> None:
+    # Clients resolve `rooms/..` to the agent's own URL: a DELETE of the room would
+    # delete the agent. Percent-encoded, the server sees the dots.
+    for room in ("%2E%2E", "%2E"):
+        response = client.post(
+            f"/v1/agents/{agent}/rooms/{room}/messages", json={"text": "hi", "sender": "u1"}
+        )
+        assert response.status_code == 422, room
+        assert "one segment of a URL path" in response.json()["error"]["message"]
+    assert client.get(f"/v1/agents/{agent}/rooms").json()["data"] == []
 
 
 def test_text_postgres_cannot_store_and_foreign_digits_are_422_not_500(

@@ -138,6 +138,8 @@ def test_a_rejected_action_is_not_run_and_the_turn_says_why(
     turn_id = post(client, agent, "send all my savings to Bo")
     wait_for(client, turn_id, "awaiting_approval")
 
+    odd = answer(client, turn_id, False, reason="not\x00today")
+    assert odd.status_code == 422 and "NUL" in odd.json()["error"]["message"]
     turn = answer(client, turn_id, False, reason="not today").json()
     assert turn["status"] == "done" and turn["replies"] == [] and sent == []
     assert turn["approval"]["status"] == "rejected"

@@ -468,11 +468,13 @@ def test_a_failure_after_the_message_is_stored_is_not_retried_by_the_sdk(
     assert len(store_turns(store)) == 2  # one a request: the SDK posted neither again
 
 
-def test_a_room_named_in_the_body_is_at_most_200_characters(
+def test_a_room_named_in_the_body_is_one_url_segment_of_at_most_200_characters(
     client: openai.OpenAI, agent: uuid.UUID
 ) -> None:
-    for extra in ({"room": "r" * 201}, {"metadata": {"room": "r" * 900}}):
-        with pytest.raises(openai.UnprocessableEntityError):
+    # `..` would be a room whose URL clients resolve to the agent's own (DELETE included).
+    rooms = ("r" * 201, "..", ".", "team/support")
+    for extra in (*({"room": r} for r in rooms), {"metadata": {"room": "r" * 900}}):
+        with pytest.raises(openai.UnprocessableEntityError, match="room"):
             say(client, agent, "Hello", extra_body=extra)
 
 

@@ -34,6 +34,22 @@ CLIENT_SOURCE = "api"
 MAX_ROOM_CHARS = 200
 
 
+def check_room_key(room: str, where: str = "room") -> None:
+    """A room key is one segment of a URL path (`/rooms/{room}`): 1 to `MAX_ROOM_CHARS`
+    characters, without `/`, and neither `.` nor `..`, which clients resolve away (a
+    DELETE of room `..` would reach the agent itself)."""
+    if not 1 <= len(room) <= MAX_ROOM_CHARS:
+        raise ApiError(
+            422, "invalid_request", f"{where}: a room key of 1 to {MAX_ROOM_CHARS} characters"
+        )
+    if "/" in room or room in (".", ".."):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{where}: a room key is one segment of a URL path: no '/', and not '.' or '..'",
+        )
+
+
 class MessagePost(BaseModel):
     """A message to the agent. With an end-user token the sender is the token's subject."""
 
@@ -102,8 +118,7 @@ def post(
     runner: shared by every client surface. Stored means accepted: whatever happens
     next, the turn ends answered or failed."""
     agent_id = agent_of(runtime, principal, agent).id
-    if not 1 <= len(room) <= MAX_ROOM_CHARS:
-        raise ApiError(422, "invalid_request", f"room: 1 to {MAX_ROOM_CHARS} characters")
+    check_room_key(room)
     data = body.model_dump()
     data["sender"] = sender_for(principal, body.sender)
     # A client id makes the post idempotent; without one, each post is a new message.

@@ -14,6 +14,7 @@ from carrier_core.api.errors import ApiError
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
+from carrier_core.storable import StorableText
 from carrier_core.store.turns import TurnRecord
 from carrier_core.turn import approval
 
@@ -78,7 +79,7 @@ class ApprovalAnswer(BaseModel):
     #: True to let the action run, false to refuse it.
     approve: bool
     #: Why, kept with the answer and shown to the agent's next steps.
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: StorableText | None = Field(default=None, max_length=1000)
 
 
 class StepView(BaseModel):

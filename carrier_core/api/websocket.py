@@ -69,10 +69,10 @@ from pydantic import ValidationError
 from carrier_core.api.errors import UNAVAILABLE_MESSAGE, ApiError
 from carrier_core.api.posting import (
     CLIENT_SOURCE,
-    MAX_ROOM_CHARS,
     MessagePost,
     Submit,
     agent_of,
+    check_room_key,
     post,
     room_key,
 )
@@ -139,10 +139,7 @@ def _query(query: Mapping[str, str]) -> tuple[str, str]:
         storable(room)
     except ValueError as exc:
         raise ApiError(422, "invalid_request", f"query.room: {exc}") from None
-    if not 1 <= len(room) <= MAX_ROOM_CHARS:
-        raise ApiError(
-            422, "invalid_request", f"query.room: a room key of 1 to {MAX_ROOM_CHARS} characters"
-        )
+    check_room_key(room, "query.room")
     return agent, room
 
 
