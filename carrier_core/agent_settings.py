@@ -65,11 +65,14 @@ def get_setting(
 
 def _reveal(value: Any, path: SecretPath, stored: Callable[[], Mapping[SecretPath, Any]]) -> Any:
     """The value with its stored secrets in place of their markers, nested ones included
-    (`settings.discord` with its `BOT_TOKEN`); a marker with nothing stored is None."""
+    (`settings.discord` with its `BOT_TOKEN`, `settings.accounts` with each `password`); a
+    marker with nothing stored is None."""
     if value == SECRET:
         return stored().get(path)
     if isinstance(value, dict):
         return {name: _reveal(item, (*path, name), stored) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_reveal(item, (*path, str(n)), stored) for n, item in enumerate(value)]
     return value
 
 

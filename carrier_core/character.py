@@ -38,15 +38,23 @@ CARRIER_NAMESPACE = uuid.UUID("6f1c2a1e-6c5b-4d8e-9a57-3c0f0c9d2b11")
 #: kept in the secret store (`carrier_core.secrets`).
 SECRET = "(secret)"
 
-#: Setting names that hold credentials (case-insensitive): `*_API_KEY`, `*_TOKEN`,
-#: `*_SECRET` (the bare names and camelCase ones too: apiKey, discordToken, clientSecret)
-#: and anything with PASSWORD in it. A name taken for a credential by mistake costs little
-#: (its value is kept in the secret store, and read back as any other); one missed would
-#: be stored in plain text.
-_CREDENTIAL = re.compile(r"(?:API_?KEY|TOKEN|SECRET)$|PASSWORD", re.IGNORECASE)
+#: Setting names that hold credentials (case-insensitive): names ending in KEY, TOKEN,
+#: SECRET or COOKIE(S) (`*_API_KEY`, `EVM_PRIVATE_KEY`, `AWS_SECRET_ACCESS_KEY`,
+#: `TWITTER_COOKIES`; camelCase too: apiKey, discordToken, clientSecret) and names with
+#: PASSWORD, MNEMONIC, SEED_PHRASE or CREDENTIAL in them. A name taken for a credential by
+#: mistake costs little (its value is kept in the secret store, and read back as any
+#: other; the API shows the marker); one missed would be stored in plain text.
+_CREDENTIAL = re.compile(
+    r"(?:KEY|TOKEN|SECRET|COOKIES?)$|PASSWORD|MNEMONIC|SEED_?PHRASE|CREDENTIAL", re.IGNORECASE
+)
+
+#: A URL with a password in it (`postgresql://user:password@host/db`): a secret whatever
+#: the setting is called.
+_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
 
 #: Where a secret sits in a character document: ("secrets", NAME), ("settings", NAME),
-#: ("settings", "secrets", NAME), or deeper in `settings` (("settings", "discord", NAME)).
+#: ("settings", "secrets", NAME), or deeper in `settings` (("settings", "discord", NAME));
+#: an item of a list is named by its index ("settings", "accounts", "0", "password").
 SecretPath = tuple[str, ...]
 
 
@@ -75,21 +83,26 @@ def _holds_value(value: Any) -> bool:
 
 def _secrets_in(document: dict[str, Any]) -> Iterator[tuple[SecretPath, Any]]:
     """Every secret of a character document: all of `secrets` and `settings.secrets`, and
-    credential-named keys anywhere in `settings`."""
+    in the rest of `settings`, at any depth (in lists too), credential-named keys and URLs
+    with a password."""
     for name, value in (document.get("secrets") or {}).items():
         yield ("secrets", name), value
     settings = document.get("settings") or {}
     for name, value in (settings.get("secrets") or {}).items():
         yield ("settings", "secrets", name), value
-    pending: list[tuple[SecretPath, dict[str, Any]]] = [(("settings",), settings)]
+    pending: list[tuple[SecretPath, Any]] = [(("settings",), settings)]
     while pending:
         where, holder = pending.pop()
-        for name, value in holder.items():
+        items = holder.items() if isinstance(holder, dict) else enumerate(holder)
+        for key, value in items:
+            name = str(key)
             if where == ("settings",) and name == "secrets":
                 continue
-            if is_credential_name(name):
+            if (isinstance(key, str) and is_credential_name(name)) or (
+                isinstance(value, str) and _URL_WITH_PASSWORD.match(value)
+            ):
                 yield (*where, name), value
-            elif isinstance(value, dict):
+            elif isinstance(value, dict | list):
                 pending.append(((*where, name), value))
 
 
@@ -98,10 +111,10 @@ def _redact(document: dict[str, Any]) -> dict[str, Any]:
     for path, value in list(_secrets_in(document)):
         if _holds_value(value):
             *where, name = path
-            holder = document
+            holder: Any = document
             for key in where:
-                holder = holder[key]
-            holder[name] = SECRET
+                holder = holder[int(key)] if isinstance(holder, list) else holder[key]
+            holder[int(name) if isinstance(holder, list) else name] = SECRET
     return document
 
 

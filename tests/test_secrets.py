@@ -191,6 +191,13 @@ def talk(api: TestClient, tenant: TenantKey, agent: str) -> dict[str, Any]:
         "apiKey",
         "discordToken",
         "clientSecret",
+        "EVM_PRIVATE_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "WALLET_SECRET_KEY",
+        "WALLET_MNEMONIC",
+        "SEED_PHRASE",
+        "TWITTER_COOKIES",
+        "GOOGLE_APPLICATION_CREDENTIALS",
     ],
 )
 def test_credential_names_are_secrets(name: str) -> None:
@@ -202,6 +209,34 @@ def test_credential_names_are_secrets(name: str) -> None:
 )
 def test_other_names_are_plain_settings(name: str) -> None:
     assert not is_credential_name(name)
+
+
+def test_secrets_in_lists_and_urls_with_a_password_are_kept_apart() -> None:
+    accounts = [{"user": "ada", "password": "pw-in-a-list"}, "plain"]
+    url = "postgresql://ada:pw-in-a-url@db.example.com/app"
+    character = parse_character(
+        {
+            "name": "Lister",
+            "settings": {
+                "accounts": accounts,
+                "POSTGRES_URL": url,
+                "HOMEPAGE": "https://example.com:8080/a:b@c",
+            },
+        }
+    )
+    values = {
+        ("settings", "accounts", "0", "password"): "pw-in-a-list",
+        ("settings", "POSTGRES_URL"): url,
+    }
+    assert character.secret_values() == values
+    settings = character.to_document()["settings"]
+    assert settings["accounts"] == [{"user": "ada", "password": SECRET}, "plain"]
+    assert settings["POSTGRES_URL"] == SECRET
+    assert settings["HOMEPAGE"] == "https://example.com:8080/a:b@c"
+    # A plugin reading the setting gets the list with its value back in place.
+    stored = parse_character(character.to_document())
+    assert get_setting(stored, "accounts", lambda: values, {}) == accounts
+    assert get_setting(stored, "POSTGRES_URL", lambda: values, {}) == url
 
 
 def test_the_stored_document_keeps_names_and_markers_only() -> None:
