@@ -35,7 +35,7 @@ def _json_object(text: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
     for start in (i for i, ch in enumerate(text) if ch == "{"):
         try:
             value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # nested too deep is unreadable too
             continue
         if isinstance(value, dict) and any(f in value for f in fields):
             return value

@@ -94,15 +94,25 @@ def _no_detail(ctx: TurnContext) -> dict[str, object]:
     return None  # type: ignore[return-value]
 
 
+def _junk(ctx: TurnContext) -> ProviderResult:
+    return ProviderResult(42, ["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def _validate_raises(ctx: TurnContext) -> bool:
+    raise RuntimeError("validate blew up")
+
+
 careless = Plugin(
     name="careless",
     providers=[
         Provider("none", "Returns None.", _none),
         Provider("odd", "Odd values.", _odd_values),
+        Provider("junk", "A result of the wrong shape.", _junk),
     ],
     actions=[
         Action("STRINGY", "Replies with a string.", _string_replies),
         Action("VOID", "Returns nothing.", _no_result),
+        Action("TOUCHY", "Its validate raises.", _string_replies, validate=_validate_raises),
     ],
     evaluators=[Evaluator("void", "Returns nothing.", _no_detail, always_run=True)],
 )

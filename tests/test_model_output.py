@@ -69,3 +69,13 @@ def test_json_quoted_inside_an_xml_answer_is_text() -> None:
 def test_a_json_object_without_any_expected_field_is_not_an_answer() -> None:
     with pytest.raises(UnparsableOutput):
         parse_decision('{"debug": true}')
+
+
+def test_json_nested_deeper_than_python_reads_is_unparsable_not_a_crash() -> None:
+    deep = '{"actions": ["REPLY"], "text": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(UnparsableOutput):
+        parse_decision(deep)
+    # In an XML answer's tag it is text, as any JSON that does not decode.
+    nested = "[" * 5000 + "]" * 5000
+    decision = parse_decision(f"<actions>REPLY</actions><text>ok</text><facts>{nested}</facts>")
+    assert decision.text == "ok"

@@ -207,18 +207,26 @@ def test_wrong_return_types_from_plugins_are_named_and_the_turn_goes_on(
     scripted_runtime: Runtime, scripted: ScriptedModel
 ) -> None:
     agent = _agent(scripted_runtime, ["tests.sample_plugin:careless"])
-    scripted.add(xml("REPLY", "STRINGY", "VOID", text="hello"))
+    scripted.add(xml("REPLY", "STRINGY", "VOID", "TOUCHY", text="hello"))
     result = _say(scripted_runtime, agent, "hi")
     assert result.status == "done", result.error
     assert result.reply_texts == [
         "hello",
         FAILED_ACTION_REPLY.format(action="STRINGY"),
         FAILED_ACTION_REPLY.format(action="VOID"),
+        FAILED_ACTION_REPLY.format(action="TOUCHY"),
     ]
     steps = {s.step: s for s in scripted_runtime.store.turn_steps(result.turn_id)}
     assert steps["decide"].detail["provider_errors"] == {
-        "none": "returned NoneType, not a ProviderResult"
+        "none": "returned NoneType, not a ProviderResult",
+        "junk": "returned a ProviderResult with text of type int and values of type list:"
+        " text must be a str, values a dict",
     }
+    # An action whose validate raises is not offered, and fails its step if picked anyway;
+    # the other actions are offered as ever.
+    prompt = scripted.requests[0].prompt
+    assert "- STRINGY:" in prompt and "- REPLY:" in prompt and "TOUCHY" not in prompt
+    assert steps["act:TOUCHY"].detail["error"] == "validate: RuntimeError: validate blew up"
     assert steps["act:STRINGY"].detail["error"] == (
         "TypeError: handler's replies must be a list of strings"
     )

@@ -76,6 +76,8 @@ def _items(result: dict[str, Any], field: str) -> list[Any]:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise ReflectionError(f"reflection: '{field}' is not a JSON list: {exc}") from None
+        except RecursionError:
+            raise ReflectionError(f"reflection: '{field}' nests too deep to read") from None
     if not isinstance(value, list):
         raise ReflectionError(f"reflection: '{field}' should be a list, got {type(value).__name__}")
     return value

@@ -278,7 +278,12 @@ def act(runtime: Runtime, turn_id: uuid.UUID, index: int) -> Acted:
     if action is None:
         error = f"no action named {name!r}"
         return _finish(ctx, key, "skipped", Acted(name, error=error))
-    if not action.validate(ctx):
+    try:
+        valid = action.validate(ctx)
+    except Exception as exc:
+        failed = _failed(ctx, action.name, key, f"validate: {type(exc).__name__}: {exc}")
+        return _finish(ctx, key, failed.status, failed.acted, failed.said)
+    if not valid:
         return _finish(ctx, key, "skipped", Acted(action.name), reason="its validate declined")
     if action.needs_approval:
         asked = _approval(ctx, key, action.name, decision)

@@ -93,6 +93,12 @@ def compose_state(ctx: TurnContext, asked: frozenset[str] = frozenset()) -> Stat
             state.errors[name] = f"{type(error).__name__}: {error}"
         elif not isinstance(result := future.result(), ProviderResult):
             state.errors[name] = f"returned {type(result).__name__}, not a ProviderResult"
+        elif not (isinstance(result.text, str) and isinstance(result.values, dict)):
+            state.errors[name] = (
+                f"returned a ProviderResult with text of type {type(result.text).__name__} and"
+                f" values of type {type(result.values).__name__}: text must be a str, values a"
+                " dict"
+            )
         else:
             if result.text.strip():
                 state.texts[name] = result.text
