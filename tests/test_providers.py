@@ -448,3 +448,28 @@ def test_tool_arguments_cut_short_are_passed_on_as_text_not_retried(fake: FakeLL
     generation = model.generate(request())
     assert generation.text == cut
     assert generation.usage.output_tokens == 1024  # billed, so recorded
+
+
+def test_a_key_a_server_quotes_back_is_cut_from_the_error(fake: FakeLLM) -> None:
+    """An OpenAI-compatible proxy may answer with the headers it got: the error is logged,
+    stored with the turn and shown to clients, so the key must not be in it."""
+    key = "sk-proj-QUOTEDBACK1234567"
+    fake.queue(CHAT, error(400, f"bad request; got header Authorization: Bearer {key}"))
+    fake.queue(CHAT, error(500, f"upstream refused api_key={key}"))
+    client = oa.make_client(api_key=key, base_url=fake.url + "/v1", timeout=5, max_retries=0)
+    model = oa.OpenAIChatModel(client, "gpt-4o-mini")
+    for kind in (ModelBadRequest, ModelUnavailable):
+        with pytest.raises(kind) as failed:
+            model.generate(request())
+        assert key not in str(failed.value) and "[redacted]" in str(failed.value)
+        # Nor in the SDK's exception, which a logged traceback would print.
+        assert failed.value.__cause__ is None and failed.value.__suppress_context__
+    anthropic_key = "sk-ant-api03-QUOTEDBACK7654321"
+    fake.queue(MESSAGES, error(400, f"invalid x-api-key: {anthropic_key}"))
+    claude = an.AnthropicModel(
+        an.make_client(api_key=anthropic_key, base_url=fake.url, timeout=5, max_retries=0),
+        "claude-x",
+    )
+    with pytest.raises(ModelBadRequest) as failed:
+        claude.generate(request())
+    assert anthropic_key not in str(failed.value)

@@ -88,7 +88,7 @@ class AnthropicModel:
         try:
             response = self.client.messages.create(**params)
         except Exception as exc:
-            raise classify_sdk_error(exc, where) from exc
+            raise classify_sdk_error(exc, where) from None  # its text may hold a key
         try:
             text = ""
             for block in response.content:

@@ -124,7 +124,7 @@ class OpenAIChatModel:
         try:
             response = self.client.chat.completions.create(**params)
         except Exception as exc:
-            raise classify_sdk_error(exc, where) from exc
+            raise classify_sdk_error(exc, where) from None  # its text may hold a key
         try:
             choice = response.choices[0]
             message = choice.message
@@ -188,7 +188,7 @@ class OpenAIEmbedding:
         try:
             response = self.client.embeddings.create(**params)
         except Exception as exc:
-            raise classify_sdk_error(exc, where) from exc
+            raise classify_sdk_error(exc, where) from None  # its text may hold a key
         try:
             data = sorted(response.data, key=lambda d: d.index)
             vectors = [[float(x) for x in d.embedding] for d in data]
