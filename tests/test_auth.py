@@ -24,7 +24,7 @@ from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
 from carrier_core.store.store import Store
 from carrier_core.tenants import create_key
-from carrier_core.world import LOCAL_TENANT_ID
+from carrier_core.world import LOCAL_TENANT_ID, entity_id_for, world_id_for
 from tests.conftest import CHARACTERS, TenantKey, make_runtime, run_inline
 from tests.jwks import Issuer
 
@@ -349,6 +349,26 @@ def test_an_end_users_rooms_are_their_own_whatever_key_they_name(
     rooms = client.get(f"/v1/agents/{world.agent_id}/rooms", headers=world.tenant.headers)
     names = {r["room"] for r in rooms.json()["data"]}
     assert {"user:bob:support", "user:eve:support"} <= names
+    # Worlds too: the first to speak in a world owns it, and an end user naming the
+    # tenant's world gets one of her own instead of its ownership.
+    hq = {"text": "hi", "room_kind": "group", "world": "acme-hq"}
+    assert client.post(f"{support}/messages", json=hq, headers=eve).status_code == 202
+    staff = {**hq, "sender": "ceo"}
+    posted = client.post(
+        f"/v1/agents/{world.agent_id}/rooms/staff/messages",
+        json=staff,
+        headers=world.tenant.headers,
+    )
+    assert posted.status_code == 202
+    agent_id = uuid.UUID(world.agent_id)
+    owners = {
+        key: store.world(world_id_for(agent_id, "api", key)).metadata["ownership"]["ownerId"]
+        for key in ("acme-hq", "user:eve:acme-hq")
+    }
+    assert owners == {
+        "acme-hq": str(entity_id_for(agent_id, "api", "ceo")),
+        "user:eve:acme-hq": str(entity_id_for(agent_id, "api", "eve")),
+    }
 
 
 @pytest.mark.parametrize(

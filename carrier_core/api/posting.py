@@ -61,7 +61,7 @@ class MessagePost(BaseModel):
     )
     sender_name: str | None = None
     room_kind: RoomKind = RoomKind.DM
-    world: str | None = None
+    world: str | None = Field(default=None, min_length=1, max_length=200)
     client_message_id: str | None = Field(
         default=None,
         description="the sender's id for this message: posting it twice is one message",
@@ -84,14 +84,16 @@ def agent_of(runtime: Runtime, principal: Principal, ref: str | uuid.UUID) -> Ag
     return agent
 
 
-def room_key(principal: Principal, room: str) -> str:
-    """The stored key of the room a caller names. An end user's rooms are their own: the
-    key is scoped to their subject, so no one else's token reaches them (an API key of the
-    tenant sees them as `user:<subject>:<room>`). The subject is percent-encoded, so no
-    two subjects share a prefix."""
+def scoped_key(principal: Principal, key: str) -> str:
+    """The stored key of the room (or world) a caller names. An end user's rooms and
+    worlds are their own: the key is scoped to their subject, so no one else's token
+    reaches them (an API key of the tenant sees them as `user:<subject>:<room>`), and no
+    end user becomes the owner of a world the tenant's other rooms are in (the first to
+    speak in a world owns it). The subject is percent-encoded, so no two subjects share a
+    prefix."""
     if principal.user is None:
-        return room
-    return f"user:{quote(principal.user, safe='@.-_')}:{room}"
+        return key
+    return f"user:{quote(principal.user, safe='@.-_')}:{key}"
 
 
 def sender_for(principal: Principal, sender: str | None) -> str:
@@ -125,7 +127,9 @@ def post(
     data["client_message_id"] = (
         body.client_message_id or idempotency_key or f"carrier-{uuid.uuid4()}"
     )
-    data.update(agent_id=agent_id, room=room_key(principal, room), source=CLIENT_SOURCE)
+    data.update(agent_id=agent_id, room=scoped_key(principal, room), source=CLIENT_SOURCE)
+    if body.world is not None:
+        data["world"] = scoped_key(principal, body.world)
     try:
         ingested = ingest(runtime, data)
     except MessageConflict as exc:

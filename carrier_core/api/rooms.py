@@ -20,7 +20,7 @@ from carrier_core.api.posting import (
     MessagePost,
     agent_of,
     post,
-    room_key,
+    scoped_key,
 )
 from carrier_core.memory import Memory, MemoryKind
 from carrier_core.runtime import Runtime
@@ -105,7 +105,7 @@ def list_rooms(
 @router.get("/{room}", response_model=RoomView)
 def get_room(runtime: RuntimeDep, principal: Caller, agent: AgentRef, room: RoomKey) -> RoomView:
     agent_id = agent_of(runtime, principal, agent).id
-    room_id = _room(runtime, agent_id, room_key(principal, room), room)
+    room_id = _room(runtime, agent_id, scoped_key(principal, room), room)
     [record] = runtime.store.agent_rooms(agent_id, limit=1, room_id=room_id)
     return _room_view(record).model_copy(update={"room": room})  # the key as the caller named it
 
@@ -169,7 +169,7 @@ def list_messages(
 ) -> Page[MessageView]:
     """The room's messages, newest first."""
     agent_id = agent_of(runtime, principal, agent).id
-    room_id = _room(runtime, agent_id, room_key(principal, room), room)
+    room_id = _room(runtime, agent_id, scoped_key(principal, room), room)
     memories = runtime.store.memories_page(
         agent_id,
         kinds=[MemoryKind.MESSAGE],

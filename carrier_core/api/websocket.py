@@ -74,7 +74,7 @@ from carrier_core.api.posting import (
     agent_of,
     check_room_key,
     post,
-    room_key,
+    scoped_key,
 )
 from carrier_core.auth import Authenticator, Forbidden, Principal, Unauthorized
 from carrier_core.frames import Frame, accepted_frame, error_frame
@@ -156,7 +156,7 @@ def connect(
         principal = authenticator.principal(query.get("token"))
         agent, room = _query(query)
         agent_id = agent_of(runtime, principal, agent).id
-        room_id = room_id_for(agent_id, CLIENT_SOURCE, room_key(principal, room))
+        room_id = room_id_for(agent_id, CLIENT_SOURCE, scoped_key(principal, room))
     except Exception as exc:
         described = describe(exc)
         if described is None:

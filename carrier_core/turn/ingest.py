@@ -71,16 +71,17 @@ class IncomingMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent_id: uuid.UUID
-    #: Clients name rooms in at most 200 characters; an end user's are stored scoped to
-    #: their subject (`carrier_core.api.deps.room_key`): up to 200 characters of it,
-    #: percent-encoded (at most 12 characters each), hence the room to spare.
+    #: Clients name rooms (and worlds) in at most 200 characters; an end user's are stored
+    #: scoped to their subject (`carrier_core.api.posting.scoped_key`): up to 200
+    #: characters of it, percent-encoded (at most 12 characters each), hence the room to
+    #: spare.
     room: StorableText = Field(min_length=1, max_length=3000)
     sender: StorableText = Field(min_length=1, max_length=200)
     sender_name: StorableText | None = Field(default=None, max_length=200)
     text: StorableText
     room_kind: RoomKind = RoomKind.DM
     source: StorableText = Field(default="api", min_length=1, max_length=50)
-    world: StorableText | None = Field(default=None, max_length=200)
+    world: StorableText | None = Field(default=None, max_length=3000)
     #: The sender's own id for this message: the same id twice is one message.
     client_message_id: StorableText | None = Field(default=None, min_length=1, max_length=200)
     attachments: list[dict[str, Any]] = Field(default_factory=list)
