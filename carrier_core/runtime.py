@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from carrier_core.character import SECRET, Character, CharacterError, SecretPath, secret_location
 from carrier_core.config import Settings
 from carrier_core.embed import embed_pending
-from carrier_core.models import EmbeddingDimensionMismatch, ModelSet
+from carrier_core.models import EmbeddingDimensionMismatch, ModelError, ModelSet
 from carrier_core.models.select import choose_models
 from carrier_core.plugin import Plugin, Plugins, load_plugins
 from carrier_core.secrets import SecretStore, open_secret_store
@@ -176,7 +176,8 @@ class Runtime:
         Knowledge items become documents (`carrier_core.knowledge`); a `path` item that is
         missing or of a type not read raises `DocumentError` naming it before anything is
         stored, one that cannot be read (a damaged PDF) when it is read. Their fragments are
-        then embedded by `embed` (the API's queue in the cloud), or at once when none is given.
+        then embedded by `embed` (the API's queue in the cloud), or at once when none is given;
+        an embedding model that fails leaves them failed, saying why, for a later run to embed.
 
         The character's secrets go to the secret store, its document keeps their names
         (`SECRET`), in one transaction: a secret that cannot be kept stores no agent. A
@@ -193,10 +194,15 @@ class Runtime:
             agent_id = self.store.save_agent(character, tenant_id, handle=handle)
             self.secrets.put(agent_id, self._secrets_to_keep(agent_id, given))
         import_knowledge(self, agent_id, knowledge)
-        if embed is not None:
-            embed(agent_id)
-        else:
-            embed_pending(self, agent_id, max_batches=None)
+        try:
+            if embed is not None:
+                embed(agent_id)
+            else:
+                embed_pending(self, agent_id, max_batches=None)
+        except ModelError as exc:
+            # The agent is stored; its documents say they failed, and why, and the next
+            # embed run (a turn's) tries them again.
+            log.warning("agent %s: its knowledge is not embedded yet: %s", agent_id, exc)
         return agent_id
 
     def _secrets_to_keep(

@@ -283,6 +283,34 @@ def test_a_failed_embedding_marks_the_document_failed_until_a_later_run(
     assert (ready.status, ready.error) == (DocumentStatus.READY, None)
 
 
+def test_an_agent_made_while_the_embedding_model_is_down_is_made_with_its_knowledge_failed(
+    store: Store, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    class Down(HashEmbedding):
+        def embed(self, texts: Any) -> Any:
+            raise ModelError("embedding service down")
+
+    scripted = ScriptedModel()
+    runtime = make_runtime(store, ModelSet(small=scripted, large=scripted, embedding=Down()))
+    acme = make_tenant("acme")
+    with TestClient(create_app(lambda: runtime, None), headers=acme.headers) as client:
+        made = client.post("/v1/agents", json={"name": "Kay", "knowledge": ["Kay likes tea."]})
+        assert made.status_code == 201, made.text  # it was a 422 blaming the body
+        documents = client.get("/v1/agents/kay/documents").json()["data"]
+        assert [(d["status"], d["error"]) for d in documents] == [
+            ("failed", "embedding failed: embedding service down")
+        ]
+
+
+def test_a_knowledge_text_of_only_a_byte_order_mark_is_no_document(
+    client: TestClient, runtime: Runtime
+) -> None:
+    made = client.post("/v1/agents", json={"name": "Bom", "knowledge": ["\ufeff", "Real."]})
+    assert made.status_code == 201, made.text  # it was a 500, with the agent stored
+    agent_id = uuid.UUID(made.json()["id"])
+    assert [d.title for d in runtime.store.documents_page(agent_id, limit=10)] == ["Real."]
+
+
 def test_a_document_failed_by_a_later_batch_becomes_ready_when_a_run_embeds_only_replies(
     store: Store, ada: Character, tmp_path: Path
 ) -> None:

@@ -70,7 +70,7 @@ def plan_knowledge(character: Character) -> KnowledgePlan:
     plan = KnowledgePlan()
     for item in character.knowledge:
         if isinstance(item, str):
-            if item.strip():
+            if item.removeprefix("\ufeff").strip():  # as a text is read: its BOM dropped
                 plan.texts.append(item)
             continue
         relative = item.path if isinstance(item, KnowledgePath) else item.directory
