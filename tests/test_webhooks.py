@@ -482,6 +482,11 @@ def test_another_tenant_sees_no_webhook_of_ours(
         "http://127.1/",
         "http://127.1./",
         "http://0/",
+        # What urlsplit takes and sending refuses: every attempt would have failed.
+        "https://exa mple.com/",
+        "https://example.com/a b",
+        "https://example.com/hook\r\nX-Injected: 1",
+        "https://example.com:0/",
     ],
 )
 def test_urls_that_are_refused(url: str) -> None:

@@ -146,15 +146,26 @@ def check_url(url: str, *, allow_private: bool) -> str:
     url = url.strip()
     if len(url) > MAX_URL_CHARS:
         raise InvalidWebhookUrl(f"a webhook URL is at most {MAX_URL_CHARS} characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        # urlsplit takes them; sending the request would not (each attempt would fail).
+        raise InvalidWebhookUrl(
+            "a webhook URL must not hold spaces or control characters (percent-encode them)"
+        )
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        port = parts.port  # raises ValueError for a port that is not a number
     except ValueError as exc:
         raise InvalidWebhookUrl(f"not a URL: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise InvalidWebhookUrl("a webhook URL must be http:// or https://")
     if not parts.hostname:
         raise InvalidWebhookUrl("a webhook URL must name a host")
+    if port == 0:
+        raise InvalidWebhookUrl("a webhook URL's port must be 1 to 65535")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidWebhookUrl(f"{parts.hostname!r} is not a valid host name") from None
     if parts.username is not None or parts.password is not None:
         raise InvalidWebhookUrl(
             "a webhook URL must not carry credentials; check the signature instead"
