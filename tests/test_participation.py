@@ -11,6 +11,7 @@ import pytest
 
 from carrier_core import Character, Runtime
 from carrier_core.models.scripted import ScriptedModel
+from carrier_core.turn.decide import MAX_ACTIONS
 from carrier_core.turn.participation import names_agent, unanswered_by_rule
 from carrier_core.turn.run import run_turn
 from carrier_core.world import Room, RoomKind
@@ -126,3 +127,16 @@ def test_action_names_are_matched_whatever_their_case_and_punctuation(
     assert state(scripted_runtime, back.turn_id) is None
     decision = scripted_runtime.store.turn(back.turn_id).decision
     assert decision is not None and decision["actions"] == ["REPLY", "UNMUTE_ROOM"]
+
+
+def test_a_decision_runs_at_most_max_actions_of_what_it_names(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    names = [f"NO_SUCH_{n}" for n in range(5000)]
+    scripted.add(xml("REPLY", *names, text="Hi."))
+    result = run_turn(scripted_runtime, message(agent, "hello"))
+    assert (result.status, result.reply_texts) == ("done", ["Hi."])
+    decision = scripted_runtime.store.turn(result.turn_id).decision
+    assert decision is not None and decision["actions"] == ["REPLY", *names[: MAX_ACTIONS - 1]]
+    acts = [s for s in scripted_runtime.store.turn_steps(result.turn_id) if s.step != "decide"]
+    assert len([s for s in acts if s.step.startswith("act:")]) == MAX_ACTIONS

@@ -22,6 +22,7 @@ evaluator to store after the reply.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,13 @@ if TYPE_CHECKING:
     from carrier_core.turn.templates import ShouldRespond
 
 SAFE_REPLY = "Sorry, I lost my train of thought there. Could you say that again?"
+
+#: The most actions one decision runs (the first ones chosen): each is an act step, and in
+#: the cloud an iteration of the state machine, whose execution state and history are
+#: bounded (256 KiB, 25,000 events). No real answer comes near it.
+MAX_ACTIONS = 16
+
+log = logging.getLogger(__name__)
 #: The turn state's value recording the dynamic providers the model asked for: `next`,
 #: the names the next decide step adds to the default state; `again`, whether this step
 #: asked for providers it did not have.
@@ -92,7 +100,11 @@ def simple_reply(ctx: TurnContext, decision: Decision, chosen: list[str]) -> Act
     action = ctx.plugins.action(chosen[0])
     if action is None or not action.simple or action.needs_approval:
         return None
-    return action if action.validate(ctx) else None
+    try:
+        valid = action.validate(ctx)
+    except Exception:
+        return None  # its act step runs it, and records why it failed
+    return action if valid else None
 
 
 def asked_providers(decision: Decision, plugins: Plugins) -> tuple[set[str], list[str]]:
@@ -124,6 +136,9 @@ def settle(decision: Decision, always_answer: bool, plugins: Plugins) -> Decisio
         canonical = action.name if action else name.strip().upper()
         if canonical and canonical not in actions:
             actions.append(canonical)
+    if len(actions) > MAX_ACTIONS:
+        log.warning("a decision chose %d actions; the first %d run", len(actions), MAX_ACTIONS)
+        actions = actions[:MAX_ACTIONS]
     if not always_answer and "IGNORE" in actions:
         return decision.model_copy(update={"actions": ["IGNORE"], "text": ""})
     actions = [a for a in actions if a != "IGNORE"]
