@@ -209,6 +209,14 @@ class Character(_Open):
         not open paths a client names)."""
         return self._folder
 
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        """A name of only white space names no one (and slugs to the handle `agent`)."""
+        if not name.strip():
+            raise ValueError("must not be blank")
+        return name
+
     @field_validator("settings")
     @classmethod
     def _secrets_are_an_object(cls, settings: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def test_an_agent_from_each_elizaos_file_holds_a_conversation(runtime: Runtime, 
         ),
         ('{"name": "x", "style": {"all": "loud"}}', "field 'style.all'"),
         ('{"name": ""}', "field 'name': String should have at least 1 character"),
+        ('{"name": "   "}', "field 'name': Value error, must not be blank"),
     ],
 )
 def test_broken_files_name_the_file_and_the_problem(

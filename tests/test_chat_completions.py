@@ -281,6 +281,10 @@ def test_a_bad_key_is_refused(server: str, agent: uuid.UUID) -> None:
             "body.messages.0.content.0: only text and image_url parts are supported",
         ),
         (
+            [{"role": "user", "content": [{"type": "text"}]}],
+            "body.messages.0.content.0.text: a text part needs it",
+        ),
+        (
             [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
             "body.messages.0.content.0.image_url.url: must be an http(s) or data: URL",
         ),

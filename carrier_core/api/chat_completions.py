@@ -315,7 +315,11 @@ def _new_message(messages: list[ChatMessage]) -> _NewMessage:
     if isinstance(last.content, list):
         texts = []
         for n, part in enumerate(last.content):
-            if part.type == "text" and part.text is not None:
+            if part.type == "text":
+                if part.text is None:
+                    raise ApiError(
+                        422, "invalid_request", f"{where}.content.{n}.text: a text part needs it"
+                    )
                 texts.append(part.text)
             elif part.type == "image_url":
                 attachments.append(
