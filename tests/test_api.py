@@ -210,3 +210,16 @@ def test_text_postgres_cannot_store_and_foreign_digits_are_422_not_500(
         response = client.get(path, params={"cursor": "\u00b2"})  # "²".isdigit() is true
         assert response.status_code == 422, path
         assert response.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_a_body_that_cannot_be_read_says_why(client: TestClient, agent: uuid.UUID) -> None:
+    url = f"/v1/agents/{agent}/rooms/lobby/messages"
+    deep = b"[" * 3000 + b"]" * 3000
+    for body, words in (
+        (b'{"text": "\xff\xfe", "sender": "u1"}', "body: not valid UTF-8 (byte 10)"),
+        (b'{"text": "hi", "sender": "u1", "attachments": [' + deep + b"]}", "nested too deep"),
+        (b'{"text": "hi", "sender": "u1", "n": ' + b"1" * 5000 + b"}", "(4300 digits)"),
+    ):
+        response = client.post(url, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400
+        assert words in response.json()["error"]["message"]

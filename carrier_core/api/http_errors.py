@@ -76,7 +76,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return error_response(exc.status_code, code, _body_problem(exc) or str(exc.detail))
 
     @app.exception_handler(DatabaseUnavailable)
     async def unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
@@ -86,6 +86,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         # Logged by the server with its traceback; the client learns only that it failed.
         return error_response(500, "internal", "internal error; the request was not completed")
+
+
+def _body_problem(exc: StarletteHTTPException) -> str | None:
+    """What was wrong with a body FastAPI could not read ("There was an error parsing the
+    body" says only that it failed): its cause, told in the client's terms."""
+    if exc.status_code != 400:
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body: not valid UTF-8 (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "body: JSON nested too deep to read"
+    if isinstance(cause, ValueError):  # e.g. an integer of more digits than Python reads
+        return f"body: {str(cause).split(';')[0]}"
+    return None
 
 
 class BodyLimit:
