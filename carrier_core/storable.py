@@ -10,6 +10,7 @@ text and JSON value through them, as refusing it would lose the turn.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -54,6 +55,8 @@ def check_storable_json(value: Any, depth: int = 0) -> None:
     elif isinstance(value, list | tuple):
         for item in value:
             check_storable_json(item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value} is no JSON number (JSON has no NaN or Infinity)")
     elif not (value is None or isinstance(value, bool | int | float)):
         raise TypeError(f"{type(value).__name__} is not JSON")
 
@@ -77,6 +80,8 @@ def storable_text(text: str) -> str:
 def _storable_value(value: Any) -> Any:
     if isinstance(value, str):
         return storable_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # as JavaScript's JSON.stringify writes NaN and the infinities
     if isinstance(value, dict):
         return {
             storable_text(k) if isinstance(k, str) else k: _storable_value(v)
@@ -90,11 +95,17 @@ def _storable_value(value: Any) -> Any:
 def storable_json(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     """`value` as JSON that Postgres's jsonb takes, UTF-8 encoded: a string's NUL
     characters and unpaired surrogates (which jsonb refuses, even escaped) replaced by
-    U+FFFD. The document is walked only when its first encoding shows one."""
-    text = json.dumps(value, ensure_ascii=False, default=default)
-    if "\\u0000" not in text:
+    U+FFFD, NaN and the infinities (which JSON cannot write) by null. The document is
+    walked only when its first encoding shows one."""
+    text: str | None
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=default, allow_nan=False)
+    except ValueError:  # NaN or an infinity somewhere
+        text = None
+    if text is not None and "\\u0000" not in text:
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:
             pass
-    return json.dumps(_storable_value(value), ensure_ascii=False, default=default).encode()
+    cleaned = _storable_value(value)
+    return json.dumps(cleaned, ensure_ascii=False, default=default, allow_nan=False).encode()

@@ -205,6 +205,15 @@ def test_text_postgres_cannot_store_and_foreign_digits_are_422_not_500(
     )
     assert response.status_code == 422
     assert "surrogate" in response.json()["error"]["message"]
+    # Python's JSON reads NaN; JSON (and Postgres's jsonb) has none.
+    not_a_number = b'{"text": "hi", "sender": "u1", "attachments": [{"a": NaN}]}'
+    response = client.post(
+        f"/v1/agents/{agent}/rooms/lobby/messages",
+        content=not_a_number,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "no JSON number" in response.json()["error"]["message"]
     for path in (f"/v1/agents/{agent}/memories", f"/v1/agents/{agent}/rooms/lobby/messages"):
         post(client, agent, {"text": "hi", "sender": "u1"})
         response = client.get(path, params={"cursor": "\u00b2"})  # "²".isdigit() is true

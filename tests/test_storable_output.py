@@ -1,6 +1,7 @@
 """What Carrier stores without a client to answer (a model's output, a plugin's result, an
-exception's message) may hold NUL characters or unpaired surrogates, which Postgres refuses:
-the store writes them with U+FFFD, so the turn ends as it would have, not stuck or failed."""
+exception's message) may hold NUL characters or unpaired surrogates, which Postgres refuses,
+or NaN, which JSON cannot write: the store writes U+FFFD and null in their place, so the
+turn ends as it would have, not stuck or failed."""
 
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ STORED = "a\ufffdb\ufffdc"
 
 
 def _say(ctx: TurnContext, decision: Decision) -> ActionResult:
-    return ActionResult(
-        replies=[UNSTORABLE], text=UNSTORABLE, values={"v": UNSTORABLE}, data={UNSTORABLE: 1}
-    )
+    data = {UNSTORABLE: 1, "ratio": float("nan")}  # JSON has no NaN: stored as null
+    return ActionResult(replies=[UNSTORABLE], text=UNSTORABLE, values={"v": UNSTORABLE}, data=data)
 
 
 def _raise(ctx: TurnContext, decision: Decision) -> ActionResult:
@@ -98,7 +98,8 @@ def test_an_action_s_odd_result_and_an_odd_failure_are_kept(
     assert result.reply_texts[0] == STORED
     steps = {s.step: s for s in runtime.store.turn_steps(result.turn_id)}
     said = steps["act:SAY_ODD"]
-    assert (said.status, said.detail["text"], said.detail["data"]) == ("ok", STORED, {STORED: 1})
+    assert (said.status, said.detail["text"]) == ("ok", STORED)
+    assert said.detail["data"] == {STORED: 1, "ratio": None}
     broke = steps["act:BREAK"]
     assert broke.status == "error" and STORED in broke.detail["error"]
     assert steps["evaluate:odd"].detail["result"] == {"learned": STORED}
