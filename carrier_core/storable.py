@@ -13,9 +13,10 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator
+if TYPE_CHECKING:
+    from pydantic import AfterValidator
 
 
 def storable(text: str) -> str:
@@ -28,8 +29,20 @@ def storable(text: str) -> str:
     return text
 
 
-#: A string field that Postgres text and jsonb can hold.
-StorableText = Annotated[str, AfterValidator(storable)]
+if TYPE_CHECKING:
+    #: A string field that Postgres text and jsonb can hold.
+    StorableText = Annotated[str, AfterValidator(storable)]
+
+
+def __getattr__(name: str) -> Any:
+    """`StorableText`, made on first use: it needs pydantic, which the store (that writes
+    through `storable_text`) must not import for the migrate function's cold start."""
+    if name != "StorableText":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from pydantic import AfterValidator
+
+    made = globals()["StorableText"] = Annotated[str, AfterValidator(storable)]
+    return made
 
 
 #: How deep client JSON may nest: far deeper than any real document, and well within

@@ -355,9 +355,10 @@ def test_only_the_store_runs_sql() -> None:
     assert offenders == []
 
 
-def _modules_after(statement: str) -> set[str]:
-    """The carrier modules a fresh interpreter holds after running `statement`."""
-    listing = "print(*sorted(m for m in sys.modules if m.startswith('carrier_')))"
+def _modules_after(statement: str, prefix: str = "carrier_") -> set[str]:
+    """The modules (of names starting with `prefix`) a fresh interpreter holds after
+    running `statement`."""
+    listing = f"print(*sorted(m for m in sys.modules if m.startswith({prefix!r})))"
     code = f"import sys\n{statement}\n{listing}"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
@@ -371,6 +372,10 @@ def test_a_function_imports_the_modules_it_runs_and_not_the_whole_runtime() -> N
     migrate = _modules_after("import carrier_core.store.migrate, carrier_aws.database")
     assert "carrier_core.runtime" not in migrate
     assert "carrier_core.store.store" not in migrate
+    # Migrations need no model: the store's text conversion keeps pydantic out of it.
+    assert "pydantic" not in _modules_after(
+        "import carrier_core.store.migrate, carrier_aws.database", prefix="pydantic"
+    )
     # The ingest function's imports: the runtime, and of the turn's steps only ingest.
     ingest = _modules_after("import carrier_aws.runtime, carrier_core.turn.ingest")
     assert "carrier_core.runtime" in ingest
