@@ -703,3 +703,46 @@ def test_carrier_dev_lets_the_shell_set_end_user_tokens_over_the_template(
             headers={"Authorization": f"Bearer {token}"},
         )
     assert posted.status_code == 202, posted.text
+
+
+def test_ingest_refuses_a_record_to_the_dead_letter_queue_and_goes_on_with_other_rooms(
+    database_url: str, store: Store, agent_id: uuid.UUID
+) -> None:
+    """A record no retry can fix goes to the dead-letter queue at once, saying why (it was
+    consumed and forgotten); a record of another room in the batch is stored; a record
+    without its sender's message id, delivered twice, is one message."""
+    sample = json.loads((ROOT / "events" / "ingest_sqs.json").read_text())["Records"][0]
+    good = {"agent_id": str(agent_id), "room": "r2", "sender": "grace", "text": "Hello!"}
+
+    def record(n: int, body: str, group: str) -> dict[str, Any]:
+        attributes = {**sample["attributes"], "MessageGroupId": group}
+        return {**sample, "messageId": f"m-{n}", "body": body, "attributes": attributes}
+
+    with Emulator(database_url, retry_interval_scale=RETRY_SCALE, poll=False) as emulator:
+        ingest = emulator.functions["IngestFunction"]
+        unknown = {**good, "agent_id": str(uuid.uuid4()), "room": "r3"}
+        batch = {
+            "Records": [
+                record(1, "[" * 100_000 + "]" * 100_000, "r1"),
+                record(2, json.dumps(unknown), "r3"),
+                record(3, json.dumps(good), "r2"),
+            ]
+        }
+        assert emulator.call(ingest, batch) == {"batchItemFailures": []}
+        again = {"Records": [record(3, json.dumps(good), "r2")]}
+        assert emulator.call(ingest, again) == {"batchItemFailures": []}
+        emulator.drain()
+
+        dlq = emulator.queue_url("IngestDLQ")
+        refused = emulator.sqs.receive_message(
+            QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        reasons = {
+            m["Body"][:20]: m["MessageAttributes"]["carrier_refused"]["StringValue"]
+            for m in refused
+        }
+        assert len(reasons) == 2
+        assert "no agent" in reasons[json.dumps(unknown)[:20]]
+        assert "[" * 20 in reasons  # nested too deep to read
+    assert count(store, "SELECT count(*) FROM turns") == 1
+    assert count(store, "SELECT count(*) FROM turns WHERE status = 'done'") == 1

@@ -22,12 +22,22 @@ class Retry(Exception):
     """How a handler asks for a record to come back later."""
 
 
-def batch(*bodies: str) -> dict[str, Any]:
-    """An SQS event of these bodies, its records shaped like the sample event's."""
+def batch(*bodies: str, groups: str = "") -> dict[str, Any]:
+    """An SQS event of these bodies, its records shaped like the sample event's, in one
+    message group, or record n in group `groups[n]`."""
     sample = json.loads((ROOT / "events" / "ingest_sqs.json").read_text())["Records"][0]
     return {
         "Records": [
-            {**sample, "messageId": f"m{n}", "receiptHandle": f"r{n}", "body": body}
+            {
+                **sample,
+                "messageId": f"m{n}",
+                "receiptHandle": f"r{n}",
+                "body": body,
+                "attributes": {
+                    **sample["attributes"],
+                    "MessageGroupId": groups[n] if groups else "room",
+                },
+            }
             for n, body in enumerate(bodies)
         ]
     }
@@ -58,11 +68,16 @@ def test_only_the_records_that_failed_come_back_and_each_failure_is_logged(
     assert "ValueError: cannot take b" in line["exception"]
 
 
-def test_in_a_fifo_batch_no_record_passes_a_failed_one() -> None:
+def test_in_a_fifo_batch_no_record_passes_a_failed_one_of_its_group() -> None:
     handle, handled = handler_failing_on("b")
     answer = answer_batch(batch("a", "b", "c", "d"), handle, in_order=True)
     assert handled == ["a", "b"]
     assert answer == {"batchItemFailures": [{"itemIdentifier": f"m{n}"} for n in (1, 2, 3)]}
+    # Other groups (other rooms) go on: one room's bad message holds back that room only.
+    handle, handled = handler_failing_on("b")
+    answer = answer_batch(batch("a", "b", "c", "d", groups="xxyx"), handle, in_order=True)
+    assert handled == ["a", "b", "c"]
+    assert answer == {"batchItemFailures": [{"itemIdentifier": f"m{n}"} for n in (1, 3)]}
 
 
 def test_a_retry_the_handler_asked_for_is_logged_without_a_traceback(
