@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from carrier_core import Character, load_character
 from carrier_core.store.store import Store
@@ -106,6 +108,11 @@ class Api:
 
     def health(self) -> Answer:
         return self._answer("GET", "/v1/health")
+
+    def websocket_url(self, agent: uuid.UUID, room: str) -> str:
+        base = str(self.http.base_url).replace("http://", "ws://").rstrip("/")
+        token = self.http.headers["Authorization"].removeprefix("Bearer ")
+        return f"{base}/v1/ws?agent={agent}&room={room}&token={token}"
 
     def wait_turn(self, turn_id: str, deadline: float) -> dict[str, Any]:
         """The turn once done or failed; fails at `deadline` (time.monotonic())."""
@@ -241,9 +248,20 @@ def test_messages_accepted_before_postgres_is_killed_are_answered_once_it_is_bac
                 wait_for("messages accepted", lambda: len(stream.accepted()) >= 8, 30)
                 # Killed while a turn is under way (the model is slow: there soon is one).
                 wait_for("a turn under way", lambda: api.unfinished(stream.accepted()[-4:]), 30)
-                postgres.kill()
-                killed = time.monotonic()
-                assert_unavailable(api.health())
+                with connect(api.websocket_url(agent, "ws")) as socket:
+                    postgres.kill()
+                    killed = time.monotonic()
+                    assert_unavailable(api.health())
+                    # The WebSocket API says so too, in its own terms: an error frame for
+                    # a message on an open socket, a 503 for a new connection.
+                    frame = {"action": "sendMessage", "text": "hi", "client_message_id": "w1"}
+                    socket.send(json.dumps({**frame, "sender": "grace"}))
+                    error = json.loads(socket.recv(timeout=30))
+                assert (error["type"], error["code"]) == ("error", "unavailable"), error
+                assert error["client_message_id"] == "w1"
+                with pytest.raises(InvalidStatus) as refused:
+                    connect(api.websocket_url(agent, "ws"), open_timeout=30)
+                assert refused.value.response.status_code == 503
                 wait_for(
                     "posts answered in the outage",
                     lambda: len(stream.answered_within(killed, time.monotonic())) >= 2,

@@ -218,6 +218,13 @@ def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_usable(
             json.dumps({"action": "sendMessage", "text": "x", "sender": "g", "bogus": 1}),
             "invalid_request",
         ),
+        # An empty id would protect nothing: posting it twice made two messages.
+        (
+            json.dumps(
+                {"action": "sendMessage", "text": "x", "sender": "g", "client_message_id": ""}
+            ),
+            "invalid_request",
+        ),
         (
             json.dumps(
                 {

@@ -64,6 +64,7 @@ class MessagePost(BaseModel):
     world: str | None = Field(default=None, min_length=1, max_length=200)
     client_message_id: str | None = Field(
         default=None,
+        min_length=1,
         description="the sender's id for this message: posting it twice is one message",
     )
     attachments: list[dict[str, Any]] = Field(default_factory=list)

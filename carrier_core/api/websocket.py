@@ -157,24 +157,24 @@ def connect(
         agent, room = _query(query)
         agent_id = agent_of(runtime, principal, agent).id
         room_id = room_id_for(agent_id, CLIENT_SOURCE, scoped_key(principal, room))
+        return runtime.store.add_connection(
+            Connection(
+                id=connection_id,
+                tenant_id=principal.tenant_id,
+                agent_id=agent_id,
+                room_id=room_id,
+                room=room,
+                sender=principal.user or "",
+                endpoint=endpoint,
+                key_id=principal.key_id,
+                expires_at=principal.expires_at,
+            ),
+        )
     except Exception as exc:
         described = describe(exc)
         if described is None:
             raise
         raise Refused(*described) from None
-    return runtime.store.add_connection(
-        Connection(
-            id=connection_id,
-            tenant_id=principal.tenant_id,
-            agent_id=agent_id,
-            room_id=room_id,
-            room=room,
-            sender=principal.user or "",
-            endpoint=endpoint,
-            key_id=principal.key_id,
-            expires_at=principal.expires_at,
-        ),
-    )
 
 
 def _frame(body: str | None) -> dict[str, Any]:
@@ -224,10 +224,6 @@ def receive(
     the client is owed an answer either way.
     """
     client_message_id = _client_message_id(body)
-    connection = runtime.store.live_connection(connection_id)
-    if connection is None:
-        send(error_frame("unauthorized", "this connection is closed; connect again"))
-        return
 
     def accept_then_submit(ingested: Ingested) -> None:
         send(
@@ -238,6 +234,10 @@ def receive(
         submit(ingested)
 
     try:
+        connection = runtime.store.live_connection(connection_id)
+        if connection is None:
+            send(error_frame("unauthorized", "this connection is closed; connect again"))
+            return
         message = _message(body)
         post(
             runtime,
