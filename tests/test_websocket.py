@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from carrier_aws.local.emulator import Emulator
@@ -88,6 +88,13 @@ def frames_until_done(socket: ClientConnection) -> list[Frame]:
     while not frames or frames[-1]["type"] not in ("turn.done", "turn.failed"):
         frames.append(json.loads(socket.recv(timeout=WAIT_S)))
     return frames
+
+
+def count_messages(store: Store) -> int:
+    with store.connection() as conn:
+        row = conn.execute("SELECT count(*) AS n FROM memories WHERE kind = 'message'").fetchone()
+    assert row is not None
+    return int(row["n"])
 
 
 def connections(store: Store) -> int:
@@ -247,6 +254,20 @@ def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_usable(
         socket.send(json.dumps({"action": "sendMessage", "text": "Hello", "sender": "grace"}))
         frames = frames_until_done(socket)
     assert frames[0]["type"] == "accepted" and frames[-1]["type"] == "turn.done"
+
+
+def test_a_binary_frame_closes_the_connection_as_api_gateway_does(
+    server: str, agent_id: uuid.UUID, tenant: TenantKey, store: Store
+) -> None:
+    """API Gateway's WebSocket API takes text frames only; `carrier dev` read a binary one
+    as UTF-8 with its bad bytes replaced, so a client working here failed in the cloud."""
+    frame = b'{"action": "sendMessage", "text": "caf\xe9", "sender": "grace"}'
+    with connect(url(server, agent_id, "r1", tenant.key)) as socket:
+        socket.send(frame)
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=WAIT_S)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+    assert count_messages(store) == 0
 
 
 def test_a_frame_nested_too_deeply_gets_an_error_frame_and_the_connection_stays_open(

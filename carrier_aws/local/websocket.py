@@ -207,12 +207,16 @@ class WebSocketGateway:
                 if message["type"] == "websocket.disconnect":
                     close_code = int(message.get("code") or 1005)
                     break
-                data = message.get("bytes") or (message.get("text") or "").encode()
-                if len(data) > MAX_MESSAGE_BYTES:
+                if message.get("bytes") is not None:
+                    # API Gateway takes text frames only: it closes on a binary one.
+                    close_code = 1003
+                    await websocket.close(1003, "Binary frames are not supported")
+                    break
+                text = message.get("text") or ""
+                if len(text.encode()) > MAX_MESSAGE_BYTES:
                     close_code = 1009
                     await websocket.close(1009, "Message too big")
                     break
-                text = data.decode("utf-8", "replace")
                 await self._message(connection_id, connected_at, text, send)
         except WebSocketDisconnect as disconnect:
             close_code = disconnect.code
