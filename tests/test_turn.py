@@ -311,8 +311,13 @@ def test_continue_asks_for_another_decide_step_bounded_by_max_steps(
     ]
     assert store.turn(result.turn_id).steps_taken == 2
 
-
-# -- evaluate and embed -------------------------------------------------------
+    # -- evaluate and embed -------------------------------------------------------
+    # A step number outside 1..max_steps (only a hand-made state machine input has one) is
+    # refused naming the range, before anything is read or stored.
+    for step in (0, 3):
+        with pytest.raises(ValueError, match=r"decide step \d: .* here 1 to 2"):
+            decide(runtime, result.turn_id, step)
+    assert [s.step for s in store.turn_steps(result.turn_id)].count("decide") == 2
 
 
 def test_reflection_runs_on_its_cadence_and_stores_facts_and_relationships(

@@ -251,6 +251,13 @@ def test_a_bad_frame_gets_an_error_frame_and_the_connection_stays_usable(
             assert error["type"] == "error" and error["code"] == code, (frame, error)
             assert error["message"]
         assert error["client_message_id"] == "long"
+        # What could not be read is said: where the JSON broke, a number too long to read.
+        for frame, words in (
+            ('{"action": "sendMessage", "text": ', "a frame is one JSON object: Expecting value"),
+            ('{"n": ' + "1" * 5000 + "}", "frame: Exceeds the limit (4300 digits)"),
+        ):
+            socket.send(frame)
+            assert words in json.loads(socket.recv(timeout=WAIT_S))["message"]
         socket.send(json.dumps({"action": "sendMessage", "text": "Hello", "sender": "grace"}))
         frames = frames_until_done(socket)
     assert frames[0]["type"] == "accepted" and frames[-1]["type"] == "turn.done"

@@ -183,8 +183,10 @@ def _frame(body: str | None) -> dict[str, Any]:
     frame like any other, and must not end the connection."""
     try:
         frame = json.loads(body or "")
-    except ValueError:
-        raise ApiError(422, "invalid_request", "a frame is one JSON object") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_request", f"a frame is one JSON object: {exc}") from None
+    except ValueError as exc:  # an integer of more digits than can be read
+        raise ApiError(422, "invalid_request", f"frame: {str(exc).split(';')[0]}") from None
     except RecursionError:
         raise ApiError(
             422, "invalid_request", "a frame is one JSON object; this one is nested too deeply"

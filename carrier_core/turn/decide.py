@@ -181,6 +181,11 @@ def decide(runtime: Runtime, turn_id: uuid.UUID, step: int | None = None) -> Dec
     Running a step that already has a stored decision returns that decision, so
     a retried invocation neither calls the model again nor counts another step.
     """
+    if step is not None and not 1 <= step <= runtime.settings.max_steps:
+        raise ValueError(
+            f"decide step {step}: a turn's steps are 1 to max_steps, here 1 to"
+            f" {runtime.settings.max_steps}"
+        )
     ctx = TurnContext.load(runtime, turn_id, "decide", conversation=True)
     number = step or ctx.turn.steps_taken + 1
     asked = ctx.state.values.get(ASKED_PROVIDERS) or {}

@@ -84,7 +84,10 @@ def handler(event: dict, context: object) -> dict:
     runner = Runner(uuid.UUID(event["room_id"]), int(event["generation"]))
     turns = int(event.get("turns", 0))
     limit = int(os.environ.get("CARRIER_RUNNER_TURN_LIMIT", TURN_LIMIT))
-    finished = event.get("op") == "finish"
+    op = event.get("op", "next")
+    if op not in ("next", "finish"):
+        raise ValueError(f"turn_finish: unknown op {op!r}; expected 'next' or 'finish'")
+    finished = op == "finish"
     taken = None
     if finished:
         turn_id = uuid.UUID(event["turn_id"])
