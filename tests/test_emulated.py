@@ -548,6 +548,10 @@ def test_the_finish_function_takes_the_next_turn_under_its_limit_and_hands_off_a
         "error": None,
     }
     monkeypatch.setenv("CARRIER_RUNNER_TURN_LIMIT", "3")
+    # An op of a mistyped name is refused: it was taken for `next`.
+    with pytest.raises(ValueError, match="unknown op 'finsh'"):
+        emulator.call(finish, {**event, "op": "finsh"})
+    assert store.turn(first.turn_id).status == "running"
     state = emulator.call(finish, event)
     assert (state["turn_id"], state["turns"]) == (str(second.turn_id), 1)
     assert store.turn(first.turn_id).status == "done"
