@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from carrier_core.services import Service
     from carrier_core.tasks.workers import TaskWorker
     from carrier_core.turn.context import TurnContext
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "carrier.plugins"
 
@@ -107,6 +110,15 @@ class Action:
     #: and stores the reply in its own statement, and no act step follows (ElizaOS, too,
     #: answers a simple response without processing actions).
     simple: bool = False
+
+    def fits(self, ctx: TurnContext) -> bool:
+        """Whether `validate` says yes here; one that raises says no, and is logged (the
+        act step, which records why it failed, calls `validate` itself)."""
+        try:
+            return bool(self.validate(ctx))
+        except Exception:
+            log.warning("action %s: its validate raised", self.name, exc_info=True)
+            return False
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from carrier_core.turn.run import run_turn
 from carrier_core.world import entity_id_for, room_id_for
 from tests.conftest import ROOT, TenantKey
 from tests.jwks import AUDIENCE, ISSUER, Issuer
+from tests.test_turn import count
 
 RETRY_SCALE = 0.01
 #: The API key the example events carry (as in tests/test_emulated.py).
@@ -88,13 +89,6 @@ def frames_until_done(socket: ClientConnection) -> list[Frame]:
     while not frames or frames[-1]["type"] not in ("turn.done", "turn.failed"):
         frames.append(json.loads(socket.recv(timeout=WAIT_S)))
     return frames
-
-
-def count_messages(store: Store) -> int:
-    with store.connection() as conn:
-        row = conn.execute("SELECT count(*) AS n FROM memories WHERE kind = 'message'").fetchone()
-    assert row is not None
-    return int(row["n"])
 
 
 def connections(store: Store) -> int:
@@ -274,7 +268,7 @@ def test_a_binary_frame_closes_the_connection_as_api_gateway_does(
         with pytest.raises(ConnectionClosed) as closed:
             socket.recv(timeout=WAIT_S)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
-    assert count_messages(store) == 0
+    assert count(store, "SELECT count(*) FROM memories WHERE kind = 'message'") == 0
 
 
 def test_a_frame_nested_too_deeply_gets_an_error_frame_and_the_connection_stays_open(

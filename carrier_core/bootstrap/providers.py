@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import random
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from carrier_core.attachments import prompt_lines
 from carrier_core.memory import MemoryKind, ScoredMemory
-from carrier_core.plugin import Action, Cut, Provider, ProviderResult
+from carrier_core.plugin import Cut, Provider, ProviderResult
 from carrier_core.store.memories import Search
 
 if TYPE_CHECKING:
     from carrier_core.turn.context import TurnContext
-
-log = logging.getLogger(__name__)
 
 
 def _character(ctx: TurnContext) -> ProviderResult:
@@ -135,18 +132,9 @@ def _attachments(ctx: TurnContext) -> ProviderResult:
     return ProviderResult("\n".join(lines), {"attachments": shown})
 
 
-def _valid(action: Action, ctx: TurnContext) -> bool:
-    """Whether the action's validate says yes; one that raises is left out of the prompt
-    (and fails its act step, where the error is recorded, should the model pick it)."""
-    try:
-        return bool(action.validate(ctx))
-    except Exception:
-        log.warning("action %s: its validate raised; not offered", action.name, exc_info=True)
-        return False
-
-
 def _actions(ctx: TurnContext) -> ProviderResult:
-    available = [a for a in ctx.plugins.actions.values() if _valid(a, ctx)]
+    # An action whose validate raises is not offered; picked anyway, its act step fails.
+    available = [a for a in ctx.plugins.actions.values() if a.fits(ctx)]
     lines = []
     for action in available:
         lines.append(f"- {action.name}: {action.description}")

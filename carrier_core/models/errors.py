@@ -56,8 +56,8 @@ def looks_like_context_overflow(message: str) -> bool:
 
 
 def classify_status(status: int | None, message: str, where: str) -> ModelError:
-    """The `ModelError` for an HTTP status (None: no response at all)."""
-    message = redacted(message)
+    """The `ModelError` for an HTTP status (None: no response at all), from a message
+    already `redacted`."""
     text = f"{where}: {message}".strip()
     if status is None:
         return ModelUnavailable(text)

@@ -61,6 +61,7 @@ SAFE_REPLY = "Sorry, I lost my train of thought there. Could you say that again?
 MAX_ACTIONS = 16
 
 log = logging.getLogger(__name__)
+
 #: The turn state's value recording the dynamic providers the model asked for: `next`,
 #: the names the next decide step adds to the default state; `again`, whether this step
 #: asked for providers it did not have.
@@ -100,11 +101,8 @@ def simple_reply(ctx: TurnContext, decision: Decision, chosen: list[str]) -> Act
     action = ctx.plugins.action(chosen[0])
     if action is None or not action.simple or action.needs_approval:
         return None
-    try:
-        valid = action.validate(ctx)
-    except Exception:
-        return None  # its act step runs it, and records why it failed
-    return action if valid else None
+    # A validate that raises leaves the action to its act step, which records why.
+    return action if action.fits(ctx) else None
 
 
 def asked_providers(decision: Decision, plugins: Plugins) -> tuple[set[str], list[str]]:
