@@ -220,9 +220,13 @@ class Runtime:
         return {path: stored[path] if value == SECRET else value for path, value in given.items()}
 
     def delete_agent(self, agent_id: uuid.UUID) -> bool:
-        """Delete an agent with everything it remembers (`Store.delete_agent`) and its
-        secrets, in one transaction: if the secrets cannot be deleted, the agent stays."""
+        """Delete an agent with everything it remembers (`Store.delete_agent`), its secrets
+        and its webhooks' secrets, in one transaction: if a secret cannot be deleted, the
+        agent stays."""
         with self.store.atomic():
+            webhooks = self.store.agent_webhooks(agent_id)
             deleted = self.store.delete_agent(agent_id)
             self.secrets.delete(agent_id)
+            for webhook in webhooks:
+                self.secrets.delete(webhook.id, owner="webhook")
         return deleted

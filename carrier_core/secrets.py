@@ -1,18 +1,23 @@
-"""Where agents' secrets are kept: never in the database, never shown by the API.
+"""Where secrets are kept: never in the database, never shown by the API.
 
-When an agent is registered, its character's secrets (`Character.secret_values`: API keys,
-tokens, passwords, wherever the file put them) are split from it: the stored character
-keeps their names with `SECRET` for values, and the values go to a `SecretStore`, one entry
-per agent, put and deleted with the agent (`Runtime.register_agent`, `Runtime.delete_agent`).
-Plugins read them in a turn with `TurnContext.get_setting`.
+Two owners have secrets, one entry each (`SecretOwner`):
+
+- an agent: when it is registered, its character's secrets (`Character.secret_values`: API
+  keys, tokens, passwords, wherever the file put them) are split from it: the stored
+  character keeps their names with `SECRET` for values, and the values go to the store, put
+  and deleted with the agent (`Runtime.register_agent`, `Runtime.delete_agent`). Plugins
+  read them in a turn with `TurnContext.get_setting`;
+- a webhook: the secret that signs its deliveries (`carrier_core.webhooks.registry`), which
+  every delivery must read back, so it cannot be hashed.
 
 The store is chosen by the `secret_store` setting (`CARRIER_SECRET_STORE`), by the name of
 an entry point of the group `carrier.secret_stores`, called with the settings:
 
-- `file` (the default: `carrier chat`, tests): `FileSecretStore`, one JSON file per agent
-  in `<data dir>/secrets/`, readable by its user only (files 0600, folder 0700).
+- `file` (the default: `carrier chat`, tests): `FileSecretStore`, one JSON file per owner
+  in `<data dir>/secrets/` (webhooks' in its `webhooks/`), readable by its user only (files
+  0600, folders 0700).
 - `secretsmanager` (template.yaml sets it, so `carrier dev` has it too, on moto):
-  `carrier_aws.secrets`, one AWS Secrets Manager secret per agent. It lives in
+  `carrier_aws.secrets`, one AWS Secrets Manager secret per owner. It lives in
   carrier_aws because the core imports no AWS SDK; the entry point is how the core finds it.
 """
 
@@ -26,7 +31,7 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from carrier_core.character import CharacterError, SecretPath
 
@@ -40,21 +45,30 @@ ENTRY_POINT_GROUP = "carrier.secret_stores"
 MAX_SECRET_BYTES = 65536
 
 
+#: Whose secrets an entry holds: an agent's (by their place in its character), or a
+#: webhook's (its signing secret). Each has its own place in a store, so that a function
+#: can be allowed to read one and not the other (template.yaml: the webhook function reads
+#: webhooks' secrets only).
+SecretOwner = Literal["agent", "webhook"]
+
+
 class SecretStoreError(RuntimeError):
-    """A secret store that cannot be opened, read or written; names the agent, never a value."""
+    """A secret store that cannot be opened, read or written; names the owner, never a value."""
 
 
 class SecretStore(Protocol):
-    """An agent's secrets by their place in its character (`SecretPath`)."""
+    """An owner's secrets by their place (`SecretPath`): an agent's, or a webhook's."""
 
-    def put(self, agent_id: uuid.UUID, secrets: Mapping[SecretPath, Any]) -> None:
-        """Replace the agent's secrets with these; with none, delete them."""
+    def put(
+        self, owner_id: uuid.UUID, secrets: Mapping[SecretPath, Any], *, owner: SecretOwner = ...
+    ) -> None:
+        """Replace the owner's secrets with these; with none, delete them."""
 
-    def get(self, agent_id: uuid.UUID) -> dict[SecretPath, Any]:
-        """The agent's secrets; none stored is an empty mapping."""
+    def get(self, owner_id: uuid.UUID, *, owner: SecretOwner = ...) -> dict[SecretPath, Any]:
+        """The owner's secrets; none stored is an empty mapping."""
 
-    def delete(self, agent_id: uuid.UUID) -> None:
-        """Forget the agent's secrets; none stored is no error."""
+    def delete(self, owner_id: uuid.UUID, *, owner: SecretOwner = ...) -> None:
+        """Forget the owner's secrets; none stored is no error."""
 
 
 def encode_secrets(secrets: Mapping[SecretPath, Any]) -> str:
@@ -84,7 +98,8 @@ def decode_secrets(text: str, *, source: str) -> dict[SecretPath, Any]:
 
 
 class FileSecretStore:
-    """One JSON file per agent, `<directory>/<agent id>.json`, readable by its user only.
+    """One JSON file per owner, `<directory>/<agent id>.json` or
+    `<directory>/webhooks/<webhook id>.json`, readable by its user only.
 
     Each file is written whole to a temporary file (made 0600) and renamed over the old
     one, so a reader never sees half a file and two processes never mix their writes.
@@ -98,34 +113,43 @@ class FileSecretStore:
         """The store under the data folder (`CARRIER_HOME`, default ~/.carrier)."""
         return cls(settings.data_dir / "secrets")
 
-    def file(self, agent_id: uuid.UUID) -> Path:
-        return self.directory / f"{agent_id}.json"
+    def file(self, owner_id: uuid.UUID, *, owner: SecretOwner = "agent") -> Path:
+        folder = self.directory if owner == "agent" else self.directory / "webhooks"
+        return folder / f"{owner_id}.json"
 
-    def put(self, agent_id: uuid.UUID, secrets: Mapping[SecretPath, Any]) -> None:
+    def put(
+        self,
+        owner_id: uuid.UUID,
+        secrets: Mapping[SecretPath, Any],
+        *,
+        owner: SecretOwner = "agent",
+    ) -> None:
         if not secrets:
-            self.delete(agent_id)
+            self.delete(owner_id, owner=owner)
             return
         text = encode_secrets(secrets)
+        file = self.file(owner_id, owner=owner)
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.directory.chmod(0o700)
-            handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{agent_id}.")
+            for folder in (self.directory, file.parent):
+                folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+                folder.chmod(0o700)
+            handle, temporary = tempfile.mkstemp(dir=file.parent, prefix=f".{owner_id}.")
             try:
-                with os.fdopen(handle, "w", encoding="utf-8") as file:
-                    file.write(text)
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.replace(temporary, self.file(agent_id))
+                with os.fdopen(handle, "w", encoding="utf-8") as out:
+                    out.write(text)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, file)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
                 raise
         except OSError as exc:
             raise SecretStoreError(
-                f"cannot write the secrets of agent {agent_id} in {self.directory}: {exc.strerror}"
+                f"cannot write the secrets of {owner} {owner_id} in {file.parent}: {exc.strerror}"
             ) from None
 
-    def get(self, agent_id: uuid.UUID) -> dict[SecretPath, Any]:
-        file = self.file(agent_id)
+    def get(self, owner_id: uuid.UUID, *, owner: SecretOwner = "agent") -> dict[SecretPath, Any]:
+        file = self.file(owner_id, owner=owner)
         try:
             text = file.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -134,12 +158,12 @@ class FileSecretStore:
             raise SecretStoreError(f"cannot read {file}: {exc}") from None
         return decode_secrets(text, source=str(file))
 
-    def delete(self, agent_id: uuid.UUID) -> None:
+    def delete(self, owner_id: uuid.UUID, *, owner: SecretOwner = "agent") -> None:
         try:
-            self.file(agent_id).unlink(missing_ok=True)
+            self.file(owner_id, owner=owner).unlink(missing_ok=True)
         except OSError as exc:
             raise SecretStoreError(
-                f"cannot delete the secrets of agent {agent_id}: {exc.strerror}"
+                f"cannot delete the secrets of {owner} {owner_id}: {exc.strerror}"
             ) from None
 
 

@@ -390,7 +390,13 @@ def test_only_the_migrate_function_may_read_the_owner_s_secret() -> None:
                 for s in (p.get("Statement") or [])
                 if "secretsmanager:PutSecretValue" in json.dumps(s)
             ]
-            assert [s["Resource"] for s in writes] == [app]
+            # It writes the app's secret, and webhooks' signing secrets (moved out of their
+            # rows); no other.
+            webhooks = {
+                "Fn::Sub": "arn:${AWS::Partition}:secretsmanager:${AWS::Region}"
+                ":${AWS::AccountId}:secret:carrier/${AWS::StackName}/webhooks/*"
+            }
+            assert [s["Resource"] for s in writes] == [app, webhooks]
         else:
             assert "DbSecretArn" not in text and "MasterUserSecret" not in text, name
             assert json.dumps(app) in policies, name

@@ -16,6 +16,8 @@ import random
 import re
 import socket
 import ssl
+import stat
+import subprocess
 import threading
 import time
 import uuid
@@ -26,17 +28,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from carrier_aws.local.emulator import Emulator, Function
-from carrier_aws.local.template import load_yaml
+from carrier_aws.local.template import STACK, load_yaml
 from carrier_aws.webhooks import queue_deliveries
 from carrier_core import Character, Runtime
 from carrier_core.api.app import create_app
 from carrier_core.models import offline_models
+from carrier_core.secrets import FileSecretStore
 from carrier_core.store.store import Store
 from carrier_core.webhooks import (
     InvalidWebhookUrl,
@@ -50,10 +54,11 @@ from carrier_core.webhooks import (
     stale_deliveries,
 )
 from carrier_core.webhooks.delivery import MAX_BACKOFF_S
+from carrier_core.webhooks.registry import SIGNING_SECRET, move_row_secrets
 from carrier_core.webhooks.targets import refused_target, resolve_target
 from tests.certificates import throwaway_tls
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
-from tests.dev_server import carrier_dev, offline_environment
+from tests.dev_server import CARRIER, carrier_dev, offline_environment
 
 MAX_ATTEMPTS = 4
 
@@ -413,6 +418,125 @@ def test_a_deleted_webhook_takes_its_deliveries_with_it(
     assert client.delete(f"/v1/agents/{agent}/webhooks/{made['id']}").status_code == 404
 
 
+# -- the signing secret --------------------------------------------------------------------
+
+
+def row_secret(store: Store, webhook_id: uuid.UUID) -> str | None:
+    """What the webhook's row keeps in its `secret` column."""
+    with store.connection() as conn:
+        row = conn.execute("SELECT secret FROM webhooks WHERE id = %s", (webhook_id,)).fetchone()
+    assert row is not None
+    secret: str | None = row["secret"]
+    return secret
+
+
+def keep_in_row(store: Store, runtime: Runtime, webhook_id: uuid.UUID) -> str:
+    """Make the webhook as one made before migration 0016 is: its secret in its row only."""
+    secret = new_secret()
+    runtime.secrets.delete(webhook_id, owner="webhook")
+    with store.connection() as conn:
+        conn.execute("UPDATE webhooks SET secret = %s WHERE id = %s", (secret, webhook_id))
+    return secret
+
+
+def test_the_signing_secret_is_kept_in_the_secret_store_and_goes_with_its_webhook_or_agent(
+    client: TestClient, hooks_runtime: Runtime, store: Store, agent: uuid.UUID, receiver: Receiver
+) -> None:
+    made = register(client, agent, receiver.url())
+    webhook_id = uuid.UUID(made["id"])
+    with store.connection() as conn:
+        [row] = conn.execute("SELECT row_to_json(w)::text AS row FROM webhooks w").fetchall()
+    assert made["secret"] not in row["row"] and row_secret(store, webhook_id) is None
+    secrets = hooks_runtime.secrets
+    assert isinstance(secrets, FileSecretStore)
+    assert secrets.get(webhook_id, owner="webhook") == {SIGNING_SECRET: made["secret"]}
+    file = secrets.file(webhook_id, owner="webhook")
+    assert file.parent == secrets.directory / "webhooks"  # apart from agents' secrets
+    assert stat.S_IMODE(file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(file.parent.stat().st_mode) == 0o700
+    # Deliveries are signed with it.
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+    assert deliver(hooks_runtime, delivery_id).status == "delivered"
+    assert_signed(made["secret"], receiver.wait_for(1)[0])
+
+    assert client.delete(f"/v1/agents/{agent}/webhooks/{made['id']}").status_code == 204
+    assert not file.exists()
+    other = uuid.UUID(register(client, agent, receiver.url(), room="lobby")["id"])
+    assert secrets.file(other, owner="webhook").exists()
+    assert client.delete(f"/v1/agents/{agent}").status_code == 204
+    assert not secrets.file(other, owner="webhook").exists()
+
+
+def test_a_webhook_whose_secret_cannot_be_kept_is_not_made(
+    hooks_runtime: Runtime, acme: TenantKey, agent: uuid.UUID, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "secrets"
+    blocked.write_text("a file where the store's folder should be")
+    hooks_runtime.secrets = FileSecretStore(blocked)
+    app = create_app(lambda: hooks_runtime, run_inline(hooks_runtime))
+    client = TestClient(app, headers=acme.headers, raise_server_exceptions=False)
+
+    response = client.post(f"/v1/agents/{agent}/webhooks", json={"url": "http://127.0.0.1:9/"})
+
+    assert response.status_code == 500
+    assert client.get(f"/v1/agents/{agent}/webhooks").json() == []
+
+
+def test_a_webhook_made_with_its_secret_in_its_row_is_signed_with_it_and_carrier_migrate_moves_it(
+    client: TestClient,
+    hooks_runtime: Runtime,
+    store: Store,
+    agent: uuid.UUID,
+    receiver: Receiver,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    webhook_id = uuid.UUID(register(client, agent, receiver.url())["id"])
+    secret = keep_in_row(store, hooks_runtime, webhook_id)
+    [first] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+    assert deliver(hooks_runtime, first).status == "delivered"
+    assert_signed(secret, receiver.wait_for(1)[0])
+
+    env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
+    moved = subprocess.run(
+        [*CARRIER, "migrate"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+    assert moved.returncode == 0, moved.stderr
+    assert "Webhook signing secrets moved to the secret store: 1." in moved.stderr
+    assert row_secret(store, webhook_id) is None
+    kept = FileSecretStore(tmp_path / "secrets")
+    assert kept.get(webhook_id, owner="webhook") == {SIGNING_SECRET: secret}
+    # Moved once: a second run finds nothing to move.
+    assert move_row_secrets(database_url, kept) == 0
+    # Deliveries read it from the store now, and sign with the same secret.
+    hooks_runtime.secrets = kept
+    [second] = plan_deliveries(hooks_runtime, say(client, agent, "Hello again"))
+    assert deliver(hooks_runtime, second).status == "delivered"
+    assert_signed(secret, receiver.wait_for(2)[1])
+
+
+def test_a_delivery_whose_secret_cannot_be_read_is_tried_again_and_never_sent_unsigned(
+    client: TestClient, hooks_runtime: Runtime, agent: uuid.UUID, receiver: Receiver
+) -> None:
+    made = register(client, agent, receiver.url())
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+    secrets = hooks_runtime.secrets
+    assert isinstance(secrets, FileSecretStore)
+    file = secrets.file(uuid.UUID(made["id"]), owner="webhook")
+    kept = file.read_bytes()
+    file.write_bytes(b"\xff not a secrets document")  # the store cannot read it
+
+    outcome = deliver(hooks_runtime, delivery_id)
+
+    assert (outcome.status, outcome.error) == ("pending", "the secret store could not be read")
+    assert outcome.retry_in is not None and receiver.requests == []
+    file.write_bytes(kept)
+    time.sleep(outcome.retry_in)
+    assert deliver(hooks_runtime, delivery_id).status == "delivered"
+    assert_signed(made["secret"], receiver.wait_for(1)[0])
+
+
 # -- who may -------------------------------------------------------------------------------
 
 
@@ -585,6 +709,14 @@ def test_backoff_grows_until_its_cap() -> None:
 # -- on the emulated bundle ------------------------------------------------------------------
 
 
+def in_secrets_manager(webhook_id: uuid.UUID | str) -> str:
+    """The emulated Secrets Manager's secret of the webhook (the template's prefix)."""
+    secret = boto3.client("secretsmanager").get_secret_value(
+        SecretId=f"carrier/{STACK}/webhooks/{webhook_id}"
+    )
+    return str(secret["SecretString"])
+
+
 def test_the_bundle_delivers_a_signed_reply_through_its_queue_and_retries_by_visibility(
     database_url: str,
     store: Store,
@@ -607,6 +739,12 @@ def test_the_bundle_delivers_a_signed_reply_through_its_queue_and_retries_by_vis
 
         first, second = receiver.wait_for(2, timeout=15)
         emulator.drain()
+        # Its secret is a Secrets Manager secret of the webhooks' prefix, not in its row.
+        assert made["secret"] in in_secrets_manager(made["id"])
+        assert row_secret(store, uuid.UUID(made["id"])) is None
+        assert emulator.api_calls["ApiFunction", "secretsmanager", "CreateSecret"] == 1
+        # Read once by the webhook function, then from its cache for the retry.
+        assert emulator.api_calls["WebhookDeliverFunction", "secretsmanager", "GetSecretValue"] == 1
 
     # The first answer was 500: the message came back after the delay its function set.
     assert second.at - first.at >= 1.0
@@ -617,6 +755,69 @@ def test_the_bundle_delivers_a_signed_reply_through_its_queue_and_retries_by_vis
     with store.connection() as conn:
         [row] = conn.execute("SELECT status, attempts FROM webhook_deliveries").fetchall()
     assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+def test_a_deploy_moves_signing_secrets_out_of_their_rows_into_secrets_manager(
+    database_url: str,
+    store: Store,
+    runtime: Runtime,
+    ada: Character,
+    acme: TenantKey,
+    receiver: Receiver,
+) -> None:
+    """The migrate function (the stack's DatabaseMigrations, run as the emulator starts)
+    moves a webhook's secret from its row to Secrets Manager; deliveries sign with it."""
+    agent = runtime.register_agent(ada, acme.tenant_id)
+    webhook_id, secret = uuid.uuid4(), new_secret()
+    with store.connection() as conn:  # a webhook as made before migration 0016
+        conn.execute(
+            "INSERT INTO webhooks (id, tenant_id, agent_id, url, secret)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (webhook_id, acme.tenant_id, agent, receiver.url(), secret),
+        )
+    environment = {"CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true"}
+    with Emulator(database_url, environment=environment) as emulator:
+        assert row_secret(store, webhook_id) is None
+        assert secret in in_secrets_manager(webhook_id)
+        say(TestClient(emulator.app, headers=acme.headers), agent, "Hello")
+        [received] = receiver.wait_for(1, timeout=15)
+        emulator.drain()
+    assert_signed(secret, received)
+
+
+def secrets_manager_grants(function: str) -> dict[str, set[str]]:
+    """What the template lets a function do to the secrets of each prefix (`agents`,
+    `webhooks`): the Secrets Manager actions of its policies, by the prefix they name."""
+    policies = load_yaml(ROOT / "template.yaml")["Resources"][function]["Properties"]["Policies"]
+    grants: dict[str, set[str]] = {}
+
+    def grant(actions: list[str], resources: Any) -> None:
+        for resource in resources if isinstance(resources, list) else [resources]:
+            found = re.search(r"secret:carrier/\$\{AWS::StackName\}/(\w+)/\*", str(resource))
+            if found:
+                grants.setdefault(found[1], set()).update(actions)
+
+    for policy in policies:
+        if "AWSSecretsManagerGetSecretValuePolicy" in policy:
+            arn = policy["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]
+            grant(["secretsmanager:GetSecretValue"], arn)
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            actions = statement["Action"]
+            grant(actions if isinstance(actions, list) else [actions], statement["Resource"])
+    return grants
+
+
+def test_only_api_and_migrate_write_webhook_secrets_and_only_delivery_reads_them() -> None:
+    write = {"secretsmanager:CreateSecret", "secretsmanager:PutSecretValue"}
+    assert secrets_manager_grants("WebhookDeliverFunction") == {
+        "webhooks": {"secretsmanager:GetSecretValue"}
+    }
+    api = secrets_manager_grants("ApiFunction")
+    assert write | {"secretsmanager:DeleteSecret"} <= api["webhooks"]
+    assert write <= secrets_manager_grants("MigrateFunction")["webhooks"]
+    # The turn functions read agents' secrets (a plugin's keys), never a webhook's.
+    for function in ("LlmStepFunction", "ActionExecFunction"):
+        assert secrets_manager_grants(function) == {"agents": {"secretsmanager:GetSecretValue"}}
 
 
 NOT_LOOPBACK_NOTICE = (

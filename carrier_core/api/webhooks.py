@@ -27,6 +27,7 @@ from carrier_core.webhooks import (
     TooManyWebhooks,
     Webhook,
     create_webhook,
+    delete_webhook,
 )
 from carrier_core.webhooks.targets import MAX_URL_CHARS
 
@@ -142,7 +143,7 @@ def delete(
 ) -> Response:
     """Delete a webhook and its deliveries; those not yet made are dropped."""
     agent_id = _allowed(runtime, principal, agent)
-    if not runtime.store.delete_webhook(agent_id, webhook_id):
+    if not delete_webhook(runtime, agent_id, webhook_id):
         raise NotFound(f"no webhook with id {webhook_id}")
     return Response(status_code=204)
 

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
+import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from carrier_core.store.base import NotFound, StoreBase, where
+from carrier_core.store.database import DatabaseUnavailable
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
@@ -61,6 +63,26 @@ def _webhook(row: DictRow) -> Webhook:
     return Webhook(**row)
 
 
+def move_row_secrets(url: str, keep: Callable[[uuid.UUID, str], None]) -> int:
+    """Hand each signing secret still kept in its webhook's row (a webhook made before
+    migration 0016) to `keep`, then empty the row; the number moved. Run with the
+    migrations (on their URL, not a pool): a secret is emptied only once `keep` returned,
+    and only if it is still the one kept, so a run stopped halfway is finished by the next."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, prepare_threshold=None)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+    with conn:
+        rows = conn.execute("SELECT id, secret FROM webhooks WHERE secret IS NOT NULL").fetchall()
+        for webhook_id, secret in rows:
+            keep(webhook_id, secret)
+            conn.execute(
+                "UPDATE webhooks SET secret = NULL WHERE id = %s AND secret = %s",
+                (webhook_id, secret),
+            )
+    return len(rows)
+
+
 class WebhookStore(StoreBase):
     """An agent's webhooks, and one delivery per reply (or approval request) and webhook."""
 
@@ -68,8 +90,8 @@ class WebhookStore(StoreBase):
         self,
         agent_id: uuid.UUID,
         *,
+        webhook_id: uuid.UUID,
         url: str,
-        secret: str,
         room: str | None,
         room_id: uuid.UUID | None,
         limit: int,
@@ -91,9 +113,9 @@ class WebhookStore(StoreBase):
                     f"an agent may have at most {limit} webhooks; delete one first"
                 )
             row = conn.execute(
-                "INSERT INTO webhooks (id, tenant_id, agent_id, room_id, room, url, secret)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (uuid.uuid4(), agent["tenant_id"], agent_id, room_id, room, url, secret),
+                "INSERT INTO webhooks (id, tenant_id, agent_id, room_id, room, url)"
+                f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
+                (webhook_id, agent["tenant_id"], agent_id, room_id, room, url),
             ).fetchone()
         assert row is not None
         return _webhook(row)
@@ -213,8 +235,9 @@ class WebhookStore(StoreBase):
         self, delivery_id: uuid.UUID, *, lease_s: float, slack_s: float
     ) -> DictRow | None:
         """Claim an attempt at a pending delivery due within `slack_s`, moving its due time
-        `lease_s` ahead: its attempts, payload, webhook id, URL and secret; None if it is
-        not pending, not due, or gone."""
+        `lease_s` ahead: its attempts, payload, webhook id, URL and secret (None but for
+        webhooks made when secrets were kept in their row); None if it is not pending, not
+        due, or gone."""
         with self.connection() as conn:
             return conn.execute(
                 "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, updated_at = now(),"

@@ -1,7 +1,8 @@
 """Webhooks: an agent's replies POSTed to URLs its tenant registers, signed, retried, kept.
 
-- `registry`: webhooks of an agent (all its rooms, or one), each with its own secret
-  (their rows, and their deliveries', are the store's: `carrier_core.store.webhooks`);
+- `registry`: webhooks of an agent (all its rooms, or one), each with its own secret, kept
+  in the secret store (their rows, and their deliveries', are the store's:
+  `carrier_core.store.webhooks`);
 - `targets`: which URLs are allowed (http(s), public addresses), and the addresses an
   attempt connects to (those checked);
 - `signature`: Standard Webhooks signing (`webhook-id`, `webhook-timestamp`,
@@ -28,6 +29,7 @@ from carrier_core.webhooks.registry import (
     TooManyWebhooks,
     Webhook,
     create_webhook,
+    delete_webhook,
 )
 from carrier_core.webhooks.signature import new_secret, signature, signed_headers
 from carrier_core.webhooks.targets import InvalidWebhookUrl, check_url
@@ -44,6 +46,7 @@ __all__ = [
     "backoff_delay",
     "check_url",
     "create_webhook",
+    "delete_webhook",
     "deliver",
     "new_secret",
     "plan_approval_deliveries",

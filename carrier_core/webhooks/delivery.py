@@ -45,12 +45,14 @@ from psycopg.rows import DictRow
 
 from carrier_core.events import EventType
 from carrier_core.memory import Content
+from carrier_core.secrets import SecretStoreError
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
     from carrier_core.store.store import Store
     from carrier_core.store.webhooks import DeliveryStatus
     from carrier_core.turn.approval import Approval
+from carrier_core.webhooks.registry import signing_secret
 from carrier_core.webhooks.signature import signed_headers
 from carrier_core.webhooks.targets import RefusedTarget, Target, resolve_target
 
@@ -302,19 +304,30 @@ def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None =
     status: int | None = None
     error: str | None
     final = attempts >= settings.webhook_max_attempts
+    webhook_id: uuid.UUID = claimed["webhook_id"]
     try:
+        secret = claimed["secret"] or signing_secret(runtime, webhook_id)
         target = resolve_target(
             claimed["url"], allow_private=settings.webhook_allow_private_urls, timeout=timeout
         )
+    except SecretStoreError as exc:
+        log.warning("webhook %s: its signing secret cannot be read: %s", webhook_id, exc)
+        error = "the secret store could not be read"
     except RefusedTarget as exc:
         # Not a passing fault: the URL's host must change before a delivery can be made.
         error, final = f"refused: {exc}", True
     except OSError as exc:
         error = _reason(exc)
     else:
-        body = json.dumps(claimed["payload"], separators=(",", ":"), ensure_ascii=False).encode()
-        headers = signed_headers(claimed["secret"], str(delivery_id), int(time.time()), body)
-        status, error = _send(target, body, headers, deadline)
+        if secret is None:
+            # Only if the webhook was deleted since the claim: no request is sent unsigned.
+            error, final = "the webhook's signing secret is gone", True
+        else:
+            body = json.dumps(
+                claimed["payload"], separators=(",", ":"), ensure_ascii=False
+            ).encode()
+            headers = signed_headers(secret, str(delivery_id), int(time.time()), body)
+            status, error = _send(target, body, headers, deadline)
     retry_in = None
     new_status: DeliveryStatus
     if status is not None and 200 <= status < 300:
@@ -329,7 +342,7 @@ def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None =
     log.info(
         "webhook delivery %s to webhook %s: attempt %d, %s (%s)",
         delivery_id,
-        claimed["webhook_id"],
+        webhook_id,
         attempts,
         new_status,
         error or status,

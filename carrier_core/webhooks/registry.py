@@ -1,10 +1,14 @@
-"""The webhooks of an agent: made (listed, found and deleted by the store's `webhooks`
-area).
+"""The webhooks of an agent: made and deleted with their signing secret (listed and found
+by the store's `webhooks` area).
 
 A webhook belongs to an agent, and to one of its rooms when a room key is given
 (else to all of them). The secret that signs its requests is made here, returned
-once in `NewWebhook`, and never read back out by the API: it is stored only
-because every delivery must be signed with it.
+once in `NewWebhook`, and never read back out by the API. Every delivery must be signed
+with it, so it cannot be hashed: it is kept in the secret store (`carrier_core.secrets`),
+never in the database. Webhooks made before that kept theirs in their row
+(`webhooks.secret`); `move_row_secrets` moves those to the secret store when the
+migrations run (`carrier migrate`, or a deploy), and until then their deliveries read it
+there.
 """
 
 from __future__ import annotations
@@ -13,18 +17,23 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from carrier_core.store import webhooks as rows
 from carrier_core.store.webhooks import TooManyWebhooks, Webhook
 from carrier_core.webhooks.signature import new_secret
 from carrier_core.webhooks.targets import check_url
 from carrier_core.world import room_id_for
 
 if TYPE_CHECKING:
+    from carrier_core.character import SecretPath
     from carrier_core.runtime import Runtime
+    from carrier_core.secrets import SecretStore
 
 #: Webhooks one agent may have: each reply is sent to every one of them.
 MAX_WEBHOOKS_PER_AGENT = 20
 #: The source of rooms named by clients' room keys (that of the client API).
 ROOM_SOURCE = "api"
+#: Where a webhook's entry in the secret store keeps its signing secret.
+SIGNING_SECRET: SecretPath = ("signing_secret",)
 
 __all__ = [
     "MAX_WEBHOOKS_PER_AGENT",
@@ -32,6 +41,9 @@ __all__ = [
     "TooManyWebhooks",
     "Webhook",
     "create_webhook",
+    "delete_webhook",
+    "move_row_secrets",
+    "signing_secret",
 ]
 
 
@@ -50,8 +62,46 @@ def create_webhook(
     `InvalidWebhookUrl`, `TooManyWebhooks`, or `NotFound` for an unknown agent."""
     url = check_url(url, allow_private=runtime.settings.webhook_allow_private_urls)
     room_id = None if room is None else room_id_for(agent_id, ROOM_SOURCE, room)
-    secret = new_secret()
-    hook = runtime.store.add_webhook(
-        agent_id, url=url, secret=secret, room=room, room_id=room_id, limit=MAX_WEBHOOKS_PER_AGENT
-    )
+    webhook_id, secret = uuid.uuid4(), new_secret()
+    # The secret is kept first, so no stored webhook is ever without it.
+    runtime.secrets.put(webhook_id, {SIGNING_SECRET: secret}, owner="webhook")
+    try:
+        hook = runtime.store.add_webhook(
+            agent_id,
+            webhook_id=webhook_id,
+            url=url,
+            room=room,
+            room_id=room_id,
+            limit=MAX_WEBHOOKS_PER_AGENT,
+        )
+    except BaseException:
+        runtime.secrets.delete(webhook_id, owner="webhook")
+        raise
     return NewWebhook(hook, secret)
+
+
+def delete_webhook(runtime: Runtime, agent_id: uuid.UUID, webhook_id: uuid.UUID) -> bool:
+    """Delete the agent's webhook, its deliveries and its secret, in one transaction: if the
+    secret cannot be deleted, the webhook stays. False if the agent has no such webhook."""
+    with runtime.store.atomic():
+        deleted = runtime.store.delete_webhook(agent_id, webhook_id)
+        if deleted:
+            runtime.secrets.delete(webhook_id, owner="webhook")
+    return deleted
+
+
+def signing_secret(runtime: Runtime, webhook_id: uuid.UUID) -> str | None:
+    """The webhook's signing secret from the secret store; None if it is not there (the
+    webhook was deleted meanwhile). Raises `SecretStoreError` when the store cannot be read."""
+    secret = runtime.secrets.get(webhook_id, owner="webhook").get(SIGNING_SECRET)
+    return secret if isinstance(secret, str) else None
+
+
+def move_row_secrets(url: str, secrets: SecretStore) -> int:
+    """Move the signing secrets of webhooks made when they were kept in their row into the
+    secret store (`url`: the database's, as the migrations take it); the number moved."""
+
+    def keep(webhook_id: uuid.UUID, secret: str) -> None:
+        secrets.put(webhook_id, {SIGNING_SECRET: secret}, owner="webhook")
+
+    return rows.move_row_secrets(url, keep)

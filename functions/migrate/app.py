@@ -3,9 +3,10 @@
 Applies what is missing of `carrier_core/store/migrations` as the tables' owner (the secret in
 CARRIER_DB_OWNER_SECRET_ARN, which no other function may read), gives the app's login (the
 secret in CARRIER_DB_SECRET_ARN, which every function reads) its password and membership of
-`carrier_app`, then answers CloudFormation. The other functions only check the schema's
-version at cold start. With DATABASE_URL set (a database of your own, `sam local`), only the
-migrations run: the secrets are not used.
+`carrier_app`, moves the signing secrets of webhooks made before they were kept in the
+secret store out of their rows, then answers CloudFormation. The other functions only check
+the schema's version at cold start. With DATABASE_URL set (a database of your own, `sam
+local`), the database's secrets are not used.
 """
 
 import os
@@ -23,7 +24,19 @@ def apply() -> int:
     if app_secret and not os.environ.get("DATABASE_URL"):
         login = provide_app_login(owner_url, app_secret, os.environ.get(OWNER_SECRET_VARIABLE))
         logger.info("app login ready", extra={"login": login})
+    moved = move_webhook_secrets(owner_url)
+    logger.info("webhook secrets moved to the secret store", extra={"count": moved})
     return latest_version()
+
+
+def move_webhook_secrets(url: str) -> int:
+    # Imported when called, once per deploy: the settings bring pydantic, which this
+    # function's cold start has no other use for.
+    from carrier_core.config import Settings
+    from carrier_core.secrets import open_secret_store
+    from carrier_core.webhooks.registry import move_row_secrets
+
+    return move_row_secrets(url, open_secret_store(Settings(database_url=url)))
 
 
 @function_handler
