@@ -31,6 +31,22 @@ def entity_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UU
     return uuid.uuid5(CARRIER_NAMESPACE, f"entity:{agent_id}:{source}:{external_id}")
 
 
+#: What starts the key of every room (and world) an end user names: `user:<subject>:`, the
+#: subject percent-encoded (`carrier_core.api.posting.scoped_key`), so it holds no colon.
+END_USER_PREFIX = "user:"
+
+
+def end_user_scope(key: str) -> str:
+    """The start shared by the keys of the end user's rooms this key is one of
+    (`user:<subject>:`), or "" for a room of the tenant's own. An end user's conversation
+    reaches only rooms of its own scope: it cannot make the agent post, or even show it,
+    where another end user talks."""
+    if not key.startswith(END_USER_PREFIX):
+        return ""
+    end = key.find(":", len(END_USER_PREFIX))
+    return key[: end + 1] if end > len(END_USER_PREFIX) else ""
+
+
 def room_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UUID:
     return uuid.uuid5(CARRIER_NAMESPACE, f"room:{agent_id}:{source}:{external_id}")
 

@@ -34,7 +34,7 @@ from carrier_core.turn.act import act
 from carrier_core.turn.context import TurnContext
 from carrier_core.turn.run import run_turn
 from carrier_core.webhooks import create_webhook, plan_deliveries
-from carrier_core.world import room_id_for
+from carrier_core.world import end_user_scope, room_id_for
 from tests.conftest import TenantKey, make_runtime
 from tests.test_turn import count, message, xml
 from tests.test_websocket import WAIT_S, frames_until_done, serve, url
@@ -199,6 +199,87 @@ def test_another_agents_or_tenants_rooms_cannot_be_reached(
     assert f"sent a message to {SNEAKY['room_id']}, not a room of its agent" in step.detail["error"]
     assert [m.content.text for m in in_room(scripted_runtime, agent, "ops")] == ["Ada, hi"]
     assert len(in_room(scripted_runtime, theirs, "vault")) == stored + 2  # "do it", the apology
+
+
+@pytest.mark.parametrize(
+    ("key", "scope"),
+    [
+        ("user:bob:chat", "user:bob:"),
+        ("user:bob:a:b", "user:bob:"),  # a room key may hold colons; a subject may not
+        ("user:a%3Ab:chat", "user:a%3Ab:"),  # as scoped_key writes the subject "a:b"
+        ("ops", ""),
+        ("user:", ""),
+        ("user::chat", ""),
+    ],
+)
+def test_an_end_users_scope_is_the_start_of_their_keys(key: str, scope: str) -> None:
+    assert end_user_scope(key) == scope
+    assert not end_user_scope(key) or not "user:bobby:chat".startswith(end_user_scope(key))
+
+
+def test_in_an_end_users_room_only_their_own_rooms_are_shown_and_reached(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    """Rooms an end user names are kept as `user:<subject>:<key>` (`scoped_key`)."""
+    bob = {"sender": "bob", "sender_name": "Bob"}
+    scripted.add(xml("REPLY", text="Hi."), xml("REPLY", text="Hi."), xml("REPLY", text="Hi."))
+    run_turn(scripted_runtime, message(agent, "hi", room="user:alice:chat", sender="alice"))
+    run_turn(
+        scripted_runtime, message(agent, "hi", room="user:bob:notes", room_kind="group", **bob)
+    )
+    run_turn(scripted_runtime, message(agent, "hi", room="user:bob:chat", **bob))
+
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "#notes", "targetType": "room", "text": "Buy milk."}),
+    )
+    sent = run_turn(scripted_runtime, message(agent, "Note: buy milk", room="user:bob:chat", **bob))
+    assert sent.reply_texts == ["Sent to notes."]
+    assert in_room(scripted_runtime, agent, "user:bob:notes")[-1].content.text == "Buy milk."
+    # Shown Bob's own rooms only, as he names them: not ops, Grace or Alice.
+    prompt = scripted.requests[-1].prompt
+    assert "Rooms you can post in: notes." in prompt
+    assert "People you can message directly: Bob." in prompt
+    assert "ops" not in prompt and "Grace" not in prompt and "alice" not in prompt
+
+    for target, kind in [("ops", "room"), ("user:alice:chat", "room"), ("alice", "user")]:
+        scripted.add(
+            xml("SEND_MESSAGE"), asked({"target": target, "targetType": kind, "text": "psst"})
+        )
+        refused = run_turn(
+            scripted_runtime, message(agent, f"Tell {target} psst", room="user:bob:chat", **bob)
+        )
+        assert refused.reply_texts == [f"I can't reach {target} from here."], target
+    assert [m.content.text for m in in_room(scripted_runtime, agent, "ops")] == ["Ada, hi"]
+    assert [m.content.text for m in in_room(scripted_runtime, agent, "user:alice:chat")] == [
+        "hi",
+        "Hi.",
+    ]
+
+
+def test_an_action_in_an_end_users_room_cannot_send_to_another_end_users(
+    scripted_runtime: Runtime, scripted: ScriptedModel
+) -> None:
+    cy = scripted_runtime.register_agent(
+        Character(name="Cy", plugins=["tests.test_send_message:sneaky"])
+    )
+    scripted.add(xml("REPLY", text="Hello."), xml("REPLY", text="Hello."))
+    run_turn(scripted_runtime, message(cy, "hi", room="user:alice:chat", sender="alice"))
+    run_turn(scripted_runtime, message(cy, "hi", room="ops", room_kind="group"))
+    SNEAKY["room_id"] = room_id_for(cy, "api", "user:alice:chat")
+
+    scripted.add(xml("SNEAK"))
+    sneak = run_turn(scripted_runtime, message(cy, "do it", room="user:bob:chat", sender="bob"))
+
+    assert sneak.sent == []
+    [step] = [s for s in scripted_runtime.store.turn_steps(sneak.turn_id) if s.step == "act:SNEAK"]
+    assert step.status == "error"
+    assert "not a room of this end user's" in step.detail["error"]
+    assert len(in_room(scripted_runtime, cy, "user:alice:chat")) == 2  # "hi", "Hello."
+    # The tenant's own room may send to any room of its agent, an end user's included.
+    scripted.add(xml("SNEAK"))
+    allowed = run_turn(scripted_runtime, message(cy, "do it", room="ops", room_kind="group"))
+    assert [m.room_id for m in allowed.sent] == [SNEAKY["room_id"]]
 
 
 #: The room the SNEAK action sends to, set by the test.

@@ -19,7 +19,7 @@ from carrier_core.auth import Forbidden, Principal
 from carrier_core.runtime import Runtime
 from carrier_core.store.agents import AgentRecord, no_agent
 from carrier_core.turn.ingest import Ingested, InvalidMessage, MessageConflict, ingest
-from carrier_core.world import RoomKind
+from carrier_core.world import END_USER_PREFIX, RoomKind
 
 #: Called once a message is stored: starts the room's runner if the delivery claimed it
 #: (`Ingested.runner`): a state machine execution in the cloud, a thread in tests.
@@ -94,7 +94,7 @@ def scoped_key(principal: Principal, key: str) -> str:
     prefix."""
     if principal.user is None:
         return key
-    return f"user:{quote(principal.user, safe='@.-_')}:{key}"
+    return f"{END_USER_PREFIX}{quote(principal.user, safe='@.-_')}:{key}"
 
 
 def sender_for(principal: Principal, sender: str | None) -> str:

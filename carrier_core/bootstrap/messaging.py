@@ -5,7 +5,9 @@ As ElizaOS's SEND_MESSAGE, the target is a room (`targetType: room`) or a person
 their direct room with the agent, if they have one: the agent never opens a conversation
 nobody started. Only the agent's own rooms are searched, so a message can reach neither
 another agent's rooms nor another tenant's (and `act` refuses any room that is not the
-agent's, whatever an action asks). The message goes the way a reply goes: stored as the
+agent's, whatever an action asks). In an end user's room, only that end user's rooms are
+(`carrier_core.world.end_user_scope`): the model is not shown where others talk, and
+`act` refuses their rooms too. The message goes the way a reply goes: stored as the
 agent's message in the target room with this turn's id, pushed to that room's
 connections and delivered to the webhooks covering it; the turn's own room hears a short
 confirmation.
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from carrier_core.bootstrap.roles import ask
 from carrier_core.plugin import Action, ActionResult, OutgoingMessage
-from carrier_core.world import Room, RoomKind
+from carrier_core.world import Room, RoomKind, end_user_scope
 
 if TYPE_CHECKING:
     from carrier_core.decision import Decision
@@ -29,7 +31,11 @@ SHOWN = 20
 
 def _reachable(ctx: TurnContext) -> str:
     """The rooms and people the model may name, most recently active first."""
-    rooms, people = ctx.runtime.store.reachable(ctx.turn.agent_id, ctx.room.source, SHOWN)
+    within = end_user_scope(ctx.room.name)
+    rooms, people = ctx.runtime.store.reachable(
+        ctx.turn.agent_id, ctx.room.source, SHOWN, within=within
+    )
+    rooms = [name.removeprefix(within) for name in rooms]  # as the end user names them
     return (
         f"Rooms you can post in: {', '.join(rooms) or 'none'}.\n"
         f"People you can message directly: {', '.join(people) or 'none'}."
@@ -39,16 +45,18 @@ def _reachable(ctx: TurnContext) -> str:
 def _target(ctx: TurnContext, target: str, kind: str) -> tuple[Room, str] | None:
     """Where a message for `target` goes, and how to name it: a person's direct room (by
     their name, "@" or not, or id) or a room (by its key, "#ops" and "ops" alike), looked
-    up in the order `kind` says."""
+    up in the order `kind` says. In an end user's room, among their own rooms only, named
+    by the keys they gave them."""
     store, agent_id, source = ctx.runtime.store, ctx.turn.agent_id, ctx.room.source
-    person = store.direct_room(agent_id, target.lstrip("@"), source)
+    within = end_user_scope(ctx.room.name)
+    person = store.direct_room(agent_id, target.lstrip("@"), source, within)
     room = (
         None
         if person is not None and kind == "user"
-        else store.room_named(agent_id, target.lstrip("#"), source)
+        else store.room_named(agent_id, within + target.lstrip("#"), source, within)
     )
     if room is not None:
-        return room, room.name
+        return room, room.name.removeprefix(within)
     if person is not None:
         return person, target.lstrip("@")
     return None

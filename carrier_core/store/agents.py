@@ -298,50 +298,61 @@ class AgentStore(StoreBase):
         with self.connection() as conn:
             return conn.execute("DELETE FROM rooms WHERE id = %s", (room_id,)).rowcount > 0
 
-    def room_named(self, agent_id: uuid.UUID, name: str, prefer_source: str) -> Room | None:
-        """The agent's room with this name (any case), or None; of several, the one of
-        `prefer_source`, then the most recently spoken in."""
+    def room_named(
+        self, agent_id: uuid.UUID, name: str, prefer_source: str, within: str = ""
+    ) -> Room | None:
+        """The agent's room with this name (any case) among those whose name starts with
+        `within`, or None; of several, the one of `prefer_source`, then the most recently
+        spoken in."""
         with self.connection() as conn:
             row = conn.execute(
                 f"SELECT {_ROOM_COLUMNS} FROM rooms r WHERE r.agent_id = %(agent)s"
-                f" AND lower(r.name) = lower(%(name)s){_PREFERRED} LIMIT 1",
-                {"agent": agent_id, "name": name, "source": prefer_source},
+                " AND lower(r.name) = lower(%(name)s) AND starts_with(r.name, %(within)s)"
+                f"{_PREFERRED} LIMIT 1",
+                {"agent": agent_id, "name": name, "source": prefer_source, "within": within},
             ).fetchone()
         return _room(row)
 
-    def direct_room(self, agent_id: uuid.UUID, person: str, prefer_source: str) -> Room | None:
-        """The direct room with the agent of someone it knows by this name (any case) or
-        id, or None; of several, as `room_named` chooses."""
+    def direct_room(
+        self, agent_id: uuid.UUID, person: str, prefer_source: str, within: str = ""
+    ) -> Room | None:
+        """The direct room with the agent, among those whose name starts with `within`, of
+        someone it knows by this name (any case) or id, or None; of several, as
+        `room_named` chooses."""
         with self.connection() as conn:
             row = conn.execute(
                 f"SELECT {_ROOM_COLUMNS} FROM entities e"
                 " JOIN participants p ON p.entity_id = e.id"
                 " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+                " AND starts_with(r.name, %(within)s)"
                 " WHERE e.agent_id = %(agent)s AND (e.id::text = %(name)s"
                 " OR lower(e.metadata->>'name') = lower(%(name)s)"
                 " OR lower(%(name)s) = ANY(SELECT lower(n) FROM unnest(e.names) n))"
                 f"{_PREFERRED} LIMIT 1",
-                {"agent": agent_id, "name": person, "source": prefer_source},
+                {"agent": agent_id, "name": person, "source": prefer_source, "within": within},
             ).fetchone()
         return _room(row)
 
     def reachable(
-        self, agent_id: uuid.UUID, prefer_source: str, shown: int
+        self, agent_id: uuid.UUID, prefer_source: str, shown: int, within: str = ""
     ) -> tuple[list[str], list[str]]:
         """The names of the agent's group rooms and of the people it has a direct room
-        with, at most `shown` of each, ordered as `room_named` chooses."""
+        with, among the rooms whose name starts with `within`, at most `shown` of each,
+        ordered as `room_named` chooses."""
+        values = {"agent": agent_id, "source": prefer_source, "shown": shown, "within": within}
         with self.connection() as conn:
             rooms = conn.execute(
                 "SELECT r.name FROM rooms r WHERE r.agent_id = %(agent)s AND r.kind = 'group'"
-                f"{_PREFERRED} LIMIT %(shown)s",
-                {"agent": agent_id, "source": prefer_source, "shown": shown},
+                f" AND starts_with(r.name, %(within)s){_PREFERRED} LIMIT %(shown)s",
+                values,
             ).fetchall()
             people = conn.execute(
                 "SELECT coalesce(e.metadata->>'name', e.names[1]) AS name FROM entities e"
                 " JOIN participants p ON p.entity_id = e.id"
                 " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+                " AND starts_with(r.name, %(within)s)"
                 f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(shown)s",
-                {"agent": agent_id, "source": prefer_source, "shown": shown},
+                values,
             ).fetchall()
         return [r["name"] for r in rooms], [p["name"] for p in people]
 

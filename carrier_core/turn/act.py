@@ -25,7 +25,7 @@ from carrier_core.storable import check_storable_json
 from carrier_core.store.base import NotFound
 from carrier_core.turn import approval
 from carrier_core.turn.context import TurnContext
-from carrier_core.world import Room, RoomKind
+from carrier_core.world import Room, RoomKind, end_user_scope
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
@@ -76,8 +76,10 @@ def _check_attachments(result: ActionResult) -> None:
 
 def _check_sent(ctx: TurnContext, result: ActionResult) -> list[Room]:
     """The rooms the handler's messages go to, in order; raise, naming what is wrong, for
-    a room that is not one of the turn's agent's (nor, so, of its tenant): no plugin
-    sends anywhere its agent could not speak."""
+    a room that is not one of the turn's agent's (nor, so, of its tenant), or, in an end
+    user's room, not one of that end user's: no plugin sends anywhere its agent could not
+    speak, nor makes the agent say an end user's words to another."""
+    scope = end_user_scope(ctx.room.name)
     sent = result.sent
     if not isinstance(sent, list) or not all(isinstance(m, OutgoingMessage) for m in sent):
         raise TypeError("handler's sent must be a list of OutgoingMessage")
@@ -92,6 +94,10 @@ def _check_sent(ctx: TurnContext, result: ActionResult) -> list[Room]:
         if room is None or room.agent_id != ctx.turn.agent_id:
             raise ValueError(
                 f"handler sent a message to {message.room_id}, not a room of its agent"
+            )
+        if not room.name.startswith(scope):
+            raise ValueError(
+                f"handler sent a message to {message.room_id}, not a room of this end user's"
             )
         rooms.append(room)
     return rooms
