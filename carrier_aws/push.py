@@ -18,7 +18,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from carrier_aws.clients import AwsClient
 from carrier_core.frames import Frame, encode, sent_frames
@@ -50,6 +50,33 @@ def client_url() -> str | None:
 def configured_endpoint() -> str | None:
     """The endpoint pushes are on for, or None: not set, or set empty."""
     return os.environ.get(ENDPOINT_VARIABLE, "").strip() or None
+
+
+class WebSocketRequest(NamedTuple):
+    """What the WebSocket function needs of an API Gateway WebSocket event."""
+
+    route: str
+    connection_id: str
+    #: Where to push to the connection (`connection_endpoint`).
+    endpoint: str
+
+
+def websocket_request(event: Mapping[str, Any]) -> WebSocketRequest:
+    """The route, connection and push endpoint of a WebSocket event; a `ValueError` naming
+    what is missing for anything else (a hand-made event, another trigger's)."""
+    request = event.get("requestContext")
+    needed = ["routeKey", "connectionId"] + ([] if configured_endpoint() else ["apiId", "stage"])
+    missing = [
+        f"requestContext.{key}"
+        for key in needed
+        if not isinstance(request, Mapping) or not isinstance(request.get(key), str)
+    ]
+    if missing:
+        raise ValueError(f"not an API Gateway WebSocket event: no {', '.join(missing)}")
+    assert isinstance(request, Mapping)
+    return WebSocketRequest(
+        request["routeKey"], request["connectionId"], connection_endpoint(request)
+    )
 
 
 def connection_endpoint(request_context: Mapping[str, Any]) -> str:

@@ -447,6 +447,15 @@ def test_the_cloud_handler_takes_api_gateway_events_and_forgets_a_gone_connectio
         assert emulator.call(function, event("websocket_disconnect.json", tenant.key)) == {
             "statusCode": 200
         }
+        # An event API Gateway would not send is refused, naming what it lacks.
+        for wrong, missing in [
+            ({"body": "{}"}, "requestContext.routeKey, requestContext.connectionId"),
+            ({"requestContext": {"routeKey": "$default"}}, "requestContext.connectionId"),
+        ]:
+            with pytest.raises(
+                ValueError, match=f"not an API Gateway WebSocket event: no {missing}"
+            ):
+                emulator.call(function, wrong)
 
 
 def test_a_push_that_fails_is_logged_and_the_step_goes_on(

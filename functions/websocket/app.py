@@ -11,7 +11,7 @@ from functools import cache
 
 from carrier_aws.clients import AwsClient
 from carrier_aws.observability import accepted, function_handler, logger
-from carrier_aws.push import connection_endpoint, pusher
+from carrier_aws.push import pusher, websocket_request
 from carrier_aws.runners import start_claimed, state_machine_arn
 from carrier_aws.runtime import runtime
 from carrier_core.api import websocket
@@ -36,9 +36,7 @@ def submit(ingested: Ingested) -> None:
 
 @function_handler
 def handler(event: dict, context: object) -> dict:
-    request = event["requestContext"]
-    route, connection_id = request["routeKey"], request["connectionId"]
-    endpoint = connection_endpoint(request)
+    route, connection_id, endpoint = websocket_request(event)
     rt = runtime()
     if route == "$connect":
         try:
