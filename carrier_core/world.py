@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 from typing import Any
+from urllib.parse import unquote
 
 from pydantic import BaseModel, Field
 
@@ -45,6 +46,18 @@ def end_user_scope(key: str) -> str:
         return ""
     end = key.find(":", len(END_USER_PREFIX))
     return key[: end + 1] if end > len(END_USER_PREFIX) else ""
+
+
+def sender_key(room_key: str, sender: str) -> str:
+    """Who a message's sender is, for the room it is said in. In an end user's room,
+    anyone but that end user (a task's sender, a tenant's operator posting with an API key)
+    is someone of that end user's only, so nothing learned of them there (facts, names,
+    relationships) reaches another end user's rooms. Elsewhere, and for the end user in
+    their own rooms, the sender as named."""
+    scope = end_user_scope(room_key)
+    if not scope or sender == unquote(scope[len(END_USER_PREFIX) : -1]):
+        return sender
+    return scope + sender
 
 
 def room_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UUID:

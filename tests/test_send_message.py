@@ -242,6 +242,14 @@ def test_in_an_end_users_room_only_their_own_rooms_are_shown_and_reached(
     assert "People you can message directly: Bob." in prompt
     assert "ops" not in prompt and "Grace" not in prompt and "alice" not in prompt
 
+    # Named by its stored key (the prompt's room section shows keys so), it is found too.
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "user:bob:notes", "targetType": "room", "text": "And eggs."}),
+    )
+    again = run_turn(scripted_runtime, message(agent, "Note: eggs", room="user:bob:chat", **bob))
+    assert again.reply_texts == ["Sent to notes."]
+
     for target, kind in [("ops", "room"), ("user:alice:chat", "room"), ("alice", "user")]:
         scripted.add(
             xml("SEND_MESSAGE"), asked({"target": target, "targetType": kind, "text": "psst"})

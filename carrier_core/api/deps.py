@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from carrier_core.api.posting import CLIENT_SOURCE, Submit, agent_of
+from carrier_core.api.posting import CLIENT_SOURCE, Submit, agent_of, scoped_key
 from carrier_core.auth import Authenticator, Principal
 from carrier_core.embed import RequestEmbedding, embed_pending
 from carrier_core.runtime import Runtime
@@ -98,15 +98,20 @@ AgentRef = Annotated[
 
 
 def turn_of(runtime: Runtime, principal: Principal, turn_id: uuid.UUID) -> TurnRecord:
-    """The turn, if the caller may see it: its agent is theirs, and an end user sent it."""
+    """The turn, if the caller may see it: its agent is theirs, and for an end user, they
+    sent it, in one of their own rooms."""
     missing = NotFound(f"no turn with id {turn_id}")
     try:
         turn = runtime.store.turn(turn_id)
         agent_of(runtime, principal, turn.agent_id)
+        if principal.user is None:
+            return turn
+        sender = runtime.store.memory(turn.message_id).entity_id
+        room = runtime.store.room(turn.room_id).name
     except NotFound:
         raise missing from None
-    if principal.user is not None:
-        sender = runtime.store.memory(turn.message_id).entity_id
-        if sender != entity_id_for(turn.agent_id, CLIENT_SOURCE, principal.user):
-            raise missing
+    if sender != entity_id_for(turn.agent_id, CLIENT_SOURCE, principal.user):
+        raise missing
+    if not room.startswith(scoped_key(principal, "")):
+        raise missing
     return turn

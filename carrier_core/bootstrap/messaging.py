@@ -46,14 +46,17 @@ def _target(ctx: TurnContext, target: str, kind: str) -> tuple[Room, str] | None
     """Where a message for `target` goes, and how to name it: a person's direct room (by
     their name, "@" or not, or id) or a room (by its key, "#ops" and "ops" alike), looked
     up in the order `kind` says. In an end user's room, among their own rooms only, named
-    by the keys they gave them."""
+    by the keys they gave them (or by the stored key, which the prompt's room section
+    shows)."""
     store, agent_id, source = ctx.runtime.store, ctx.turn.agent_id, ctx.room.source
     within = end_user_scope(ctx.room.name)
     person = store.direct_room(agent_id, target.lstrip("@"), source, within)
     room = (
         None
         if person is not None and kind == "user"
-        else store.room_named(agent_id, within + target.lstrip("#"), source, within)
+        else store.room_named(
+            agent_id, within + target.lstrip("#").removeprefix(within), source, within
+        )
     )
     if room is not None:
         return room, room.name.removeprefix(within)

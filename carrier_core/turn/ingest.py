@@ -36,7 +36,15 @@ from carrier_core.storable import StorableText, check_storable_json
 from carrier_core.store.base import NotFound
 from carrier_core.store.runners import Runner
 from carrier_core.store.turns import UNFINISHED
-from carrier_core.world import Entity, Room, RoomKind, entity_id_for, room_id_for, world_id_for
+from carrier_core.world import (
+    Entity,
+    Room,
+    RoomKind,
+    entity_id_for,
+    room_id_for,
+    sender_key,
+    world_id_for,
+)
 
 if TYPE_CHECKING:
     from carrier_core.runtime import Runtime
@@ -175,7 +183,7 @@ def ingest(
     message = validate_message(data, runtime.settings.max_message_chars)
     agent_id = message.agent_id
     entity = Entity(
-        id=entity_id_for(agent_id, message.source, message.sender),
+        id=entity_id_for(agent_id, message.source, sender_key(message.room, message.sender)),
         agent_id=agent_id,
         names=[message.sender_name or message.sender],
     )
