@@ -34,7 +34,7 @@ from carrier_core.turn.act import act
 from carrier_core.turn.context import TurnContext
 from carrier_core.turn.run import run_turn
 from carrier_core.webhooks import create_webhook, plan_deliveries
-from carrier_core.world import end_user_scope, room_id_for
+from carrier_core.world import end_user_scope, entity_id_for, room_id_for
 from tests.conftest import TenantKey, make_runtime
 from tests.test_turn import count, message, xml
 from tests.test_websocket import WAIT_S, frames_until_done, serve, url
@@ -152,6 +152,37 @@ def test_an_unreachable_target_sends_nothing_and_the_turn_records_why(
     )
     # Only the two messages asked and the DM's answer were stored.
     assert count(scripted_runtime.store, "SELECT count(*) FROM memories") == before + 3
+
+
+def test_a_name_several_people_answer_to_reaches_none_of_them(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    """A name is what a sender calls themself: Eve calling herself Grace too (she spoke
+    last) must not receive what is meant for Grace."""
+    scripted.add(xml("REPLY", text="Hi."))
+    run_turn(
+        scripted_runtime, message(agent, "hi", room="eve-dm", sender="eve", sender_name="Grace")
+    )
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "Grace", "targetType": "user", "text": "Your test is negative."}),
+    )
+    asked_for = run_turn(scripted_runtime, message(agent, "Tell Grace her test is negative"))
+    assert asked_for.sent == []
+    assert asked_for.reply_texts == ["More than one person is called Grace: who do you mean?"]
+    [step] = [
+        s for s in scripted_runtime.store.turn_steps(asked_for.turn_id) if s.step.startswith("act")
+    ]
+    assert step.detail["error"] == "more than one person is called Grace"
+    assert [m.content.text for m in in_room(scripted_runtime, agent, "eve-dm")] == ["hi", "Hi."]
+    # By id, each is reached.
+    grace = entity_id_for(agent, "api", "grace")
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": str(grace), "targetType": "user", "text": "Your test is negative."}),
+    )
+    run_turn(scripted_runtime, message(agent, "Tell Grace her test is negative"))
+    assert in_room(scripted_runtime, agent, "grace-dm")[-1].content.text == "Your test is negative."
 
 
 def test_with_the_offline_small_model_nothing_is_sent(

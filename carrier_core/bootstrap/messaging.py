@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from carrier_core.bootstrap.roles import ask
 from carrier_core.plugin import Action, ActionResult, OutgoingMessage
+from carrier_core.store.agents import SeveralPeople
 from carrier_core.world import Room, RoomKind, end_user_scope
 
 if TYPE_CHECKING:
@@ -82,22 +83,29 @@ def _send_message(ctx: TurnContext, decision: Decision) -> ActionResult:
     found = [(target, kind, text.strip()) for target, kind, text in found if text.strip()]
     if not found:
         return ActionResult(replies=["Where should I send what, exactly?"])
-    here, sent, unreachable = [], [], []
+    here, sent, unreachable, unclear = [], [], [], []
     for target, kind, text in found:
-        reached = _target(ctx, target, kind) if target else None
+        try:
+            reached = _target(ctx, target, kind) if target else None
+        except SeveralPeople:
+            unclear.append(target)
+            continue
         if reached is None:
             unreachable.append(target or "(no target)")
         elif reached[0].id == ctx.room.id:
             here.append(text)  # sending here is just saying it
         else:
             sent.append((*reached, text))
-    if unreachable:
-        names = ", ".join(unreachable)
-        told = [f"I can't reach {names} from here."] if ctx.room.kind is RoomKind.DM else []
+    if unreachable or unclear:
+        names, several = ", ".join(unreachable), ", ".join(unclear)
+        told = [f"I can't reach {names} from here."] if unreachable else []
+        told += [f"More than one person is called {several}: who do you mean?"] if unclear else []
+        problems = [f"no room or person the agent can reach: {names}"] if unreachable else []
+        problems += [f"more than one person is called {several}"] if unclear else []
         return ActionResult(
-            replies=told,
-            error=f"no room or person the agent can reach: {names}",
-            data={"unreachable": unreachable},
+            replies=told if ctx.room.kind is RoomKind.DM else [],
+            error="; ".join(problems),
+            data={"unreachable": unreachable, "ambiguous": unclear},
         )
     return ActionResult(
         replies=[*here, *(f"Sent to {name}." for _, name, _ in sent)],

@@ -4,11 +4,11 @@ relationships."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from carrier_core.character import Character, parse_character
@@ -97,7 +97,16 @@ _PREFERRED = (
 )
 
 
-def _room(row: DictRow | None) -> Room | None:
+#: Direct rooms read to tell whether a name is one person's (someone with more direct rooms
+#: than this, all preferred over another's, would hide that other).
+_DIRECT_ROOMS_READ = 50
+
+
+class SeveralPeople(LookupError):
+    """More than one person the agent knows answers to a name."""
+
+
+def _room(row: Mapping[str, Any] | None) -> Room | None:
     return None if row is None else Room(**{**row, "kind": RoomKind(row["kind"])})
 
 
@@ -317,21 +326,30 @@ class AgentStore(StoreBase):
         self, agent_id: uuid.UUID, person: str, prefer_source: str, within: str = ""
     ) -> Room | None:
         """The direct room with the agent, among those whose name starts with `within`, of
-        someone it knows by this name (any case) or id, or None; of several, as
-        `room_named` chooses."""
+        someone it knows by this name (any case) or id, or None; of their several, as
+        `room_named` chooses. Raises `SeveralPeople` when more than one person answers to
+        the name: a name is what a sender calls themself, so it picks no one of several."""
         with self.connection() as conn:
-            row = conn.execute(
-                f"SELECT {_ROOM_COLUMNS} FROM entities e"
+            rows = conn.execute(
+                f"SELECT {_ROOM_COLUMNS}, e.id AS person FROM entities e"
                 " JOIN participants p ON p.entity_id = e.id"
                 " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
                 " AND starts_with(r.name, %(within)s)"
                 " WHERE e.agent_id = %(agent)s AND (e.id::text = %(name)s"
                 " OR lower(e.metadata->>'name') = lower(%(name)s)"
                 " OR lower(%(name)s) = ANY(SELECT lower(n) FROM unnest(e.names) n))"
-                f"{_PREFERRED} LIMIT 1",
-                {"agent": agent_id, "name": person, "source": prefer_source, "within": within},
-            ).fetchone()
-        return _room(row)
+                f"{_PREFERRED} LIMIT %(most)s",
+                {
+                    "agent": agent_id,
+                    "name": person,
+                    "source": prefer_source,
+                    "within": within,
+                    "most": _DIRECT_ROOMS_READ,
+                },
+            ).fetchall()
+        if len({row["person"] for row in rows}) > 1:
+            raise SeveralPeople(f"more than one person is called {person!r}")
+        return _room({k: v for k, v in rows[0].items() if k != "person"} if rows else None)
 
     def reachable(
         self, agent_id: uuid.UUID, prefer_source: str, shown: int, within: str = ""
