@@ -402,22 +402,15 @@ def reembed_command(args: argparse.Namespace) -> int:
 
 def migrate_command(args: argparse.Namespace) -> int:
     """Bring the database's schema up to this code's (a deployed stack does it on deploy)."""
-    from carrier_core.secrets import open_secret_store
     from carrier_core.store.database import database_url
     from carrier_core.store.migrate import latest_version, migrate
-    from carrier_core.webhooks.registry import move_row_secrets
 
-    settings = read_settings()
-    url = database_url(settings)
     try:
-        applied = migrate(url)
-        moved = move_row_secrets(url, open_secret_store(settings))
-    except (DatabaseError, SecretStoreError) as exc:
+        applied = migrate(database_url(read_settings()))
+    except DatabaseError as exc:
         raise CommandError(str(exc), 1) from None
     done = ", ".join(f"{v:04d}" for v in applied) or "none (already up to date)"
     print(f"Migrations applied: {done}; the schema is at {latest_version():04d}.", file=sys.stderr)
-    if moved:
-        print(f"Webhook signing secrets moved to the secret store: {moved}.", file=sys.stderr)
     return 0
 
 

@@ -220,13 +220,16 @@ class Runtime:
         return {path: stored[path] if value == SECRET else value for path, value in given.items()}
 
     def delete_agent(self, agent_id: uuid.UUID) -> bool:
-        """Delete an agent with everything it remembers (`Store.delete_agent`), its secrets
-        and its webhooks' secrets, in one transaction: if a secret cannot be deleted, the
-        agent stays."""
+        """Delete an agent with everything it remembers (`Store.delete_agent`) and its
+        secrets, in one transaction: if its secrets cannot be deleted, the agent stays. Its
+        webhooks' signing secrets are deleted after (`forget_webhook_secrets`)."""
+        # Imported here: the webhooks package brings the HTTP client every function would
+        # otherwise import at its cold start.
+        from carrier_core.webhooks.registry import forget_webhook_secrets
+
         with self.store.atomic():
-            webhooks = self.store.agent_webhooks(agent_id)
+            webhooks = self.store.lock_agent_webhooks(agent_id)
             deleted = self.store.delete_agent(agent_id)
             self.secrets.delete(agent_id)
-            for webhook in webhooks:
-                self.secrets.delete(webhook.id, owner="webhook")
+        forget_webhook_secrets(self.secrets, webhooks)
         return deleted

@@ -149,6 +149,16 @@ def api(runtime: Runtime) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.fixture(autouse=True, scope="session")
+def carrier_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Carrier's data folder (`CARRIER_HOME`) for the tests' runtimes, whose secret files go
+    there: never the folder of whoever runs the tests."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CARRIER_HOME", str(home))
+        yield home
+
+
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
     """An OIDC issuer whose JWKS is served over HTTP; `issuer.token(claims)` signs a JWT."""

@@ -570,9 +570,10 @@ def test_a_secrets_manager_refusal_names_the_agent_not_the_value(secretsmanager:
 def test_a_turn_on_emulated_aws_reads_secrets_from_secrets_manager(
     database_url: str, store: Store
 ) -> None:
-    """`carrier dev`'s shape: the template sets CARRIER_SECRET_STORE=secretsmanager for every
-    function, so the API function stores the secrets in (moto's) Secrets Manager and the turn
-    functions read them there, through the same store as in AWS."""
+    """The deployed stack's shape, on the emulator: the template sets
+    CARRIER_SECRET_STORE=secretsmanager for every function, so the API function stores the
+    secrets in (moto's) Secrets Manager and the turn functions read them there, through the
+    same store as in AWS. (`carrier dev` itself keeps them in files, which outlast it.)"""
     with Emulator(database_url, retry_interval_scale=0.01) as emulator:
         key = create_key(store, LOCAL_TENANT_ID).secret
         client = TestClient(emulator.app, headers={"Authorization": f"Bearer {key}"})

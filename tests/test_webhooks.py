@@ -17,7 +17,6 @@ import re
 import socket
 import ssl
 import stat
-import subprocess
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from carrier_core.webhooks import (
     Outcome,
     backoff_delay,
     check_url,
+    create_webhook,
     deliver,
     new_secret,
     plan_deliveries,
@@ -58,7 +58,7 @@ from carrier_core.webhooks.registry import SIGNING_SECRET, move_row_secrets
 from carrier_core.webhooks.targets import refused_target, resolve_target
 from tests.certificates import throwaway_tls
 from tests.conftest import ROOT, TenantKey, make_runtime, run_inline
-from tests.dev_server import CARRIER, carrier_dev, offline_environment
+from tests.dev_server import carrier_dev, offline_environment
 
 MAX_ATTEMPTS = 4
 
@@ -482,14 +482,13 @@ def test_a_webhook_whose_secret_cannot_be_kept_is_not_made(
     assert client.get(f"/v1/agents/{agent}/webhooks").json() == []
 
 
-def test_a_webhook_made_with_its_secret_in_its_row_is_signed_with_it_and_carrier_migrate_moves_it(
+def test_a_webhook_made_with_its_secret_in_its_row_is_signed_with_it_until_it_is_moved(
     client: TestClient,
     hooks_runtime: Runtime,
     store: Store,
     agent: uuid.UUID,
     receiver: Receiver,
     database_url: str,
-    tmp_path: Path,
 ) -> None:
     webhook_id = uuid.UUID(register(client, agent, receiver.url())["id"])
     secret = keep_in_row(store, hooks_runtime, webhook_id)
@@ -497,23 +496,143 @@ def test_a_webhook_made_with_its_secret_in_its_row_is_signed_with_it_and_carrier
     assert deliver(hooks_runtime, first).status == "delivered"
     assert_signed(secret, receiver.wait_for(1)[0])
 
-    env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
-    moved = subprocess.run(
-        [*CARRIER, "migrate"], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    assert move_row_secrets(database_url, hooks_runtime.secrets) == 1
 
-    assert moved.returncode == 0, moved.stderr
-    assert "Webhook signing secrets moved to the secret store: 1." in moved.stderr
     assert row_secret(store, webhook_id) is None
-    kept = FileSecretStore(tmp_path / "secrets")
-    assert kept.get(webhook_id, owner="webhook") == {SIGNING_SECRET: secret}
-    # Moved once: a second run finds nothing to move.
-    assert move_row_secrets(database_url, kept) == 0
+    assert hooks_runtime.secrets.get(webhook_id, owner="webhook") == {SIGNING_SECRET: secret}
+    assert move_row_secrets(database_url, hooks_runtime.secrets) == 0  # moved once
     # Deliveries read it from the store now, and sign with the same secret.
-    hooks_runtime.secrets = kept
     [second] = plan_deliveries(hooks_runtime, say(client, agent, "Hello again"))
     assert deliver(hooks_runtime, second).status == "delivered"
     assert_signed(secret, receiver.wait_for(2)[1])
+
+
+class PausingStore:
+    """A secret store that waits at `put` until told to go on: where the migrations are
+    when they hold a webhook's row while keeping its secret."""
+
+    def __init__(self, inner: FileSecretStore):
+        self.inner = inner
+        self.putting, self.go_on = threading.Event(), threading.Event()
+
+    def put(self, owner_id: uuid.UUID, secrets: Any, *, owner: Any = "agent") -> None:
+        self.putting.set()
+        assert self.go_on.wait(10)
+        self.inner.put(owner_id, secrets, owner=owner)
+
+    def get(self, owner_id: uuid.UUID, *, owner: Any = "agent") -> Any:
+        return self.inner.get(owner_id, owner=owner)
+
+    def delete(self, owner_id: uuid.UUID, *, owner: Any = "agent") -> None:
+        self.inner.delete(owner_id, owner=owner)
+
+
+def test_a_webhook_deleted_while_its_secret_is_moved_takes_the_moved_secret_with_it(
+    client: TestClient,
+    hooks_runtime: Runtime,
+    store: Store,
+    agent: uuid.UUID,
+    receiver: Receiver,
+    database_url: str,
+) -> None:
+    made = register(client, agent, receiver.url())
+    webhook_id = uuid.UUID(made["id"])
+    keep_in_row(store, hooks_runtime, webhook_id)
+    secrets = hooks_runtime.secrets
+    assert isinstance(secrets, FileSecretStore)
+    pausing = PausingStore(secrets)
+    moving = threading.Thread(target=move_row_secrets, args=(database_url, pausing))
+    moving.start()
+    assert pausing.putting.wait(10)
+
+    # The delete waits for the row the migration holds, then deletes the moved secret too.
+    deleting = threading.Thread(
+        target=client.delete, args=(f"/v1/agents/{agent}/webhooks/{made['id']}",)
+    )
+    deleting.start()
+    time.sleep(0.3)
+    assert deleting.is_alive()
+    pausing.go_on.set()
+    moving.join(10)
+    deleting.join(10)
+
+    assert client.get(f"/v1/agents/{agent}/webhooks").json() == []
+    assert not secrets.file(webhook_id, owner="webhook").exists()
+
+
+def test_a_webhook_made_while_its_agent_is_deleted_leaves_no_secret(
+    hooks_runtime: Runtime, store: Store, agent: uuid.UUID, receiver: Receiver
+) -> None:
+    """Deleting an agent locks its row before reading its webhooks: a webhook made
+    meanwhile waits, finds the agent gone, and takes its secret back."""
+    made: list[BaseException] = []
+    secrets = hooks_runtime.secrets
+    assert isinstance(secrets, FileSecretStore)
+    before = set((secrets.directory / "webhooks").glob("*.json"))
+
+    def make() -> None:
+        try:
+            create_webhook(hooks_runtime, agent, receiver.url())
+        except BaseException as exc:
+            made.append(exc)
+
+    maker = threading.Thread(target=make)
+    with store.atomic():
+        assert store.lock_agent_webhooks(agent) == []
+        maker.start()
+        time.sleep(0.3)
+        assert maker.is_alive()  # waiting for the agent's row
+        assert store.delete_agent(agent)
+    maker.join(10)
+
+    assert [type(exc).__name__ for exc in made] == ["NotFound"]
+    assert set((secrets.directory / "webhooks").glob("*.json")) == before
+
+
+def test_a_webhook_secret_that_cannot_be_deleted_is_left_and_the_deletion_goes_on(
+    client: TestClient,
+    hooks_runtime: Runtime,
+    agent: uuid.UUID,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = (uuid.UUID(register(client, agent, receiver.url())["id"]) for _ in "ab")
+    secrets = hooks_runtime.secrets
+    assert isinstance(secrets, FileSecretStore)
+    stuck = secrets.file(first, owner="webhook")
+    stuck.unlink()
+    stuck.mkdir()  # a directory cannot be unlinked as a file: the delete fails
+
+    assert client.delete(f"/v1/agents/{agent}/webhooks/{first}").status_code == 204
+    assert client.get(f"/v1/agents/{agent}/webhooks").json()[0]["id"] == str(second)
+    assert f"the signing secret of gone webhook {first} is left" in caplog.text
+    # The other webhook still delivers, signed: nothing of it was taken.
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+    assert deliver(hooks_runtime, delivery_id).status == "delivered"
+    assert client.delete(f"/v1/agents/{agent}").status_code == 204
+    assert not secrets.file(second, owner="webhook").exists()
+
+
+def test_a_webhook_without_its_secret_is_never_sent_to_unsigned_and_is_tried_again(
+    client: TestClient, hooks_runtime: Runtime, agent: uuid.UUID, receiver: Receiver
+) -> None:
+    made = register(client, agent, receiver.url())
+    webhook_id = uuid.UUID(made["id"])
+    [delivery_id] = plan_deliveries(hooks_runtime, say(client, agent, "Hello"))
+    kept = hooks_runtime.secrets.get(webhook_id, owner="webhook")
+    hooks_runtime.secrets.delete(webhook_id, owner="webhook")  # a store emptied by mistake
+
+    outcome = deliver(hooks_runtime, delivery_id)
+
+    assert (outcome.status, outcome.error) == (
+        "pending",
+        "the webhook has no signing secret in the secret store",
+    )
+    assert outcome.retry_in is not None and receiver.requests == []
+    hooks_runtime.secrets.put(webhook_id, kept, owner="webhook")  # put right
+    time.sleep(outcome.retry_in)
+    assert deliver(hooks_runtime, delivery_id).status == "delivered"
+    assert_signed(made["secret"], receiver.wait_for(1)[0])
 
 
 def test_a_delivery_whose_secret_cannot_be_read_is_tried_again_and_never_sent_unsigned(
@@ -862,6 +981,35 @@ def test_carrier_dev_takes_private_webhooks_only_on_a_loopback_host_unless_told_
         assert response.json()["error"]["code"] == "invalid_webhook_url"
     lines = dev.log.read_text().splitlines()
     assert (NOT_LOOPBACK_NOTICE in lines) is notice
+
+
+def test_carrier_dev_keeps_webhook_secrets_across_a_restart(
+    database_url: str, store: Store, tmp_path: Path, receiver: Receiver
+) -> None:
+    """The database keeps the webhook; its secret must outlive the process too (moto's
+    Secrets Manager would not): the file store under CARRIER_HOME keeps it."""
+    env = offline_environment(DATABASE_URL=database_url, CARRIER_HOME=str(tmp_path))
+    ada = str(ROOT / "characters" / "ada.json")
+    with carrier_dev(env, tmp_path / "first.log", "--character", ada) as dev:
+        found = re.search(r"agent ada \(Ada\): (\S+)", dev.log.read_text())
+        assert found is not None, dev.log.read_text()
+        agent = found[1]
+        key = {"Authorization": f"Bearer {(tmp_path / 'dev-api-key').read_text().strip()}"}
+        made = httpx.post(
+            f"{dev.base}/v1/agents/{agent}/webhooks", json={"url": receiver.url()}, headers=key
+        ).json()
+    kept = FileSecretStore(tmp_path / "secrets").get(uuid.UUID(made["id"]), owner="webhook")
+    assert kept == {SIGNING_SECRET: made["secret"]}
+
+    with carrier_dev(env, tmp_path / "second.log") as dev:
+        posted = httpx.post(
+            f"{dev.base}/v1/agents/{agent}/rooms/lobby/messages",
+            json={"text": "Hello again", "sender": "grace"},
+            headers=key,
+        )
+        assert posted.status_code == 202, posted.text
+        [received] = receiver.wait_for(1, timeout=30)
+    assert_signed(made["secret"], received)
 
 
 @pytest.mark.parametrize(

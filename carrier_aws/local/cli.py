@@ -183,6 +183,11 @@ def dev(args: argparse.Namespace) -> int:
     environment = {
         **shell_settings(os.environ),
         "CARRIER_WEBHOOK_ALLOW_PRIVATE_URLS": "true" if allow_private else "false",
+        # Secrets in files under the data folder, not in moto's Secrets Manager: moto's lasts
+        # only as long as this process, while the database keeps the agents and webhooks
+        # whose secrets they are.
+        "CARRIER_SECRET_STORE": "file",
+        "CARRIER_HOME": str(settings.data_dir),
         **({} if args.verbose else quiet),
     }
     try:

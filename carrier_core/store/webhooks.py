@@ -66,21 +66,28 @@ def _webhook(row: DictRow) -> Webhook:
 def move_row_secrets(url: str, keep: Callable[[uuid.UUID, str], None]) -> int:
     """Hand each signing secret still kept in its webhook's row (a webhook made before
     migration 0016) to `keep`, then empty the row; the number moved. Run with the
-    migrations (on their URL, not a pool): a secret is emptied only once `keep` returned,
-    and only if it is still the one kept, so a run stopped halfway is finished by the next."""
+    migrations (on their URL, not a pool). Each row is locked while its secret is kept, so
+    a webhook deleted meanwhile is deleted after it, secret and all; a secret is emptied
+    only once `keep` returned, so a run stopped halfway is finished by the next."""
     try:
         conn = psycopg.connect(url, autocommit=True, prepare_threshold=None)
     except psycopg.Error as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+    moved = 0
     with conn:
-        rows = conn.execute("SELECT id, secret FROM webhooks WHERE secret IS NOT NULL").fetchall()
-        for webhook_id, secret in rows:
-            keep(webhook_id, secret)
-            conn.execute(
-                "UPDATE webhooks SET secret = NULL WHERE id = %s AND secret = %s",
-                (webhook_id, secret),
-            )
-    return len(rows)
+        ids = conn.execute("SELECT id FROM webhooks WHERE secret IS NOT NULL").fetchall()
+        for (webhook_id,) in ids:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT secret FROM webhooks WHERE id = %s AND secret IS NOT NULL FOR UPDATE",
+                    (webhook_id,),
+                ).fetchone()
+                if row is None:
+                    continue  # deleted, or moved by another run, since the list was read
+                keep(webhook_id, row[0])
+                conn.execute("UPDATE webhooks SET secret = NULL WHERE id = %s", (webhook_id,))
+                moved += 1
+    return moved
 
 
 class WebhookStore(StoreBase):
@@ -119,6 +126,18 @@ class WebhookStore(StoreBase):
             ).fetchone()
         assert row is not None
         return _webhook(row)
+
+    def lock_agent_webhooks(self, agent_id: uuid.UUID) -> list[uuid.UUID]:
+        """The ids of the agent's webhooks, with the agent's row locked until the surrounding
+        transaction ends, so that no webhook is added meanwhile (`add_webhook` takes the same
+        lock): for deleting the agent with its webhooks' secrets."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                "SELECT w.id FROM agents a LEFT JOIN webhooks w ON w.agent_id = a.id"
+                " WHERE a.id = %s FOR UPDATE OF a",
+                (agent_id,),
+            ).fetchall()
+        return [row["id"] for row in rows if row["id"] is not None]
 
     def agent_webhooks(self, agent_id: uuid.UUID) -> list[Webhook]:
         with self.connection() as conn:

@@ -320,8 +320,11 @@ def deliver(runtime: Runtime, delivery_id: uuid.UUID, *, timeout: float | None =
         error = _reason(exc)
     else:
         if secret is None:
-            # Only if the webhook was deleted since the claim: no request is sent unsigned.
-            error, final = "the webhook's signing secret is gone", True
+            # Never sent unsigned. A webhook deleted since the claim takes this record with
+            # it; one still here has lost its secret (a store emptied, or another store than
+            # the one it was kept in): tried again, in case the store is put right.
+            log.warning("webhook %s: no signing secret in the secret store", webhook_id)
+            error = "the webhook has no signing secret in the secret store"
         else:
             body = json.dumps(
                 claimed["payload"], separators=(",", ":"), ensure_ascii=False

@@ -6,17 +6,20 @@ A webhook belongs to an agent, and to one of its rooms when a room key is given
 once in `NewWebhook`, and never read back out by the API. Every delivery must be signed
 with it, so it cannot be hashed: it is kept in the secret store (`carrier_core.secrets`),
 never in the database. Webhooks made before that kept theirs in their row
-(`webhooks.secret`); `move_row_secrets` moves those to the secret store when the
-migrations run (`carrier migrate`, or a deploy), and until then their deliveries read it
-there.
+(`webhooks.secret`); `move_row_secrets` moves those to the secret store, run by the migrate
+function (on deploy, and as `carrier dev` starts: where the functions that deliver read
+their secrets), and until then their deliveries read it there.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from carrier_core.secrets import SecretStoreError
 from carrier_core.store import webhooks as rows
 from carrier_core.store.webhooks import TooManyWebhooks, Webhook
 from carrier_core.webhooks.signature import new_secret
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from carrier_core.character import SecretPath
     from carrier_core.runtime import Runtime
     from carrier_core.secrets import SecretStore
+
+log = logging.getLogger(__name__)
 
 #: Webhooks one agent may have: each reply is sent to every one of them.
 MAX_WEBHOOKS_PER_AGENT = 20
@@ -42,6 +47,7 @@ __all__ = [
     "Webhook",
     "create_webhook",
     "delete_webhook",
+    "forget_webhook_secrets",
     "move_row_secrets",
     "signing_secret",
 ]
@@ -75,24 +81,35 @@ def create_webhook(
             limit=MAX_WEBHOOKS_PER_AGENT,
         )
     except BaseException:
-        runtime.secrets.delete(webhook_id, owner="webhook")
+        forget_webhook_secrets(runtime.secrets, [webhook_id])
         raise
     return NewWebhook(hook, secret)
 
 
 def delete_webhook(runtime: Runtime, agent_id: uuid.UUID, webhook_id: uuid.UUID) -> bool:
-    """Delete the agent's webhook, its deliveries and its secret, in one transaction: if the
-    secret cannot be deleted, the webhook stays. False if the agent has no such webhook."""
-    with runtime.store.atomic():
-        deleted = runtime.store.delete_webhook(agent_id, webhook_id)
-        if deleted:
-            runtime.secrets.delete(webhook_id, owner="webhook")
+    """Delete the agent's webhook with its deliveries, then its secret
+    (`forget_webhook_secrets`). False if the agent has no such webhook."""
+    deleted = runtime.store.delete_webhook(agent_id, webhook_id)
+    if deleted:
+        forget_webhook_secrets(runtime.secrets, [webhook_id])
     return deleted
 
 
+def forget_webhook_secrets(secrets: SecretStore, webhook_ids: Iterable[uuid.UUID]) -> None:
+    """Delete the signing secrets of webhooks that are gone (or were never stored). One that
+    cannot be deleted is logged and left: it signs nothing any more, whereas deleting it
+    before its webhook, and then failing to delete the webhook, would leave a webhook no
+    delivery can be signed for."""
+    for webhook_id in webhook_ids:
+        try:
+            secrets.delete(webhook_id, owner="webhook")
+        except SecretStoreError as exc:
+            log.warning("the signing secret of gone webhook %s is left: %s", webhook_id, exc)
+
+
 def signing_secret(runtime: Runtime, webhook_id: uuid.UUID) -> str | None:
-    """The webhook's signing secret from the secret store; None if it is not there (the
-    webhook was deleted meanwhile). Raises `SecretStoreError` when the store cannot be read."""
+    """The webhook's signing secret from the secret store; None if it is not there. Raises
+    `SecretStoreError` when the store cannot be read."""
     secret = runtime.secrets.get(webhook_id, owner="webhook").get(SIGNING_SECRET)
     return secret if isinstance(secret, str) else None
 
