@@ -46,6 +46,9 @@ def test_the_template_s_migrations_resource_names_the_newest_migration() -> None
     body = read_template(ROOT / "template.yaml").body
     resource = body["Resources"]["DatabaseMigrations"]
     assert resource["Properties"]["Version"] == str(latest_version())
+    # And with the code: each deploy of new code runs it (moving webhook secrets from rows).
+    assert resource["Properties"]["Code"] == {"Ref": "CarrierLayer"}
+    assert body["Resources"]["CarrierLayer"]["Type"] == "AWS::Serverless::LayerVersion"
     functions = [
         name
         for name, r in body["Resources"].items()

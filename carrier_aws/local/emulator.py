@@ -788,6 +788,10 @@ class Emulator:
             if answer.get("Status") != "SUCCESS":
                 raise TemplateError(f"{resource.logical_id} failed: {answer.get('Reason')}")
 
+    def _resource_type(self, logical_id: str) -> str:
+        resource = (self.template.body.get("Resources") or {}).get(logical_id) or {}
+        return str(resource.get("Type", ""))
+
     def _refs(self, logical_id: str, attribute: str | None) -> Any:
         """`!Ref` and `!GetAtt` values of the emulated resources."""
         if logical_id in self.template.functions:
@@ -807,6 +811,9 @@ class Emulator:
             api for api in self.template.websocket_apis.values() if api.stage_id == logical_id
         ]:
             values = {None: stages[0].stage_name}
+        elif self._resource_type(logical_id) == "AWS::Serverless::LayerVersion":
+            # The functions run this tree's code, which is what the layer holds: version 1.
+            values = {None: f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical_id}:1"}
         else:
             raise Unresolved(f"{logical_id} is not emulated")
         if attribute not in values:
