@@ -154,3 +154,42 @@ def test_an_end_user_whose_token_names_a_task_sender_is_not_that_task(
         assert asked.status_code == 202
         [prompt] = [r.prompt for r in scripted.requests if r.task != "reflect"]
         assert "HIV" not in prompt and "Alice" not in prompt
+
+
+def test_an_end_user_sees_where_their_turn_sent_by_their_own_room_keys(
+    store: Store, issuer: Issuer, make_tenant: Callable[[str], TenantKey]
+) -> None:
+    def answer(request: ModelRequest) -> str:
+        if request.task == "send_message":
+            wanted = {"target": "notes", "targetType": "room", "text": "Buy milk."}
+            return json.dumps({"messages": [wanted]})
+        if request.task == "reflect":
+            return json.dumps({"thought": "", "facts": [], "relationships": [], "names": []})
+        return (
+            xml("SEND_MESSAGE") if "Note: buy milk" in request.prompt else xml("REPLY", text="ok")
+        )
+
+    scripted = ScriptedModel([answer] * 20)
+    runtime = make_runtime(
+        store,
+        ModelSet(small=scripted, large=scripted, embedding=HashEmbedding()),
+        jwt_jwks_url=issuer.url,
+        jwt_issuer="https://issuer.example",
+        jwt_audience="carrier",
+    )
+    tenant = make_tenant("acme")
+    token = issuer.token({"sub": "bob", "tenant_id": str(tenant.tenant_id)})
+    bob = {"Authorization": f"Bearer {token}"}
+    cy = runtime.register_agent(Character(name="Cy"), tenant.tenant_id)
+    with TestClient(create_app(lambda: runtime, run_inline(runtime))) as client:
+        rooms = f"/v1/agents/{cy}/rooms"
+        hi = {"text": "hi", "room_kind": "group"}
+        assert client.post(f"{rooms}/notes/messages", json=hi, headers=bob).status_code == 202
+        posted = client.post(f"{rooms}/chat/messages", json={"text": "Note: buy milk"}, headers=bob)
+        assert posted.status_code == 202, posted.text
+        turn = f"/v1/turns/{posted.json()['turn_id']}"
+
+        assert [s["room"] for s in client.get(turn, headers=bob).json()["sent"]] == ["notes"]
+        # The tenant's key names the room by its stored key, as everywhere else.
+        seen = client.get(turn, headers=tenant.headers).json()["sent"]
+        assert [s["room"] for s in seen] == ["user:bob:notes"]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from carrier_core.api.deps import Caller, RuntimeDep, services, turn_of
 from carrier_core.api.errors import ApiError
+from carrier_core.api.posting import scoped_key
 from carrier_core.auth import Forbidden, Principal
 from carrier_core.memory import MemoryKind
 from carrier_core.runtime import Runtime
@@ -131,8 +132,11 @@ class DecisionView(BaseModel):
     state: dict[str, Any]
 
 
-def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
+def turn_view(runtime: Runtime, turn: TurnRecord, caller: Principal | None = None) -> TurnView:
+    """The turn as `caller` sees it: rooms by the keys the caller names them with (an end
+    user's without the scope their keys are stored under)."""
     store = runtime.store
+    scope = "" if caller is None else scoped_key(caller, "")
     answering = store.answering(turn)
     turn_id = answering.id
     calls = store.model_calls(turn_id)
@@ -158,7 +162,7 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
         sent=[
             Sent(
                 id=m.id,
-                room=store.room(m.room_id).name,
+                room=store.room(m.room_id).name.removeprefix(scope),
                 text=m.content.text,
                 actions=m.content.actions,
             )
@@ -178,7 +182,7 @@ def turn_view(runtime: Runtime, turn: TurnRecord) -> TurnView:
 @router.get("/{turn_id}", response_model=TurnView)
 def get_turn(runtime: RuntimeDep, principal: Caller, turn_id: uuid.UUID) -> TurnView:
     """Poll this until `status` is done or failed (or listen on the WebSocket)."""
-    return turn_view(runtime, turn_of(runtime, principal, turn_id))
+    return turn_view(runtime, turn_of(runtime, principal, turn_id), principal)
 
 
 @router.post("/{turn_id}/approval", response_model=TurnView)
@@ -212,7 +216,7 @@ def answer_approval(
     except approval.NotPending as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     _resume(request, runtime, settled, token)
-    return turn_view(runtime, runtime.store.turn(turn_id))
+    return turn_view(runtime, runtime.store.turn(turn_id), principal)
 
 
 def _resume(
