@@ -48,16 +48,21 @@ def end_user_scope(key: str) -> str:
     return key[: end + 1] if end > len(END_USER_PREFIX) else ""
 
 
+def end_user_of(key: str) -> str | None:
+    """The subject of the end user whose room (or world) this key names; None for the
+    tenant's own."""
+    scope = end_user_scope(key)
+    return unquote(scope[len(END_USER_PREFIX) : -1]) if scope else None
+
+
 def sender_key(room_key: str, sender: str) -> str:
     """Who a message's sender is, for the room it is said in. In an end user's room,
     anyone but that end user (a task's sender, a tenant's operator posting with an API key)
     is someone of that end user's only, so nothing learned of them there (facts, names,
     relationships) reaches another end user's rooms. Elsewhere, and for the end user in
     their own rooms, the sender as named."""
-    scope = end_user_scope(room_key)
-    if not scope or sender == unquote(scope[len(END_USER_PREFIX) : -1]):
-        return sender
-    return scope + sender
+    owner = end_user_of(room_key)
+    return sender if owner is None or sender == owner else end_user_scope(room_key) + sender
 
 
 def room_id_for(agent_id: uuid.UUID, source: str, external_id: str) -> uuid.UUID:

@@ -7,6 +7,7 @@ nothing sent and an error on the turn."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -183,6 +184,61 @@ def test_a_name_several_people_answer_to_reaches_none_of_them(
     )
     run_turn(scripted_runtime, message(agent, "Tell Grace her test is negative"))
     assert in_room(scripted_runtime, agent, "grace-dm")[-1].content.text == "Your test is negative."
+
+
+def test_a_room_is_reached_by_its_name_whoever_else_is_called_so(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    scripted.add(xml("REPLY", text="Hi."), xml("REPLY", text="Hi."))
+    for sender in ("o1", "o2"):  # two people calling themselves Ops
+        run_turn(
+            scripted_runtime,
+            message(agent, "hi", room=f"{sender}-dm", sender=sender, sender_name="Ops"),
+        )
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "ops", "targetType": "room", "text": "The deploy is done."}),
+    )
+    result = run_turn(scripted_runtime, message(agent, "Tell the ops room the deploy is done"))
+    assert result.reply_texts == ["Sent to ops."]
+
+
+def test_someone_who_spoke_in_an_end_users_room_is_not_reached_there(
+    scripted_runtime: Runtime, scripted: ScriptedModel, agent: uuid.UUID
+) -> None:
+    """An operator answering in Alice's room is someone of Alice's there (`sender_key`):
+    the tenant's message for that operator goes to the operator's own direct room, never
+    into Alice's conversation, and a message for Hal, who has none, goes nowhere."""
+    scripted.add(xml("REPLY", text="Hi."), xml("REPLY", text="Hi."), xml("REPLY", text="Hi."))
+    alice_hi = message(agent, "hi", room="user:alice:chat", sender="alice", sender_name="Alice")
+    run_turn(scripted_runtime, alice_hi)
+    for sender in ("grace", "hal"):
+        run_turn(
+            scripted_runtime,
+            message(
+                agent,
+                "Following up",
+                room="user:alice:chat",
+                sender=sender,
+                sender_name=sender.title(),
+            ),
+        )
+    scripted.add(
+        xml("SEND_MESSAGE"),
+        asked({"target": "Grace", "targetType": "user", "text": "Sam will be late."}),
+        xml("SEND_MESSAGE"),
+        asked({"target": "Hal", "targetType": "user", "text": "Bob's test is positive."}),
+    )
+    to_grace = run_turn(scripted_runtime, message(agent, "Let Grace know I'll be late"))
+    to_hal = run_turn(scripted_runtime, message(agent, "Tell Hal Bob's test is positive"))
+
+    assert [m.room_id for m in to_grace.sent] == [room_id_for(agent, "api", "grace-dm")]
+    assert to_hal.sent == [] and to_hal.reply_texts == ["I can't reach Hal from here."]
+    alice = [m.content.text for m in in_room(scripted_runtime, agent, "user:alice:chat")]
+    assert "Sam will be late." not in alice and "Bob's test is positive." not in alice
+    # Alice herself is reached in her room; Grace's and Hal's visits do not make it theirs.
+    [shown] = re.findall(r"People you can message directly: (.*)\.", scripted.requests[-1].prompt)
+    assert sorted(shown.split(", ")) == ["Alice", "Grace", "Sam"]
 
 
 def test_with_the_offline_small_model_nothing_is_sent(

@@ -51,7 +51,13 @@ def _target(ctx: TurnContext, target: str, kind: str) -> tuple[Room, str] | None
     shows)."""
     store, agent_id, source = ctx.runtime.store, ctx.turn.agent_id, ctx.room.source
     within = end_user_scope(ctx.room.name)
-    person = store.direct_room(agent_id, target.lstrip("@"), source, within)
+    several: SeveralPeople | None = None
+    try:
+        person = store.direct_room(agent_id, target.lstrip("@"), source, within)
+    except SeveralPeople as exc:
+        if kind == "user":
+            raise
+        person, several = None, exc  # a room of that name settles it
     room = (
         None
         if person is not None and kind == "user"
@@ -61,6 +67,8 @@ def _target(ctx: TurnContext, target: str, kind: str) -> tuple[Room, str] | None
     )
     if room is not None:
         return room, room.name.removeprefix(within)
+    if several is not None:
+        raise several
     if person is not None:
         return person, target.lstrip("@")
     return None

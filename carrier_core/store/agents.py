@@ -13,7 +13,16 @@ from psycopg.types.json import Jsonb
 
 from carrier_core.character import Character, parse_character
 from carrier_core.store.base import NotFound, StoreBase, entity_name, where
-from carrier_core.world import LOCAL_TENANT_ID, Entity, Relationship, Room, RoomKind, World
+from carrier_core.world import (
+    LOCAL_TENANT_ID,
+    Entity,
+    Relationship,
+    Room,
+    RoomKind,
+    World,
+    end_user_of,
+    entity_id_for,
+)
 
 
 class AgentConflict(ValueError):
@@ -104,6 +113,14 @@ _DIRECT_ROOMS_READ = 50
 
 class SeveralPeople(LookupError):
     """More than one person the agent knows answers to a name."""
+
+
+def _theirs(agent_id: uuid.UUID, person: uuid.UUID, room: str, source: str) -> bool:
+    """Whether a direct room the person is in is theirs: any of the tenant's, and an end
+    user's only if the person is that end user (anyone else in it is someone of the end
+    user's, `sender_key`: to message them is not to message the end user)."""
+    owner = end_user_of(room)
+    return owner is None or person == entity_id_for(agent_id, source, owner)
 
 
 def _room(row: Mapping[str, Any] | None) -> Room | None:
@@ -330,7 +347,7 @@ class AgentStore(StoreBase):
         `room_named` chooses. Raises `SeveralPeople` when more than one person answers to
         the name: a name is what a sender calls themself, so it picks no one of several."""
         with self.connection() as conn:
-            rows = conn.execute(
+            found = conn.execute(
                 f"SELECT {_ROOM_COLUMNS}, e.id AS person FROM entities e"
                 " JOIN participants p ON p.entity_id = e.id"
                 " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
@@ -347,6 +364,9 @@ class AgentStore(StoreBase):
                     "most": _DIRECT_ROOMS_READ,
                 },
             ).fetchall()
+        rows = [
+            row for row in found if _theirs(agent_id, row["person"], row["name"], row["source"])
+        ]
         if len({row["person"] for row in rows}) > 1:
             raise SeveralPeople(f"more than one person is called {person!r}")
         return _room({k: v for k, v in rows[0].items() if k != "person"} if rows else None)
@@ -365,14 +385,20 @@ class AgentStore(StoreBase):
                 values,
             ).fetchall()
             people = conn.execute(
-                "SELECT coalesce(e.metadata->>'name', e.names[1]) AS name FROM entities e"
+                "SELECT coalesce(e.metadata->>'name', e.names[1]) AS person_name,"
+                " e.id AS person, r.name, r.source FROM entities e"
                 " JOIN participants p ON p.entity_id = e.id"
                 " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
                 " AND starts_with(r.name, %(within)s)"
-                f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(shown)s",
-                values,
+                f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(most)s",
+                {**values, "most": _DIRECT_ROOMS_READ},
             ).fetchall()
-        return [r["name"] for r in rooms], [p["name"] for p in people]
+        names = [
+            p["person_name"]
+            for p in people
+            if _theirs(agent_id, p["person"], p["name"], p["source"])
+        ]
+        return [r["name"] for r in rooms], list(dict.fromkeys(names))[:shown]
 
     def participants(self, room_id: uuid.UUID) -> list[Entity]:
         with self.connection() as conn:
