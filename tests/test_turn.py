@@ -586,6 +586,21 @@ def test_a_turn_without_reflection_sends_a_bounded_number_of_statements(
         store.close()
 
 
+def test_a_connection_just_made_is_handed_out_without_a_check(database_url: str) -> None:
+    """A pooled connection is checked before use only when it sat idle or the database has
+    been failing: one the pool has just made is trusted. (Its first use cost a check, so a
+    turn that happened to take a fresh connection sent a statement more.)"""
+    store = Store.open(Settings(database_url=database_url, pool_size=3))
+    try:
+        before = store.round_trips.count
+        with store.connection() as a, store.connection() as b, store.connection() as c:
+            for conn in (a, b, c):
+                conn.execute("SELECT 1")
+        assert store.round_trips.count - before == 3
+    finally:
+        store.close()
+
+
 def test_the_turn_s_end_and_the_runner_s_next_turn_commit_without_waiting_for_the_disk(
     store: Store, ada: Character
 ) -> None:

@@ -219,7 +219,7 @@ class PoolHealth:
     """When a pooled connection is worth a round trip to check before it is handed out.
 
     Checking every time would cost a round trip per statement. A connection that was just
-    used is trusted; one that sat idle (the server may have restarted meanwhile), or any
+    made or used is trusted; one that sat idle (the server may have restarted meanwhile), or any
     while the database has lately been failing, is checked, and the pool replaces it if the
     check fails: after an outage, requests get fresh connections, not dead ones.
     """
@@ -284,6 +284,7 @@ def open_pool(
         _storable_values(conn)
         conn.cursor_factory = CountingCursor
         conn.commit()
+        health.returned(conn)  # just made and used: no check needed when first handed out
 
     conninfo: str | Callable[[], str]
     if callable(url):
