@@ -13,10 +13,11 @@ Two owners have secrets, one entry each (`SecretOwner`):
 The store is chosen by the `secret_store` setting (`CARRIER_SECRET_STORE`), by the name of
 an entry point of the group `carrier.secret_stores`, called with the settings:
 
-- `file` (the default: `carrier chat`, tests): `FileSecretStore`, one JSON file per owner
-  in `<data dir>/secrets/` (webhooks' in its `webhooks/`), readable by its user only (files
-  0600, folders 0700).
-- `secretsmanager` (template.yaml sets it, so `carrier dev` has it too, on moto):
+- `file` (the default: `carrier chat`, `carrier dev`, tests): `FileSecretStore`, one JSON
+  file per owner in `<data dir>/secrets/` (webhooks' in its `webhooks/`), readable by its
+  user only (files 0600, folders 0700). `carrier dev` sets it over the template's choice:
+  moto's Secrets Manager would not outlast the process.
+- `secretsmanager` (template.yaml sets it; the tests run it on moto):
   `carrier_aws.secrets`, one AWS Secrets Manager secret per owner. It lives in
   carrier_aws because the core imports no AWS SDK; the entry point is how the core finds it.
 """

@@ -105,11 +105,15 @@ def _send_message(ctx: TurnContext, decision: Decision) -> ActionResult:
         else:
             sent.append((*reached, text))
     if unreachable or unclear:
-        names, several = ", ".join(unreachable), ", ".join(unclear)
-        told = [f"I can't reach {names} from here."] if unreachable else []
-        told += [f"More than one person is called {several}: who do you mean?"] if unclear else []
-        problems = [f"no room or person the agent can reach: {names}"] if unreachable else []
-        problems += [f"more than one person is called {several}"] if unclear else []
+        told, problems = [], []
+        if unreachable:
+            names = ", ".join(unreachable)
+            told.append(f"I can't reach {names} from here.")
+            problems.append(f"no room or person the agent can reach: {names}")
+        if unclear:
+            several = ", ".join(unclear)
+            told.append(f"More than one person is called {several}: who do you mean?")
+            problems.append(f"more than one person is called {several}")
         return ActionResult(
             replies=told if ctx.room.kind is RoomKind.DM else [],
             error="; ".join(problems),

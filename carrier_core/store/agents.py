@@ -115,6 +115,15 @@ class SeveralPeople(LookupError):
     """More than one person the agent knows answers to a name."""
 
 
+#: The people the agent knows with their direct rooms, among rooms whose name starts with
+#: `%(within)s` (`e`, `r`): where `direct_room` and `reachable` look.
+_DIRECT_ROOMS = (
+    " FROM entities e JOIN participants p ON p.entity_id = e.id"
+    " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
+    " AND starts_with(r.name, %(within)s) WHERE e.agent_id = %(agent)s"
+)
+
+
 def _theirs(agent_id: uuid.UUID, person: uuid.UUID, room: str, source: str) -> bool:
     """Whether a direct room the person is in is theirs: any of the tenant's, and an end
     user's only if the person is that end user (anyone else in it is someone of the end
@@ -348,11 +357,7 @@ class AgentStore(StoreBase):
         the name: a name is what a sender calls themself, so it picks no one of several."""
         with self.connection() as conn:
             found = conn.execute(
-                f"SELECT {_ROOM_COLUMNS}, e.id AS person FROM entities e"
-                " JOIN participants p ON p.entity_id = e.id"
-                " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
-                " AND starts_with(r.name, %(within)s)"
-                " WHERE e.agent_id = %(agent)s AND (e.id::text = %(name)s"
+                f"SELECT {_ROOM_COLUMNS}, e.id AS person{_DIRECT_ROOMS} AND (e.id::text = %(name)s"
                 " OR lower(e.metadata->>'name') = lower(%(name)s)"
                 " OR lower(%(name)s) = ANY(SELECT lower(n) FROM unnest(e.names) n))"
                 f"{_PREFERRED} LIMIT %(most)s",
@@ -386,11 +391,7 @@ class AgentStore(StoreBase):
             ).fetchall()
             people = conn.execute(
                 "SELECT coalesce(e.metadata->>'name', e.names[1]) AS person_name,"
-                " e.id AS person, r.name, r.source FROM entities e"
-                " JOIN participants p ON p.entity_id = e.id"
-                " JOIN rooms r ON r.id = p.room_id AND r.kind = 'dm' AND r.agent_id = e.agent_id"
-                " AND starts_with(r.name, %(within)s)"
-                f" WHERE e.agent_id = %(agent)s{_PREFERRED} LIMIT %(most)s",
+                f" e.id AS person, r.name, r.source{_DIRECT_ROOMS}{_PREFERRED} LIMIT %(most)s",
                 {**values, "most": _DIRECT_ROOMS_READ},
             ).fetchall()
         names = [

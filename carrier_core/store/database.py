@@ -183,6 +183,18 @@ def _processes_in(folder: Path) -> list[int]:
     return found
 
 
+def unpooled_connection(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """A connection of its own for the migrations' work (the migrations, the app's login,
+    moving webhook secrets). Never prepared: each migration runs the same bookkeeping
+    queries, which psycopg would prepare from the fifth on, and a transaction-mode pooler
+    (PgBouncer, RDS Proxy) in front of the owner hands them to another server connection
+    ("prepared statement already exists"). `DatabaseUnavailable` if it cannot be made."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, prepare_threshold=None)
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+
+
 def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 

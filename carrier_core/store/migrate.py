@@ -13,7 +13,7 @@ from importlib import resources
 
 import psycopg
 
-from carrier_core.store.database import DatabaseError, DatabaseUnavailable
+from carrier_core.store.database import DatabaseError, DatabaseUnavailable, unpooled_connection
 
 _LOCK_KEY = 0x6361727269  # "carri"
 
@@ -30,13 +30,7 @@ def migrations() -> list[tuple[int, str, str]]:
 
 def migrate(url: str) -> list[int]:
     """Apply what is missing; returns the versions applied by this call."""
-    try:
-        # Never prepared: each migration runs the same bookkeeping queries, and psycopg would
-        # prepare them from the fifth on, which a transaction-mode pooler (PgBouncer, RDS
-        # Proxy) hands to another server connection ("prepared statement already exists").
-        conn = psycopg.connect(url, autocommit=False, prepare_threshold=None)
-    except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+    conn = unpooled_connection(url, autocommit=False)
     applied: list[int] = []
     with conn:
         for version, name, sql in migrations():

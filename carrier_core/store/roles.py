@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from carrier_core.store.database import DatabaseError, DatabaseUnavailable
+from carrier_core.store.database import DatabaseError, unpooled_connection
 from carrier_core.store.migrate import _LOCK_KEY
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,7 @@ def ensure_app_login(url: str, username: str, password: str) -> bool:
         raise ValueError(f"{APP_ROLE} is the group role; its logins need names of their own")
     if not password:
         raise ValueError("the login needs a password")
-    try:
-        # Never prepared, as the migrations: the owner may be reached through a pooler.
-        conn = psycopg.connect(url, autocommit=False, prepare_threshold=None)
-    except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+    conn = unpooled_connection(url, autocommit=False)
     with conn, conn.transaction():
         # The migrations' lock: two deploys at once cannot both create the login.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from carrier_core.store.base import NotFound, StoreBase, where
-from carrier_core.store.database import DatabaseUnavailable
+from carrier_core.store.database import unpooled_connection
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
@@ -69,10 +68,7 @@ def move_row_secrets(url: str, keep: Callable[[uuid.UUID, str], None]) -> int:
     migrations (on their URL, not a pool). Each row is locked while its secret is kept, so
     a webhook deleted meanwhile is deleted after it, secret and all; a secret is emptied
     only once `keep` returned, so a run stopped halfway is finished by the next."""
-    try:
-        conn = psycopg.connect(url, autocommit=True, prepare_threshold=None)
-    except psycopg.Error as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from None
+    conn = unpooled_connection(url, autocommit=True)
     moved = 0
     with conn:
         ids = conn.execute("SELECT id FROM webhooks WHERE secret IS NOT NULL").fetchall()
